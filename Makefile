@@ -1,0 +1,51 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+# Triton's Python-backend stub links the system libpython3.11, so its venv needs that interpreter.
+TRITON_PYTHON ?= /usr/bin/python3.11
+VENV := .venv
+TRITON_VENV := .venv-triton
+PIP_QUIET := --quiet --disable-pip-version-check
+BIN := $(VENV)/bin
+
+.PHONY: all venv triton-venv redis demo test lint unit pytest clean
+
+all: test
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_QUIET) -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
+
+triton-venv: $(TRITON_VENV)/.installed
+$(TRITON_VENV)/.installed: deploy/triton-requirements.txt
+	test -x $(TRITON_PYTHON) || { echo "need $(TRITON_PYTHON) (Debian python3.11 + python3.11-venv)"; exit 1; }
+	$(TRITON_PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install $(PIP_QUIET) -r deploy/triton-requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
+
+# Debian's redis-server, installed when missing and we are root (the cache tests start their own).
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is missing: install Debian's redis-server"; exit 1; fi; }
+
+demo: venv triton-venv
+	$(BIN)/gateway demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy gateway router cache loadtest tests
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+pytest: venv triton-venv redis
+	$(BIN)/pytest -q
+
+test: lint pytest
+
+clean:
+	rm -rf $(VENV) $(TRITON_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""A gRPC inference gateway that serves Triton's `inference.GRPCInferenceService`."""

@@ -1,0 +1,69 @@
+"""The gateway's expected errors, each carrying the gRPC status a caller receives.
+
+    GatewayError                 (base: code + message a person can act on)
+    ├── ModelNotFound            NOT_FOUND          no route, or the upstream does not know it
+    ├── InvalidRequest           INVALID_ARGUMENT   inputs do not match the model's metadata
+    ├── NotSupported             UNIMPLEMENTED      an RPC the gateway cannot proxy
+    ├── UpstreamUnavailable      UNAVAILABLE        no endpoint of a pool could be reached
+    └── UpstreamError            (upstream's code)  Triton answered with an error: code and text kept
+
+`from_upstream` is the one place that turns a `grpc.aio.AioRpcError` into one of these, by
+status code and connection state, never by message text. Anything else that escapes a handler
+is a bug: the servicer boundary logs it and answers INTERNAL with a request id.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "GatewayError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "NotSupported",
+    "UpstreamError",
+    "UpstreamUnavailable",
+    "from_upstream",
+]
+
+
+class GatewayError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelNotFound(GatewayError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class InvalidRequest(GatewayError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotSupported(GatewayError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class UpstreamUnavailable(GatewayError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class UpstreamError(GatewayError):
+    """Triton's own error answer, passed on with its status code and message unchanged."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def from_upstream(exc: grpc.aio.AioRpcError, pool: str, endpoint: str, connected: bool) -> GatewayError:
+    """Map an upstream failure; `connected` tells a dead endpoint from Triton's own UNAVAILABLE
+    (its queue timeout, "Server not ready"), which must reach the caller as Triton sent it."""
+    code = exc.code()
+    details = exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and not connected:
+        return UpstreamUnavailable(f"upstream pool '{pool}' is unavailable: {endpoint} unreachable ({details})")
+    return UpstreamError(code, details)

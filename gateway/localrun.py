@@ -1,0 +1,61 @@
+"""Local processes for the demo and the tests: free ports and a `gateway serve` child."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["GatewayProcess", "free_port"]
+
+_SERVING = re.compile(rb"gateway serving on (\S+):(\d+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """`gateway serve ARGS --host 127.0.0.1 --port 0` as a child; `address` once it serves."""
+
+    def __init__(self, args: list[str], log_path: Path | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self) -> str:
+        stderr = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = _SERVING.search(line)
+        if match is None:
+            code = self.process.wait()
+            raise RuntimeError(f"gateway exited with code {code} before serving (log: {self.log_path})")
+        self.address = f"127.0.0.1:{int(match.group(2))}"
+        return self.address
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process is None:
+            return 0
+        self.terminate()
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()

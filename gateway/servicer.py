@@ -1,0 +1,122 @@
+"""`inference.GRPCInferenceService`, served with raw bytes in and out.
+
+Each RPC is a few lines handing off to the data plane. The boundary here is the only place that
+turns exceptions into statuses: a GatewayError becomes its own code and message; anything else is
+logged with a request id and reaches the caller as INTERNAL naming that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeAlias
+
+import grpc
+from tritonclient.grpc import service_pb2
+
+from gateway.dataplane import MODEL_SCOPED, DataPlane
+from gateway.errors import GatewayError, NotSupported
+from gateway.health import HealthMonitor
+from gateway.stream import proxy_stream
+from gateway.upstream import INFERENCE_SERVICE
+
+__all__ = ["inference_handler"]
+
+log = logging.getLogger(__name__)
+
+Context: TypeAlias = "grpc.aio.ServicerContext[bytes, bytes]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[bytes, bytes]"
+Unary = Callable[[bytes, Context], Awaitable[bytes]]
+Streaming = Callable[[AsyncIterator[bytes], Context], AsyncIterator[bytes]]
+
+_SHARED_MEMORY_RPCS = (
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+)
+_SHARED_MEMORY_WHY = (
+    "{method} is not available through the gateway: shared-memory regions live on the Triton host, "
+    "which the gateway may not share with you; send tensors in the request (raw_input_contents) instead"
+)
+
+
+async def _abort(context: Context, exc: Exception) -> None:
+    if isinstance(exc, GatewayError):
+        await context.abort(exc.code, exc.message)
+    request_id = uuid.uuid4().hex[:16]
+    log.error("internal error, request id %s", request_id, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})")
+
+
+def _unary(handler: Unary) -> Handler:
+    async def run(payload: bytes, context: Context) -> bytes:
+        try:
+            return await handler(payload, context)
+        except Exception as exc:  # the boundary: every failure becomes a status here
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return grpc.unary_unary_rpc_method_handler(run)
+
+
+def _streaming(handler: Streaming) -> Handler:
+    async def run(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        try:
+            async for response in handler(requests, context):
+                yield response
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return grpc.stream_stream_rpc_method_handler(run)
+
+
+def inference_handler(dataplane: DataPlane, health: HealthMonitor) -> grpc.GenericRpcHandler[bytes, bytes]:
+    async def server_live(payload: bytes, context: Context) -> bytes:
+        return service_pb2.ServerLiveResponse(live=True).SerializeToString()
+
+    async def server_ready(payload: bytes, context: Context) -> bytes:
+        return service_pb2.ServerReadyResponse(ready=health.all_pools_ready()).SerializeToString()
+
+    async def model_infer(payload: bytes, context: Context) -> bytes:
+        return await dataplane.infer(payload, context.time_remaining())
+
+    def model_scoped(method: str) -> Unary:
+        async def call(payload: bytes, context: Context) -> bytes:
+            return await dataplane.model_rpc(method, payload, context.time_remaining())
+
+        return call
+
+    def server_wide(method: str, fan_out: bool) -> Unary:
+        async def call(payload: bytes, context: Context) -> bytes:
+            send = dataplane.fan_out if fan_out else dataplane.first_pool
+            return await send(method, payload, context.time_remaining())
+
+        return call
+
+    def unsupported(method: str) -> Unary:
+        async def call(payload: bytes, context: Context) -> bytes:
+            raise NotSupported(_SHARED_MEMORY_WHY.format(method=method))
+
+        return call
+
+    def model_stream_infer(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        return proxy_stream(dataplane, requests, context.time_remaining())
+
+    handlers: dict[str, Handler] = {
+        "ServerLive": _unary(server_live),
+        "ServerReady": _unary(server_ready),
+        "ModelInfer": _unary(model_infer),
+        "ModelStreamInfer": _streaming(model_stream_infer),
+        "ServerMetadata": _unary(server_wide("ServerMetadata", fan_out=False)),
+        "RepositoryIndex": _unary(server_wide("RepositoryIndex", fan_out=True)),
+        "LogSettings": _unary(server_wide("LogSettings", fan_out=True)),
+    }
+    handlers |= {method: _unary(model_scoped(method)) for method in MODEL_SCOPED}
+    handlers |= {method: _unary(unsupported(method)) for method in _SHARED_MEMORY_RPCS}
+    missing = set(service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name) - set(handlers)
+    assert not missing, f"unhandled RPCs: {missing}"
+    return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)
