@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from gateway.config import ConfigError, GatewayConfig, config_for_upstreams, load_config
+from gateway.config import ConfigError, GatewayConfig, config_for_upstreams, load_config, parse_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="gRPC inference gateway for Triton.")
 
@@ -23,21 +23,28 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _serve_config(
-    config: Path | None, upstream: list[str], host: str, port: int | None, grace_period: float | None
+    config: Path | None,
+    upstream: list[str],
+    host: str | None,
+    port: int | None,
+    grace_period: float | None,
+    drain_delay: float | None,
 ) -> GatewayConfig:
     if config is not None and upstream:
         raise _fail("give either --config or --upstream, not both")
     if config is None and not upstream:
         raise _fail("give --config FILE or at least one --upstream HOST:PORT")
-    overrides: dict[str, float] = {} if grace_period is None else {"grace_period_s": grace_period}
+    overrides: dict[str, object] = {}
+    if grace_period is not None:
+        overrides["grace_period_s"] = grace_period
+    if drain_delay is not None:
+        overrides["drain_delay_s"] = drain_delay
     try:
-        if config is None:
-            return config_for_upstreams(upstream, f"{host}:{8001 if port is None else port}", **overrides)
-        loaded = load_config(config)
-        if port is not None:
-            overrides_listen = f"{loaded.listen.rpartition(':')[0]}:{port}"
-            return loaded.model_copy(update={"listen": overrides_listen, **overrides})
-        return loaded.model_copy(update=overrides)
+        loaded = load_config(config) if config else config_for_upstreams(upstream, "0.0.0.0:8001")
+        config_host, _, config_port = loaded.listen.rpartition(":")
+        if host is not None or port is not None:
+            overrides["listen"] = f"{host or config_host}:{config_port if port is None else port}"
+        return parse_config(loaded.model_dump() | overrides)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
 
@@ -48,16 +55,21 @@ def serve(
     upstream: Annotated[
         list[str] | None, typer.Option(help="Triton HOST:PORT; every model is routed to it (no config file).")
     ] = None,
-    host: Annotated[str, typer.Option(help="Listen address (with --upstream).")] = "0.0.0.0",
-    port: Annotated[int | None, typer.Option(help="Listen port (0: any free port); default 8001.")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address; default 0.0.0.0 or the config's.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Listen port (0: any free one); default 8001 or the config's.")
+    ] = None,
     grace_period: Annotated[float | None, typer.Option(help="Seconds in-flight requests get on SIGTERM.")] = None,
+    drain_delay: Annotated[
+        float | None, typer.Option(help="Seconds of NOT_SERVING health before refusing new requests.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
     from gateway.server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _serve_config(config, upstream or [], host, port, grace_period)
+    settings = _serve_config(config, upstream or [], host, port, grace_period, drain_delay)
     try:
         asyncio.run(run_server(settings))
     except OSError as exc:

@@ -11,7 +11,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["ConfigError", "GatewayConfig", "PoolConfig", "RouteConfig", "config_for_upstreams", "load_config"]
+__all__ = [
+    "ConfigError",
+    "GatewayConfig",
+    "PoolConfig",
+    "RouteConfig",
+    "config_for_upstreams",
+    "load_config",
+    "parse_config",
+]
 
 DEFAULT_POOL = "default"
 
@@ -61,7 +69,8 @@ class GatewayConfig(_Frozen):
     listen: str = "0.0.0.0:8001"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     grace_period_s: float = Field(default=30.0, ge=0)
-    drain_delay_s: float = Field(default=0.0, ge=0)
+    # Health says NOT_SERVING this long before new requests are refused, so load balancers notice.
+    drain_delay_s: float = Field(default=1.0, ge=0)
     metadata_ttl_s: float = Field(default=10.0, ge=0)
     health_check_interval_s: float = Field(default=1.0, gt=0)
     health_check_timeout_s: float = Field(default=1.0, gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -29,14 +30,13 @@ class GatewayProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
+        self._terminated = False
 
     def start(self) -> str:
-        stderr = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
+        with self.log_path.open("ab") if self.log_path else open(os.devnull, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", *self.args], stdout=subprocess.PIPE, stderr=stderr
+            )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         match = _SERVING.search(line)
@@ -47,7 +47,9 @@ class GatewayProcess:
         return self.address
 
     def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """SIGTERM once: a second signal during the drain would find the handlers gone at exit."""
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 30.0) -> int:
@@ -59,3 +61,6 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway.config import GatewayConfig
 from gateway.dataplane import DataPlane
 from gateway.health import HealthMonitor
-from gateway.servicer import inference_handler
+from gateway.servicer import InFlight, inference_handler
 from gateway.signatures import SignatureCache
 from gateway.upstream import INFERENCE_SERVICE, Pool
 from router import RouteTable, Target
@@ -48,7 +48,8 @@ class Gateway:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        self.server.add_generic_rpc_handlers([inference_handler(self.dataplane, self.health)])
+        self.inflight = InFlight()
+        self.server.add_generic_rpc_handlers([inference_handler(self.dataplane, self.health, self.inflight)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         services = (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*services, reflection.SERVICE_NAME), self.server)
@@ -68,7 +69,14 @@ class Gateway:
         await self.health.drain()
         if self.config.drain_delay_s:
             await asyncio.sleep(self.config.drain_delay_s)
-        await self.server.stop(self.config.grace_period_s)
+        # stop(grace) refuses new RPCs at once; the in-flight ones get the grace period. Long-lived
+        # watchers (health Watch streams) would hold it to the end, so once the data-plane work is
+        # done, a second stop(0) ends them (a shorter grace in a later call wins).
+        stopping = asyncio.create_task(self.server.stop(self.config.grace_period_s))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.inflight.idle(), self.config.grace_period_s)
+        await self.server.stop(0)
+        await stopping
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

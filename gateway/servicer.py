@@ -7,6 +7,7 @@ logged with a request id and reaches the caller as INTERNAL naming that id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from gateway.health import HealthMonitor
 from gateway.stream import proxy_stream
 from gateway.upstream import INFERENCE_SERVICE
 
-__all__ = ["inference_handler"]
+__all__ = ["InFlight", "inference_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,27 @@ _SHARED_MEMORY_WHY = (
 )
 
 
+class InFlight:
+    """Counts data-plane RPCs in progress, so shutdown knows when the last one has finished."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def __exit__(self, *_: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
 async def _abort(context: Context, exc: Exception) -> None:
     if isinstance(exc, GatewayError):
         await context.abort(exc.code, exc.message)
@@ -52,10 +74,11 @@ async def _abort(context: Context, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})")
 
 
-def _unary(handler: Unary) -> Handler:
+def _unary(handler: Unary, inflight: InFlight) -> Handler:
     async def run(payload: bytes, context: Context) -> bytes:
         try:
-            return await handler(payload, context)
+            with inflight:
+                return await handler(payload, context)
         except Exception as exc:  # the boundary: every failure becomes a status here
             await _abort(context, exc)
             raise  # unreachable: abort raises
@@ -63,18 +86,21 @@ def _unary(handler: Unary) -> Handler:
     return grpc.unary_unary_rpc_method_handler(run)
 
 
-def _streaming(handler: Streaming) -> Handler:
+def _streaming(handler: Streaming, inflight: InFlight) -> Handler:
     async def run(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         try:
-            async for response in handler(requests, context):
-                yield response
+            with inflight:
+                async for response in handler(requests, context):
+                    yield response
         except Exception as exc:
             await _abort(context, exc)
 
     return grpc.stream_stream_rpc_method_handler(run)
 
 
-def inference_handler(dataplane: DataPlane, health: HealthMonitor) -> grpc.GenericRpcHandler[bytes, bytes]:
+def inference_handler(
+    dataplane: DataPlane, health: HealthMonitor, inflight: InFlight
+) -> grpc.GenericRpcHandler[bytes, bytes]:
     async def server_live(payload: bytes, context: Context) -> bytes:
         return service_pb2.ServerLiveResponse(live=True).SerializeToString()
 
@@ -106,17 +132,18 @@ def inference_handler(dataplane: DataPlane, health: HealthMonitor) -> grpc.Gener
     def model_stream_infer(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
         return proxy_stream(dataplane, requests, context.time_remaining())
 
-    handlers: dict[str, Handler] = {
-        "ServerLive": _unary(server_live),
-        "ServerReady": _unary(server_ready),
-        "ModelInfer": _unary(model_infer),
-        "ModelStreamInfer": _streaming(model_stream_infer),
-        "ServerMetadata": _unary(server_wide("ServerMetadata", fan_out=False)),
-        "RepositoryIndex": _unary(server_wide("RepositoryIndex", fan_out=True)),
-        "LogSettings": _unary(server_wide("LogSettings", fan_out=True)),
+    unary: dict[str, Unary] = {
+        "ServerLive": server_live,
+        "ServerReady": server_ready,
+        "ModelInfer": model_infer,
+        "ServerMetadata": server_wide("ServerMetadata", fan_out=False),
+        "RepositoryIndex": server_wide("RepositoryIndex", fan_out=True),
+        "LogSettings": server_wide("LogSettings", fan_out=True),
     }
-    handlers |= {method: _unary(model_scoped(method)) for method in MODEL_SCOPED}
-    handlers |= {method: _unary(unsupported(method)) for method in _SHARED_MEMORY_RPCS}
+    unary |= {method: model_scoped(method) for method in MODEL_SCOPED}
+    unary |= {method: unsupported(method) for method in _SHARED_MEMORY_RPCS}
+    handlers = {method: _unary(call, inflight) for method, call in unary.items()}
+    handlers["ModelStreamInfer"] = _streaming(model_stream_infer, inflight)
     missing = set(service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name) - set(handlers)
     assert not missing, f"unhandled RPCs: {missing}"
     return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)

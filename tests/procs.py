@@ -1,0 +1,76 @@
+"""Test helpers: real Triton and gateway processes on ephemeral 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.localrun import GatewayProcess, free_port
+
+
+class TritonCli:
+    """`gateway triton --grpc-port P` as a child process, exactly as an operator runs it."""
+
+    def __init__(self, log_path: Path, grpc_port: int | None = None) -> None:
+        self.port = grpc_port or free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_line = ""
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        """Start and wait for the ready line; '' with the process ended if Triton failed."""
+        command = [sys.executable, "-m", "gateway", "triton", "--grpc-port", str(self.port)]
+        self.process = subprocess.Popen(
+            [*command, "--log-file", str(self.log_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert self.process.stdout is not None
+        self.ready_line = self.process.stdout.readline().decode()
+        return self.ready_line
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
+
+
+@contextmanager
+def running_triton(log_path: Path, grpc_port: int | None = None) -> Iterator[TritonCli]:
+    triton = TritonCli(log_path, grpc_port)
+    line = triton.start()
+    try:
+        assert "triton ready" in line, f"Triton did not start: {line!r}; log: {log_path}"
+        yield triton
+    finally:
+        triton.stop()
+
+
+@contextmanager
+def running_gateway(args: list[str], log_path: Path) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess([*args, "--host", "127.0.0.1", "--port", "0"], log_path)
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def health_status(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(response.status)
