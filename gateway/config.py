@@ -6,10 +6,10 @@ Validation errors name the key path and the bad value (`pools.main.endpoints.0: 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -39,15 +39,13 @@ def _check_address(address: str) -> str:
     return address
 
 
+Address = Annotated[str, AfterValidator(_check_address)]
+
+
 class PoolConfig(_Frozen):
     """A pool of interchangeable Triton endpoints."""
 
-    endpoints: list[str] = Field(min_length=1)
-
-    @field_validator("endpoints")
-    @classmethod
-    def _addresses(cls, endpoints: list[str]) -> list[str]:
-        return [_check_address(e) for e in endpoints]
+    endpoints: list[Address] = Field(min_length=1)
 
 
 class RouteConfig(_Frozen):
@@ -66,7 +64,7 @@ class RouteConfig(_Frozen):
 
 
 class GatewayConfig(_Frozen):
-    listen: str = "0.0.0.0:8001"
+    listen: Address = "0.0.0.0:8001"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     grace_period_s: float = Field(default=30.0, ge=0)
     # Health says NOT_SERVING this long before new requests are refused, so load balancers notice.
@@ -77,11 +75,6 @@ class GatewayConfig(_Frozen):
     pools: dict[str, PoolConfig] = Field(min_length=1)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     default_pool: str | None = None
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_address(cls, listen: str) -> str:
-        return _check_address(listen)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

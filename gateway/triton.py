@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,6 +115,14 @@ class TritonOptions:
         return args + list(self.extra_args)
 
 
+def _check_port_free(address: str, port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise TritonLaunchError(f"{address}:{port} is not free ({exc.strerror}): choose another port") from exc
+
+
 class TritonProcess:
     """One tritonserver child process."""
 
@@ -125,6 +134,10 @@ class TritonProcess:
     def start(self, log: IO[bytes] | int | None = None) -> None:
         if not self.options.model_repository.is_dir():
             raise TritonLaunchError(f"model repository {self.options.model_repository} is not a directory")
+        # Checked up front: Triton binds only after loading every model, and meanwhile the readiness
+        # probe would be answered by whatever server already holds the port.
+        for port in filter(None, (self.options.grpc_port, self.options.http_port, self.options.metrics_port)):
+            _check_port_free(self.options.address, port)
         self.install.prepare()
         self.process = subprocess.Popen(
             self.options.arguments(self.install),

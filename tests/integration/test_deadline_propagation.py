@@ -31,7 +31,7 @@ class RecordingTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
-    ) -> pb.ModelMetadataResponse:  # noqa: E501
+    ) -> pb.ModelMetadataResponse:
         tensor = pb.ModelMetadataResponse.TensorMetadata(name="INPUT0", datatype="FP32", shape=[-1])
         return pb.ModelMetadataResponse(name=request.name, versions=["1"], inputs=[tensor])
 
@@ -58,11 +58,13 @@ def recorder() -> Iterator[tuple[RecordingTriton, str]]:
 
 def test_remaining_deadline_reaches_upstream(recorder: tuple[RecordingTriton, str], tmp_path: Path) -> None:
     servicer, address = recorder
-    with running_gateway(["--upstream", address], tmp_path / "gateway.log") as gateway:
-        with grpcclient.InferenceServerClient(gateway.address) as client:
-            inputs = infer_inputs({"INPUT0": np.zeros(2, np.float32)})
-            client.infer("m", inputs, client_timeout=7.0)
-            client.infer("m", inputs)
+    inputs = infer_inputs({"INPUT0": np.zeros(2, np.float32)})
+    with (
+        running_gateway(["--upstream", address], tmp_path / "gateway.log") as gateway,
+        grpcclient.InferenceServerClient(gateway.address) as client,
+    ):
+        client.infer("m", inputs, client_timeout=7.0)
+        client.infer("m", inputs)
     with_deadline, without_deadline = servicer.remaining
     assert with_deadline is not None and 5.0 < with_deadline <= 7.0
     assert without_deadline is None or without_deadline > 3600

@@ -52,7 +52,7 @@ def test_unknown_version_is_not_found(gateway: GatewayProcess) -> None:
     assert error.status() == "StatusCode.NOT_FOUND"
 
 
-BAD_INPUTS = {
+BAD_INPUTS: dict[str, tuple[dict[str, np.ndarray], str]] = {
     "wrong-name": ({"WRONG": np.zeros(2, np.float32)}, "unknown input 'WRONG'"),
     "wrong-datatype": ({"INPUT0": np.zeros(2, np.int32)}, "datatype INT32, expected FP32"),
     "wrong-rank": ({"INPUT0": np.zeros((2, 2), np.float32)}, "has shape [2, 2], expected [-1]"),
@@ -92,7 +92,7 @@ def test_raw_requests_with_bad_sizes_are_invalid(
 ) -> None:
     error = _raw_infer(gateway.address, request_)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert expected in error.details()
+    assert expected in str(error.details())
 
 
 def test_unknown_requested_output_is_invalid(gateway: GatewayProcess) -> None:
@@ -100,7 +100,7 @@ def test_unknown_requested_output_is_invalid(gateway: GatewayProcess) -> None:
     request.outputs.add(name="NOPE")
     error = _raw_infer(gateway.address, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "unknown output 'NOPE'" in error.details()
+    assert "unknown output 'NOPE'" in str(error.details())
 
 
 def test_model_error_keeps_tritons_code_and_message(triton: TritonCli, gateway: GatewayProcess) -> None:

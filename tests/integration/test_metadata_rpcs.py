@@ -62,7 +62,7 @@ def test_repository_load_and_unload_reach_the_pool(gateway: GatewayProcess) -> N
         with pytest.raises(grpc.RpcError) as caught:
             _call(gateway.address, call)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "explicit model load / unload is not allowed" in caught.value.details()
+        assert "explicit model load / unload is not allowed" in str(caught.value.details())
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_shared_memory_rpcs_are_unimplemented_with_a_reason(call: Call, gateway:
     with pytest.raises(grpc.RpcError) as caught:
         _call(gateway.address, call)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "raw_input_contents" in caught.value.details()
+    assert "raw_input_contents" in str(caught.value.details())
 
 
 def test_health_serving_for_the_inference_service(gateway: GatewayProcess) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.localrun import GatewayProcess
 from gateway.samples import Sample, infer_inputs, samples
@@ -66,10 +68,6 @@ def test_counter_requests_reach_triton_every_time(gateway: GatewayProcess) -> No
 
 def test_typed_contents_are_accepted_like_raw(triton: TritonCli, gateway: GatewayProcess) -> None:
     """A request that carries its tensor in InferTensorContents (not raw bytes) works the same."""
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-    import grpc
-
     request = service_pb2.ModelInferRequest(model_name="add_sub")
     for name, values in (("INPUT0", [1, 2, 3]), ("INPUT1", [10, 20, 30])):
         tensor = request.inputs.add(name=name, datatype="INT32", shape=[3])

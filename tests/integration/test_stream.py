@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import AsyncIterator
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -14,9 +15,10 @@ from gateway.samples import infer_inputs
 from tests.procs import TritonCli
 
 Outcome = tuple[str, object]
+StreamRequest = tuple[str, dict[str, np.ndarray], str]
 
 
-def _stream(address: str, requests: list[tuple[str, dict[str, np.ndarray], str]]) -> list[Outcome]:
+def _stream(address: str, requests: list[StreamRequest]) -> list[Outcome]:
     """Send each (model, inputs, request id) on one stream; what came back, in order."""
     received: queue.Queue[Outcome] = queue.Queue()
 
@@ -37,14 +39,14 @@ def _stream(address: str, requests: list[tuple[str, dict[str, np.ndarray], str]]
 
 
 def test_decoupled_model_yields_the_same_responses(triton: TritonCli, gateway: GatewayProcess) -> None:
-    requests = [("stream", {"N": np.array([4], dtype=np.int32)}, "first")]
+    requests: list[StreamRequest] = [("stream", {"N": np.array([4], dtype=np.int32)}, "first")]
     direct = _stream(triton.address, requests)
     assert len(direct) == 4
     assert _stream(gateway.address, requests) == direct
 
 
 def test_several_models_share_one_stream(triton: TritonCli, gateway: GatewayProcess) -> None:
-    requests = [
+    requests: list[StreamRequest] = [
         ("stream", {"N": np.array([2], dtype=np.int32)}, "a"),
         ("identity", {"INPUT0": np.arange(3, dtype=np.float32)}, "b"),
         ("stream", {"N": np.array([3], dtype=np.int32)}, "c"),
@@ -55,7 +57,7 @@ def test_several_models_share_one_stream(triton: TritonCli, gateway: GatewayProc
 
 
 def test_invalid_request_gets_an_error_in_stream_and_the_stream_goes_on(gateway: GatewayProcess) -> None:
-    requests = [
+    requests: list[StreamRequest] = [
         ("identity", {"INPUT0": np.arange(3, dtype=np.int32)}, "bad-dtype"),
         ("no_such_model", {"INPUT0": np.arange(3, dtype=np.float32)}, "unknown"),
         ("stream", {"N": np.array([2], dtype=np.int32)}, "good"),
@@ -70,7 +72,7 @@ def test_invalid_request_gets_an_error_in_stream_and_the_stream_goes_on(gateway:
 
 async def test_aio_stream_infer(triton: TritonCli, gateway: GatewayProcess) -> None:
     async def collect(address: str) -> list[int]:
-        async def requests():  # type: ignore[no-untyped-def]
+        async def requests() -> AsyncIterator[dict[str, object]]:
             yield {"model_name": "stream", "inputs": infer_inputs({"N": np.array([5], dtype=np.int32)})}
 
         values = []

@@ -1,0 +1,19 @@
+"""`gateway demo` (what `make demo` runs) shows real Triton answers through the gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_every_model_through_the_gateway() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo"], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for model in ("identity_batched", "image", "add_sub_fp32", "text", "classifier", "slow", "counter", "stream"):
+        assert f"│ {model} " in out, model
+    assert "5 responses on ModelStreamInfer: [0, 1, 2, 3, 4]" in out
+    assert "NOT_FOUND" in out and "INVALID_ARGUMENT" in out and "INTERNAL" in out
+    assert "gateway exit code 0, triton exit code 0" in out
