@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 PIP_QUIET := --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: all venv triton-venv redis demo test lint unit pytest clean
+.PHONY: all venv triton-venv redis demo test lint unit pytest proto proto-check clean
 
 all: test
 
@@ -34,6 +34,19 @@ redis:
 demo: venv triton-venv
 	$(BIN)/gateway demo
 
+# The admin API's generated code is committed; proto-check fails when it is stale.
+PROTOS := $(wildcard proto/gateway_admin/*.proto)
+PROTOC = $(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(1) --pyi_out=$(1) --grpc_python_out=$(1) $(PROTOS)
+
+proto: venv
+	$(call PROTOC,.)
+
+proto-check: venv
+	@tmp=$$(mktemp -d) && $(call PROTOC,$$tmp) && \
+	  for f in $$(cd $$tmp && find . -name '*.py*'); do \
+	    cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; \
+	  done; rm -rf $$tmp; echo "generated code is up to date"
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -45,7 +58,7 @@ unit: venv
 pytest: venv triton-venv redis
 	$(BIN)/pytest -q
 
-test: lint pytest
+test: proto-check lint pytest
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .mypy_cache .ruff_cache .pytest_cache

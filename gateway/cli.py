@@ -29,6 +29,8 @@ def _serve_config(
     port: int | None,
     grace_period: float | None,
     drain_delay: float | None,
+    admin_port: int | None,
+    admin_token: str | None,
 ) -> GatewayConfig:
     if config is not None and upstream:
         raise _fail("give either --config or --upstream, not both")
@@ -44,6 +46,13 @@ def _serve_config(
         config_host, _, config_port = loaded.listen.rpartition(":")
         if host is not None or port is not None:
             overrides["listen"] = f"{host or config_host}:{config_port if port is None else port}"
+        if admin_port is not None or admin_token is not None:
+            admin = loaded.admin.model_dump() if loaded.admin else {"listen": f"{host or config_host}:8002"}
+            if admin_port is not None:
+                admin["listen"] = f"{admin['listen'].rpartition(':')[0]}:{admin_port}"
+            if admin_token is not None:
+                admin["token"] = admin_token
+            overrides["admin"] = admin
         return parse_config(loaded.model_dump() | overrides)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
@@ -63,16 +72,20 @@ def serve(
     drain_delay: Annotated[
         float | None, typer.Option(help="Seconds of NOT_SERVING health before refusing new requests.")
     ] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Serve the admin API on this port (0: any free one).")] = None,
+    admin_token: Annotated[
+        str | None, typer.Option(help="Admin bearer token; default: env GATEWAY_ADMIN_TOKEN.", show_default=False)
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
     from gateway.server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _serve_config(config, upstream or [], host, port, grace_period, drain_delay)
+    settings = _serve_config(config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token)
     try:
-        asyncio.run(run_server(settings))
-    except OSError as exc:
+        asyncio.run(run_server(settings, config))
+    except (OSError, ConfigError) as exc:
         raise _fail(str(exc)) from exc
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
     "ConfigError",
@@ -48,19 +50,85 @@ class PoolConfig(_Frozen):
     endpoints: list[Address] = Field(min_length=1)
 
 
-class RouteConfig(_Frozen):
-    """Where a public model name goes: a pool, and optionally another upstream name/version."""
+def _check_version(version: str) -> str:
+    if version and not version.isdigit():
+        raise ValueError(f"a model version is a positive integer, got {version!r}")
+    return version
 
+
+Version = Annotated[str, AfterValidator(_check_version)]
+Header = Annotated[str, AfterValidator(lambda h: h.lower())]
+
+
+class VariantConfig(_Frozen):
+    name: str = Field(min_length=1)
     pool: str
-    model: str | None = None
-    version: str = ""
+    model: str | None = None  # default: the route's public name
+    version: Version = ""
+    weight: int = Field(default=0, ge=0)
 
-    @field_validator("version")
-    @classmethod
-    def _numeric_version(cls, version: str) -> str:
-        if version and not version.isdigit():
-            raise ValueError(f"a model version is a positive integer, got {version!r}")
-        return version
+
+class MatchConfig(_Frozen):
+    """One rule: `header` equals / is one of / starts with a prefix → `variant`."""
+
+    header: Header
+    equals: str | None = None
+    one_of: list[str] | None = None
+    prefix: str | None = None
+    variant: str
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> MatchConfig:
+        given = [op for op in ("equals", "one_of", "prefix") if getattr(self, op) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of equals / one_of / prefix, got {given or 'none'}")
+        return self
+
+
+class ShadowPolicyConfig(_Frozen):
+    variant: str
+    fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_inflight: int = Field(default=16, ge=1)
+
+
+class RouteConfig(_Frozen):
+    """A public model name: its variants, rules, sticky key and shadows."""
+
+    variants: list[VariantConfig] = Field(min_length=1)
+    match: list[MatchConfig] = Field(default_factory=list)
+    sticky_header: Header | None = None
+    shadows: list[ShadowPolicyConfig] = Field(default_factory=list)
+
+    def to_route(self, model: str) -> Route:
+        variants = tuple(Variant(v.name, v.pool, v.model or model, v.version, v.weight) for v in self.variants)
+        rules = tuple(
+            MatchRule(rule.header, op, tuple(values), rule.variant)
+            for rule in self.match
+            for op, values in (
+                (MatchOp.EQUALS, [rule.equals] if rule.equals is not None else None),
+                (MatchOp.ONE_OF, rule.one_of),
+                (MatchOp.PREFIX, [rule.prefix] if rule.prefix is not None else None),
+            )
+            if values is not None
+        )
+        shadows = tuple(ShadowPolicy(s.variant, s.fraction, s.max_inflight) for s in self.shadows)
+        return Route(model, variants, rules, self.sticky_header, shadows)
+
+
+class AdminConfig(_Frozen):
+    """The admin API's own listener; every call needs `authorization: Bearer <token>`."""
+
+    listen: Address
+    # Read from the environment (GATEWAY_ADMIN_TOKEN) when not set here; required either way.
+    token: str | None = Field(default=None, min_length=8)
+
+
+class ShadowConfig(_Frozen):
+    timeout_s: float = Field(default=10.0, gt=0)
+    log_path: Path | None = None  # JSON lines of discrepancies; none: no log
+    log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    log_max_bytes: int = Field(default=10_000_000, gt=0)  # rotated once past this, one backup kept
+    log_tensors: bool = False  # full output tensors in each line
 
 
 class GatewayConfig(_Frozen):
@@ -75,14 +143,19 @@ class GatewayConfig(_Frozen):
     pools: dict[str, PoolConfig] = Field(min_length=1)
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
     default_pool: str | None = None
+    route_history: int = Field(default=10, ge=1)  # earlier routes kept per model for rollback
+    admin: AdminConfig | None = None
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:
         if self.default_pool is not None and self.default_pool not in self.pools:
             raise ValueError(f"default_pool: unknown pool {self.default_pool!r} (pools: {sorted(self.pools)})")
         for model, route in self.routes.items():
-            if route.pool not in self.pools:
-                raise ValueError(f"routes.{model}.pool: unknown pool {route.pool!r} (pools: {sorted(self.pools)})")
+            try:  # the route's own checks, the same the admin API applies
+                check_route(route.to_route(model), self.pools)
+            except RouteError as exc:
+                raise ValueError(str(exc)) from exc
         return self
 
 

@@ -1,8 +1,9 @@
 """The data plane: everything the servicer hands a request to.
 
-ModelInfer: parse → route → signature → validate → forward the caller's bytes (re-serialized
-only when the route renames the model or pins a version). Model-scoped metadata RPCs go to the
-pool that serves the model; server-wide ones to every pool, their answers merged.
+ModelInfer: parse → route (decision per request) → signature → validate → forward the caller's
+bytes (re-serialized only when the variant renames the model or pins a version). Model-scoped
+metadata RPCs go to the pool of the route's heaviest variant; server-wide ones to every pool,
+their answers merged.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2
 
+from gateway.discovery import Discovery
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.retarget import retarget
+from gateway.shadow import ShadowRunner
 from gateway.signatures import SignatureCache
 from gateway.upstream import Pool
 from gateway.validate import validate_infer_request
-from router import RouteTable, Target, UnknownModel
+from router import Decision, Route, Router, RouteStore, Variant
 
-__all__ = ["MODEL_SCOPED", "DataPlane", "ModelScoped"]
+__all__ = ["MODEL_SCOPED", "DataPlane", "ModelScoped", "Prepared", "parse"]
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +50,6 @@ MODEL_SCOPED: dict[str, ModelScoped] = {
 }
 
 
-M = TypeVar("M", bound=Message)
-
-
 def parse(message_type: type[M], payload: bytes) -> M:
     try:
         return message_type.FromString(payload)
@@ -67,37 +70,68 @@ def _rename(response: bytes, method: str, public: str) -> bytes:
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated request, ready to go upstream."""
+
+    payload: bytes
+    pool: Pool
+    route: Route
+    decision: Decision
+    request: service_pb2.ModelInferRequest  # as the caller sent it
+
+
 class DataPlane:
-    def __init__(self, routes: RouteTable, pools: Mapping[str, Pool], signatures: SignatureCache) -> None:
-        self.routes = routes
+    def __init__(
+        self,
+        store: RouteStore,
+        router: Router,
+        pools: Mapping[str, Pool],
+        signatures: SignatureCache,
+        discovery: Discovery | None,
+        shadows: ShadowRunner | None = None,
+    ) -> None:
+        self.store = store
+        self.router = router
         self.pools = pools
         self.signatures = signatures
+        self.discovery = discovery
+        self.shadows = shadows
 
-    def resolve(self, model: str, version: str) -> tuple[Target, Pool]:
+    async def route(self, model: str, timeout: float | None) -> Route:
         if not model:
             raise InvalidRequest("the request names no model")
-        try:
-            target = self.routes.resolve(model, version)
-        except UnknownModel as exc:
-            raise ModelNotFound(f"unknown model '{model}': {exc}") from exc
-        return target, self.pools[target.pool]
+        route = self.store.get(model)
+        if route is not None:
+            return route
+        if self.discovery is None:
+            raise ModelNotFound(f"unknown model '{model}': no route serves it and there is no default pool")
+        return await self.discovery.route_for(model, timeout)
 
-    async def infer(self, payload: bytes, timeout: float | None) -> bytes:
-        request = parse(service_pb2.ModelInferRequest, payload)
-        forwarded, pool = await self.prepare_infer(request, payload, timeout)
-        return await pool.call("ModelInfer", forwarded, timeout)
+    async def infer(self, payload: bytes, metadata: Mapping[str, str], timeout: float | None) -> tuple[bytes, Prepared]:
+        """Serve one ModelInfer; shadow copies start once the caller has its answer."""
+        prepared = await self.prepare_infer(parse(service_pb2.ModelInferRequest, payload), payload, metadata, timeout)
+        response = await prepared.pool.call("ModelInfer", prepared.payload, timeout)
+        if prepared.decision.shadows and self.shadows is not None:
+            self.shadows.submit(prepared, response)
+        return response, prepared
 
     async def prepare_infer(
-        self, request: service_pb2.ModelInferRequest, payload: bytes, timeout: float | None
-    ) -> tuple[bytes, Pool]:
-        """Validate the request for its target; the bytes to send upstream and the pool to send to."""
-        target, pool = self.resolve(request.model_name, request.model_version)
-        signature = await self.signatures.get(target, timeout)
+        self,
+        request: service_pb2.ModelInferRequest,
+        payload: bytes,
+        metadata: Mapping[str, str],
+        timeout: float | None,
+    ) -> Prepared:
+        """Route and validate the request; what to send upstream and where."""
+        route = await self.route(request.model_name, timeout)
+        decision = self.router.decide(route, metadata, request.model_version)
+        variant = decision.primary
+        signature = await self.signatures.get(variant, timeout)
         validate_infer_request(request, signature)
-        if target.model == request.model_name and target.version == request.model_version:
-            return payload, pool
-        request.model_name, request.model_version = target.model, target.version
-        return request.SerializeToString(), pool
+        if variant.model != request.model_name or variant.version != request.model_version:
+            payload = retarget(request, variant)
+        return Prepared(payload, self.pools[variant.pool], route, decision, request)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:
         scoped = MODEL_SCOPED[method]
@@ -106,19 +140,16 @@ class DataPlane:
         if not public:  # statistics or trace settings for every model: ask every pool
             return await self.fan_out(method, payload, timeout)
         version = getattr(request, scoped.version_field) if scoped.version_field else ""
-        target, pool = self.resolve(public, version)
-        if target.model == public and target.version == version:
+        route = await self.route(public, timeout)
+        variant = self.router.decide(route, {}, version).primary if version else heaviest(route)
+        pool = self.pools[variant.pool]
+        if variant.model == public:
             return await pool.call(method, payload, timeout)
-        setattr(request, scoped.name_field, target.model)
-        if scoped.version_field:
-            setattr(request, scoped.version_field, target.version)
-        response = await pool.call(method, request.SerializeToString(), timeout)
-        return _rename(response, method, public) if target.model != public else response
+        setattr(request, scoped.name_field, variant.model)
+        return _rename(await pool.call(method, request.SerializeToString(), timeout), method, public)
 
     def pools_in_use(self) -> list[Pool]:
-        """Default pool first, so server-wide answers (ServerMetadata) come from it."""
-        names = sorted(self.routes.pools(), key=lambda name: name != self.routes.default_pool)
-        return [self.pools[name] for name in names]
+        return list(self.pools.values())
 
     async def first_pool(self, method: str, payload: bytes, timeout: float | None) -> bytes:
         return await self.pools_in_use()[0].call(method, payload, timeout)
@@ -130,6 +161,10 @@ class DataPlane:
             return answers[0]
         merged = b"".join(reversed(answers))  # protobuf: concatenation merges, last scalar wins
         return _dedupe(method, merged)
+
+
+def heaviest(route: Route) -> Variant:
+    return max(route.variants, key=lambda v: v.weight)
 
 
 def _dedupe(method: str, merged: bytes) -> bytes:

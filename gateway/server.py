@@ -3,6 +3,7 @@
 Lifecycle: start → health checks until an upstream answers (health SERVING) → serve → on a
 signal: health NOT_SERVING, wait `drain_delay_s` for load balancers to notice, stop accepting,
 let in-flight requests finish within `grace_period_s`, close upstream channels, exit 0.
+SIGHUP (or a change of the config file) reloads the routes.
 """
 
 from __future__ import annotations
@@ -10,37 +11,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.config import GatewayConfig
+from gateway.admin import AdminServicer, BearerTokenInterceptor
+from gateway.config import ConfigError, GatewayConfig
 from gateway.dataplane import DataPlane
+from gateway.discovery import Discovery
 from gateway.health import HealthMonitor
+from gateway.reload import ConfigReloader
 from gateway.servicer import InFlight, inference_handler
+from gateway.shadow import ShadowRunner
+from gateway.shadow_stats import ShadowStats
 from gateway.signatures import SignatureCache
 from gateway.upstream import INFERENCE_SERVICE, Pool
-from router import RouteTable, Target
+from gateway_admin import admin_pb2, admin_pb2_grpc
+from router import Router, RouteStore
 
-__all__ = ["Gateway", "serve"]
+__all__ = ["ADMIN_TOKEN_ENV", "Gateway", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-def route_table(config: GatewayConfig) -> RouteTable:
-    routes = {name: Target(route.pool, route.model or name, route.version) for name, route in config.routes.items()}
-    return RouteTable(routes, config.default_pool)
+ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+_HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.pools = {name: Pool(name, pool.endpoints) for name, pool in config.pools.items()}
         self.health = HealthMonitor(self.pools, config.health_check_interval_s, config.health_check_timeout_s)
+        self.store = RouteStore(self.pools, history=config.route_history)
+        self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
         signatures = SignatureCache(self.pools, config.metadata_ttl_s)
-        self.dataplane = DataPlane(route_table(config), self.pools, signatures)
+        self.shadow_stats = ShadowStats()
+        self.shadows = ShadowRunner(self.pools, signatures, self.shadow_stats, config.shadow)
+        default_pool = self.pools.get(config.default_pool or "")
+        discovery = Discovery(self.store, default_pool) if default_pool else None
+        self.dataplane = DataPlane(self.store, Router(), self.pools, signatures, discovery, self.shadows)
+        self.reloader = ConfigReloader(config_path, config, self.store) if config_path else None
+
+        self.inflight = InFlight()
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -48,22 +63,36 @@ class Gateway:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        self.inflight = InFlight()
         self.server.add_generic_rpc_handlers([inference_handler(self.dataplane, self.health, self.inflight)])
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
-        services = (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-        reflection.enable_server_reflection((*services, reflection.SERVICE_NAME), self.server)
-        self._health_task: asyncio.Task[None] | None = None
+        reflection.enable_server_reflection((INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME), self.server)
+        self.admin_server = self._admin_server() if config.admin else None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> int:
-        """Bind, run a first health round, start serving; the bound port."""
+    def _admin_server(self) -> grpc.aio.Server:
+        assert self.config.admin is not None
+        token = self.config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
+        if not token:
+            raise ConfigError(f"admin: a bearer token is required (admin.token, --admin-token or {ADMIN_TOKEN_ENV})")
+        server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)])
+        admin_pb2_grpc.add_GatewayAdminServicer_to_server(AdminServicer(self.dataplane, self.shadow_stats), server)
+        admin_service = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
+        reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)
+        return server
+
+    async def start(self) -> tuple[int, int | None]:
+        """Bind, run a first health round, start serving; the bound data and admin ports."""
         port = self.server.add_insecure_port(self.config.listen)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+        admin_port = None
+        if self.admin_server is not None and self.config.admin is not None:
+            admin_port = self.admin_server.add_insecure_port(self.config.admin.listen)
+            await self.admin_server.start()
         await self.health.check_once()
-        self._health_task = asyncio.create_task(self.health.run())
+        self._tasks.append(asyncio.create_task(self.health.run()))
+        if self.reloader is not None:
+            self._tasks.append(asyncio.create_task(self.reloader.watch()))
         await self.server.start()
-        return port
+        return port, admin_port
 
     async def stop(self) -> None:
         await self.health.drain()
@@ -77,24 +106,29 @@ class Gateway:
             await asyncio.wait_for(self.inflight.idle(), self.config.grace_period_s)
         await self.server.stop(0)
         await stopping
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        await self.shadows.close(timeout_s=min(self.config.grace_period_s, 5.0))
+        if self.admin_server is not None:
+            await self.admin_server.stop(0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for pool in self.pools.values():
             await pool.close()
 
 
-async def serve(config: GatewayConfig) -> None:
-    gateway = Gateway(config)
-    port = await gateway.start()
+async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
+    gateway = Gateway(config, config_path)
+    port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     pools = "; ".join(f"{name}={','.join(p.endpoints)}" for name, p in config.pools.items())
-    print(f"gateway serving on {host}:{port} (pools: {pools})", flush=True)
+    admin = f", admin on {config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else ""
+    print(f"gateway serving on {host}:{port} (pools: {pools}){admin}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if gateway.reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, gateway.reloader.reload)
     await stopping.wait()
     log.info("signal received: draining (grace period %.1fs)", config.grace_period_s)
     await gateway.stop()

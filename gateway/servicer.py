@@ -22,7 +22,9 @@ from gateway.health import HealthMonitor
 from gateway.stream import proxy_stream
 from gateway.upstream import INFERENCE_SERVICE
 
-__all__ = ["InFlight", "inference_handler"]
+__all__ = ["VARIANT_KEY", "InFlight", "inference_handler", "request_metadata"]
+
+VARIANT_KEY = "x-gateway-variant"  # response (trailing) metadata: the variant that answered
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,11 @@ class InFlight:
 
     async def idle(self) -> None:
         await self._idle.wait()
+
+
+def request_metadata(context: Context) -> dict[str, str]:
+    """The caller's text metadata (keys are lower-case in gRPC); binary `-bin` values are left out."""
+    return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
 
 async def _abort(context: Context, exc: Exception) -> None:
@@ -108,7 +115,9 @@ def inference_handler(
         return service_pb2.ServerReadyResponse(ready=health.all_pools_ready()).SerializeToString()
 
     async def model_infer(payload: bytes, context: Context) -> bytes:
-        return await dataplane.infer(payload, context.time_remaining())
+        response, prepared = await dataplane.infer(payload, request_metadata(context), context.time_remaining())
+        context.set_trailing_metadata(((VARIANT_KEY, prepared.decision.primary.name),))
+        return response
 
     def model_scoped(method: str) -> Unary:
         async def call(payload: bytes, context: Context) -> bytes:
@@ -130,7 +139,7 @@ def inference_handler(
         return call
 
     def model_stream_infer(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
-        return proxy_stream(dataplane, requests, context.time_remaining())
+        return proxy_stream(dataplane, requests, request_metadata(context), context.time_remaining())
 
     unary: dict[str, Unary] = {
         "ServerLive": server_live,

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2
 from gateway.errors import ModelNotFound, UpstreamError
 from gateway.signature import ModelSignature
 from gateway.upstream import Pool
-from router import Target
+from router import Variant
 
 __all__ = ["SignatureCache"]
 
@@ -31,7 +31,7 @@ class SignatureCache:
         self._entries: dict[_Key, tuple[float, ModelSignature]] = {}
         self._inflight: dict[_Key, asyncio.Task[ModelSignature]] = {}
 
-    async def get(self, target: Target, timeout: float | None) -> ModelSignature:
+    async def get(self, target: Variant, timeout: float | None) -> ModelSignature:
         key = (target.pool, target.model, target.version)
         entry = self._entries.get(key)
         if entry is not None and entry[0] > self._clock():
@@ -49,7 +49,7 @@ class SignatureCache:
     def forget(self) -> None:
         self._entries.clear()
 
-    async def _fetch(self, target: Target, timeout: float | None) -> ModelSignature:
+    async def _fetch(self, target: Variant, timeout: float | None) -> ModelSignature:
         pool = self._pools[target.pool]
         metadata_request = service_pb2.ModelMetadataRequest(name=target.model, version=target.version)
         config_request = service_pb2.ModelConfigRequest(name=target.model, version=target.version)

@@ -9,7 +9,7 @@ goes on; a broken upstream stream ends the caller's stream with the mapped statu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from tritonclient.grpc import service_pb2
@@ -72,7 +72,7 @@ class _UpstreamStreams:
 
 
 async def proxy_stream(
-    dataplane: DataPlane, requests: AsyncIterator[bytes], timeout: float | None
+    dataplane: DataPlane, requests: AsyncIterator[bytes], metadata: Mapping[str, str], timeout: float | None
 ) -> AsyncIterator[bytes]:
     outbound: _Outbound = asyncio.Queue()
     upstreams = _UpstreamStreams(outbound, timeout)
@@ -82,11 +82,11 @@ async def proxy_stream(
             async for payload in requests:
                 request = parse(service_pb2.ModelInferRequest, payload)
                 try:
-                    forwarded, pool = await dataplane.prepare_infer(request, payload, timeout)
+                    prepared = await dataplane.prepare_infer(request, payload, metadata, timeout)
                 except GatewayError as exc:
                     await outbound.put(_error_response(request.id, request.model_name, exc))
                     continue
-                await upstreams.send(pool, forwarded)
+                await upstreams.send(prepared.pool, prepared.payload)
             await upstreams.finish()
         finally:
             await outbound.put(None)

@@ -1,5 +1,28 @@
-"""Routing policy, sans-IO: pure functions of the route table and the request's routing facts."""
+"""Routing policy, sans-IO: no grpc, no asyncio. Routes in, decisions out.
 
-from router.table import RouteTable, Target, UnknownModel
+- `route`: Variant, MatchRule, ShadowPolicy, Route (immutable values)
+- `decide`: Router.decide(route, metadata, requested version) -> Decision
+- `store`: RouteStore, the live table with history (rollback) and change events
+- `validation`: check_route, RouteError naming the key path
+"""
 
-__all__ = ["RouteTable", "Target", "UnknownModel"]
+from router.decide import Decision, Router, blake2b_64
+from router.route import MatchOp, MatchRule, Route, ShadowPolicy, Variant
+from router.store import RouteEvent, RouteStore, UnknownRoute
+from router.validation import RouteError, check_route
+
+__all__ = [
+    "Decision",
+    "MatchOp",
+    "MatchRule",
+    "Route",
+    "RouteError",
+    "RouteEvent",
+    "RouteStore",
+    "Router",
+    "ShadowPolicy",
+    "UnknownRoute",
+    "Variant",
+    "blake2b_64",
+    "check_route",
+]

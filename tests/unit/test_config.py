@@ -8,7 +8,8 @@ import pytest
 
 from gateway.config import ConfigError, config_for_upstreams, load_config, parse_config
 
-VALID = {"pools": {"a": {"endpoints": ["127.0.0.1:8001"]}}, "routes": {"m": {"pool": "a", "version": "2"}}}
+VARIANTS = [{"name": "v1", "pool": "a", "version": "1", "weight": 90}, {"name": "v2", "pool": "a", "weight": 10}]
+VALID = {"pools": {"a": {"endpoints": ["127.0.0.1:8001"]}}, "routes": {"m": {"variants": VARIANTS}}}
 
 
 def _error(data: dict[str, object]) -> str:
@@ -19,7 +20,7 @@ def _error(data: dict[str, object]) -> str:
 
 def test_valid_config_is_frozen() -> None:
     config = parse_config(VALID)
-    assert config.routes["m"].version == "2" and config.default_pool is None
+    assert config.routes["m"].variants[0].version == "1" and config.default_pool is None
     with pytest.raises(ValueError, match="frozen"):
         config.listen = "x"
 
@@ -30,8 +31,43 @@ def test_bad_endpoint_names_key_and_value() -> None:
 
 
 def test_unknown_route_pool() -> None:
-    message = _error({**VALID, "routes": {"m": {"pool": "b"}}})
-    assert message == "routes.m.pool: unknown pool 'b' (pools: ['a'])"
+    message = _error({**VALID, "routes": {"m": {"variants": [{"name": "x", "pool": "b", "weight": 1}]}}})
+    assert message == "routes.m.variants.0.pool: unknown pool 'b' (pools: ['a'])"
+
+
+def test_all_weights_zero() -> None:
+    message = _error({**VALID, "routes": {"m": {"variants": [{"name": "x", "pool": "a"}]}}})
+    assert message.startswith("routes.m.variants: all weights are 0")
+
+
+def test_route_with_rules_sticky_and_shadow() -> None:
+    route = {
+        "variants": VARIANTS,
+        "match": [
+            {"header": "X-Tenant", "equals": "beta", "variant": "v2"},
+            {"header": "x-r", "one_of": ["a"], "variant": "v1"},
+        ],
+        "sticky_header": "X-User-Id",
+        "shadows": [{"variant": "v2", "fraction": 0.25}],
+    }
+    built = parse_config({**VALID, "routes": {"m": route}}).routes["m"].to_route("m")
+    assert [(r.header, r.op.value, r.values) for r in built.rules] == [
+        ("x-tenant", "equals", ("beta",)),
+        ("x-r", "one_of", ("a",)),
+    ]
+    assert built.sticky_header == "x-user-id" and built.shadows[0].max_inflight == 16
+    assert built.variants[1].model == "m" and built.variants[1].version == ""
+
+
+def test_match_rule_needs_exactly_one_operator() -> None:
+    route = {"variants": VARIANTS, "match": [{"header": "x", "equals": "a", "prefix": "b", "variant": "v1"}]}
+    assert "routes.m.match.0: Value error" not in _error({**VALID, "routes": {"m": route}})
+    assert "give exactly one of equals / one_of / prefix" in _error({**VALID, "routes": {"m": route}})
+
+
+def test_unknown_rule_variant() -> None:
+    route = {"variants": VARIANTS, "match": [{"header": "x", "equals": "a", "variant": "v9"}]}
+    assert _error({**VALID, "routes": {"m": route}}).startswith("routes.m.match.0.variant: unknown variant 'v9'")
 
 
 def test_unknown_default_pool() -> None:
@@ -39,8 +75,8 @@ def test_unknown_default_pool() -> None:
 
 
 def test_non_numeric_version() -> None:
-    message = _error({**VALID, "routes": {"m": {"pool": "a", "version": "latest"}}})
-    assert "routes.m.version" in message and "'latest'" in message
+    message = _error({**VALID, "routes": {"m": {"variants": [{"name": "x", "pool": "a", "version": "latest"}]}}})
+    assert "routes.m.variants.0.version" in message and "'latest'" in message
 
 
 def test_unknown_key_is_rejected() -> None:

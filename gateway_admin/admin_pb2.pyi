@@ -1,0 +1,200 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Variant(_message.Message):
+    __slots__ = ("name", "pool", "model", "version", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pool: str
+    model: str
+    version: str
+    weight: int
+    def __init__(self, name: _Optional[str] = ..., pool: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class MatchRule(_message.Message):
+    __slots__ = ("header", "op", "values", "variant")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        EQUALS: _ClassVar[MatchRule.Op]
+        ONE_OF: _ClassVar[MatchRule.Op]
+        PREFIX: _ClassVar[MatchRule.Op]
+    EQUALS: MatchRule.Op
+    ONE_OF: MatchRule.Op
+    PREFIX: MatchRule.Op
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    header: str
+    op: MatchRule.Op
+    values: _containers.RepeatedScalarFieldContainer[str]
+    variant: str
+    def __init__(self, header: _Optional[str] = ..., op: _Optional[_Union[MatchRule.Op, str]] = ..., values: _Optional[_Iterable[str]] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class ShadowPolicy(_message.Message):
+    __slots__ = ("variant", "fraction", "max_inflight")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    fraction: float
+    max_inflight: int
+    def __init__(self, variant: _Optional[str] = ..., fraction: _Optional[float] = ..., max_inflight: _Optional[int] = ...) -> None: ...
+
+class Route(_message.Message):
+    __slots__ = ("model", "variants", "rules", "sticky_header", "shadows", "discovered")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    STICKY_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
+    DISCOVERED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    rules: _containers.RepeatedCompositeFieldContainer[MatchRule]
+    sticky_header: str
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowPolicy]
+    discovered: bool
+    def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., rules: _Optional[_Iterable[_Union[MatchRule, _Mapping]]] = ..., sticky_header: _Optional[str] = ..., shadows: _Optional[_Iterable[_Union[ShadowPolicy, _Mapping]]] = ..., discovered: _Optional[bool] = ...) -> None: ...
+
+class GetRoutesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetRoutesResponse(_message.Message):
+    __slots__ = ("routes", "revision")
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    routes: _containers.RepeatedCompositeFieldContainer[Route]
+    revision: int
+    def __init__(self, routes: _Optional[_Iterable[_Union[Route, _Mapping]]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class SetRouteRequest(_message.Message):
+    __slots__ = ("route",)
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    route: Route
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ...) -> None: ...
+
+class SetWeightsRequest(_message.Message):
+    __slots__ = ("model", "weights")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    weights: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[str] = ..., weights: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("model", "variant")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    variant: str
+    def __init__(self, model: _Optional[str] = ..., variant: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class SetShadowRequest(_message.Message):
+    __slots__ = ("model", "shadow")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    shadow: ShadowPolicy
+    def __init__(self, model: _Optional[str] = ..., shadow: _Optional[_Union[ShadowPolicy, _Mapping]] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("route", "revision")
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    route: Route
+    revision: int
+    def __init__(self, route: _Optional[_Union[Route, _Mapping]] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetShadowStatsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ShadowStats(_message.Message):
+    __slots__ = ("model", "primary", "variant", "sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements", "max_abs_error", "max_rel_error", "abs_error_histogram")
+    class AbsErrorHistogramEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    EXACT_MATCHES_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ABS_ERROR_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    primary: str
+    variant: str
+    sent: int
+    dropped: int
+    failed: int
+    compared: int
+    exact_matches: int
+    argmax_compared: int
+    argmax_disagreements: int
+    max_abs_error: float
+    max_rel_error: float
+    abs_error_histogram: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[str] = ..., primary: _Optional[str] = ..., variant: _Optional[str] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared: _Optional[int] = ..., exact_matches: _Optional[int] = ..., argmax_compared: _Optional[int] = ..., argmax_disagreements: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., abs_error_histogram: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GetShadowStatsResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.RepeatedCompositeFieldContainer[ShadowStats]
+    def __init__(self, stats: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class RouteEvent(_message.Message):
+    __slots__ = ("revision", "kind", "model", "route")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    kind: str
+    model: str
+    route: Route
+    def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ...) -> None: ...
