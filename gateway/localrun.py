@@ -13,6 +13,7 @@ from pathlib import Path
 __all__ = ["GatewayProcess", "free_port"]
 
 _SERVING = re.compile(rb"gateway serving on (\S+):(\d+)")
+_ADMIN = re.compile(rb"admin on (\S+):(\d+)")
 
 
 def free_port() -> int:
@@ -30,6 +31,7 @@ class GatewayProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
+        self.admin_address = ""
         self._terminated = False
 
     def start(self) -> str:
@@ -44,6 +46,8 @@ class GatewayProcess:
             code = self.process.wait()
             raise RuntimeError(f"gateway exited with code {code} before serving (log: {self.log_path})")
         self.address = f"127.0.0.1:{int(match.group(2))}"
+        if admin := _ADMIN.search(line):
+            self.admin_address = f"127.0.0.1:{int(admin.group(2))}"
         return self.address
 
     def terminate(self) -> None:

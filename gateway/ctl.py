@@ -1,0 +1,241 @@
+"""`gatewayctl`: the admin API from a shell. Tables for people, `--json` for scripts.
+
+    gatewayctl routes [MODEL]
+    gatewayctl set-weights MODEL 1=90 2=10
+    gatewayctl promote MODEL VARIANT          # blue-green: all weight to one variant
+    gatewayctl rollback MODEL
+    gatewayctl shadow MODEL VARIANT --fraction 0.1 [--max-inflight 16]
+    gatewayctl shadow-stats [MODEL]
+    gatewayctl set-route MODEL FILE.yaml      # a route in the config file's format
+    gatewayctl watch [MODEL]
+
+Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN) and `--token` (env GATEWAY_ADMIN_TOKEN).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+import yaml
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gateway.admin_convert import route_to_proto
+from gateway.config import RouteConfig
+from gateway_admin import admin_pb2 as pb
+from gateway_admin import admin_pb2_grpc
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Control a running gateway through its admin API.")
+console = Console()
+
+AdminOption = Annotated[str, typer.Option("--admin", envvar="GATEWAY_ADMIN", help="Admin API HOST:PORT.")]
+TokenOption = Annotated[
+    str, typer.Option("--token", envvar="GATEWAY_ADMIN_TOKEN", help="Admin bearer token.", show_default=False)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DEFAULT_ADMIN = "127.0.0.1:8002"
+
+
+@contextmanager
+def _admin(address: str, token: str) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str]]]]:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            yield admin_pb2_grpc.GatewayAdminStub(channel), (("authorization", f"Bearer {token}"),)
+        except grpc.RpcError as exc:
+            code = exc.code().name if exc.code() else "UNKNOWN"
+            typer.echo(f"error: {code}: {exc.details()}", err=True)
+            raise typer.Exit(1) from exc
+
+
+def _json(message: Message) -> None:
+    typer.echo(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True))
+
+
+def _routes_table(routes: list[pb.Route], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("model", "variant", "pool", "upstream", "weight", "share", "rules / sticky / shadows"):
+        table.add_column(column, justify="right" if column in ("weight", "share") else "left")
+    for route in routes:
+        total = sum(v.weight for v in route.variants) or 1
+        extras = [
+            f"{r.header} {pb.MatchRule.Op.Name(r.op).lower()} {list(r.values)} → {r.variant}" for r in route.rules
+        ]
+        extras += [f"sticky on {route.sticky_header}"] if route.sticky_header else []
+        extras += [f"shadow → {s.variant} at {s.fraction:g} (≤{s.max_inflight} in flight)" for s in route.shadows]
+        for index, variant in enumerate(route.variants):
+            upstream = f"{variant.model}" + (f" v{variant.version}" if variant.version else "")
+            model = (route.model + (" (auto)" if route.discovered else "")) if index == 0 else ""
+            share = f"{100 * variant.weight / total:.1f}%"
+            table.add_row(model, variant.name, variant.pool, upstream, str(variant.weight), share,
+                          "\n".join(extras) if index == 0 else "")  # fmt: skip
+    return table
+
+
+def _show_route(response: pb.RouteResponse, as_json: bool, what: str) -> None:
+    if as_json:
+        _json(response)
+    else:
+        console.print(_routes_table([response.route], f"{what} (revision {response.revision})"))
+
+
+def _call(admin: str, token: str, call: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any]) -> Any:
+    with _admin(admin, token) as (stub, metadata):
+        return call(stub, metadata)
+
+
+@app.command()
+def routes(
+    model: Annotated[str, typer.Argument(help="Only this model (its zero-config route is built if needed).")] = "",
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Show the route table."""
+    response = _call(admin, token, lambda s, m: s.GetRoutes(pb.GetRoutesRequest(model=model), metadata=m))
+    if as_json:
+        _json(response)
+    else:
+        console.print(_routes_table(list(response.routes), f"routes (revision {response.revision})"))
+
+
+def _weights(assignments: list[str]) -> dict[str, int]:
+    weights = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value.isdigit():
+            raise typer.BadParameter(f"expected VARIANT=WEIGHT with a whole number, got {item!r}")
+        weights[name] = int(value)
+    return weights
+
+
+@app.command("set-weights")
+def set_weights(
+    model: str,
+    assignments: Annotated[list[str], typer.Argument(help="VARIANT=WEIGHT pairs, e.g. 1=90 2=10.")],
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Change the weights of some variants (the others keep theirs), atomically."""
+    request = pb.SetWeightsRequest(model=model, weights=_weights(assignments))
+    _show_route(_call(admin, token, lambda s, m: s.SetWeights(request, metadata=m)), as_json, "weights set")
+
+
+@app.command()
+def promote(
+    model: str, variant: str, admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False
+) -> None:
+    """Blue-green: move all weight to VARIANT in one change."""
+    request = pb.PromoteRequest(model=model, variant=variant)
+    _show_route(_call(admin, token, lambda s, m: s.Promote(request, metadata=m)), as_json, f"{variant} promoted")
+
+
+@app.command()
+def rollback(
+    model: str, admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False
+) -> None:
+    """Restore the route as it was before its last change."""
+    request = pb.RollbackRequest(model=model)
+    _show_route(_call(admin, token, lambda s, m: s.Rollback(request, metadata=m)), as_json, "rolled back")
+
+
+@app.command()
+def shadow(
+    model: str,
+    variant: str,
+    fraction: Annotated[float, typer.Option(help="Share of requests copied, 0..1; 0 stops shadowing.")] = 1.0,
+    max_inflight: Annotated[int, typer.Option(help="Copies in flight at most; more are dropped.")] = 16,
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Mirror a fraction of MODEL's requests to VARIANT and compare its outputs."""
+    policy = pb.ShadowPolicy(variant=variant, fraction=fraction, max_inflight=max_inflight)
+    request = pb.SetShadowRequest(model=model, shadow=policy)
+    _show_route(_call(admin, token, lambda s, m: s.SetShadow(request, metadata=m)), as_json, "shadow set")
+
+
+@app.command("shadow-stats")
+def shadow_stats(
+    model: Annotated[str, typer.Argument(help="Only this model.")] = "",
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """How shadow variants compare with the primary."""
+    response = _call(admin, token, lambda s, m: s.GetShadowStats(pb.GetShadowStatsRequest(model=model), metadata=m))
+    if as_json:
+        _json(response)
+        return
+    table = Table(title="shadow comparisons")
+    for column in (
+        "model",
+        "primary",
+        "shadow",
+        "sent",
+        "dropped",
+        "failed",
+        "compared",
+        "exact",
+        "argmax disagree",
+        "max abs err",
+    ):
+        table.add_column(column)
+    for s in response.stats:
+        rate = (
+            f"{s.argmax_disagreements} ({100 * s.argmax_disagreements / s.argmax_compared:.1f}%)"
+            if s.argmax_compared
+            else "-"
+        )
+        table.add_row(s.model, s.primary, s.variant, str(s.sent), str(s.dropped), str(s.failed), str(s.compared),
+                      str(s.exact_matches), rate, f"{s.max_abs_error:.4g}")  # fmt: skip
+    console.print(table)
+
+
+@app.command("set-route")
+def set_route(
+    model: str,
+    file: Annotated[Path, typer.Argument(help="YAML: the route as under `routes.MODEL` in the config file.")],
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Install a whole route (validated by the gateway; the running one stays if it is invalid)."""
+    try:
+        route = RouteConfig.model_validate(yaml.safe_load(file.read_text())).to_route(model)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise typer.BadParameter(f"{file}: {exc}") from exc
+    request = pb.SetRouteRequest(route=route_to_proto(route))
+    _show_route(_call(admin, token, lambda s, m: s.SetRoute(request, metadata=m)), as_json, "route set")
+
+
+@app.command()
+def watch(
+    model: Annotated[str, typer.Argument(help="Only this model.")] = "",
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
+) -> None:
+    """Print route changes as they happen (one JSON object per line)."""
+    with _admin(admin, token) as (stub, metadata):
+        for index, event in enumerate(stub.WatchEvents(pb.WatchEventsRequest(model=model), metadata=metadata), 1):
+            typer.echo(json.dumps(MessageToDict(event, preserving_proto_field_name=True), sort_keys=True), nl=True)
+            if count and index >= count:
+                break
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Helpers for routing tests: raw ModelInfer calls that expose the variant that answered."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from gateway_admin import admin_pb2 as apb
+from gateway_admin import admin_pb2_grpc
+
+TOKEN = "test-admin-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+
+
+def digit_request(pixels: np.ndarray, model: str = "classifier") -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 64])
+    request.raw_input_contents.append(pixels.astype(np.float32).reshape(1, 64).tobytes())
+    return request
+
+
+class Client:
+    """One channel to the gateway, kept open across calls (like a long-lived client stub)."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def infer(self, request: pb.ModelInferRequest, **metadata: str) -> tuple[pb.ModelInferResponse, str]:
+        """The response and the variant named in the trailing metadata."""
+        response, call = self.stub.ModelInfer.with_call(request, metadata=tuple(metadata.items()), timeout=10)
+        variant = dict(call.trailing_metadata())["x-gateway-variant"]
+        return response, variant
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class Admin:
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = admin_pb2_grpc.GatewayAdminStub(self.channel)
+
+    def set_route(self, route: apb.Route) -> apb.RouteResponse:
+        return self.stub.SetRoute(apb.SetRouteRequest(route=route), metadata=AUTH, timeout=10)
+
+    def routes(self, model: str) -> apb.GetRoutesResponse:
+        return self.stub.GetRoutes(apb.GetRoutesRequest(model=model), metadata=AUTH, timeout=10)
+
+    def set_weights(self, model: str, **weights: int) -> apb.RouteResponse:
+        return self.stub.SetWeights(apb.SetWeightsRequest(model=model, weights=weights), metadata=AUTH, timeout=10)
+
+    def shadow_stats(self, model: str) -> list[apb.ShadowStats]:
+        request = apb.GetShadowStatsRequest(model=model)
+        return list(self.stub.GetShadowStats(request, metadata=AUTH, timeout=10).stats)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def versions_route(model: str, weights: dict[str, int], **extra: object) -> apb.Route:
+    """A route whose variants are the model's versions, named by number, on the default pool."""
+    variants = [apb.Variant(name=v, pool="default", model=model, version=v, weight=w) for v, w in weights.items()]
+    return apb.Route(model=model, variants=variants, **extra)  # type: ignore[arg-type]
