@@ -15,7 +15,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from gateway.admin_convert import event_to_proto, route_from_proto, route_to_proto, shadow_from_proto, stats_to_proto
+from cache import RedisUnavailable
+from gateway.admin_convert import (
+    cache_stats_to_proto,
+    event_to_proto,
+    route_from_proto,
+    route_to_proto,
+    shadow_from_proto,
+    stats_to_proto,
+)
+from gateway.caching import InferenceCache
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError
 from gateway.shadow_stats import ShadowStats
@@ -49,10 +58,11 @@ def _statuses(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
 
 
 class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc]  # generated base is untyped
-    def __init__(self, dataplane: DataPlane, stats: ShadowStats) -> None:
+    def __init__(self, dataplane: DataPlane, stats: ShadowStats, cache: InferenceCache) -> None:
         self._dataplane = dataplane
         self._store = dataplane.store
         self._stats = stats
+        self._cache = cache
 
     async def _route(self, model: str) -> Route:
         """The model's route; a model without one gets its zero-config route, as a request would."""
@@ -95,6 +105,22 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
     async def GetShadowStats(self, request: pb.GetShadowStatsRequest, context: Context) -> pb.GetShadowStatsResponse:
         snapshot = self._stats.snapshot(request.model)
         return pb.GetShadowStatsResponse(stats=[stats_to_proto(*key, counters) for key, counters in snapshot.items()])
+
+    @_statuses
+    async def GetCacheStats(self, request: pb.GetCacheStatsRequest, context: Context) -> pb.CacheStats:
+        return cache_stats_to_proto(self._cache)
+
+    @_statuses
+    async def InvalidateCache(self, request: pb.InvalidateCacheRequest, context: Context) -> pb.InvalidateCacheResponse:
+        if not request.model and not request.all:
+            raise RouteError("invalidate: name a model, or flush everything with all=true")
+        if request.variant and not request.model:
+            raise RouteError("invalidate: a variant needs its model")
+        try:
+            removed = await self._cache.tiers.invalidate(request.model, request.variant)
+        except RedisUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"in-process entries dropped, but {exc}")
+        return pb.InvalidateCacheResponse(removed=removed)
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[pb.RouteEvent]:
         events: asyncio.Queue[RouteEvent] = asyncio.Queue(maxsize=10_000)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from gateway.caching import InferenceCache
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway_admin import admin_pb2 as pb
 from router import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 
-__all__ = ["event_to_proto", "route_from_proto", "route_to_proto", "stats_to_proto"]
+__all__ = ["cache_stats_to_proto", "event_to_proto", "route_from_proto", "route_to_proto", "stats_to_proto"]
 
 _OPS = {MatchOp.EQUALS: pb.MatchRule.EQUALS, MatchOp.ONE_OF: pb.MatchRule.ONE_OF, MatchOp.PREFIX: pb.MatchRule.PREFIX}
 _OPS_BACK = {value: key for key, value in _OPS.items()}
@@ -57,6 +58,29 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
         abs_error_histogram={
             str(bound): count for bound, count in zip(ABS_ERROR_BUCKETS, counters.abs_error_buckets, strict=True)
         },
+    )
+
+
+def cache_stats_to_proto(cache: InferenceCache) -> pb.CacheStats:
+    stats, l1 = cache.stats, cache.tiers.l1
+    return pb.CacheStats(
+        enabled_by_default=cache.default.enabled,
+        redis_configured=cache.tiers.l2 is not None,
+        redis_breaker=cache.breaker.state,
+        hits_l1=stats.hits_l1,
+        hits_l2=stats.hits_l2,
+        misses=stats.misses,
+        bypassed=stats.bypassed,
+        stores=stats.stores,
+        too_large=stats.too_large,
+        coalesced=stats.coalesced,
+        l1_entries=len(l1) if l1 else 0,
+        l1_bytes=l1.bytes if l1 else 0,
+        l1_max_bytes=l1.max_bytes if l1 else 0,
+        evictions=l1.evictions if l1 else 0,
+        l2_errors=stats.l2_errors,
+        l2_skipped=stats.l2_skipped,
+        invalidated=stats.invalidated,
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,13 @@ import typer
 from gateway.config import ConfigError, GatewayConfig, config_for_upstreams, load_config, parse_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="gRPC inference gateway for Triton.")
+
+
+@dataclass(frozen=True)
+class CacheFlags:
+    enabled: bool
+    redis: str | None
+    ttl_s: float | None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -31,6 +39,7 @@ def _serve_config(
     drain_delay: float | None,
     admin_port: int | None,
     admin_token: str | None,
+    cache: CacheFlags,
 ) -> GatewayConfig:
     if config is not None and upstream:
         raise _fail("give either --config or --upstream, not both")
@@ -53,6 +62,12 @@ def _serve_config(
             if admin_token is not None:
                 admin["token"] = admin_token
             overrides["admin"] = admin
+        if cache.enabled or cache.redis or cache.ttl_s:
+            settings = loaded.cache.model_dump()
+            settings["enabled"] = settings["enabled"] or cache.enabled
+            settings["redis_url"] = cache.redis or settings["redis_url"]
+            settings["ttl_s"] = cache.ttl_s or settings["ttl_s"]
+            overrides["cache"] = settings
         return parse_config(loaded.model_dump() | overrides)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
@@ -76,13 +91,23 @@ def serve(
     admin_token: Annotated[
         str | None, typer.Option(help="Admin bearer token; default: env GATEWAY_ADMIN_TOKEN.", show_default=False)
     ] = None,
+    cache: Annotated[
+        bool, typer.Option("--cache", help="Cache responses of every route (only for deterministic models).")
+    ] = False,
+    redis: Annotated[
+        str | None, typer.Option(help="Redis URL for the shared cache tier, e.g. redis://127.0.0.1:6379/0.")
+    ] = None,
+    cache_ttl: Annotated[float | None, typer.Option(help="Seconds a cached response lives.")] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
     from gateway.server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _serve_config(config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token)
+    cache_flags = CacheFlags(cache, redis, cache_ttl)
+    settings = _serve_config(
+        config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token, cache_flags
+    )
     try:
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:

@@ -6,11 +6,12 @@ Validation errors name the key path and the bad value (`pools.main.endpoints.0: 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cache import DEFAULT_IGNORED_PARAMETERS
 from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
@@ -91,6 +92,34 @@ class ShadowPolicyConfig(_Frozen):
     max_inflight: int = Field(default=16, ge=1)
 
 
+Tier = Literal["l1", "l2"]
+
+
+class RouteCacheConfig(_Frozen):
+    """A route's own cache settings; unset values come from the top-level `cache` section."""
+
+    enabled: bool = True
+    ttl_s: float | None = Field(default=None, gt=0)
+    max_entry_bytes: int | None = Field(default=None, gt=0)
+    tiers: list[Tier] | None = None
+
+
+class CacheConfig(_Frozen):
+    """The response cache. Only for deterministic models: a hit never reaches Triton."""
+
+    enabled: bool = False  # for routes without their own `cache` section (zero-config: --cache)
+    ttl_s: float = Field(default=300.0, gt=0)
+    max_entry_bytes: int = Field(default=1 << 20, gt=0)
+    tiers: list[Tier] = Field(default_factory=lambda: list[Tier](["l1", "l2"]))
+    l1_max_bytes: int = Field(default=256 << 20, gt=0)
+    redis_url: str | None = None  # tier 2 off without it
+    redis_timeout_ms: float = Field(default=50.0, gt=0)
+    namespace: str = "tgw:"
+    compress: bool = False
+    # Request parameters that cannot change outputs, so they are left out of the key.
+    ignored_parameters: list[str] = Field(default_factory=lambda: sorted(DEFAULT_IGNORED_PARAMETERS))
+
+
 class RouteConfig(_Frozen):
     """A public model name: its variants, rules, sticky key and shadows."""
 
@@ -98,6 +127,7 @@ class RouteConfig(_Frozen):
     match: list[MatchConfig] = Field(default_factory=list)
     sticky_header: Header | None = None
     shadows: list[ShadowPolicyConfig] = Field(default_factory=list)
+    cache: RouteCacheConfig | None = None
 
     def to_route(self, model: str) -> Route:
         variants = tuple(Variant(v.name, v.pool, v.model or model, v.version, v.weight) for v in self.variants)
@@ -146,6 +176,7 @@ class GatewayConfig(_Frozen):
     route_history: int = Field(default=10, ge=1)  # earlier routes kept per model for rollback
     admin: AdminConfig | None = None
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

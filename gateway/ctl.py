@@ -7,6 +7,8 @@
     gatewayctl shadow MODEL VARIANT --fraction 0.1 [--max-inflight 16]
     gatewayctl shadow-stats [MODEL]
     gatewayctl set-route MODEL FILE.yaml      # a route in the config file's format
+    gatewayctl cache-stats
+    gatewayctl invalidate MODEL [--variant V] | --all
     gatewayctl watch [MODEL]
 
 Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN) and `--token` (env GATEWAY_ADMIN_TOKEN).
@@ -199,6 +201,49 @@ def shadow_stats(
         table.add_row(s.model, s.primary, s.variant, str(s.sent), str(s.dropped), str(s.failed), str(s.compared),
                       str(s.exact_matches), rate, f"{s.max_abs_error:.4g}")  # fmt: skip
     console.print(table)
+
+
+@app.command("cache-stats")
+def cache_stats(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False) -> None:
+    """Response cache hits and misses per tier, bytes, evictions, coalesced requests."""
+    stats = _call(admin, token, lambda s, m: s.GetCacheStats(pb.GetCacheStatsRequest(), metadata=m))
+    if as_json:
+        _json(stats)
+        return
+    table = Table(title="response cache", show_header=False)
+    lookups = stats.hits_l1 + stats.hits_l2 + stats.misses
+    hit_rate = f" ({100 * (stats.hits_l1 + stats.hits_l2) / lookups:.1f}% of lookups)" if lookups else ""
+    rows = [
+        ("hits", f"l1 {stats.hits_l1}, l2 {stats.hits_l2}{hit_rate}"),
+        ("misses", f"{stats.misses} ({stats.coalesced} shared another's upstream call)"),
+        ("bypassed", str(stats.bypassed)),
+        ("stored", f"{stats.stores} ({stats.too_large} too large to store)"),
+        ("l1", f"{stats.l1_entries} entries, {stats.l1_bytes:,} of {stats.l1_max_bytes:,} bytes, {stats.evictions} evicted"),  # noqa: E501
+        ("redis", f"breaker {stats.redis_breaker}, {stats.l2_errors} errors, {stats.l2_skipped} skipped"
+         if stats.redis_configured else "not configured"),
+        ("invalidated", str(stats.invalidated)),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command()
+def invalidate(
+    model: Annotated[str, typer.Argument(help="Drop this model's cached responses.")] = "",
+    variant: Annotated[str, typer.Option(help="Only this variant's.")] = "",
+    flush: Annotated[bool, typer.Option("--all", help="Drop every cached response.")] = False,
+    admin: AdminOption = DEFAULT_ADMIN,
+    token: TokenOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Invalidate cached responses (both tiers) of a model, a variant, or all of them."""
+    request = pb.InvalidateCacheRequest(model=model, variant=variant, all=flush)
+    response = _call(admin, token, lambda s, m: s.InvalidateCache(request, metadata=m))
+    if as_json:
+        _json(response)
+    else:
+        console.print(f"removed {response.removed} cached responses")
 
 
 @app.command("set-route")

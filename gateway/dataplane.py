@@ -9,17 +9,19 @@ their answers merged.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2
 
+from gateway.caching import InferenceCache
 from gateway.discovery import Discovery
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.retarget import retarget
 from gateway.shadow import ShadowRunner
+from gateway.signature import ModelSignature
 from gateway.signatures import SignatureCache
 from gateway.upstream import Pool
 from gateway.validate import validate_infer_request
@@ -79,6 +81,7 @@ class Prepared:
     route: Route
     decision: Decision
     request: service_pb2.ModelInferRequest  # as the caller sent it
+    signature: ModelSignature
 
 
 class DataPlane:
@@ -90,6 +93,7 @@ class DataPlane:
         signatures: SignatureCache,
         discovery: Discovery | None,
         shadows: ShadowRunner | None = None,
+        cache: InferenceCache | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -97,6 +101,7 @@ class DataPlane:
         self.signatures = signatures
         self.discovery = discovery
         self.shadows = shadows
+        self.cache = cache
 
     async def route(self, model: str, timeout: float | None) -> Route:
         if not model:
@@ -108,13 +113,24 @@ class DataPlane:
             raise ModelNotFound(f"unknown model '{model}': no route serves it and there is no default pool")
         return await self.discovery.route_for(model, timeout)
 
-    async def infer(self, payload: bytes, metadata: Mapping[str, str], timeout: float | None) -> tuple[bytes, Prepared]:
-        """Serve one ModelInfer; shadow copies start once the caller has its answer."""
+    async def infer(
+        self, payload: bytes, metadata: Mapping[str, str], timeout: float | None
+    ) -> tuple[bytes, Prepared, str | None]:
+        """Serve one ModelInfer: the response, how it was routed, and the cache outcome (if any).
+        Shadow copies start once the caller has its answer."""
         prepared = await self.prepare_infer(parse(service_pb2.ModelInferRequest, payload), payload, metadata, timeout)
-        response = await prepared.pool.call("ModelInfer", prepared.payload, timeout)
+
+        def call() -> Awaitable[bytes]:
+            return prepared.pool.call("ModelInfer", prepared.payload, timeout)
+
+        outcome = None
+        if self.cache is None:
+            response = await call()
+        else:
+            response, outcome = await self.cache.fetch(prepared, metadata, call)
         if prepared.decision.shadows and self.shadows is not None:
             self.shadows.submit(prepared, response)
-        return response, prepared
+        return response, prepared, outcome
 
     async def prepare_infer(
         self,
@@ -131,7 +147,7 @@ class DataPlane:
         validate_infer_request(request, signature)
         if variant.model != request.model_name or variant.version != request.model_version:
             payload = retarget(request, variant)
-        return Prepared(payload, self.pools[variant.pool], route, decision, request)
+        return Prepared(payload, self.pools[variant.pool], route, decision, request, signature)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:
         scoped = MODEL_SCOPED[method]

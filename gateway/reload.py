@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
@@ -21,8 +22,16 @@ log = logging.getLogger(__name__)
 
 
 class ConfigReloader:
-    def __init__(self, path: Path, config: GatewayConfig, store: RouteStore, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: GatewayConfig,
+        store: RouteStore,
+        interval_s: float = 1.0,
+        on_reload: Callable[[GatewayConfig], None] | None = None,
+    ) -> None:
         self._path = path
+        self._on_reload = on_reload
         self._config = config
         self._store = store
         self._interval_s = interval_s
@@ -46,6 +55,8 @@ class ConfigReloader:
             return False
         for model in set(self._config.routes) - set(config.routes):
             self._store.remove(model)
+        if self._on_reload is not None:
+            self._on_reload(config)
         changed = sorted(
             key
             for key in GatewayConfig.model_fields

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.admin import AdminServicer, BearerTokenInterceptor
+from gateway.caching import InferenceCache
 from gateway.config import ConfigError, GatewayConfig
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
@@ -52,8 +53,11 @@ class Gateway:
         self.shadows = ShadowRunner(self.pools, signatures, self.shadow_stats, config.shadow)
         default_pool = self.pools.get(config.default_pool or "")
         discovery = Discovery(self.store, default_pool) if default_pool else None
-        self.dataplane = DataPlane(self.store, Router(), self.pools, signatures, discovery, self.shadows)
-        self.reloader = ConfigReloader(config_path, config, self.store) if config_path else None
+        self.cache = InferenceCache(config)
+        self.dataplane = DataPlane(self.store, Router(), self.pools, signatures, discovery, self.shadows, self.cache)
+        self.reloader = (
+            ConfigReloader(config_path, config, self.store, on_reload=self.cache.reconfigure) if config_path else None
+        )
 
         self.inflight = InFlight()
         self.server = grpc.aio.server(
@@ -75,7 +79,8 @@ class Gateway:
         if not token:
             raise ConfigError(f"admin: a bearer token is required (admin.token, --admin-token or {ADMIN_TOKEN_ENV})")
         server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)])
-        admin_pb2_grpc.add_GatewayAdminServicer_to_server(AdminServicer(self.dataplane, self.shadow_stats), server)
+        servicer = AdminServicer(self.dataplane, self.shadow_stats, self.cache)
+        admin_pb2_grpc.add_GatewayAdminServicer_to_server(servicer, server)
         admin_service = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
         reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)
         return server
@@ -107,6 +112,7 @@ class Gateway:
         await self.server.stop(0)
         await stopping
         await self.shadows.close(timeout_s=min(self.config.grace_period_s, 5.0))
+        await self.cache.close()
         if self.admin_server is not None:
             await self.admin_server.stop(0)
         for task in self._tasks:

@@ -22,9 +22,10 @@ from gateway.health import HealthMonitor
 from gateway.stream import proxy_stream
 from gateway.upstream import INFERENCE_SERVICE
 
-__all__ = ["VARIANT_KEY", "InFlight", "inference_handler", "request_metadata"]
+__all__ = ["CACHE_KEY", "VARIANT_KEY", "InFlight", "inference_handler", "request_metadata"]
 
 VARIANT_KEY = "x-gateway-variant"  # response (trailing) metadata: the variant that answered
+CACHE_KEY = "x-cache"  # response (trailing) metadata: hit-l1 | hit-l2 | miss | bypass
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def inference_handler(
         return service_pb2.ServerReadyResponse(ready=health.all_pools_ready()).SerializeToString()
 
     async def model_infer(payload: bytes, context: Context) -> bytes:
-        response, prepared = await dataplane.infer(payload, request_metadata(context), context.time_remaining())
-        context.set_trailing_metadata(((VARIANT_KEY, prepared.decision.primary.name),))
+        response, prepared, cache = await dataplane.infer(payload, request_metadata(context), context.time_remaining())
+        trailing = ((VARIANT_KEY, prepared.decision.primary.name),)
+        context.set_trailing_metadata(trailing if cache is None else (*trailing, (CACHE_KEY, cache)))
         return response
 
     def model_scoped(method: str) -> Unary:

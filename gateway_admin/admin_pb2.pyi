@@ -198,3 +198,61 @@ class RouteEvent(_message.Message):
     model: str
     route: Route
     def __init__(self, revision: _Optional[int] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., route: _Optional[_Union[Route, _Mapping]] = ...) -> None: ...
+
+class GetCacheStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("enabled_by_default", "redis_configured", "redis_breaker", "hits_l1", "hits_l2", "misses", "bypassed", "stores", "too_large", "coalesced", "l1_entries", "l1_bytes", "l1_max_bytes", "evictions", "l2_errors", "l2_skipped", "invalidated")
+    ENABLED_BY_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    REDIS_CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    REDIS_BREAKER_FIELD_NUMBER: _ClassVar[int]
+    HITS_L1_FIELD_NUMBER: _ClassVar[int]
+    HITS_L2_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    BYPASSED_FIELD_NUMBER: _ClassVar[int]
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    TOO_LARGE_FIELD_NUMBER: _ClassVar[int]
+    COALESCED_FIELD_NUMBER: _ClassVar[int]
+    L1_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    L1_BYTES_FIELD_NUMBER: _ClassVar[int]
+    L1_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    L2_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    L2_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    INVALIDATED_FIELD_NUMBER: _ClassVar[int]
+    enabled_by_default: bool
+    redis_configured: bool
+    redis_breaker: str
+    hits_l1: int
+    hits_l2: int
+    misses: int
+    bypassed: int
+    stores: int
+    too_large: int
+    coalesced: int
+    l1_entries: int
+    l1_bytes: int
+    l1_max_bytes: int
+    evictions: int
+    l2_errors: int
+    l2_skipped: int
+    invalidated: int
+    def __init__(self, enabled_by_default: _Optional[bool] = ..., redis_configured: _Optional[bool] = ..., redis_breaker: _Optional[str] = ..., hits_l1: _Optional[int] = ..., hits_l2: _Optional[int] = ..., misses: _Optional[int] = ..., bypassed: _Optional[int] = ..., stores: _Optional[int] = ..., too_large: _Optional[int] = ..., coalesced: _Optional[int] = ..., l1_entries: _Optional[int] = ..., l1_bytes: _Optional[int] = ..., l1_max_bytes: _Optional[int] = ..., evictions: _Optional[int] = ..., l2_errors: _Optional[int] = ..., l2_skipped: _Optional[int] = ..., invalidated: _Optional[int] = ...) -> None: ...
+
+class InvalidateCacheRequest(_message.Message):
+    __slots__ = ("model", "variant", "all")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    variant: str
+    all: bool
+    def __init__(self, model: _Optional[str] = ..., variant: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class InvalidateCacheResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

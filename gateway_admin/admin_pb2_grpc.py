@@ -69,6 +69,16 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.GetShadowStatsRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.GetShadowStatsResponse.FromString,
                 _registered_method=True)
+        self.GetCacheStats = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetCacheStats',
+                request_serializer=gateway__admin_dot_admin__pb2.GetCacheStatsRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.CacheStats.FromString,
+                _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/InvalidateCache',
+                request_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/gateway.admin.v1.GatewayAdmin/WatchEvents',
                 request_serializer=gateway__admin_dot_admin__pb2.WatchEventsRequest.SerializeToString,
@@ -121,6 +131,18 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCacheStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InvalidateCache(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Each change from now on, as it happens.
         """
@@ -165,6 +187,16 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.GetShadowStats,
                     request_deserializer=gateway__admin_dot_admin__pb2.GetShadowStatsRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.GetShadowStatsResponse.SerializeToString,
+            ),
+            'GetCacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCacheStats,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetCacheStatsRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.CacheStats.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -361,6 +393,60 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/GetShadowStats',
             gateway__admin_dot_admin__pb2.GetShadowStatsRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.GetShadowStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetCacheStats',
+            gateway__admin_dot_admin__pb2.GetCacheStatsRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.CacheStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/InvalidateCache',
+            gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.InvalidateCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,140 @@
+"""The response cache on the ModelInfer path: policy per route, tiers, single flight, `x-cache`.
+
+Cached responses are stored without the caller's request id; each caller gets its own id back
+(appended as a protobuf field, which overrides: no re-serialization on a hit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+from tritonclient.grpc import service_pb2
+
+from cache import (
+    CACHE_CONTROL,
+    Breaker,
+    ByteLRU,
+    CachePolicy,
+    CacheStats,
+    Directives,
+    L2Key,
+    Outcome,
+    RedisTier,
+    ResponseCache,
+    SingleFlight,
+    cache_key,
+)
+from gateway.config import CacheConfig, GatewayConfig, RouteCacheConfig
+
+if TYPE_CHECKING:
+    from gateway.dataplane import Prepared
+
+__all__ = ["InferenceCache", "policies"]
+
+_ID_TAG = b"\x1a"  # ModelInferResponse.id: field 3, length-delimited
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def with_id(response: bytes, request_id: str) -> bytes:
+    if not request_id:
+        return response
+    encoded = request_id.encode()
+    return response + _ID_TAG + _varint(len(encoded)) + encoded
+
+
+def without_id(response: bytes, request_id: str) -> bytes:
+    if not request_id:  # Triton echoes the request's id, so there is none to remove
+        return response
+    message = service_pb2.ModelInferResponse.FromString(response)
+    message.id = ""
+    return message.SerializeToString()
+
+
+def _policy(defaults: CacheConfig, route: RouteCacheConfig | None, redis: bool) -> CachePolicy:
+    tiers = (route.tiers if route and route.tiers is not None else None) or defaults.tiers
+    return CachePolicy(
+        enabled=route.enabled if route else defaults.enabled,
+        ttl_s=(route.ttl_s if route and route.ttl_s else None) or defaults.ttl_s,
+        max_entry_bytes=(route.max_entry_bytes if route and route.max_entry_bytes else None)
+        or defaults.max_entry_bytes,
+        l1="l1" in tiers,
+        l2="l2" in tiers and redis,
+    )
+
+
+def policies(config: GatewayConfig) -> tuple[CachePolicy, dict[str, CachePolicy]]:
+    """The default policy and each configured route's own."""
+    redis = config.cache.redis_url is not None
+    default = _policy(config.cache, None, redis)
+    return default, {model: _policy(config.cache, route.cache, redis) for model, route in config.routes.items()}
+
+
+class InferenceCache:
+    def __init__(self, config: GatewayConfig, stats: CacheStats | None = None) -> None:
+        settings = config.cache
+        self.stats = stats or CacheStats()
+        self.breaker = Breaker()
+        l2 = None
+        if settings.redis_url:
+            timeout_s = settings.redis_timeout_ms / 1000
+            l2 = RedisTier(
+                settings.redis_url, timeout_s, settings.namespace, settings.compress, self.stats, self.breaker
+            )
+        self.tiers = ResponseCache(ByteLRU(settings.l1_max_bytes), l2, self.stats)
+        self.flight = SingleFlight()
+        self._ignored = frozenset(settings.ignored_parameters)
+        self.default, self.per_route = policies(config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Routes' cache policies after a reload (tiers and Redis stay as started)."""
+        self.default, self.per_route = policies(config)
+
+    def policy(self, model: str) -> CachePolicy:
+        return self.per_route.get(model, self.default)
+
+    async def fetch(
+        self, prepared: Prepared, metadata: Mapping[str, str], call: Callable[[], Awaitable[bytes]]
+    ) -> tuple[bytes, str]:
+        """The response (from a tier, a shared call or a new one) and the `x-cache` outcome."""
+        policy = self.policy(prepared.route.model)
+        request = prepared.request
+        cacheable = not prepared.signature.decoupled and not any(p in request.parameters for p in _SEQUENCE_PARAMETERS)
+        if not policy.enabled or not cacheable:
+            self.stats.bypassed += 1
+            return await call(), Outcome.BYPASS
+        directives = Directives.parse(metadata.get(CACHE_CONTROL))
+        variant = prepared.decision.primary
+        key: L2Key = (
+            prepared.route.model,
+            variant.name,
+            cache_key(request, variant.model, variant.version, self._ignored),
+        )
+        if not directives.no_cache and (hit := await self.tiers.lookup(key, policy)) is not None:
+            return with_id(hit[0], request.id), hit[1]
+        self.stats.misses += 1
+
+        async def fetch_and_store() -> bytes:
+            response = without_id(await call(), request.id)
+            if not directives.no_store:
+                self.tiers.store(key, response, policy)
+            return response
+
+        if directives.no_cache:  # the caller wants a fresh answer, not one already under way
+            return with_id(await fetch_and_store(), request.id), Outcome.MISS
+        response, leader = await self.flight.run(key, fetch_and_store)
+        if not leader:
+            self.stats.coalesced += 1
+        return with_id(response, request.id), Outcome.MISS
+
+    async def close(self) -> None:
+        await self.tiers.close()
