@@ -1,4 +1,4 @@
-"""The two tiers together: look up L1 then L2 (promoting L2 hits), store to both.
+"""The two tiers together: look up L1, then L2 (promoting L2 hits); store to both.
 
 Stores to Redis run in the background so a miss is never slowed by Redis.
 """
@@ -23,10 +23,14 @@ class ResponseCache:
         self.stats = stats
         self._stores: set[asyncio.Task[None]] = set()
 
-    async def lookup(self, key: L2Key, policy: CachePolicy) -> tuple[bytes, str] | None:
+    def lookup_l1(self, key: L2Key, policy: CachePolicy) -> bytes | None:
         if policy.l1 and self.l1 is not None and (value := self.l1.get(key)) is not None:
             self.stats.hits_l1 += 1
-            return value, Outcome.HIT_L1
+            return value
+        return None
+
+    async def lookup_l2(self, key: L2Key, policy: CachePolicy) -> tuple[bytes, str] | None:
+        """A Redis hit (copied into L1 when the route uses it), or None."""
         if policy.l2 and self.l2 is not None and (value := await self.l2.get(key)) is not None:
             self.stats.hits_l2 += 1
             if policy.l1 and self.l1 is not None:

@@ -91,7 +91,7 @@ class InferenceCache:
                 settings.redis_url, timeout_s, settings.namespace, settings.compress, self.stats, self.breaker
             )
         self.tiers = ResponseCache(ByteLRU(settings.l1_max_bytes), l2, self.stats)
-        self.flight = SingleFlight()
+        self.flight: SingleFlight[tuple[bytes, str]] = SingleFlight()
         self._ignored = frozenset(settings.ignored_parameters)
         self.default, self.per_route = policies(config)
 
@@ -114,27 +114,30 @@ class InferenceCache:
             return await call(), Outcome.BYPASS
         directives = Directives.parse(metadata.get(CACHE_CONTROL))
         variant = prepared.decision.primary
-        key: L2Key = (
-            prepared.route.model,
-            variant.name,
-            cache_key(request, variant.model, variant.version, self._ignored),
-        )
-        if not directives.no_cache and (hit := await self.tiers.lookup(key, policy)) is not None:
-            return with_id(hit[0], request.id), hit[1]
-        self.stats.misses += 1
+        digest = cache_key(request, variant.model, variant.version, self._ignored)
+        key: L2Key = (prepared.route.model, variant.name, digest)
+        if not directives.no_cache and (value := self.tiers.lookup_l1(key, policy)) is not None:
+            return with_id(value, request.id), Outcome.HIT_L1
 
-        async def fetch_and_store() -> bytes:
+        async def resolve() -> tuple[bytes, str]:
+            """Redis, else Triton (storing the answer). Shared by identical concurrent requests:
+            between the L1 miss above and joining the flight there is no await, so a request
+            either finds the answer in L1 or joins the call that is producing it."""
+            if not directives.no_cache and (hit := await self.tiers.lookup_l2(key, policy)) is not None:
+                return hit
+            self.stats.misses += 1
             response = without_id(await call(), request.id)
             if not directives.no_store:
                 self.tiers.store(key, response, policy)
-            return response
+            return response, Outcome.MISS
 
         if directives.no_cache:  # the caller wants a fresh answer, not one already under way
-            return with_id(await fetch_and_store(), request.id), Outcome.MISS
-        response, leader = await self.flight.run(key, fetch_and_store)
-        if not leader:
-            self.stats.coalesced += 1
-        return with_id(response, request.id), Outcome.MISS
+            response, outcome = await resolve()
+        else:
+            (response, outcome), leader = await self.flight.run(key, resolve)
+            if not leader:
+                self.stats.coalesced += 1
+        return with_id(response, request.id), outcome
 
     async def close(self) -> None:
         await self.tiers.close()

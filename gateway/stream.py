@@ -1,7 +1,9 @@
 """ModelStreamInfer as a bidirectional passthrough.
 
 Each request of the caller's stream is routed and validated on its own; it goes up one long-lived
-stream per pool, and the pools' responses are merged back into the caller's stream as they come.
+stream per (pool, upstream model), and their responses are merged back into the caller's stream
+as they come. One model per upstream stream is deliberate: Triton 2.51 aborts
+(`ASSERTION FAILED: !byte_buffer->Valid()`) when responses of different models race on one stream.
 A request that fails validation gets an in-stream error response (as Triton does) and the stream
 goes on; a broken upstream stream ends the caller's stream with the mapped status.
 """
@@ -32,12 +34,12 @@ def _error_response(request_id: str, model: str, error: GatewayError) -> bytes:
 
 
 class _UpstreamStreams:
-    """The caller's stream fanned out: one upstream call per pool, opened on first use."""
+    """The caller's stream fanned out: one upstream call per (pool, model), opened on first use."""
 
     def __init__(self, outbound: _Outbound, timeout: float | None) -> None:
         self._outbound = outbound
         self._timeout = timeout
-        self._calls: dict[str, tuple[RawStreamCall, Endpoint]] = {}
+        self._calls: dict[tuple[str, str], tuple[RawStreamCall, Endpoint]] = {}
         self._pumps: list[asyncio.Task[None]] = []
 
     async def _pump(self, call: RawStreamCall, endpoint: Endpoint, pool: str) -> None:
@@ -47,13 +49,14 @@ class _UpstreamStreams:
         except grpc.aio.AioRpcError as exc:
             await self._outbound.put(endpoint.failure(exc, pool))
 
-    async def send(self, pool: Pool, payload: bytes) -> None:
-        if pool.name not in self._calls:
+    async def send(self, pool: Pool, model: str, payload: bytes) -> None:
+        key = (pool.name, model)
+        if key not in self._calls:
             endpoint = pool.pick()
             call = endpoint.stream(None, timeout=self._timeout)
-            self._calls[pool.name] = (call, endpoint)
+            self._calls[key] = (call, endpoint)
             self._pumps.append(asyncio.create_task(self._pump(call, endpoint, pool.name)))
-        call, endpoint = self._calls[pool.name]
+        call, endpoint = self._calls[key]
         try:
             await call.write(payload)
         except grpc.aio.AioRpcError as exc:
@@ -86,7 +89,7 @@ async def proxy_stream(
                 except GatewayError as exc:
                     await outbound.put(_error_response(request.id, request.model_name, exc))
                     continue
-                await upstreams.send(prepared.pool, prepared.payload)
+                await upstreams.send(prepared.pool, prepared.decision.primary.model, prepared.payload)
             await upstreams.finish()
         finally:
             await outbound.put(None)

@@ -28,11 +28,16 @@ class Client:
         self.channel = grpc.insecure_channel(address)
         self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
 
+    def call(self, request: pb.ModelInferRequest, **metadata: str) -> tuple[pb.ModelInferResponse, dict[str, str]]:
+        """The response and the trailing metadata (metadata keys given with _ for -)."""
+        sent = tuple((key.replace("_", "-"), value) for key, value in metadata.items())
+        response, call = self.stub.ModelInfer.with_call(request, metadata=sent, timeout=10)
+        return response, dict(call.trailing_metadata())
+
     def infer(self, request: pb.ModelInferRequest, **metadata: str) -> tuple[pb.ModelInferResponse, str]:
         """The response and the variant named in the trailing metadata."""
-        response, call = self.stub.ModelInfer.with_call(request, metadata=tuple(metadata.items()), timeout=10)
-        variant = dict(call.trailing_metadata())["x-gateway-variant"]
-        return response, variant
+        response, trailing = self.call(request, **metadata)
+        return response, trailing["x-gateway-variant"]
 
     def close(self) -> None:
         self.channel.close()
