@@ -40,6 +40,7 @@ def _serve_config(
     admin_port: int | None,
     admin_token: str | None,
     cache: CacheFlags,
+    limits: tuple[int | None, int | None] = (None, None),
 ) -> GatewayConfig:
     if config is not None and upstream:
         raise _fail("give either --config or --upstream, not both")
@@ -68,6 +69,13 @@ def _serve_config(
             settings["redis_url"] = cache.redis or settings["redis_url"]
             settings["ttl_s"] = cache.ttl_s or settings["ttl_s"]
             overrides["cache"] = settings
+        max_inflight, max_queue = limits
+        if max_inflight is not None or max_queue is not None:
+            pools = {name: pool.model_dump() for name, pool in loaded.pools.items()}
+            for pool in pools.values():
+                pool["max_inflight"] = pool["max_inflight"] if max_inflight is None else max_inflight
+                pool["max_queue"] = pool["max_queue"] if max_queue is None else max_queue
+            overrides["pools"] = pools
         return parse_config(loaded.model_dump() | overrides)
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
@@ -98,6 +106,10 @@ def serve(
         str | None, typer.Option(help="Redis URL for the shared cache tier, e.g. redis://127.0.0.1:6379/0.")
     ] = None,
     cache_ttl: Annotated[float | None, typer.Option(help="Seconds a cached response lives.")] = None,
+    max_inflight: Annotated[
+        int | None, typer.Option(help="Requests under way towards Triton per pool (0: no limit).")
+    ] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Requests waiting per pool beyond that; more are shed.")] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
@@ -106,8 +118,9 @@ def serve(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cache_flags = CacheFlags(cache, redis, cache_ttl)
     settings = _serve_config(
-        config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token, cache_flags
-    )
+        config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token, cache_flags,
+        (max_inflight, max_queue),
+    )  # fmt: skip
     try:
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:

@@ -45,10 +45,34 @@ def _check_address(address: str) -> str:
 Address = Annotated[str, AfterValidator(_check_address)]
 
 
+class OutlierConfig(_Frozen):
+    """Passive outlier ejection: consecutive failures take an endpoint out for a growing while."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_ejection_s: float = Field(default=1.0, gt=0)
+    max_ejection_s: float = Field(default=30.0, gt=0)
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
+class AdaptiveConfig(_Frozen):
+    """The concurrency limit follows measured latency (gradient, as Envoy's filter) within bounds."""
+
+    min_limit: int = Field(default=2, ge=1)
+    max_limit: int = Field(default=256, ge=1)
+    window: int = Field(default=50, ge=5)  # samples per limit update
+
+
 class PoolConfig(_Frozen):
-    """A pool of interchangeable Triton endpoints."""
+    """A pool of interchangeable Triton endpoints, with its admission limits and resilience."""
 
     endpoints: list[Address] = Field(min_length=1)
+    max_inflight: int = Field(default=0, ge=0)  # requests under way towards Triton; 0: no limit
+    max_queue: int = Field(default=100, ge=0)  # waiting beyond max_inflight; more are shed
+    adaptive: AdaptiveConfig | None = None
+    outlier: OutlierConfig = Field(default_factory=OutlierConfig)
+    max_attempts: int = Field(default=2, ge=1)  # first try + retries on other endpoints
+    retry_budget_ratio: float = Field(default=0.2, ge=0)  # retries per request, over time
+    retry_budget_initial: float = Field(default=3.0, ge=0)
 
 
 def _check_version(version: str) -> str:
@@ -145,6 +169,21 @@ class RouteConfig(_Frozen):
         return Route(model, variants, rules, self.sticky_header, shadows)
 
 
+class AdmissionConfig(_Frozen):
+    """Priority classes and tenants, for the pools' queues."""
+
+    priority_levels: int = Field(default=3, ge=1)  # 1 is the highest
+    default_priority: int = Field(default=2, ge=1)
+    priority_header: Header = "x-priority"  # or the request parameter `priority`
+    tenant_header: Header = "x-tenant"
+
+    @model_validator(mode="after")
+    def _default_in_range(self) -> AdmissionConfig:
+        if self.default_priority > self.priority_levels:
+            raise ValueError(f"default_priority {self.default_priority} exceeds priority_levels {self.priority_levels}")
+        return self
+
+
 class AdminConfig(_Frozen):
     """The admin API's own listener; every call needs `authorization: Bearer <token>`."""
 
@@ -177,6 +216,7 @@ class GatewayConfig(_Frozen):
     admin: AdminConfig | None = None
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

@@ -9,6 +9,7 @@ their answers merged.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,7 +17,9 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2
 
+from gateway.admission import Admission
 from gateway.caching import InferenceCache
+from gateway.config import AdmissionConfig
 from gateway.discovery import Discovery
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.retarget import retarget
@@ -94,6 +97,8 @@ class DataPlane:
         discovery: Discovery | None,
         shadows: ShadowRunner | None = None,
         cache: InferenceCache | None = None,
+        admissions: Mapping[str, Admission] | None = None,
+        admission_config: AdmissionConfig | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -102,6 +107,8 @@ class DataPlane:
         self.discovery = discovery
         self.shadows = shadows
         self.cache = cache
+        self.admissions = admissions or {}
+        self.admission_config = admission_config or AdmissionConfig()
 
     async def route(self, model: str, timeout: float | None) -> Route:
         if not model:
@@ -121,7 +128,7 @@ class DataPlane:
         prepared = await self.prepare_infer(parse(service_pb2.ModelInferRequest, payload), payload, metadata, timeout)
 
         def call() -> Awaitable[bytes]:
-            return prepared.pool.call("ModelInfer", prepared.payload, timeout)
+            return self._admitted(prepared, metadata, timeout)
 
         outcome = None
         if self.cache is None:
@@ -131,6 +138,33 @@ class DataPlane:
         if prepared.decision.shadows and self.shadows is not None:
             self.shadows.submit(prepared, response)
         return response, prepared, outcome
+
+    async def _admitted(self, prepared: Prepared, metadata: Mapping[str, str], timeout: float | None) -> bytes:
+        """The upstream call, after taking a slot of the pool's admission control (if it has one)."""
+        variant = prepared.decision.primary
+        model = (variant.model, variant.version)
+        admission = self.admissions.get(prepared.pool.name)
+        if admission is None:
+            return await prepared.pool.call("ModelInfer", prepared.payload, timeout, model)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        priority = self._priority(prepared.request, metadata)
+        async with admission.slot(priority, metadata.get(self.admission_config.tenant_header, ""), timeout):
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            return await prepared.pool.call("ModelInfer", prepared.payload, remaining, model)
+
+    def _priority(self, request: service_pb2.ModelInferRequest, metadata: Mapping[str, str]) -> int:
+        """From the priority header, else the request's `priority` parameter (Triton's: 1 is the
+        highest, 0 the default); out of range values are clamped to the configured levels."""
+        settings = self.admission_config
+        given = metadata.get(settings.priority_header)
+        if given is not None:
+            value = int(given) if given.strip().isdigit() else 0
+        elif "priority" in request.parameters:
+            parameter = request.parameters["priority"]
+            value = int(getattr(parameter, parameter.WhichOneof("parameter_choice") or "int64_param", 0) or 0)
+        else:
+            value = 0
+        return settings.default_priority if value <= 0 else min(value, settings.priority_levels)
 
     async def prepare_infer(
         self,

@@ -5,6 +5,8 @@
     ├── InvalidRequest           INVALID_ARGUMENT   inputs do not match the model's metadata
     ├── NotSupported             UNIMPLEMENTED      an RPC the gateway cannot proxy
     ├── UpstreamUnavailable      UNAVAILABLE        no endpoint of a pool could be reached
+    ├── Overloaded               RESOURCE_EXHAUSTED the pool's queue is full (with a retry-after hint)
+    ├── DeadlineExceeded         DEADLINE_EXCEEDED  it could not be served in time; Triton never saw it
     └── UpstreamError            (upstream's code)  Triton answered with an error: code and text kept
 
 `from_upstream` is the one place that turns a `grpc.aio.AioRpcError` into one of these, by
@@ -17,10 +19,12 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "DeadlineExceeded",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
     "NotSupported",
+    "Overloaded",
     "UpstreamError",
     "UpstreamUnavailable",
     "from_upstream",
@@ -49,6 +53,18 @@ class NotSupported(GatewayError):
 
 class UpstreamUnavailable(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Overloaded(GatewayError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class DeadlineExceeded(GatewayError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UpstreamError(GatewayError):

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.admin import AdminServicer, BearerTokenInterceptor
+from gateway.admission import admissions
 from gateway.caching import InferenceCache
 from gateway.config import ConfigError, GatewayConfig
 from gateway.dataplane import DataPlane
@@ -30,7 +31,7 @@ from gateway.servicer import InFlight, inference_handler
 from gateway.shadow import ShadowRunner
 from gateway.shadow_stats import ShadowStats
 from gateway.signatures import SignatureCache
-from gateway.upstream import INFERENCE_SERVICE, Pool
+from gateway.upstream import INFERENCE_SERVICE, ModelKey, Pool
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from router import Router, RouteStore
 
@@ -44,9 +45,11 @@ _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 class Gateway:
     def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
-        self.pools = {name: Pool(name, pool.endpoints) for name, pool in config.pools.items()}
-        self.health = HealthMonitor(self.pools, config.health_check_interval_s, config.health_check_timeout_s)
+        self.pools = {name: Pool(name, pool) for name, pool in config.pools.items()}
         self.store = RouteStore(self.pools, history=config.route_history)
+        self.health = HealthMonitor(
+            self.pools, config.health_check_interval_s, config.health_check_timeout_s, self._routed_models
+        )
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
         signatures = SignatureCache(self.pools, config.metadata_ttl_s)
         self.shadow_stats = ShadowStats()
@@ -54,7 +57,10 @@ class Gateway:
         default_pool = self.pools.get(config.default_pool or "")
         discovery = Discovery(self.store, default_pool) if default_pool else None
         self.cache = InferenceCache(config)
-        self.dataplane = DataPlane(self.store, Router(), self.pools, signatures, discovery, self.shadows, self.cache)
+        self.dataplane = DataPlane(
+            self.store, Router(), self.pools, signatures, discovery, self.shadows, self.cache,
+            admissions(config, self.pools), config.admission,
+        )  # fmt: skip
         self.reloader = (
             ConfigReloader(config_path, config, self.store, on_reload=self.cache.reconfigure) if config_path else None
         )
@@ -72,6 +78,15 @@ class Gateway:
         reflection.enable_server_reflection((INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME), self.server)
         self.admin_server = self._admin_server() if config.admin else None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _routed_models(self, pool: str) -> frozenset[ModelKey]:
+        """Upstream (model, version) pairs the routes send to `pool`: the health checker probes them."""
+        return frozenset(
+            (variant.model, variant.version)
+            for route in self.store.snapshot().values()
+            for variant in route.variants
+            if variant.pool == pool
+        )
 
     def _admin_server(self) -> grpc.aio.Server:
         assert self.config.admin is not None
@@ -128,13 +143,14 @@ async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
     host = config.listen.rpartition(":")[0]
     pools = "; ".join(f"{name}={','.join(p.endpoints)}" for name, p in config.pools.items())
     admin = f", admin on {config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else ""
-    print(f"gateway serving on {host}:{port} (pools: {pools}){admin}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     if gateway.reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, gateway.reloader.reload)
+    # The ready line comes last: whoever waits for it may signal the process at once.
+    print(f"gateway serving on {host}:{port} (pools: {pools}){admin}", flush=True)
     await stopping.wait()
     log.info("signal received: draining (grace period %.1fs)", config.grace_period_s)
     await gateway.stop()

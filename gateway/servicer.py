@@ -17,7 +17,7 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from gateway.dataplane import MODEL_SCOPED, DataPlane
-from gateway.errors import GatewayError, NotSupported
+from gateway.errors import GatewayError, NotSupported, Overloaded
 from gateway.health import HealthMonitor
 from gateway.stream import proxy_stream
 from gateway.upstream import INFERENCE_SERVICE
@@ -26,6 +26,7 @@ __all__ = ["CACHE_KEY", "VARIANT_KEY", "InFlight", "inference_handler", "request
 
 VARIANT_KEY = "x-gateway-variant"  # response (trailing) metadata: the variant that answered
 CACHE_KEY = "x-cache"  # response (trailing) metadata: hit-l1 | hit-l2 | miss | bypass
+RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata of RESOURCE_EXHAUSTED: when to try again
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def request_metadata(context: Context) -> dict[str, str]:
 
 
 async def _abort(context: Context, exc: Exception) -> None:
+    if isinstance(exc, Overloaded):
+        await context.abort(exc.code, exc.message, ((RETRY_AFTER_KEY, str(exc.retry_after_ms)),))
     if isinstance(exc, GatewayError):
         await context.abort(exc.code, exc.message)
     request_id = uuid.uuid4().hex[:16]

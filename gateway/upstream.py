@@ -1,20 +1,32 @@
 """Upstream pools: Triton endpoints behind one name, called with raw bytes.
 
 Requests and responses cross the gateway as serialized protobuf: the pool never decodes what it
-forwards. Failures are mapped once, here, into `gateway.errors`.
+forwards. Each call picks an endpoint by power of two choices among the eligible ones (ready by
+the active probe, not ejected, ready for the model); a connection failure counts towards outlier
+ejection and is retried on another endpoint while the retry budget and the deadline allow.
+Failures are mapped once, here, into `gateway.errors`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import grpc
 
+from gateway.balancer import EndpointLoad, choose
+from gateway.config import PoolConfig
 from gateway.errors import GatewayError, UpstreamUnavailable, from_upstream
+from gateway.outlier import EndpointHealth, OutlierSettings
+from gateway.pool_stats import PoolStats
+from gateway.retry_budget import RetryBudget
 
-__all__ = ["INFERENCE_SERVICE", "Endpoint", "Pool", "RawStreamCall"]
+__all__ = ["INFERENCE_SERVICE", "Endpoint", "ModelKey", "Pool", "RawStreamCall"]
+
+log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
 
@@ -26,10 +38,10 @@ _CHANNEL_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.keepalive_timeout_ms", 10_000),
 )
 
-
 RawUnary: TypeAlias = "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]"
 RawStream: TypeAlias = "grpc.aio.StreamStreamMultiCallable[bytes, bytes]"
 RawStreamCall: TypeAlias = "grpc.aio.StreamStreamCall[bytes, bytes]"
+ModelKey = tuple[str, str]  # upstream model name, version
 
 
 def method_path(method: str) -> str:
@@ -37,15 +49,21 @@ def method_path(method: str) -> str:
 
 
 class Endpoint:
-    """One Triton server: a channel, its raw-bytes call objects and its last health result."""
+    """One Triton server: a channel, its raw-bytes call objects, its health and load."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, outlier: OutlierSettings, clock: Callable[[], float]) -> None:
         self.address = address
         self.channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-        self.ready = False
+        self.health = EndpointHealth(outlier, clock)
+        self.load = EndpointLoad()
+        self.unready_models: frozenset[ModelKey] = frozenset()  # from the active ModelReady probes
         self._unary: dict[str, RawUnary] = {}
         # No serializers: bytes go up and come back as they are.
         self.stream: RawStream = self.channel.stream_stream(method_path("ModelStreamInfer"), None, None)
+
+    @property
+    def ready(self) -> bool:
+        return self.health.ready
 
     def unary(self, method: str) -> RawUnary:
         call = self._unary.get(method)
@@ -59,34 +77,88 @@ class Endpoint:
     def failure(self, exc: grpc.aio.AioRpcError, pool: str) -> GatewayError:
         return from_upstream(exc, pool, self.address, self.connected())
 
+    def serves(self, model: ModelKey | None) -> bool:
+        return model is None or model not in self.unready_models
+
     async def close(self) -> None:
         await self.channel.close(None)
 
 
 class Pool:
-    """Interchangeable endpoints; requests go round-robin over the ready ones."""
-
-    def __init__(self, name: str, addresses: Sequence[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PoolConfig,
+        stats: PoolStats | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[int], int] = random.randrange,
+    ) -> None:
         self.name = name
-        self.endpoints = [Endpoint(address) for address in addresses]
-        self._turn = itertools.count()
+        self.config = config
+        self.stats = stats or PoolStats()
+        outlier = OutlierSettings(**config.outlier.model_dump())
+        self.endpoints = [Endpoint(address, outlier, clock) for address in config.endpoints]
+        self.budget = RetryBudget(ratio=config.retry_budget_ratio, initial=config.retry_budget_initial)
+        self._clock = clock
+        self._draw = draw
 
     def ready(self) -> bool:
-        return any(endpoint.ready for endpoint in self.endpoints)
+        return any(endpoint.health.eligible() for endpoint in self.endpoints)
 
-    def pick(self) -> Endpoint:
-        # Before the first health check (or when all look down) every endpoint gets a chance:
-        # the call itself then says precisely what is wrong.
-        candidates = [e for e in self.endpoints if e.ready] or self.endpoints
-        return candidates[next(self._turn) % len(candidates)]
+    def pick(self, model: ModelKey | None = None, exclude: Sequence[Endpoint] = ()) -> Endpoint:
+        """The eligible endpoint to try; with none eligible, any not yet tried (the call itself
+        then says precisely what is wrong, and nothing is refused on stale health)."""
+        candidates = [e for e in self.endpoints if e not in exclude and e.health.eligible() and e.serves(model)]
+        if not candidates:
+            untried = [e for e in self.endpoints if e not in exclude] or self.endpoints
+            candidates = [e for e in untried if not e.health.ejected()] or untried
+        return candidates[choose([c.load for c in candidates], self._draw)]
 
-    async def call(self, method: str, payload: bytes, timeout: float | None) -> bytes:
-        endpoint = self.pick()
-        try:
-            response: bytes = await endpoint.unary(method)(payload, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise endpoint.failure(exc, self.name) from exc
-        return response
+    def _may_eject(self) -> bool:
+        ejected = sum(e.health.ejected() for e in self.endpoints)
+        return (ejected + 1) * 100 <= self.config.outlier.max_ejection_percent * len(self.endpoints)
+
+    async def call(self, method: str, payload: bytes, timeout: float | None, model: ModelKey | None = None) -> bytes:
+        self.budget.on_request()
+        deadline = None if timeout is None else self._clock() + timeout
+        tried: list[Endpoint] = []
+        while True:
+            endpoint = self.pick(model, tried)
+            tried.append(endpoint)
+            remaining = None if deadline is None else max(deadline - self._clock(), 0.001)
+            started = self._clock()
+            endpoint.load.outstanding += 1
+            self.stats.attempts += 1
+            try:
+                response: bytes = await endpoint.unary(method)(payload, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                error = endpoint.failure(exc, self.name)
+                if not isinstance(error, UpstreamUnavailable):
+                    endpoint.health.success()  # Triton answered: the endpoint itself is fine
+                    raise error from exc
+                if endpoint.health.failure(self._may_eject()):
+                    self.stats.ejections += 1
+                    log.warning("pool %s: ejected %s after repeated connection failures", self.name, endpoint.address)
+                if not self._retry(tried, deadline):
+                    raise error from exc
+                continue
+            finally:
+                endpoint.load.outstanding -= 1
+            endpoint.health.success()
+            endpoint.load.observe(self._clock() - started)
+            return response
+
+    def _retry(self, tried: Sequence[Endpoint], deadline: float | None) -> bool:
+        """Another attempt on another endpoint: within max_attempts, the deadline and the budget."""
+        if len(tried) >= self.config.max_attempts or len(tried) >= len(self.endpoints):
+            return False
+        if deadline is not None and deadline <= self._clock():
+            return False
+        if not self.budget.try_retry():
+            self.stats.retries_denied += 1
+            return False
+        self.stats.retries += 1
+        return True
 
     def unreachable(self) -> UpstreamUnavailable:
         addresses = ", ".join(e.address for e in self.endpoints)
