@@ -10,6 +10,7 @@ import asyncio
 import functools
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from cache import RedisUnavailable
 from gateway.admin_convert import (
     cache_stats_to_proto,
     event_to_proto,
+    pool_stats_to_proto,
     route_from_proto,
     route_to_proto,
     shadow_from_proto,
@@ -109,6 +111,13 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
     @_statuses
     async def GetCacheStats(self, request: pb.GetCacheStatsRequest, context: Context) -> pb.CacheStats:
         return cache_stats_to_proto(self._cache)
+
+    @_statuses
+    async def GetPoolStats(self, request: pb.GetPoolStatsRequest, context: Context) -> pb.GetPoolStatsResponse:
+        now = time.monotonic()
+        admissions = self._dataplane.admissions
+        pools = [pool_stats_to_proto(pool, admissions.get(name), now) for name, pool in self._dataplane.pools.items()]
+        return pb.GetPoolStatsResponse(pools=pools)
 
     @_statuses
     async def InvalidateCache(self, request: pb.InvalidateCacheRequest, context: Context) -> pb.InvalidateCacheResponse:

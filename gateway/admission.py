@@ -66,6 +66,7 @@ class Admission:
         try:
             yield
         finally:
+            self.policy.observe_service_time(self._clock() - started)
             self._release()
             if self._adaptive is not None and (limit := self._adaptive.sample(self._clock() - started)) is not None:
                 for admitted in self.policy.set_limit(limit):
@@ -74,7 +75,9 @@ class Admission:
     async def _wait(self, ticket: Ticket, since: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[ticket] = waiter
-        remaining = None if ticket.deadline is None else max(ticket.deadline - self._clock(), 0.0)
+        remaining = None
+        if ticket.deadline is not None:  # leave once there is no longer time to be served
+            remaining = max(self.policy.latest_start(ticket) - self._clock(), 0.0)
         try:
             await asyncio.wait_for(waiter, remaining)
         except TimeoutError:
@@ -82,7 +85,8 @@ class Admission:
             self.stats.expired += 1
             waited_ms = (self._clock() - since) * 1000
             raise DeadlineExceeded(
-                f"pool '{self.pool}': the deadline passed after {waited_ms:.0f} ms in the queue"
+                f"pool '{self.pool}': after {waited_ms:.0f} ms in the queue, too little time was left before "
+                f"the deadline to be served (~{self.policy.service_time_s * 1000:.0f} ms per request)"
             ) from None
         except asyncio.CancelledError:
             if not self.policy.remove(ticket) and ticket.state is Decision.ADMIT:

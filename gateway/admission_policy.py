@@ -57,6 +57,12 @@ class AdmissionPolicy:
     def retry_after_s(self) -> float:
         return max(self.estimated_wait_s(self.queued), 0.001)
 
+    def latest_start(self, ticket: Ticket) -> float:
+        """When a queued ticket must have started to finish by its deadline (a little margin
+        included, so the caller hears this answer before its own timer fires)."""
+        assert ticket.deadline is not None
+        return ticket.deadline - self.service_time_s - 0.005
+
     def _ahead_of(self, priority: int) -> int:
         return sum(len(q) for level in self._classes[:priority] for q in level.values())
 
@@ -106,7 +112,7 @@ class AdmissionPolicy:
         now = self._clock()
         while self.in_flight < self.limit and self.queued:
             ticket = self._pop()
-            if ticket.deadline is not None and ticket.deadline <= now:
+            if ticket.deadline is not None and self.latest_start(ticket) <= now:
                 ticket.state = Decision.REJECT_DEADLINE
                 expired.append(ticket)
                 continue

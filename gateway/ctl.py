@@ -7,6 +7,7 @@
     gatewayctl shadow MODEL VARIANT --fraction 0.1 [--max-inflight 16]
     gatewayctl shadow-stats [MODEL]
     gatewayctl set-route MODEL FILE.yaml      # a route in the config file's format
+    gatewayctl pools                          # admission, retries, endpoint health
     gatewayctl cache-stats
     gatewayctl invalidate MODEL [--variant V] | --all
     gatewayctl watch [MODEL]
@@ -226,6 +227,29 @@ def cache_stats(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+
+
+@app.command()
+def pools(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False) -> None:
+    """Upstream pools: admission (in flight, queued, shed, expired), retries, endpoints' health."""
+    response = _call(admin, token, lambda s, m: s.GetPoolStats(pb.GetPoolStatsRequest(), metadata=m))
+    if as_json:
+        _json(response)
+        return
+    for pool in response.pools:
+        limit = f"limit {pool.limit}, queue ≤{pool.max_queue}" if pool.limit else "no admission limit"
+        title = (f"pool {pool.name}: {limit}; {pool.in_flight} in flight, {pool.queued} queued; "
+                 f"shed {pool.shed}, expired {pool.expired}, cancelled {pool.cancelled}; "
+                 f"wait p50 {pool.queue_wait_p50_ms:.1f} ms p99 {pool.queue_wait_p99_ms:.1f} ms; "
+                 f"attempts {pool.attempts}, retries {pool.retries} ({pool.retries_denied} denied)")  # fmt: skip
+        table = Table(title=title)
+        for column in ("endpoint", "ready", "ejected", "outstanding", "latency ewma", "ejections", "unready models"):
+            table.add_column(column)
+        for e in pool.endpoints:
+            ejected = f"yes ({e.ejected_for_s:.1f}s left)" if e.ejected else "no"
+            table.add_row(e.address, "yes" if e.ready else "NO", ejected, str(e.outstanding),
+                          f"{e.latency_ewma_ms:.2f} ms", str(e.ejections), ", ".join(e.unready_models))  # fmt: skip
+        console.print(table)
 
 
 @app.command()

@@ -256,3 +256,71 @@ class InvalidateCacheResponse(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     removed: int
     def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class GetPoolStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EndpointStats(_message.Message):
+    __slots__ = ("address", "ready", "ejected", "ejected_for_s", "outstanding", "latency_ewma_ms", "ejections", "unready_models")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    EJECTED_FIELD_NUMBER: _ClassVar[int]
+    EJECTED_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_EWMA_MS_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNREADY_MODELS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    ready: bool
+    ejected: bool
+    ejected_for_s: float
+    outstanding: int
+    latency_ewma_ms: float
+    ejections: int
+    unready_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PoolStats(_message.Message):
+    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_DENIED_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_AFTER_QUEUEING_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    limit: int
+    in_flight: int
+    queued: int
+    max_queue: int
+    attempts: int
+    retries: int
+    retries_denied: int
+    ejections: int
+    admitted: int
+    admitted_after_queueing: int
+    shed: int
+    expired: int
+    cancelled: int
+    queue_wait_p50_ms: float
+    queue_wait_p99_ms: float
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointStats]
+    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ...) -> None: ...
+
+class GetPoolStatsResponse(_message.Message):
+    __slots__ = ("pools",)
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    pools: _containers.RepeatedCompositeFieldContainer[PoolStats]
+    def __init__(self, pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ...) -> None: ...

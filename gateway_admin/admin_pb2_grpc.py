@@ -74,6 +74,11 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.GetCacheStatsRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.CacheStats.FromString,
                 _registered_method=True)
+        self.GetPoolStats = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetPoolStats',
+                request_serializer=gateway__admin_dot_admin__pb2.GetPoolStatsRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetPoolStatsResponse.FromString,
+                _registered_method=True)
         self.InvalidateCache = channel.unary_unary(
                 '/gateway.admin.v1.GatewayAdmin/InvalidateCache',
                 request_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
@@ -137,6 +142,12 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPoolStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def InvalidateCache(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -192,6 +203,11 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.GetCacheStats,
                     request_deserializer=gateway__admin_dot_admin__pb2.GetCacheStatsRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.CacheStats.SerializeToString,
+            ),
+            'GetPoolStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPoolStats,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetPoolStatsRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetPoolStatsResponse.SerializeToString,
             ),
             'InvalidateCache': grpc.unary_unary_rpc_method_handler(
                     servicer.InvalidateCache,
@@ -420,6 +436,33 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/GetCacheStats',
             gateway__admin_dot_admin__pb2.GetCacheStatsRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.CacheStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPoolStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetPoolStats',
+            gateway__admin_dot_admin__pb2.GetPoolStatsRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetPoolStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -34,11 +35,23 @@ class TritonCli:
         """Start and wait for the ready line; '' with the process ended if Triton failed."""
         command = [sys.executable, "-m", "gateway", "triton", "--grpc-port", str(self.port)]
         self.process = subprocess.Popen(
-            [*command, "--log-file", str(self.log_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [*command, "--log-file", str(self.log_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: `kill` takes tritonserver and its stubs too
         )
         assert self.process.stdout is not None
         self.ready_line = self.process.stdout.readline().decode()
         return self.ready_line
+
+    def kill(self) -> None:
+        """Abrupt death of the whole server (no drain), as when a node is lost."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def stop(self) -> int:
         assert self.process is not None
