@@ -1,0 +1,115 @@
+"""Resilient pools: two real Tritons, one killed mid-load and restarted; a full outage."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from gateway.localrun import free_port
+from gateway_admin import admin_pb2 as apb
+from gateway_admin import admin_pb2_grpc
+from tests.procs import TritonCli, running_gateway, running_triton
+from tests.traffic import AUTH, TOKEN, Client
+
+
+def _identity() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[4])
+    request.raw_input_contents.append(np.arange(4, dtype=np.float32).tobytes())
+    return request
+
+
+def _pool(admin_address: str) -> apb.PoolStats:
+    with grpc.insecure_channel(admin_address) as channel:
+        stub = admin_pb2_grpc.GatewayAdminStub(channel)
+        return stub.GetPoolStats(apb.GetPoolStatsRequest(), metadata=AUTH, timeout=5).pools[0]
+
+
+def _endpoint(stats: apb.PoolStats, address: str) -> apb.EndpointStats:
+    return next(e for e in stats.endpoints if e.address == address)
+
+
+def _until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_one_of_two_tritons_killed_mid_load(triton: TritonCli, tmp_path: Path) -> None:
+    """Under steady load, SIGKILL one Triton: < 1% of requests fail, it leaves the rotation;
+    restarted on the same port, it is admitted again and serves once more."""
+    second_port = free_port()
+    with running_triton(tmp_path / "second.log", second_port) as second:
+        args = ["--upstream", triton.address, "--upstream", second.address, "--admin-port", "0", "--admin-token", TOKEN]
+        with running_gateway(args, tmp_path / "gateway.log") as gateway:
+            outcomes: list[bool] = []
+            stop = threading.Event()
+
+            def load() -> None:
+                client = Client(gateway.address)
+                while not stop.is_set():
+                    try:
+                        client.call(_identity())
+                        outcomes.append(True)
+                    except grpc.RpcError:
+                        outcomes.append(False)
+                client.close()
+
+            workers = [threading.Thread(target=load) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            assert _until(lambda: len(outcomes) > 200, 20)
+            assert _endpoint(_pool(gateway.admin_address), second.address).latency_ewma_ms > 0  # it served
+            second.kill()
+            assert _until(lambda: not _endpoint(_pool(gateway.admin_address), second.address).ready, 10)
+            dead = _endpoint(_pool(gateway.admin_address), second.address)
+            served_while_dead = len(outcomes)
+            time.sleep(1.0)
+            restarted = TritonCli(tmp_path / "second-again.log", second_port)
+            assert "triton ready" in restarted.start()
+            try:
+                assert _until(lambda: _endpoint(_pool(gateway.admin_address), second.address).ready, 15)
+                before = _pool(gateway.admin_address).attempts
+                assert _until(lambda: _pool(gateway.admin_address).attempts > before + 100, 20)
+                back = _endpoint(_pool(gateway.admin_address), second.address)
+            finally:
+                stop.set()
+                for worker in workers:
+                    worker.join(30)
+                restarted.stop()
+    failures = outcomes.count(False)
+    assert len(outcomes) > served_while_dead > 200
+    assert failures / len(outcomes) < 0.01, (failures, len(outcomes))
+    assert not dead.ready and dead.outstanding == 0
+    assert back.ready and not back.ejected
+
+
+def test_full_outage_does_not_multiply_attempts(tmp_path: Path) -> None:
+    """Both endpoints dead: every request fails UNAVAILABLE naming the pool, and the retry budget
+    holds upstream attempts to (1 + 0.2) x requests + 3 initial tokens."""
+    dead = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    args = ["--upstream", dead[0], "--upstream", dead[1], "--admin-port", "0", "--admin-token", TOKEN]
+    with running_gateway(args, tmp_path / "gateway.log") as gateway:
+        client = Client(gateway.address)
+        codes = []
+        for _ in range(100):
+            try:
+                client.call(_identity())
+                codes.append("OK")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+                assert "upstream pool 'default'" in str(exc.details())
+        client.close()
+        stats = _pool(gateway.admin_address)
+    assert codes == ["UNAVAILABLE"] * 100
+    assert 100 <= stats.attempts <= 1.2 * 100 + 3, stats
+    assert stats.retries > 0 and stats.retries_denied > 0
