@@ -18,6 +18,7 @@ from gateway.admission_policy import AdmissionPolicy, Decision, Ticket
 from gateway.config import GatewayConfig
 from gateway.errors import DeadlineExceeded, Overloaded
 from gateway.pool_stats import PoolStats
+from gateway.telemetry import child_span, current
 from gateway.upstream import Pool
 
 __all__ = ["Admission", "admissions"]
@@ -60,7 +61,12 @@ class Admission:
                 f"({(timeout or 0) * 1000:.0f} ms left, ~{wait_ms:.0f} ms expected in the queue)"
             )
         if decision is Decision.QUEUED:
-            await self._wait(ticket, now)
+            with child_span(
+                "queue", {"gateway.pool": self.pool, "gateway.priority": priority, "gateway.tenant": tenant}
+            ):
+                await self._wait(ticket, now)
+            if (record := current()) is not None:
+                record.queue_wait_s = self._clock() - now
         self.stats.admitted += 1
         started = self._clock()
         try:

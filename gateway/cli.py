@@ -7,78 +7,20 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gateway.config import ConfigError, GatewayConfig, config_for_upstreams, load_config, parse_config
+from gateway.config import ConfigError
+from gateway.flags import ServeFlags, UsageError, serve_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="gRPC inference gateway for Triton.")
-
-
-@dataclass(frozen=True)
-class CacheFlags:
-    enabled: bool
-    redis: str | None
-    ttl_s: float | None
 
 
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(2)
-
-
-def _serve_config(
-    config: Path | None,
-    upstream: list[str],
-    host: str | None,
-    port: int | None,
-    grace_period: float | None,
-    drain_delay: float | None,
-    admin_port: int | None,
-    admin_token: str | None,
-    cache: CacheFlags,
-    limits: tuple[int | None, int | None] = (None, None),
-) -> GatewayConfig:
-    if config is not None and upstream:
-        raise _fail("give either --config or --upstream, not both")
-    if config is None and not upstream:
-        raise _fail("give --config FILE or at least one --upstream HOST:PORT")
-    overrides: dict[str, object] = {}
-    if grace_period is not None:
-        overrides["grace_period_s"] = grace_period
-    if drain_delay is not None:
-        overrides["drain_delay_s"] = drain_delay
-    try:
-        loaded = load_config(config) if config else config_for_upstreams(upstream, "0.0.0.0:8001")
-        config_host, _, config_port = loaded.listen.rpartition(":")
-        if host is not None or port is not None:
-            overrides["listen"] = f"{host or config_host}:{config_port if port is None else port}"
-        if admin_port is not None or admin_token is not None:
-            admin = loaded.admin.model_dump() if loaded.admin else {"listen": f"{host or config_host}:8002"}
-            if admin_port is not None:
-                admin["listen"] = f"{admin['listen'].rpartition(':')[0]}:{admin_port}"
-            if admin_token is not None:
-                admin["token"] = admin_token
-            overrides["admin"] = admin
-        if cache.enabled or cache.redis or cache.ttl_s:
-            settings = loaded.cache.model_dump()
-            settings["enabled"] = settings["enabled"] or cache.enabled
-            settings["redis_url"] = cache.redis or settings["redis_url"]
-            settings["ttl_s"] = cache.ttl_s or settings["ttl_s"]
-            overrides["cache"] = settings
-        max_inflight, max_queue = limits
-        if max_inflight is not None or max_queue is not None:
-            pools = {name: pool.model_dump() for name, pool in loaded.pools.items()}
-            for pool in pools.values():
-                pool["max_inflight"] = pool["max_inflight"] if max_inflight is None else max_inflight
-                pool["max_queue"] = pool["max_queue"] if max_queue is None else max_queue
-            overrides["pools"] = pools
-        return parse_config(loaded.model_dump() | overrides)
-    except ConfigError as exc:
-        raise _fail(f"invalid configuration: {exc}") from exc
 
 
 @app.command()
@@ -110,17 +52,30 @@ def serve(
         int | None, typer.Option(help="Requests under way towards Triton per pool (0: no limit).")
     ] = None,
     max_queue: Annotated[int | None, typer.Option(help="Requests waiting per pool beyond that; more are shed.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    otlp_endpoint: Annotated[
+        str | None, typer.Option(help="Send traces to this OTLP gRPC receiver (HOST:PORT).")
+    ] = None,
+    trace_sample_ratio: Annotated[
+        float | None, typer.Option(help="Share of new traces sampled (callers' sampled traces are kept).")
+    ] = None,
+    access_log: Annotated[str | None, typer.Option(help="JSON-lines access log file ('-': stdout).")] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
     from gateway.server import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cache_flags = CacheFlags(cache, redis, cache_ttl)
-    settings = _serve_config(
-        config, upstream or [], host, port, grace_period, drain_delay, admin_port, admin_token, cache_flags,
-        (max_inflight, max_queue),
+    flags = ServeFlags(
+        config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
+        cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
     )  # fmt: skip
+    try:
+        settings = serve_config(flags)
+    except UsageError as exc:
+        raise _fail(str(exc)) from exc
+    except ConfigError as exc:
+        raise _fail(f"invalid configuration: {exc}") from exc
     try:
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:

@@ -184,6 +184,30 @@ class AdmissionConfig(_Frozen):
         return self
 
 
+class PayloadLogConfig(_Frozen):
+    """A sampled log of whole requests and responses (base64 protobuf), for audit and replay."""
+
+    path: Path
+    fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_bytes: int = Field(default=100_000_000, gt=0)  # per file; rotated past this
+    backups: int = Field(default=3, ge=0)
+
+
+class TelemetryConfig(_Frozen):
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus /metrics; none: off
+    metrics_host: str = "0.0.0.0"
+    trace_exporter: Literal["otlp", "console", "none"] | None = None  # default: otlp with an endpoint
+    otlp_endpoint: str | None = None  # HOST:PORT of an OTLP gRPC receiver (collector)
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # for traces the caller did not sample
+    service_name: str = "triton-gateway"
+    access_log: str | None = None  # JSON lines; "-" for stdout
+    payload_log: PayloadLogConfig | None = None
+
+    @property
+    def exporter(self) -> str:
+        return self.trace_exporter or ("otlp" if self.otlp_endpoint else "none")
+
+
 class AdminConfig(_Frozen):
     """The admin API's own listener; every call needs `authorization: Bearer <token>`."""
 
@@ -217,6 +241,7 @@ class GatewayConfig(_Frozen):
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

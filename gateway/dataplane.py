@@ -26,6 +26,7 @@ from gateway.retarget import retarget
 from gateway.shadow import ShadowRunner
 from gateway.signature import ModelSignature
 from gateway.signatures import SignatureCache
+from gateway.telemetry import child_span, current
 from gateway.upstream import Pool
 from gateway.validate import validate_infer_request
 from router import Decision, Route, Router, RouteStore, Variant
@@ -135,6 +136,8 @@ class DataPlane:
             response = await call()
         else:
             response, outcome = await self.cache.fetch(prepared, metadata, call)
+            if (record := current()) is not None:
+                record.cache = outcome
         if prepared.decision.shadows and self.shadows is not None:
             self.shadows.submit(prepared, response)
         return response, prepared, outcome
@@ -174,11 +177,16 @@ class DataPlane:
         timeout: float | None,
     ) -> Prepared:
         """Route and validate the request; what to send upstream and where."""
-        route = await self.route(request.model_name, timeout)
-        decision = self.router.decide(route, metadata, request.model_version)
+        with child_span("route"):
+            route = await self.route(request.model_name, timeout)
+            decision = self.router.decide(route, metadata, request.model_version)
         variant = decision.primary
-        signature = await self.signatures.get(variant, timeout)
-        validate_infer_request(request, signature)
+        record = current()
+        if record is not None:
+            record.model, record.variant, record.pool = route.model, variant.name, variant.pool
+        with child_span("validate"):
+            signature = await self.signatures.get(variant, timeout)
+            validate_infer_request(request, signature)
         if variant.model != request.model_name or variant.version != request.model_version:
             payload = retarget(request, variant)
         return Prepared(payload, self.pools[variant.pool], route, decision, request, signature)

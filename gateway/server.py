@@ -26,11 +26,14 @@ from gateway.config import ConfigError, GatewayConfig
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
 from gateway.health import HealthMonitor
+from gateway.metrics import StatsCollector
+from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
 from gateway.servicer import InFlight, inference_handler
 from gateway.shadow import ShadowRunner
 from gateway.shadow_stats import ShadowStats
 from gateway.signatures import SignatureCache
+from gateway.telemetry import Telemetry
 from gateway.upstream import INFERENCE_SERVICE, ModelKey, Pool
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from router import Router, RouteStore
@@ -43,8 +46,11 @@ _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_path: Path | None = None, telemetry: Telemetry | None = None
+    ) -> None:
         self.config = config
+        self.telemetry = telemetry or Telemetry(config.telemetry)
         self.pools = {name: Pool(name, pool) for name, pool in config.pools.items()}
         self.store = RouteStore(self.pools, history=config.route_history)
         self.health = HealthMonitor(
@@ -53,7 +59,7 @@ class Gateway:
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
         signatures = SignatureCache(self.pools, config.metadata_ttl_s)
         self.shadow_stats = ShadowStats()
-        self.shadows = ShadowRunner(self.pools, signatures, self.shadow_stats, config.shadow)
+        self.shadows = ShadowRunner(self.pools, signatures, self.shadow_stats, config.shadow, self.telemetry)
         default_pool = self.pools.get(config.default_pool or "")
         discovery = Discovery(self.store, default_pool) if default_pool else None
         self.cache = InferenceCache(config)
@@ -73,11 +79,22 @@ class Gateway:
                 ("grpc.so_reuseport", 1),
             ]
         )
-        self.server.add_generic_rpc_handlers([inference_handler(self.dataplane, self.health, self.inflight)])
+        handler = inference_handler(self.dataplane, self.health, self.inflight, self.telemetry)
+        self.server.add_generic_rpc_handlers([handler])
+        self.telemetry.registry.register(
+            StatsCollector(self.pools, lambda: self.dataplane.admissions, self.cache, self.shadow_stats)
+        )
+        telemetry_config = config.telemetry
+        self.metrics_server = (
+            MetricsServer(self.telemetry.registry, telemetry_config.metrics_host, telemetry_config.metrics_port)
+            if telemetry_config.metrics_port is not None
+            else None
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection((INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME), self.server)
         self.admin_server = self._admin_server() if config.admin else None
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics_port: int | None = None
 
     def _routed_models(self, pool: str) -> frozenset[ModelKey]:
         """Upstream (model, version) pairs the routes send to `pool`: the health checker probes them."""
@@ -103,6 +120,8 @@ class Gateway:
     async def start(self) -> tuple[int, int | None]:
         """Bind, run a first health round, start serving; the bound data and admin ports."""
         port = self.server.add_insecure_port(self.config.listen)
+        if self.metrics_server is not None:
+            self.metrics_port = await self.metrics_server.start()
         admin_port = None
         if self.admin_server is not None and self.config.admin is not None:
             admin_port = self.admin_server.add_insecure_port(self.config.admin.listen)
@@ -135,6 +154,9 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pool in self.pools.values():
             await pool.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        self.telemetry.close()
 
 
 async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
@@ -143,6 +165,7 @@ async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
     host = config.listen.rpartition(":")[0]
     pools = "; ".join(f"{name}={','.join(p.endpoints)}" for name, p in config.pools.items())
     admin = f", admin on {config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else ""
+    admin += f", metrics on {config.telemetry.metrics_host}:{gateway.metrics_port}" if gateway.metrics_port else ""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeAlias
 
@@ -20,6 +19,7 @@ from gateway.dataplane import MODEL_SCOPED, DataPlane
 from gateway.errors import GatewayError, NotSupported, Overloaded
 from gateway.health import HealthMonitor
 from gateway.stream import proxy_stream
+from gateway.telemetry import RequestRecord, Telemetry, current
 from gateway.upstream import INFERENCE_SERVICE
 
 __all__ = ["CACHE_KEY", "VARIANT_KEY", "InFlight", "inference_handler", "request_metadata"]
@@ -75,42 +75,63 @@ def request_metadata(context: Context) -> dict[str, str]:
     return {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
 
 
-async def _abort(context: Context, exc: Exception) -> None:
-    if isinstance(exc, Overloaded):
-        await context.abort(exc.code, exc.message, ((RETRY_AFTER_KEY, str(exc.retry_after_ms)),))
+def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, GatewayError):
-        await context.abort(exc.code, exc.message)
-    request_id = uuid.uuid4().hex[:16]
-    log.error("internal error, request id %s", request_id, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal gateway error (request id {request_id})")
+        return exc.code, exc.message
+    return grpc.StatusCode.INTERNAL, ""
 
 
-def _unary(handler: Unary, inflight: InFlight) -> Handler:
+async def _abort(context: Context, exc: Exception, record: RequestRecord) -> None:
+    code, message = _status(exc)
+    record.code = code.name
+    trailing = list(record.trailing)
+    if isinstance(exc, Overloaded):
+        trailing.append((RETRY_AFTER_KEY, str(exc.retry_after_ms)))
+    if not isinstance(exc, GatewayError):
+        log.error("internal error, request id %s", record.request_id, exc_info=exc)
+        message = f"internal gateway error (request id {record.request_id})"
+    await context.abort(code, message, tuple(trailing))
+
+
+def _unary(method: str, handler: Unary, inflight: InFlight, telemetry: Telemetry) -> Handler:
     async def run(payload: bytes, context: Context) -> bytes:
+        record = telemetry.begin(method, request_metadata(context), len(payload), context.peer())
         try:
-            with inflight:
-                return await handler(payload, context)
+            with inflight, telemetry.scope(record):
+                response = await handler(payload, context)
+            record.bytes_out = len(response)
+            context.set_trailing_metadata(tuple(record.trailing))
+            if record.sample_payload:
+                record.payloads = (payload, response)
+            return response
         except Exception as exc:  # the boundary: every failure becomes a status here
-            await _abort(context, exc)
+            await _abort(context, exc, record)
             raise  # unreachable: abort raises
+        finally:
+            telemetry.end(record)
 
     return grpc.unary_unary_rpc_method_handler(run)
 
 
-def _streaming(handler: Streaming, inflight: InFlight) -> Handler:
+def _streaming(method: str, handler: Streaming, inflight: InFlight, telemetry: Telemetry) -> Handler:
     async def run(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
+        record = telemetry.begin(method, request_metadata(context), 0, context.peer())
         try:
-            with inflight:
+            with inflight, telemetry.scope(record):
                 async for response in handler(requests, context):
+                    record.bytes_out += len(response)
                     yield response
+            context.set_trailing_metadata(tuple(record.trailing))
         except Exception as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, record)
+        finally:
+            telemetry.end(record)
 
     return grpc.stream_stream_rpc_method_handler(run)
 
 
 def inference_handler(
-    dataplane: DataPlane, health: HealthMonitor, inflight: InFlight
+    dataplane: DataPlane, health: HealthMonitor, inflight: InFlight, telemetry: Telemetry
 ) -> grpc.GenericRpcHandler[bytes, bytes]:
     async def server_live(payload: bytes, context: Context) -> bytes:
         return service_pb2.ServerLiveResponse(live=True).SerializeToString()
@@ -120,8 +141,11 @@ def inference_handler(
 
     async def model_infer(payload: bytes, context: Context) -> bytes:
         response, prepared, cache = await dataplane.infer(payload, request_metadata(context), context.time_remaining())
-        trailing = ((VARIANT_KEY, prepared.decision.primary.name),)
-        context.set_trailing_metadata(trailing if cache is None else (*trailing, (CACHE_KEY, cache)))
+        record = current()
+        if record is not None:
+            record.trailing.append((VARIANT_KEY, prepared.decision.primary.name))
+            if cache is not None:
+                record.trailing.append((CACHE_KEY, cache))
         return response
 
     def model_scoped(method: str) -> Unary:
@@ -156,8 +180,8 @@ def inference_handler(
     }
     unary |= {method: model_scoped(method) for method in MODEL_SCOPED}
     unary |= {method: unsupported(method) for method in _SHARED_MEMORY_RPCS}
-    handlers = {method: _unary(call, inflight) for method, call in unary.items()}
-    handlers["ModelStreamInfer"] = _streaming(model_stream_infer, inflight)
+    handlers = {method: _unary(method, call, inflight, telemetry) for method, call in unary.items()}
+    handlers["ModelStreamInfer"] = _streaming("ModelStreamInfer", model_stream_infer, inflight, telemetry)
     missing = set(service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name) - set(handlers)
     assert not missing, f"unhandled RPCs: {missing}"
     return grpc.method_handlers_generic_handler(INFERENCE_SERVICE, handlers)

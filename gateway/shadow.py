@@ -19,6 +19,7 @@ from logging.handlers import RotatingFileHandler
 from typing import TYPE_CHECKING
 
 import numpy as np
+from opentelemetry import trace
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import triton_to_np_dtype
 
@@ -28,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.retarget import retarget
 from gateway.shadow_stats import ShadowCounters, ShadowStats
 from gateway.signatures import SignatureCache
+from gateway.telemetry import Telemetry
 from gateway.upstream import Pool
 from gateway.validate import validate_infer_request
 from router import Variant
@@ -104,7 +106,9 @@ class ShadowRunner:
         signatures: SignatureCache,
         stats: ShadowStats,
         config: ShadowConfig,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry
         self._pools = pools
         self._signatures = signatures
         self.stats = stats
@@ -115,6 +119,7 @@ class ShadowRunner:
 
     def submit(self, prepared: Prepared, primary_response: bytes) -> None:
         model, primary = prepared.route.model, prepared.decision.primary.name
+        link = trace.get_current_span().get_span_context()
         for variant, policy in prepared.decision.shadows:
             counters = self.stats.counters(model, primary, variant.name)
             key = (model, variant.name)
@@ -123,13 +128,23 @@ class ShadowRunner:
                 continue
             self._inflight[key] = self._inflight.get(key, 0) + 1
             counters.sent += 1
-            task = asyncio.create_task(self._shadow(prepared, variant, primary_response, counters))
+            task = asyncio.create_task(self._traced(link, prepared, variant, primary_response, counters))
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._finished, key))
 
     def _finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._inflight[key] -= 1
+
+    async def _traced(
+        self, link: trace.SpanContext, prepared: Prepared, variant: Variant, primary: bytes, counters: ShadowCounters
+    ) -> None:
+        """The copy in a trace of its own, linked to the primary's: it never stretches that trace."""
+        if self._telemetry is None:
+            await self._shadow(prepared, variant, primary, counters)
+            return
+        with self._telemetry.shadow_scope(link, prepared.route.model, variant.name):
+            await self._shadow(prepared, variant, primary, counters)
 
     async def _shadow(
         self, prepared: Prepared, variant: Variant, primary_response: bytes, counters: ShadowCounters

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 import grpc
+from opentelemetry.trace import SpanKind
 
 from gateway.balancer import EndpointLoad, choose
 from gateway.config import PoolConfig
@@ -23,6 +24,7 @@ from gateway.errors import GatewayError, UpstreamUnavailable, from_upstream
 from gateway.outlier import EndpointHealth, OutlierSettings
 from gateway.pool_stats import PoolStats
 from gateway.retry_budget import RetryBudget
+from gateway.telemetry import child_span, current, outgoing_metadata
 
 __all__ = ["INFERENCE_SERVICE", "Endpoint", "ModelKey", "Pool", "RawStreamCall"]
 
@@ -129,8 +131,12 @@ class Pool:
             started = self._clock()
             endpoint.load.outstanding += 1
             self.stats.attempts += 1
+            attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
+                          "gateway.pool": self.name, "gateway.attempt": len(tried)}  # fmt: skip
             try:
-                response: bytes = await endpoint.unary(method)(payload, timeout=remaining)
+                with child_span(f"upstream {method}", attributes, SpanKind.CLIENT):
+                    call = endpoint.unary(method)
+                    response: bytes = await call(payload, timeout=remaining, metadata=outgoing_metadata())
             except grpc.aio.AioRpcError as exc:
                 error = endpoint.failure(exc, self.name)
                 if not isinstance(error, UpstreamUnavailable):
@@ -144,6 +150,9 @@ class Pool:
                 continue
             finally:
                 endpoint.load.outstanding -= 1
+                if (record := current()) is not None:
+                    record.upstream_s += self._clock() - started
+                    record.retries = len(tried) - 1
             endpoint.health.success()
             endpoint.load.observe(self._clock() - started)
             return response
