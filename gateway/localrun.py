@@ -14,6 +14,7 @@ __all__ = ["GatewayProcess", "free_port"]
 
 _SERVING = re.compile(rb"gateway serving on (\S+):(\d+)")
 _ADMIN = re.compile(rb"admin on (\S+):(\d+)")
+_METRICS = re.compile(rb"metrics on (\S+):(\d+)")
 
 
 def free_port() -> int:
@@ -32,6 +33,7 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
         self.admin_address = ""
+        self.metrics_address = ""
         self._terminated = False
 
     def start(self) -> str:
@@ -48,6 +50,8 @@ class GatewayProcess:
         self.address = f"127.0.0.1:{int(match.group(2))}"
         if admin := _ADMIN.search(line):
             self.admin_address = f"127.0.0.1:{int(admin.group(2))}"
+        if metrics := _METRICS.search(line):
+            self.metrics_address = f"127.0.0.1:{int(metrics.group(2))}"
         return self.address
 
     def terminate(self) -> None:
