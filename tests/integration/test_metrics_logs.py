@@ -1,0 +1,118 @@
+"""Prometheus metrics and the access log, after a known workload through a real gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2 as pb
+
+from gateway.localrun import GatewayProcess
+from tests.procs import TritonCli, running_gateway
+from tests.traffic import Client
+
+
+@pytest.fixture
+def observed(triton: TritonCli, tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
+    access_log = tmp_path / "access.jsonl"
+    args = ["--upstream", triton.address, "--metrics-port", "0", "--access-log", str(access_log), "--cache"]
+    with running_gateway(args, tmp_path / "gateway.log") as gateway:
+        yield gateway, access_log
+
+
+def _request(model: str, **inputs: np.ndarray) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model)
+    for name, array in inputs.items():
+        request.inputs.add(name=name, datatype="BOOL" if array.dtype == np.bool_ else "FP32", shape=list(array.shape))
+        request.raw_input_contents.append(array.tobytes())
+    return request
+
+
+def _scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _workload(client: Client) -> list[str]:
+    """5 identity (1 miss then 4 hits), 2 flaky failures, 1 unknown model; the request ids used."""
+    ids = []
+    identity = _request("identity", INPUT0=np.arange(4, dtype=np.float32))
+    for index in range(5):
+        ids.append(f"ok-{index}")
+        _, trailing = client.call(identity, x_request_id=ids[-1])
+        assert trailing["x-request-id"] == ids[-1]
+    failing = _request("flaky", INPUT0=np.zeros(2, np.float32), FAIL=np.array([True]))
+    for index in range(2):
+        ids.append(f"fail-{index}")
+        with pytest.raises(grpc.RpcError) as caught:
+            client.call(failing, x_request_id=ids[-1])
+        error_trailing = dict(caught.value.trailing_metadata())
+        assert error_trailing["x-request-id"] == ids[-1]
+    ids.append("unknown")
+    with pytest.raises(grpc.RpcError):
+        client.call(_request("nope", INPUT0=np.zeros(1, np.float32)), x_request_id="unknown")
+    return ids
+
+
+def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path]) -> None:
+    gateway, _ = observed
+    client = Client(gateway.address)
+    _workload(client)
+    client.close()
+    metrics = _scrape(gateway.metrics_address)
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.get((name, frozenset(labels.items())), 0.0)
+
+    infer = {"method": "ModelInfer"}
+    assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5
+    assert value("gateway_requests_total", **infer, model="flaky", variant="1", code="INTERNAL") == 2
+    assert value("gateway_requests_total", **infer, model="", variant="", code="NOT_FOUND") == 1
+    assert value("gateway_request_duration_seconds_count", **infer, model="identity") == 5
+    assert value("gateway_request_duration_seconds_bucket", **infer, model="identity", le="10.0") == 5
+    assert value("gateway_cache_lookups_total", model="identity", result="hit-l1") == 4
+    assert value("gateway_cache_lookups_total", model="identity", result="miss") == 1
+    assert value("gateway_upstream_duration_seconds_count", pool="default", model="identity") == 1
+    # 3 inference calls (1 identity miss, 2 flaky) + 7 metadata calls: discovery of 3 models
+    # (RepositoryIndex) and the signatures of the 2 that exist (ModelMetadata + ModelConfig).
+    assert value("gateway_pool_attempts_total", pool="default") == 10
+    assert value("gateway_upstream_ready", pool="default", endpoint=gateway.args[1]) == 1
+
+
+def test_access_log_lines_reconcile_with_the_workload(observed: tuple[GatewayProcess, Path]) -> None:
+    gateway, access_log = observed
+    client = Client(gateway.address)
+    ids = _workload(client)
+    client.close()
+    deadline = time.monotonic() + 5  # written by a background thread
+    while time.monotonic() < deadline and len(access_log.read_text().splitlines()) < len(ids):
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in access_log.read_text().splitlines()]
+    by_id = {line["request_id"]: line for line in lines}
+    assert sorted(by_id) == sorted(ids)
+    assert [by_id[f"ok-{i}"]["cache"] for i in range(5)] == ["miss"] + ["hit-l1"] * 4
+    assert {by_id[f"fail-{i}"]["code"] for i in range(2)} == {"INTERNAL"}
+    assert by_id["unknown"]["code"] == "NOT_FOUND"
+    ok = by_id["ok-0"]
+    assert (ok["model"], ok["variant"], ok["method"]) == ("identity", "1", "ModelInfer")
+    assert ok["bytes_in"] > 0 and ok["bytes_out"] > 0 and ok["latency_ms"] > 0 and len(ok["trace_id"]) in (0, 32)
+
+
+def test_a_request_id_is_made_when_the_caller_has_none(observed: tuple[GatewayProcess, Path]) -> None:
+    gateway, _ = observed
+    client = Client(gateway.address)
+    _, trailing = client.call(_request("identity", INPUT0=np.zeros(2, np.float32)))
+    client.close()
+    assert len(trailing["x-request-id"]) == 32
