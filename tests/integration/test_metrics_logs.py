@@ -58,7 +58,7 @@ def _workload(client: Client) -> list[str]:
         ids.append(f"fail-{index}")
         with pytest.raises(grpc.RpcError) as caught:
             client.call(failing, x_request_id=ids[-1])
-        error_trailing = {item.key: item.value for item in caught.value.trailing_metadata()}
+        error_trailing = {item.key: str(item.value) for item in caught.value.trailing_metadata()}
         assert error_trailing["x-request-id"] == ids[-1]
     ids.append("unknown")
     with pytest.raises(grpc.RpcError):
