@@ -208,6 +208,13 @@ class TelemetryConfig(_Frozen):
         return self.trace_exporter or ("otlp" if self.otlp_endpoint else "none")
 
 
+class SharedConfig(_Frozen):
+    """State every replica must agree on (route tables) lives in this Redis."""
+
+    redis_url: str | None = None  # none: each replica has its own routes
+    namespace: str = "tgw:"
+
+
 class AdminConfig(_Frozen):
     """The admin API's own listener; every call needs `authorization: Bearer <token>`."""
 
@@ -242,6 +249,7 @@ class GatewayConfig(_Frozen):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    shared: SharedConfig = Field(default_factory=SharedConfig)
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

@@ -61,6 +61,7 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
             admin["listen"] = f"{admin['listen'].rpartition(':')[0]}:{flags.admin_port}"
         data["admin"] = _section(admin, token=flags.admin_token)
     data["cache"] = _section(data["cache"], redis_url=flags.redis, ttl_s=flags.cache_ttl)
+    data["shared"] = _section(data["shared"], redis_url=flags.redis)  # --redis: cache tier 2 and shared routes
     data["cache"]["enabled"] = data["cache"]["enabled"] or flags.cache
     for pool in data["pools"].values():
         pool |= _section({}, max_inflight=flags.max_inflight, max_queue=flags.max_queue)

@@ -29,6 +29,7 @@ from gateway.health import HealthMonitor
 from gateway.metrics import StatsCollector
 from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
+from gateway.route_sync import RouteSync
 from gateway.servicer import InFlight, inference_handler
 from gateway.shadow import ShadowRunner
 from gateway.shadow_stats import ShadowStats
@@ -95,6 +96,8 @@ class Gateway:
         self.admin_server = self._admin_server() if config.admin else None
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics_port: int | None = None
+        shared = config.shared
+        self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
 
     def _routed_models(self, pool: str) -> frozenset[ModelKey]:
         """Upstream (model, version) pairs the routes send to `pool`: the health checker probes them."""
@@ -128,6 +131,9 @@ class Gateway:
             await self.admin_server.start()
         await self.health.check_once()
         self._tasks.append(asyncio.create_task(self.health.run()))
+        if self.route_sync is not None:
+            await self.route_sync.load()
+            self._tasks.append(asyncio.create_task(self.route_sync.run()))
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         await self.server.start()
@@ -156,6 +162,8 @@ class Gateway:
             await pool.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        if self.route_sync is not None:
+            await self.route_sync.close()
         self.telemetry.close()
 
 
