@@ -67,16 +67,16 @@ def test_one_of_two_tritons_killed_mid_load(triton: TritonCli, tmp_path: Path) -
             workers = [threading.Thread(target=load) for _ in range(4)]
             for worker in workers:
                 worker.start()
-            assert _until(lambda: len(outcomes) > 200, 20)
-            assert _endpoint(_pool(gateway.admin_address), second.address).latency_ewma_ms > 0  # it served
-            second.kill()
-            assert _until(lambda: not _endpoint(_pool(gateway.admin_address), second.address).ready, 10)
-            dead = _endpoint(_pool(gateway.admin_address), second.address)
-            served_while_dead = len(outcomes)
-            time.sleep(1.0)
             restarted = TritonCli(tmp_path / "second-again.log", second_port)
-            assert "triton ready" in restarted.start()
             try:
+                assert _until(lambda: len(outcomes) > 200, 20)
+                assert _endpoint(_pool(gateway.admin_address), second.address).latency_ewma_ms > 0  # it served
+                second.kill()
+                assert _until(lambda: not _endpoint(_pool(gateway.admin_address), second.address).ready, 10)
+                dead = _endpoint(_pool(gateway.admin_address), second.address)
+                served_while_dead = len(outcomes)
+                time.sleep(1.0)
+                assert "triton ready" in restarted.start()
                 assert _until(lambda: _endpoint(_pool(gateway.admin_address), second.address).ready, 15)
                 before = _pool(gateway.admin_address).attempts
                 assert _until(lambda: _pool(gateway.admin_address).attempts > before + 100, 20)
@@ -85,7 +85,8 @@ def test_one_of_two_tritons_killed_mid_load(triton: TritonCli, tmp_path: Path) -
                 stop.set()
                 for worker in workers:
                     worker.join(30)
-                restarted.stop()
+                if restarted.process is not None:
+                    restarted.stop()
     failures = outcomes.count(False)
     assert len(outcomes) > served_while_dead > 200
     assert failures / len(outcomes) < 0.01, (failures, len(outcomes))
