@@ -62,6 +62,23 @@ class AdaptiveConfig(_Frozen):
     window: int = Field(default=50, ge=5)  # samples per limit update
 
 
+class UpstreamTlsConfig(_Frozen):
+    """TLS towards a pool's Tritons (`--grpc-use-ssl`); client certificate for `--grpc-use-ssl-mutual`."""
+
+    ca: Path | None = None  # trusted roots; none: the system's
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None  # expected in the certificate when it differs from the host
+
+
+class TlsConfig(_Frozen):
+    """TLS on the gateway's listeners (data plane and admin); mTLS when `client_ca` is set."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # clients must present a certificate signed by it
+
+
 class PoolConfig(_Frozen):
     """A pool of interchangeable Triton endpoints, with its admission limits and resilience."""
 
@@ -73,6 +90,7 @@ class PoolConfig(_Frozen):
     max_attempts: int = Field(default=2, ge=1)  # first try + retries on other endpoints
     retry_budget_ratio: float = Field(default=0.2, ge=0)  # retries per request, over time
     retry_budget_initial: float = Field(default=3.0, ge=0)
+    tls: UpstreamTlsConfig | None = None
 
 
 def _check_version(version: str) -> str:
@@ -250,6 +268,7 @@ class GatewayConfig(_Frozen):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     shared: SharedConfig = Field(default_factory=SharedConfig)
+    tls: TlsConfig | None = None
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:

@@ -35,6 +35,7 @@ from gateway.shadow import ShadowRunner
 from gateway.shadow_stats import ShadowStats
 from gateway.signatures import SignatureCache
 from gateway.telemetry import Telemetry
+from gateway.tls import server_credentials
 from gateway.upstream import INFERENCE_SERVICE, ModelKey, Pool
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from router import Router, RouteStore
@@ -122,12 +123,13 @@ class Gateway:
 
     async def start(self) -> tuple[int, int | None]:
         """Bind, run a first health round, start serving; the bound data and admin ports."""
-        port = self.server.add_insecure_port(self.config.listen)
+        credentials = server_credentials(self.config.tls) if self.config.tls else None
+        port = self._listen(self.server, self.config.listen, credentials)
         if self.metrics_server is not None:
             self.metrics_port = await self.metrics_server.start()
         admin_port = None
         if self.admin_server is not None and self.config.admin is not None:
-            admin_port = self.admin_server.add_insecure_port(self.config.admin.listen)
+            admin_port = self._listen(self.admin_server, self.config.admin.listen, credentials)
             await self.admin_server.start()
         await self.health.check_once()
         self._tasks.append(asyncio.create_task(self.health.run()))
@@ -138,6 +140,12 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         await self.server.start()
         return port, admin_port
+
+    @staticmethod
+    def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
 
     async def stop(self) -> None:
         await self.health.drain()

@@ -25,6 +25,7 @@ from gateway.outlier import EndpointHealth, OutlierSettings
 from gateway.pool_stats import PoolStats
 from gateway.retry_budget import RetryBudget
 from gateway.telemetry import child_span, current, outgoing_metadata
+from gateway.tls import channel_credentials
 
 __all__ = ["INFERENCE_SERVICE", "Endpoint", "ModelKey", "Pool", "RawStreamCall"]
 
@@ -53,9 +54,20 @@ def method_path(method: str) -> str:
 class Endpoint:
     """One Triton server: a channel, its raw-bytes call objects, its health and load."""
 
-    def __init__(self, address: str, outlier: OutlierSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        address: str,
+        outlier: OutlierSettings,
+        clock: Callable[[], float],
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
+    ) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        else:
+            options = [*_CHANNEL_OPTIONS, *((("grpc.ssl_target_name_override", server_name),) if server_name else ())]
+            self.channel = grpc.aio.secure_channel(address, credentials, options=options)
         self.health = EndpointHealth(outlier, clock)
         self.load = EndpointLoad()
         self.unready_models: frozenset[ModelKey] = frozenset()  # from the active ModelReady probes
@@ -99,7 +111,9 @@ class Pool:
         self.config = config
         self.stats = stats or PoolStats()
         outlier = OutlierSettings(**config.outlier.model_dump())
-        self.endpoints = [Endpoint(address, outlier, clock) for address in config.endpoints]
+        credentials = channel_credentials(config.tls, name) if config.tls else None
+        server_name = config.tls.server_name if config.tls else None
+        self.endpoints = [Endpoint(address, outlier, clock, credentials, server_name) for address in config.endpoints]
         self.budget = RetryBudget(ratio=config.retry_budget_ratio, initial=config.retry_budget_initial)
         self._clock = clock
         self._draw = draw
