@@ -88,7 +88,9 @@ def test_a_client_with_a_certificate_gets_through_to_a_tls_triton(
 
 
 @pytest.mark.parametrize("kind", ["no client certificate", "plaintext"])
-def test_clients_without_a_certificate_are_refused(kind: str, tls_setup: tuple[GatewayProcess, CertificateAuthority]) -> None:
+def test_clients_without_a_certificate_are_refused(
+    kind: str, tls_setup: tuple[GatewayProcess, CertificateAuthority]
+) -> None:
     gateway, authority = tls_setup
     credentials = (
         grpc.ssl_channel_credentials(root_certificates=authority.ca.read_bytes()) if kind != "plaintext" else None
