@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 PIP_QUIET := --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: all venv triton-venv redis deploy-tools demo test lint unit pytest proto proto-check clean
+.PHONY: all venv triton-venv redis deploy-tools demo test lint unit pytest proto proto-check bench clean
 
 all: test
 
@@ -53,6 +53,10 @@ proto-check: venv
 	  for f in $$(cd $$tmp && find . -name '*.py*'); do \
 	    cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; \
 	  done; rm -rf $$tmp; echo "generated code is up to date"
+
+# Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
+bench: venv triton-venv
+	$(BIN)/gateway bench --out results
 
 lint: venv
 	$(BIN)/ruff check .

@@ -117,6 +117,54 @@ def triton(
 
 
 @app.command()
+def loadtest(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML (see loadtest/README.md).")],
+    target: Annotated[str | None, typer.Option(help="Override the scenario's target HOST:PORT.")] = None,
+    direct: Annotated[
+        str | None, typer.Option(help="Also run against this Triton, interleaved, and report ratios.")
+    ] = None,
+    gateway_pid: Annotated[int | None, typer.Option(help="With --direct: the gateway's PID, for CPU/request.")] = None,
+    rounds: Annotated[int, typer.Option(help="With --direct: A/B rounds.")] = 2,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Run a load scenario (closed or open loop) and print latency percentiles and throughput."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from loadtest.compare import compare
+    from loadtest.report import table, write_json
+    from loadtest.runner import run_scenario
+    from loadtest.scenario import load_scenario
+
+    loaded = load_scenario(scenario)
+    console = Console()
+    if direct is not None:
+        comparison = asyncio.run(compare(loaded, direct, target or loaded.target, gateway_pid, rounds))
+        rows = [comparison.summary()]
+        console.print(table(f"{loaded.name}: gateway vs direct", rows))
+    else:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(loaded.name, total=1.0)
+            result = asyncio.run(run_scenario(loaded, target, lambda done: progress.update(task, completed=done)))
+        rows = [result.summary()]
+        console.print(table(loaded.name, rows))
+    if json_out is not None:
+        write_json(json_out, {"results": rows})
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and Markdown results.")] = Path("results"),
+    duration: Annotated[float, typer.Option(help="Seconds per measured run.")] = 5.0,
+    rounds: Annotated[int, typer.Option(help="A/B rounds per scenario.")] = 2,
+) -> None:
+    """Compare the gateway with direct Triton on the standard scenarios (a few minutes)."""
+    from loadtest.bench import run_bench
+
+    sys.exit(run_bench(out, duration, rounds))
+
+
+@app.command()
 def demo() -> None:
     """Start a local Triton and the gateway, send every model a request through it, show a table."""
     from gateway.demo import run_demo

@@ -1,0 +1,67 @@
+"""The same scenario against Triton directly and through the gateway, interleaved (A B A B ...),
+so both see the same machine; ratios, and the gateway's CPU per request (from its process)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import psutil
+
+from loadtest.runner import Result, run_scenario
+from loadtest.scenario import Scenario
+
+__all__ = ["Comparison", "compare"]
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    direct: list[Result] = field(default_factory=list)
+    gateway: list[Result] = field(default_factory=list)
+    gateway_cpu_s: float = 0.0
+
+    @staticmethod
+    def _mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else 0.0
+
+    def summary(self) -> dict[str, object]:
+        direct_rps = self._mean([r.throughput for r in self.direct])
+        gateway_rps = self._mean([r.throughput for r in self.gateway])
+        gateway_requests = sum(r.codes["OK"] for r in self.gateway)
+
+        def p(results: list[Result], percentile: float) -> float:
+            return self._mean([r.percentile_ms(percentile) for r in results])
+
+        return {
+            "scenario": self.scenario,
+            "direct_rps": round(direct_rps, 1),
+            "gateway_rps": round(gateway_rps, 1),
+            "ratio": round(gateway_rps / direct_rps, 3) if direct_rps else None,
+            "direct_p50_ms": round(p(self.direct, 50), 3), "gateway_p50_ms": round(p(self.gateway, 50), 3),
+            "added_p50_ms": round(p(self.gateway, 50) - p(self.direct, 50), 3),
+            "direct_p99_ms": round(p(self.direct, 99), 3), "gateway_p99_ms": round(p(self.gateway, 99), 3),
+            "gateway_cpu_us_per_request": round(1e6 * self.gateway_cpu_s / gateway_requests, 1) if gateway_requests else None,  # noqa: E501
+            "errors": {"direct": sum(r.requests - r.codes["OK"] for r in self.direct),
+                       "gateway": sum(r.requests - r.codes["OK"] for r in self.gateway)},
+        }  # fmt: skip
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def compare(
+    scenario: Scenario, direct: str, gateway: str, gateway_pid: int | None, rounds: int = 2
+) -> Comparison:
+    comparison = Comparison(scenario.name)
+    process = psutil.Process(gateway_pid) if gateway_pid else None
+    for _ in range(rounds):
+        comparison.direct.append(await run_scenario(scenario, direct))
+        before = _cpu_seconds(process) if process else 0.0
+        comparison.gateway.append(await run_scenario(scenario, gateway))
+        if process is not None:
+            comparison.gateway_cpu_s += _cpu_seconds(process) - before
+        await asyncio.sleep(0)
+    return comparison
