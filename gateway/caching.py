@@ -26,30 +26,21 @@ from cache import (
     cache_key,
 )
 from gateway.config import CacheConfig, GatewayConfig, RouteCacheConfig
+from gateway.retarget import append_string_field
 
 if TYPE_CHECKING:
     from gateway.dataplane import Prepared
 
 __all__ = ["InferenceCache", "policies"]
 
-_ID_TAG = b"\x1a"  # ModelInferResponse.id: field 3, length-delimited
+_RESPONSE_ID = 3  # ModelInferResponse.id
 _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def with_id(response: bytes, request_id: str) -> bytes:
     if not request_id:
         return response
-    encoded = request_id.encode()
-    return response + _ID_TAG + _varint(len(encoded)) + encoded
+    return append_string_field(response, _RESPONSE_ID, request_id)
 
 
 def without_id(response: bytes, request_id: str) -> bytes:

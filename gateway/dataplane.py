@@ -22,7 +22,7 @@ from gateway.caching import InferenceCache
 from gateway.config import AdmissionConfig
 from gateway.discovery import Discovery
 from gateway.errors import InvalidRequest, ModelNotFound
-from gateway.retarget import retarget
+from gateway.retarget import retarget_payload
 from gateway.shadow import ShadowRunner
 from gateway.signature import ModelSignature
 from gateway.signatures import SignatureCache
@@ -187,8 +187,7 @@ class DataPlane:
         with child_span("validate"):
             signature = await self.signatures.get(variant, timeout)
             validate_infer_request(request, signature)
-        if variant.model != request.model_name or variant.version != request.model_version:
-            payload = retarget(request, variant)
+        payload = retarget_payload(payload, request, variant)
         return Prepared(payload, self.pools[variant.pool], route, decision, request, signature)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:

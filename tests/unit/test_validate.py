@@ -144,3 +144,19 @@ def test_datatype_mismatch() -> None:
     request = _request()
     request.inputs[0].datatype = "FP64"
     _rejects(request, "input 'IMAGE' has datatype FP64, expected FP32")
+
+
+def test_retargeting_by_appending_fields_parses_as_the_variants_request() -> None:
+    from gateway.retarget import retarget, retarget_payload
+    from router import Variant
+
+    request = _request()
+    payload = request.SerializeToString()
+    for variant in (Variant("v", "p", "m", "7"), Variant("v", "p", "other", "2"), Variant("v", "p", "m", "")):
+        expected = pb.ModelInferRequest.FromString(retarget(request, variant))
+        assert pb.ModelInferRequest.FromString(retarget_payload(payload, request, variant)) == expected
+    versioned = _request()
+    versioned.model_version = "3"
+    cleared = retarget_payload(versioned.SerializeToString(), versioned, Variant("v", "p", "m", ""))
+    assert pb.ModelInferRequest.FromString(cleared).model_version == ""
+    assert retarget_payload(payload, request, Variant("v", "p", "m", "")) is payload  # nothing to change
