@@ -224,17 +224,20 @@ def heaviest(route: Route) -> Variant:
     return max(route.variants, key=lambda v: v.weight)
 
 
+# Server-wide answers merged across pools: which repeated field lists models, to keep each once.
+_MERGED_LISTS: dict[str, tuple[type[Message], str]] = {
+    "RepositoryIndex": (service_pb2.RepositoryIndexResponse, "models"),
+    "ModelStatistics": (service_pb2.ModelStatisticsResponse, "model_stats"),
+}
+
+
 def _dedupe(method: str, merged: bytes) -> bytes:
-    if method == "RepositoryIndex":
-        index = service_pb2.RepositoryIndexResponse.FromString(merged)
-        unique = {(m.name, m.version): m for m in index.models}
-        del index.models[:]
-        index.models.extend(unique.values())
-        return index.SerializeToString()
-    if method == "ModelStatistics":
-        stats = service_pb2.ModelStatisticsResponse.FromString(merged)
-        unique_stats = {(m.name, m.version): m for m in stats.model_stats}
-        del stats.model_stats[:]
-        stats.model_stats.extend(unique_stats.values())
-        return stats.SerializeToString()
-    return merged
+    if method not in _MERGED_LISTS:
+        return merged
+    message_type, field = _MERGED_LISTS[method]
+    message = message_type.FromString(merged)
+    entries = getattr(message, field)
+    unique = {(entry.name, entry.version): entry for entry in entries}
+    del entries[:]
+    entries.extend(unique.values())
+    return message.SerializeToString()
