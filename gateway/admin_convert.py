@@ -119,6 +119,7 @@ def pool_stats_to_proto(pool: Pool, admission: Admission | None, now: float) -> 
         attempts=stats.attempts,
         retries=stats.retries,
         retries_denied=stats.retries_denied,
+        hedges=stats.hedges,
         ejections=stats.ejections,
         admitted=stats.admitted,
         admitted_after_queueing=stats.queued,

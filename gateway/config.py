@@ -90,6 +90,9 @@ class PoolConfig(_Frozen):
     max_attempts: int = Field(default=2, ge=1)  # first try + retries on other endpoints
     retry_budget_ratio: float = Field(default=0.2, ge=0)  # retries per request, over time
     retry_budget_initial: float = Field(default=3.0, ge=0)
+    # Inference is idempotent: after this long without an answer, a second attempt goes to
+    # another endpoint and the first answer wins (hedging; off when null).
+    hedge_delay_ms: float | None = Field(default=None, gt=0)
     tls: UpstreamTlsConfig | None = None
 
 

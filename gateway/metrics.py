@@ -92,6 +92,7 @@ class StatsCollector(Collector):
         counters = {
             "attempts": "Upstream calls, retries included", "retries": "Retries on another endpoint",
             "retries_denied": "Retries the retry budget refused", "ejections": "Outlier ejections",
+            "hedges": "Second attempts sent because the first was slow (hedging)",
             "shed": "Requests shed with RESOURCE_EXHAUSTED (queue full)",
             "expired": "Requests answered DEADLINE_EXCEEDED before reaching Triton",
             "cancelled": "Callers that left the queue",

@@ -16,6 +16,7 @@ class PoolStats:
     attempts: int = 0  # upstream calls made, retries included
     retries: int = 0
     retries_denied: int = 0  # a retry was warranted but the budget was spent
+    hedges: int = 0  # second attempts sent because the first was slow
     ejections: int = 0
     admitted: int = 0
     queued: int = 0  # admitted after waiting in the queue

@@ -9,6 +9,7 @@ Failures are mapped once, here, into `gateway.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -137,39 +138,80 @@ class Pool:
     async def call(self, method: str, payload: bytes, timeout: float | None, model: ModelKey | None = None) -> bytes:
         self.budget.on_request()
         deadline = None if timeout is None else self._clock() + timeout
+        if self.config.hedge_delay_ms is not None and method == "ModelInfer" and len(self.endpoints) > 1:
+            return await self._hedged(payload, deadline, model)
         tried: list[Endpoint] = []
         while True:
             endpoint = self.pick(model, tried)
             tried.append(endpoint)
-            remaining = None if deadline is None else max(deadline - self._clock(), 0.001)
-            started = self._clock()
-            endpoint.load.outstanding += 1
-            self.stats.attempts += 1
-            attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
-                          "gateway.pool": self.name, "gateway.attempt": len(tried)}  # fmt: skip
             try:
-                with child_span(f"upstream {method}", attributes, SpanKind.CLIENT):
-                    call = endpoint.unary(method)
-                    response: bytes = await call(payload, timeout=remaining, metadata=outgoing_metadata())
-            except grpc.aio.AioRpcError as exc:
-                error = endpoint.failure(exc, self.name)
-                if not isinstance(error, UpstreamUnavailable):
-                    endpoint.health.success()  # Triton answered: the endpoint itself is fine
-                    raise error from exc
-                if endpoint.health.failure(self._may_eject()):
-                    self.stats.ejections += 1
-                    log.warning("pool %s: ejected %s after repeated connection failures", self.name, endpoint.address)
+                return await self._attempt(endpoint, method, payload, deadline, len(tried))
+            except UpstreamUnavailable:
                 if not self._retry(tried, deadline):
-                    raise error from exc
-                continue
-            finally:
-                endpoint.load.outstanding -= 1
-                if (record := current()) is not None:
-                    record.upstream_s += self._clock() - started
-                    record.retries = len(tried) - 1
-            endpoint.health.success()
-            endpoint.load.observe(self._clock() - started)
-            return response
+                    raise
+
+    async def _attempt(
+        self, endpoint: Endpoint, method: str, payload: bytes, deadline: float | None, attempt: int
+    ) -> bytes:
+        """One call to one endpoint: load, outlier and trace bookkeeping; errors mapped."""
+        remaining = None if deadline is None else max(deadline - self._clock(), 0.001)
+        started = self._clock()
+        endpoint.load.outstanding += 1
+        self.stats.attempts += 1
+        attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
+                      "gateway.pool": self.name, "gateway.attempt": attempt}  # fmt: skip
+        try:
+            with child_span(f"upstream {method}", attributes, SpanKind.CLIENT):
+                call = endpoint.unary(method)
+                response: bytes = await call(payload, timeout=remaining, metadata=outgoing_metadata())
+        except grpc.aio.AioRpcError as exc:
+            error = endpoint.failure(exc, self.name)
+            if not isinstance(error, UpstreamUnavailable):
+                endpoint.health.success()  # Triton answered: the endpoint itself is fine
+            elif endpoint.health.failure(self._may_eject()):
+                self.stats.ejections += 1
+                log.warning("pool %s: ejected %s after repeated connection failures", self.name, endpoint.address)
+            raise error from exc
+        finally:
+            endpoint.load.outstanding -= 1
+            if (record := current()) is not None:
+                record.upstream_s += self._clock() - started
+                record.retries = attempt - 1
+        endpoint.health.success()
+        endpoint.load.observe(self._clock() - started)
+        return response
+
+    async def _hedged(self, payload: bytes, deadline: float | None, model: ModelKey | None) -> bytes:
+        """Hedging: when the first attempt has not answered after `hedge_delay_ms`, a second goes to
+        another endpoint; the first success wins and the other is cancelled. A hedge spends the
+        retry budget, so a slow pool sees at most about (1 + ratio) times the traffic."""
+        first_endpoint = self.pick(model)
+        first = asyncio.create_task(self._attempt(first_endpoint, "ModelInfer", payload, deadline, 1))
+        delay_s = (self.config.hedge_delay_ms or 0) / 1000
+        done, _ = await asyncio.wait({first}, timeout=delay_s)
+        if done:
+            if isinstance(first.exception(), UpstreamUnavailable) and self._retry([first_endpoint], deadline):
+                return await self._attempt(self.pick(model, [first_endpoint]), "ModelInfer", payload, deadline, 2)
+            return await first
+        if not self.budget.try_retry():
+            return await first
+        self.stats.hedges += 1
+        second_endpoint = self.pick(model, [first_endpoint])
+        second = asyncio.create_task(self._attempt(second_endpoint, "ModelInfer", payload, deadline, 2))
+        pending = {first, second}
+        error: BaseException | None = None
+        try:
+            while pending:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    if task.exception() is None:
+                        return task.result()
+                    error = task.exception()
+            assert error is not None
+            raise error
+        finally:
+            for task in pending:
+                task.cancel()
 
     def _retry(self, tried: Sequence[Endpoint], deadline: float | None) -> bool:
         """Another attempt on another endpoint: within max_attempts, the deadline and the budget."""

@@ -282,7 +282,7 @@ class EndpointStats(_message.Message):
     def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints")
+    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints", "hedges")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +300,7 @@ class PoolStats(_message.Message):
     QUEUE_WAIT_P50_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_WAIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    HEDGES_FIELD_NUMBER: _ClassVar[int]
     name: str
     limit: int
     in_flight: int
@@ -317,7 +318,8 @@ class PoolStats(_message.Message):
     queue_wait_p50_ms: float
     queue_wait_p99_ms: float
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointStats]
-    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ...) -> None: ...
+    hedges: int
+    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ..., hedges: _Optional[int] = ...) -> None: ...
 
 class GetPoolStatsResponse(_message.Message):
     __slots__ = ("pools",)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import yaml
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway.localrun import free_port
@@ -114,3 +115,28 @@ def test_full_outage_does_not_multiply_attempts(tmp_path: Path) -> None:
     assert codes == ["UNAVAILABLE"] * 100
     assert 100 <= stats.attempts <= 1.2 * 100 + 3, stats
     assert stats.retries > 0 and stats.retries_denied > 0
+
+
+def test_hedging_sends_a_second_attempt_when_the_first_is_slow(triton: TritonCli, tmp_path: Path) -> None:
+    """Two endpoints (the same Triton twice); `slow` v1 takes 200 ms more than the 50 ms hedge delay,
+    so every request is hedged, answers once, and the hedges stay within the retry budget."""
+    config = {
+        "listen": "127.0.0.1:0",
+        "pools": {"p": {"endpoints": [triton.address, f"localhost:{triton.port}"], "hedge_delay_ms": 50,
+                        "retry_budget_ratio": 1.0}},
+        "default_pool": "p",
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    request = pb.ModelInferRequest(model_name="slow", model_version="1")
+    request.inputs.add(name="DELAY_MS", datatype="FP32", shape=[1, 1])
+    request.raw_input_contents.append(np.array([[1.0]], np.float32).tobytes())
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        client = Client(gateway.address)
+        for _ in range(5):
+            response, _ = client.call(request)
+            assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [1.0]
+        client.close()
+        stats = _pool(gateway.admin_address)
+    assert stats.hedges == 5 and stats.attempts == 5 + 5 + 4  # 5 requests, 5 hedges, 4 signature/discovery calls
