@@ -139,4 +139,5 @@ def test_hedging_sends_a_second_attempt_when_the_first_is_slow(triton: TritonCli
             assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [1.0]
         client.close()
         stats = _pool(gateway.admin_address)
-    assert stats.hedges == 5 and stats.attempts == 5 + 5 + 4  # 5 requests, 5 hedges, 4 signature/discovery calls
+    # 5 requests, 5 hedges, and 3 metadata calls: RepositoryIndex (discovery), ModelMetadata, ModelConfig.
+    assert stats.hedges == 5 and stats.attempts == 5 + 5 + 3
