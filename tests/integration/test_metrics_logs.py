@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -11,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 
@@ -116,3 +118,24 @@ def test_a_request_id_is_made_when_the_caller_has_none(observed: tuple[GatewayPr
     _, trailing = client.call(_request("identity", INPUT0=np.zeros(2, np.float32)))
     client.close()
     assert len(trailing["x-request-id"]) == 32
+
+
+def test_payload_log_keeps_replayable_requests_and_responses(triton: TritonCli, tmp_path: Path) -> None:
+    payloads = tmp_path / "payloads.jsonl"
+    config = {
+        "listen": "127.0.0.1:0", "pools": {"main": {"endpoints": [triton.address]}}, "default_pool": "main",
+        "telemetry": {"payload_log": {"path": str(payloads), "fraction": 1.0}},
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sent = _request("identity", INPUT0=np.arange(3, dtype=np.float32))
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        client = Client(gateway.address)
+        for index in range(3):
+            client.call(sent, x_request_id=f"p-{index}")
+        client.close()
+    lines = [json.loads(line) for line in payloads.read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == ["p-0", "p-1", "p-2"]
+    assert pb.ModelInferRequest.FromString(base64.b64decode(lines[0]["request"])) == sent
+    response = pb.ModelInferResponse.FromString(base64.b64decode(lines[0]["response"]))
+    assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [0.0, 1.0, 2.0]
