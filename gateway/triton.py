@@ -117,6 +117,9 @@ class TritonOptions:
 
 def _check_port_free(address: str, port: int) -> None:
     with socket.socket() as probe:
+        # As Triton binds: connections of a previous server on this port lingering in TIME_WAIT
+        # do not count, only a socket listening on it does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
         except OSError as exc:
