@@ -140,12 +140,12 @@ def inference_handler(
         return service_pb2.ServerReadyResponse(ready=health.all_pools_ready()).SerializeToString()
 
     async def model_infer(payload: bytes, context: Context) -> bytes:
-        response, prepared, cache = await dataplane.infer(payload, request_metadata(context), context.time_remaining())
         record = current()
-        if record is not None:
-            record.trailing.append((VARIANT_KEY, prepared.decision.primary.name))
-            if cache is not None:
-                record.trailing.append((CACHE_KEY, cache))
+        assert record is not None, "the boundary opens a record for every RPC"
+        response, prepared, cache = await dataplane.infer(payload, record.metadata, context.time_remaining())
+        record.trailing.append((VARIANT_KEY, prepared.decision.primary.name))
+        if cache is not None:
+            record.trailing.append((CACHE_KEY, cache))
         return response
 
     def model_scoped(method: str) -> Unary:
@@ -168,7 +168,9 @@ def inference_handler(
         return call
 
     def model_stream_infer(requests: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
-        return proxy_stream(dataplane, requests, request_metadata(context), context.time_remaining())
+        record = current()
+        metadata = record.metadata if record is not None else request_metadata(context)
+        return proxy_stream(dataplane, requests, metadata, context.time_remaining())
 
     unary: dict[str, Unary] = {
         "ServerLive": server_live,

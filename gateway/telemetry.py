@@ -54,6 +54,7 @@ class RequestRecord:
     started: float
     tracer: trace.Tracer
     span: trace.Span
+    metadata: Mapping[str, str]  # the caller's text metadata, read once
     bytes_in: int = 0
     bytes_out: int = 0
     model: str = ""
@@ -170,7 +171,7 @@ class Telemetry:
             attributes={"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method,
                         "gateway.request_id": request_id, "client.address": peer},
         )  # fmt: skip
-        record = RequestRecord(method, request_id, time.perf_counter(), self.tracer, span, bytes_in)
+        record = RequestRecord(method, request_id, time.perf_counter(), self.tracer, span, metadata, bytes_in)
         record.sample_payload = self._payloads is not None and self._draw() < self.config.payload_log.fraction  # type: ignore[union-attr]
         record.trailing.append((REQUEST_ID_KEY, request_id))
         _RECORD.set(record)
