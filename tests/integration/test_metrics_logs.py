@@ -76,7 +76,11 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     metrics = _scrape(gateway.metrics_address)
 
     def value(name: str, **labels: str) -> float:
-        return metrics.get((name, frozenset(labels.items())), 0.0)
+        found = metrics.get((name, frozenset(labels.items())), 0.0)
+        if found == 0.0:  # say what there was instead, for whoever reads a failure
+            similar = {tuple(sorted(key[1])): v for key, v in metrics.items() if key[0] == name}
+            print(f"{name}{labels}: no such series; {name} has {similar}")
+        return found
 
     infer = {"method": "ModelInfer"}
     assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5
@@ -89,8 +93,15 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     assert value("gateway_upstream_duration_seconds_count", pool="default", model="identity") == 1
     # 3 inference calls (1 identity miss, 2 flaky) + 7 metadata calls: discovery of 3 models
     # (RepositoryIndex) and the signatures of the 2 that exist (ModelMetadata + ModelConfig).
-    assert value("gateway_pool_attempts_total", pool="default") == 10
-    assert value("gateway_upstream_ready", pool="default", endpoint=gateway.args[1]) == 1
+    assert value("gateway_pool_attempts_total", pool="default") == 10, {
+        k: v for k, v in metrics.items() if k[0].startswith("gateway_pool")
+    }
+    # A gauge of the periodic probe (1 s timeout): on a starved machine one probe may time out.
+    deadline = time.monotonic() + 10
+    while value("gateway_upstream_ready", pool="default", endpoint=gateway.args[1]) != 1:
+        assert time.monotonic() < deadline, "the endpoint never showed as ready"
+        time.sleep(0.2)
+        metrics = _scrape(gateway.metrics_address)
 
 
 def test_access_log_lines_reconcile_with_the_workload(observed: tuple[GatewayProcess, Path]) -> None:
