@@ -96,13 +96,6 @@ class PoolConfig(_Frozen):
     tls: UpstreamTlsConfig | None = None
 
 
-def _check_version(version: str) -> str:
-    if version and not version.isdigit():
-        raise ValueError(f"a model version is a positive integer, got {version!r}")
-    return version
-
-
-Version = Annotated[str, AfterValidator(_check_version)]
 Header = Annotated[str, AfterValidator(lambda h: h.lower())]
 
 
@@ -110,7 +103,7 @@ class VariantConfig(_Frozen):
     name: str = Field(min_length=1)
     pool: str
     model: str | None = None  # default: the route's public name
-    version: Version = ""
+    version: str = ""  # checked with the rest of the route (router.check_route)
     weight: int = Field(default=0, ge=0)
 
 

@@ -46,9 +46,6 @@ class SignatureCache:
         self._entries[key] = (self._clock() + self._ttl_s, signature)
         return signature
 
-    def forget(self) -> None:
-        self._entries.clear()
-
     async def _fetch(self, target: Variant, timeout: float | None) -> ModelSignature:
         pool = self._pools[target.pool]
         metadata_request = service_pb2.ModelMetadataRequest(name=target.model, version=target.version)

@@ -225,10 +225,6 @@ class Pool:
         self.stats.retries += 1
         return True
 
-    def unreachable(self) -> UpstreamUnavailable:
-        addresses = ", ".join(e.address for e in self.endpoints)
-        return UpstreamUnavailable(f"upstream pool '{self.name}' has no reachable endpoint ({addresses})")
-
     async def close(self) -> None:
         for endpoint in self.endpoints:
             await endpoint.close()
