@@ -61,7 +61,7 @@ bench: venv triton-venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway router cache loadtest tests
+	$(BIN)/mypy gateway router cache batching loadtest tests
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

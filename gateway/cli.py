@@ -60,6 +60,12 @@ def serve(
         float | None, typer.Option(help="Share of new traces sampled (callers' sampled traces are kept).")
     ] = None,
     access_log: Annotated[str | None, typer.Option(help="JSON-lines access log file ('-': stdout).")] = None,
+    batching: Annotated[
+        bool, typer.Option("--batching", help="Merge concurrent requests of batching models into one Triton call.")
+    ] = False,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Rows per merged call (the model's own max_batch_size applies too).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
@@ -69,6 +75,7 @@ def serve(
     flags = ServeFlags(
         config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
         cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
+        batching, max_batch_size,
     )  # fmt: skip
     try:
         settings = serve_config(flags)

@@ -15,6 +15,7 @@ from cache import DEFAULT_IGNORED_PARAMETERS
 from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
+    "BatchingConfig",
     "ConfigError",
     "GatewayConfig",
     "PoolConfig",
@@ -158,6 +159,26 @@ class CacheConfig(_Frozen):
     ignored_parameters: list[str] = Field(default_factory=lambda: sorted(DEFAULT_IGNORED_PARAMETERS))
 
 
+class RouteBatchingConfig(_Frozen):
+    """A route's own micro-batching settings; unset values come from the top-level `batching`."""
+
+    enabled: bool = True
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_inflight: int | None = Field(default=None, ge=1)
+
+
+class BatchingConfig(_Frozen):
+    """Gateway-side micro-batching, for models with max_batch_size > 0 (zero-config: --batching).
+
+    Concurrent requests for the same model and variant are merged along the batch dimension into
+    one upstream call. No timer: a request goes at once when no merged call is under way, else it
+    waits for that call and leaves with the others who arrived meanwhile."""
+
+    enabled: bool = False  # for routes without their own `batching` section
+    max_batch_size: int = Field(default=64, ge=1)  # rows per merged call (the model's own cap applies too)
+    max_inflight: int = Field(default=1, ge=1)  # merged calls under way at once per model
+
+
 class RouteConfig(_Frozen):
     """A public model name: its variants, rules, sticky key and shadows."""
 
@@ -166,6 +187,7 @@ class RouteConfig(_Frozen):
     sticky_header: Header | None = None
     shadows: list[ShadowPolicyConfig] = Field(default_factory=list)
     cache: RouteCacheConfig | None = None
+    batching: RouteBatchingConfig | None = None
 
     def to_route(self, model: str) -> Route:
         variants = tuple(Variant(v.name, v.pool, v.model or model, v.version, v.weight) for v in self.variants)
@@ -261,6 +283,7 @@ class GatewayConfig(_Frozen):
     admin: AdminConfig | None = None
     shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     shared: SharedConfig = Field(default_factory=SharedConfig)

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from tritonclient.grpc import service_pb2
 
 from gateway.admission import Admission
+from gateway.batcher import Batchers
 from gateway.caching import InferenceCache
 from gateway.config import AdmissionConfig
 from gateway.discovery import Discovery
@@ -100,6 +101,7 @@ class DataPlane:
         cache: InferenceCache | None = None,
         admissions: Mapping[str, Admission] | None = None,
         admission_config: AdmissionConfig | None = None,
+        batchers: Batchers | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -110,6 +112,7 @@ class DataPlane:
         self.cache = cache
         self.admissions = admissions or {}
         self.admission_config = admission_config or AdmissionConfig()
+        self.batchers = batchers
 
     async def route(self, model: str, timeout: float | None) -> Route:
         if not model:
@@ -148,12 +151,20 @@ class DataPlane:
         model = (variant.model, variant.version)
         admission = self.admissions.get(prepared.pool.name)
         if admission is None:
-            return await prepared.pool.call("ModelInfer", prepared.payload, timeout, model)
+            return await self._forward(prepared, model, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         priority = self._priority(prepared.request, metadata)
         async with admission.slot(priority, metadata.get(self.admission_config.tenant_header, ""), timeout):
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-            return await prepared.pool.call("ModelInfer", prepared.payload, remaining, model)
+            return await self._forward(prepared, model, remaining)
+
+    async def _forward(self, prepared: Prepared, model: tuple[str, str], timeout: float | None) -> bytes:
+        """Upstream alone, or merged with concurrent requests when the route batches."""
+        batchers = self.batchers
+        settings = batchers.settings(prepared.route.model, prepared.signature) if batchers else None
+        if batchers is None or settings is None:
+            return await prepared.pool.call("ModelInfer", prepared.payload, timeout, model)
+        return await batchers.call(prepared.pool, model, prepared.request, prepared.payload, settings, timeout)
 
     def _priority(self, request: service_pb2.ModelInferRequest, metadata: Mapping[str, str]) -> int:
         """From the priority header, else the request's `priority` parameter (Triton's: 1 is the

@@ -37,6 +37,8 @@ class ServeFlags:
     otlp_endpoint: str | None = None
     trace_sample_ratio: float | None = None
     access_log: str | None = None
+    batching: bool = False
+    max_batch_size: int | None = None
 
 
 def _section(current: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -63,6 +65,8 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
     data["cache"] = _section(data["cache"], redis_url=flags.redis, ttl_s=flags.cache_ttl)
     data["shared"] = _section(data["shared"], redis_url=flags.redis)  # --redis: cache tier 2 and shared routes
     data["cache"]["enabled"] = data["cache"]["enabled"] or flags.cache
+    data["batching"] = _section(data["batching"], max_batch_size=flags.max_batch_size)
+    data["batching"]["enabled"] = data["batching"]["enabled"] or flags.batching
     for pool in data["pools"].values():
         pool |= _section({}, max_inflight=flags.max_inflight, max_queue=flags.max_queue)
     data["telemetry"] = _section(

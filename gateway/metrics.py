@@ -17,10 +17,13 @@ from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
 
 if TYPE_CHECKING:
     from gateway.admission import Admission
+    from gateway.batcher import BatchStats
     from gateway.caching import InferenceCache
     from gateway.upstream import Pool
 
-__all__ = ["LATENCY_BUCKETS", "GatewayMetrics", "StatsCollector"]
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
+
+__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "StatsCollector"]
 
 # 100 µs to 10 s.
 LATENCY_BUCKETS = (
@@ -77,8 +80,10 @@ class StatsCollector(Collector):
         admissions: Callable[[], Mapping[str, Admission]],
         cache: InferenceCache,
         shadows: ShadowStats,
+        batches: BatchStats,
     ) -> None:
         self._pools = pools
+        self._batches = batches
         self._admissions = admissions
         self._cache = cache
         self._shadows = shadows
@@ -87,6 +92,27 @@ class StatsCollector(Collector):
         yield from self._pool_series()
         yield from self._cache_series()
         yield from self._shadow_series()
+        yield from self._batch_series()
+
+    def _batch_series(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        stats = self._batches
+        for name, value, text in (
+            ("calls", stats.calls, "Upstream calls made by micro-batching"),
+            ("merged_calls", stats.merged_calls, "Of those, calls that carried several requests"),
+            ("requests", stats.requests, "Requests served through micro-batching"),
+            ("expired", stats.expired, "Requests whose deadline passed while they waited for a batch"),
+        ):
+            family = CounterMetricFamily(f"gateway_batch_{name}", text)
+            family.add_metric([], value)
+            yield family
+        sizes = HistogramMetricFamily("gateway_batch_size", "Requests per upstream call made by micro-batching")
+        cumulative, buckets = 0, []
+        for bound in BATCH_SIZE_BUCKETS:
+            cumulative = sum(count for size, count in stats.sizes.items() if size <= bound)
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        total = sum(size * count for size, count in stats.sizes.items())
+        sizes.add_metric([], buckets, sum_value=total)
+        yield sizes
 
     def _pool_series(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         counters = {

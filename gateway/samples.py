@@ -65,4 +65,18 @@ def samples() -> list[Sample]:
         Sample("slow", {"DELAY_MS": np.array([[20.0]], dtype=np.float32)}, ("OUTPUT0",), note="20 ms"),
         Sample("flaky", {"INPUT0": vector, "FAIL": np.array([False])}, ("OUTPUT0",)),
         Sample("counter", {"INPUT0": vector}, ("OUTPUT0", "COUNT"), deterministic=False),
+        Sample("heavy", {"INPUT0": vector.reshape(1, 16)}, ("OUTPUT0",), note="5 ms"),
+        Sample(
+            "batch_echo",
+            {
+                "IN_FP32": vector.reshape(1, 16),
+                "IN_INT32": ints[0][:2].reshape(1, 2),
+                "IN_BYTES": np.array([[b"a", b"bc"]], dtype=np.object_),
+                "IN_BOOL": np.array([[True]]),
+                "IN_FP16": vector[:2].astype(np.float16).reshape(1, 2),
+                "IN_UINT64": np.array([[2**40]], dtype=np.uint64),
+                "IN_INT8": np.array([[-1, 0, 1]], dtype=np.int8),
+            },
+            ("OUT_FP32", "OUT_BYTES", "BATCH_SIZE"),
+        ),
     ]

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.admin import AdminServicer, BearerTokenInterceptor
 from gateway.admission import admissions
+from gateway.batcher import Batchers
 from gateway.caching import InferenceCache
 from gateway.config import ConfigError, GatewayConfig
 from gateway.dataplane import DataPlane
@@ -65,12 +66,13 @@ class Gateway:
         default_pool = self.pools.get(config.default_pool or "")
         discovery = Discovery(self.store, default_pool) if default_pool else None
         self.cache = InferenceCache(config)
+        self.batchers = Batchers(config)
         self.dataplane = DataPlane(
             self.store, Router(), self.pools, signatures, discovery, self.shadows, self.cache,
-            admissions(config, self.pools), config.admission,
+            admissions(config, self.pools), config.admission, self.batchers,
         )  # fmt: skip
         self.reloader = (
-            ConfigReloader(config_path, config, self.store, on_reload=self.cache.reconfigure) if config_path else None
+            ConfigReloader(config_path, config, self.store, on_reload=self._reconfigure) if config_path else None
         )
 
         self.inflight = InFlight()
@@ -84,7 +86,9 @@ class Gateway:
         handler = inference_handler(self.dataplane, self.health, self.inflight, self.telemetry)
         self.server.add_generic_rpc_handlers([handler])
         self.telemetry.registry.register(
-            StatsCollector(self.pools, lambda: self.dataplane.admissions, self.cache, self.shadow_stats)
+            StatsCollector(
+                self.pools, lambda: self.dataplane.admissions, self.cache, self.shadow_stats, self.batchers.stats
+            )
         )
         telemetry_config = config.telemetry
         self.metrics_server = (
@@ -99,6 +103,10 @@ class Gateway:
         self.metrics_port: int | None = None
         shared = config.shared
         self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
+
+    def _reconfigure(self, config: GatewayConfig) -> None:
+        self.cache.reconfigure(config)
+        self.batchers.reconfigure(config)
 
     def _routed_models(self, pool: str) -> frozenset[ModelKey]:
         """Upstream (model, version) pairs the routes send to `pool`: the health checker probes them."""
@@ -160,6 +168,7 @@ class Gateway:
         await self.server.stop(0)
         await stopping
         await self.shadows.close(timeout_s=min(self.config.grace_period_s, 5.0))
+        await self.batchers.close()
         await self.cache.close()
         if self.admin_server is not None:
             await self.admin_server.stop(0)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -69,3 +72,14 @@ def versions_route(model: str, weights: dict[str, int], **extra: object) -> apb.
     """A route whose variants are the model's versions, named by number, on the default pool."""
     variants = [apb.Variant(name=v, pool="default", model=model, version=v, weight=w) for v, w in weights.items()]
     return apb.Route(model=model, variants=variants, **extra)  # type: ignore[arg-type]
+
+
+def scrape_metrics(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a /metrics page, by name and labels."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

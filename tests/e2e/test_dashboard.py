@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.batcher import BatchStats
 from gateway.caching import InferenceCache
 from gateway.compare import Comparison, TensorComparison
 from gateway.config import PoolConfig, parse_config
@@ -55,6 +56,7 @@ ROWS: dict[str, set[str]] = {
     "Admission and queue": {"gateway_queue_depth", "gateway_queue_wait_seconds_bucket"},
     "Upstream health and resilience": {"gateway_upstream_ready", "gateway_upstream_ejected"},
     "Shadow comparisons": {"gateway_shadow_argmax_disagreements_total", "gateway_shadow_argmax_compared_total"},
+    "Micro-batching": {"gateway_batch_size_bucket", "gateway_batch_merged_calls_total"},
 }
 
 Doc = dict[str, Any]
@@ -93,7 +95,8 @@ async def _exposition() -> str:
     shadows = ShadowStats()
     scores = TensorComparison("scores", exact=False, max_abs_error=0.5, max_rel_error=0.1, argmax_agreement=0.0)
     shadows.counters("classifier", "v1", "v2").record(Comparison((scores,)))
-    registry.register(StatsCollector({"gpu": pool}, lambda: {}, cache, shadows))  # no admission: gauges of 0
+    batches = BatchStats(calls=3, merged_calls=2, requests=9, sizes={1: 1, 4: 2})
+    registry.register(StatsCollector({"gpu": pool}, lambda: {}, cache, shadows, batches))  # no admission: gauges 0
     try:
         return generate_latest(registry).decode()
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway.localrun import GatewayProcess
 from tests.procs import TritonCli, running_gateway
-from tests.traffic import Client
+from tests.traffic import Client, scrape_metrics
 
 
 @pytest.fixture
@@ -35,16 +33,6 @@ def _request(model: str, **inputs: np.ndarray) -> pb.ModelInferRequest:
         request.inputs.add(name=name, datatype="BOOL" if array.dtype == np.bool_ else "FP32", shape=list(array.shape))
         request.raw_input_contents.append(array.tobytes())
     return request
-
-
-def _scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def _workload(client: Client) -> list[str]:
@@ -73,7 +61,7 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     client = Client(gateway.address)
     _workload(client)
     client.close()
-    metrics = _scrape(gateway.metrics_address)
+    metrics = scrape_metrics(gateway.metrics_address)
 
     def value(name: str, **labels: str) -> float:
         found = metrics.get((name, frozenset(labels.items())), 0.0)
@@ -101,7 +89,7 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     while value("gateway_upstream_ready", pool="default", endpoint=gateway.args[1]) != 1:
         assert time.monotonic() < deadline, "the endpoint never showed as ready"
         time.sleep(0.2)
-        metrics = _scrape(gateway.metrics_address)
+        metrics = scrape_metrics(gateway.metrics_address)
 
 
 def test_access_log_lines_reconcile_with_the_workload(observed: tuple[GatewayProcess, Path]) -> None:

@@ -1,0 +1,201 @@
+"""Micro-batching on the ModelInfer path: the async shell around `batching`.
+
+One `ModelBatcher` per (pool, upstream model, version, merge key). Callers wait on a future; a
+merged call is a task owned by the batcher, so a caller that leaves (cancelled, deadline) does not
+cancel the call the others are waiting on. Every caller was validated on its own before it got
+here, so one bad input never fails a batch. A single caller goes upstream with its own bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from tritonclient.grpc import service_pb2
+
+from batching import BatchQueue, MergeError, Pending, merge, merge_key, rows, split
+from gateway.config import BatchingConfig, GatewayConfig, RouteBatchingConfig
+from gateway.errors import DeadlineExceeded, GatewayError
+from gateway.signature import ModelSignature
+from gateway.telemetry import current
+from gateway.upstream import ModelKey, Pool
+
+__all__ = ["BATCH_KEY", "BatchSettings", "BatchStats", "Batchers", "ModelBatcher"]
+
+log = logging.getLogger(__name__)
+
+BATCH_KEY = "x-batch-size"  # response (trailing) metadata: callers that shared the upstream call
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0  # upstream calls made by batchers
+    merged_calls: int = 0  # of which carried more than one caller
+    requests: int = 0  # callers served through batchers
+    expired: int = 0  # callers whose deadline passed while they waited for a batch
+    sizes: dict[int, int] = field(default_factory=dict)  # callers per call → calls
+
+
+@dataclass(slots=True)
+class _Caller:
+    request: service_pb2.ModelInferRequest
+    payload: bytes  # the caller's own bytes, as they would go upstream alone
+    answer: asyncio.Future[tuple[bytes, int]]  # the response and how many callers shared its call
+
+
+class ModelBatcher:
+    def __init__(
+        self,
+        pool: Pool,
+        model: ModelKey,
+        max_rows: int,
+        max_inflight: int,
+        stats: BatchStats,
+        on_idle: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self._on_idle = on_idle
+        self.model = model
+        self.stats = stats
+        self._queue: BatchQueue[_Caller] = BatchQueue(max_rows, max_inflight)
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, request: service_pb2.ModelInferRequest, payload: bytes, timeout: float | None) -> bytes:
+        caller = _Caller(request, payload, asyncio.get_running_loop().create_future())
+        deadline = None if timeout is None else self._clock() + timeout
+        self._queue.add(caller, rows(request) or 1, deadline)
+        self._pump()
+        response, shared = await caller.answer
+        if (record := current()) is not None:
+            record.trailing.append((BATCH_KEY, str(shared)))
+        return response
+
+    def _pump(self) -> None:
+        while self._queue.ready():
+            batch, expired = self._queue.take(self._clock(), lambda caller: not caller.answer.done())
+            for late in expired:
+                self.stats.expired += 1
+                late.item.answer.set_exception(DeadlineExceeded("the deadline passed while waiting for a batch"))
+            if not batch:
+                break
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not self._queue and not self._queue.inflight:
+            self._on_idle()  # nothing waits here: the batcher may go (merge keys can be many)
+
+    async def _send(self, batch: list[Pending[_Caller]]) -> None:
+        callers = [pending.item for pending in batch]
+        # The call lasts as long as the most patient caller allows; gRPC ends the others' RPCs at
+        # their own deadlines, so a hurried caller never shortens the call for the rest.
+        deadlines = [pending.deadline for pending in batch]
+        latest = None if None in deadlines else max(d for d in deadlines if d is not None)
+        timeout = None if latest is None else max(latest - self._clock(), 0.001)
+        self.stats.calls += 1
+        self.stats.requests += len(callers)
+        self.stats.sizes[len(callers)] = self.stats.sizes.get(len(callers), 0) + 1
+        try:
+            if len(callers) == 1:
+                answers = [await self.pool.call("ModelInfer", callers[0].payload, timeout, self.model)]
+            else:
+                self.stats.merged_calls += 1
+                answers = await self._merged(callers, timeout)
+            for caller, answer in zip(callers, answers, strict=True):
+                if not caller.answer.done():
+                    caller.answer.set_result((answer, len(callers)))
+        except Exception as exc:  # every caller of the batch gets the failure; none is left waiting
+            if not isinstance(exc, GatewayError):
+                log.error("merged call for %s failed", self.model, exc_info=exc)
+            for caller in callers:
+                if not caller.answer.done():
+                    caller.answer.set_exception(exc)
+        finally:
+            self._queue.done()
+            self._pump()
+
+    async def _merged(self, callers: list[_Caller], timeout: float | None) -> list[bytes]:
+        requests = [caller.request for caller in callers]
+        merged = merge(requests)
+        merged.model_name, merged.model_version = self.model
+        response = await self.pool.call("ModelInfer", merged.SerializeToString(), timeout, self.model)
+        try:
+            parts = split(service_pb2.ModelInferResponse.FromString(response), requests)
+        except MergeError as exc:
+            raise GatewayError(f"cannot split the batched answer of model '{self.model[0]}': {exc}") from exc
+        return [part.SerializeToString() for part in parts]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    max_rows: int
+    max_inflight: int
+
+
+def _settings(defaults: BatchingConfig, route: RouteBatchingConfig | None) -> BatchSettings | None:
+    if not (route.enabled if route else defaults.enabled):
+        return None
+    max_rows = (route.max_batch_size if route else None) or defaults.max_batch_size
+    max_inflight = (route.max_inflight if route else None) or defaults.max_inflight
+    return BatchSettings(max_rows, max_inflight)
+
+
+class Batchers:
+    """The batchers of a gateway, made on first use; requests that cannot merge pass through."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.stats = BatchStats()
+        self._batchers: dict[tuple[str, ModelKey, Hashable], ModelBatcher] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Routes' batching settings (after a reload, for the batchers made from then on)."""
+        self._default = _settings(config.batching, None)
+        self._per_route = {model: _settings(config.batching, route.batching) for model, route in config.routes.items()}
+
+    def settings(self, route: str, signature: ModelSignature) -> BatchSettings | None:
+        """How to batch a route's requests to a model; None: not at all (off, or the model does not batch)."""
+        settings = self._per_route.get(route, self._default)
+        if settings is None or signature.max_batch_size <= 0 or signature.decoupled:
+            return None
+        if settings.max_rows > signature.max_batch_size:
+            return BatchSettings(signature.max_batch_size, settings.max_inflight)
+        return settings
+
+    async def call(
+        self,
+        pool: Pool,
+        model: ModelKey,
+        request: service_pb2.ModelInferRequest,
+        payload: bytes,
+        settings: BatchSettings,
+        timeout: float | None,
+    ) -> bytes:
+        key = merge_key(request)
+        size = rows(request)
+        if key is None or size is None or size >= settings.max_rows:
+            return await pool.call("ModelInfer", payload, timeout, model)
+        where = (pool.name, model, key)
+        batcher = self._batchers.get(where)
+        if batcher is None:
+            batcher = ModelBatcher(
+                pool, model, settings.max_rows, settings.max_inflight, self.stats,
+                on_idle=lambda: self._forget(where),
+            )  # fmt: skip
+            self._batchers[where] = batcher
+        return await batcher.submit(request, payload, timeout)
+
+    def _forget(self, where: tuple[str, ModelKey, Hashable]) -> None:
+        self._batchers.pop(where, None)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(batcher.close() for batcher in self._batchers.values()))
