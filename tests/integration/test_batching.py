@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -69,10 +70,7 @@ def _outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 Outcome = tuple[pb.ModelInferResponse | grpc.aio.AioRpcError, dict[str, str]]
 
 
-Stub = service_pb2_grpc.GRPCInferenceServiceStub
-
-
-async def _call(stub: Stub, request: pb.ModelInferRequest, timeout: float) -> Outcome:
+async def _call(stub: Any, request: pb.ModelInferRequest, timeout: float) -> Outcome:
     call = stub.ModelInfer(request, timeout=timeout)
     try:
         response = await call
