@@ -164,11 +164,12 @@ def bench(
     out: Annotated[Path, typer.Option(help="Folder for the JSON and Markdown results.")] = Path("results"),
     duration: Annotated[float, typer.Option(help="Seconds per measured run.")] = 5.0,
     rounds: Annotated[int, typer.Option(help="A/B rounds per scenario.")] = 2,
+    only: Annotated[str | None, typer.Option(help="Run only the scenarios whose name contains this.")] = None,
 ) -> None:
     """Compare the gateway with direct Triton on the standard scenarios (a few minutes)."""
     from loadtest.bench import run_bench
 
-    sys.exit(run_bench(out, duration, rounds))
+    sys.exit(run_bench(out, duration, rounds, only))
 
 
 @app.command()

@@ -1,9 +1,11 @@
 """`make bench`: a real Triton, the gateway in front of it, each scenario compared with direct.
 
 Scenarios (closed loop): `identity` FP32[16] at 16 in flight (throughput) and at 1 (added
-latency), the 602 KB `image` at 16, and the cache-hit path (one repeated `identity` request
-through a gateway started with --cache, against the same request sent directly). Results: a JSON
-file and a Markdown table in the output folder, with the hardware recorded.
+latency), the 602 KB `image` at 16, the cache-hit path (one repeated `identity` request through a
+gateway started with --cache, against the same request sent directly), `identity_batched` through
+a gateway with --batching, and the headline: 16 clients on `heavy` (~5 ms per execution, no
+dynamic batcher in Triton) with Zipf-repeated inputs, through a gateway with --cache --batching.
+Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 
 from __future__ import annotations
@@ -24,20 +26,32 @@ from loadtest.scenario import RequestMix, Scenario, TensorSpec
 __all__ = ["run_bench"]
 
 
-def _scenarios(duration_s: float) -> list[tuple[Scenario, bool]]:
-    """(scenario, through the caching gateway)."""
+PLAIN: tuple[str, ...] = ()
+CACHED = ("--cache",)
+BATCHING = ("--batching",)
+HEADLINE = ("--cache", "--batching")
+
+
+def _scenarios(duration_s: float) -> list[tuple[Scenario, tuple[str, ...]]]:
+    """(scenario, the flags of the gateway it goes through)."""
     identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=10_000, zipf_s=1.0001)
     image = RequestMix(model="image", inputs={"INPUT0": TensorSpec(shape=[1, 3, 224, 224])}, keys=4)
     repeated = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=1)
+    batched = RequestMix(model="identity_batched", inputs={"INPUT0": TensorSpec(shape=[1, 16])}, keys=10_000)
+    # Zipf over 100,000 inputs: about half of a few thousand requests repeat an earlier one.
+    heavy = RequestMix(model="heavy", inputs={"INPUT0": TensorSpec(shape=[1, 16])}, keys=100_000, zipf_s=1.0001)
 
     def scenario(name: str, concurrency: int, mix: RequestMix) -> Scenario:
         return Scenario(name=name, concurrency=concurrency, requests=[mix], duration_s=duration_s, warmup_s=1.0)
 
     return [
-        (scenario("identity c=16", 16, identity), False),
-        (scenario("identity c=1", 1, identity), False),
-        (scenario("image 602KB c=16", 16, image), False),
-        (scenario("cache hit c=16", 16, repeated), True),
+        (scenario("headline: heavy 5 ms, Zipf, c=16 (--cache --batching)", 16, heavy), HEADLINE),
+        (scenario("heavy 5 ms, Zipf, c=16, batching alone (--batching)", 16, heavy), BATCHING),
+        (scenario("identity c=16", 16, identity), PLAIN),
+        (scenario("identity c=1", 1, identity), PLAIN),
+        (scenario("identity_batched c=16 (--batching)", 16, batched), BATCHING),
+        (scenario("image 602KB c=16", 16, image), PLAIN),
+        (scenario("cache hit c=16 (--cache)", 16, repeated), CACHED),
     ]
 
 
@@ -48,33 +62,29 @@ def _table_markdown(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2) -> int:
+def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | None = None) -> int:
+    """Every scenario (or those whose name contains `only`), each through a gateway of its own
+    flags, started fresh (a cache filled by an earlier scenario would flatter a later one)."""
     console = Console(width=160)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     triton = TritonProcess(TritonOptions(grpc_port=free_port()))
     with (workdir / "triton.log").open("wb") as log:
         triton.start(log)
-    gateways = {
-        cached: GatewayProcess(
-            ["--upstream", triton.options.grpc_target, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
-             *(["--cache"] if cached else [])],
-            workdir / f"gateway-{cached}.log",
-        )
-        for cached in (False, True)
-    }  # fmt: skip
+    scenarios = [(s, flags) for s, flags in _scenarios(duration_s) if only is None or only in s.name]
     try:
         triton.wait_ready()
-        for gateway in gateways.values():
-            gateway.start()
         rows = []
-        for scenario, cached in _scenarios(duration_s):
-            gateway = gateways[cached]
-            assert gateway.process is not None
-            console.print(f"[bold]{scenario.name}[/]: direct vs gateway, {rounds} rounds of {duration_s:.0f} s each")
-            result = asyncio.run(
-                compare(scenario, triton.options.grpc_target, gateway.address, gateway.process.pid, rounds)
-            )
-            rows.append(result.summary())
+        for index, (scenario, flags) in enumerate(scenarios):
+            gateway = GatewayProcess(
+                ["--upstream", triton.options.grpc_target, "--host", "127.0.0.1", "--port", "0",
+                 "--log-level", "WARNING", *flags],
+                workdir / f"gateway-{index}.log",
+            )  # fmt: skip
+            gateway.start()
+            try:
+                rows.append(_compare(console, scenario, triton.options.grpc_target, gateway, rounds, duration_s))
+            finally:
+                gateway.stop()
         console.print(table("gateway vs direct Triton (same run, interleaved)", rows))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
@@ -82,6 +92,13 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2) -> int:
         console.print(f"results in {out}/bench-{stamp}.json and .md")
         return 0
     finally:
-        for gateway in gateways.values():
-            gateway.stop()
         triton.stop()
+
+
+def _compare(
+    console: Console, scenario: Scenario, direct: str, gateway: GatewayProcess, rounds: int, duration_s: float
+) -> dict[str, object]:
+    assert gateway.process is not None
+    console.print(f"[bold]{scenario.name}[/]: direct vs gateway, {rounds} rounds of {duration_s:.0f} s each")
+    result = asyncio.run(compare(scenario, direct, gateway.address, gateway.process.pid, rounds))
+    return result.summary()

@@ -4,6 +4,7 @@ so both see the same machine; ratios, and the gateway's CPU per request (from it
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, field
 
 import psutil
@@ -29,6 +30,8 @@ class Comparison:
         direct_rps = self._mean([r.throughput for r in self.direct])
         gateway_rps = self._mean([r.throughput for r in self.gateway])
         gateway_requests = sum(r.codes["OK"] for r in self.gateway)
+        outcomes = sum((r.cache for r in self.gateway), Counter[str]())
+        hits = outcomes["hit-l1"] + outcomes["hit-l2"]
 
         def p(results: list[Result], percentile: float) -> float:
             return self._mean([r.percentile_ms(percentile) for r in results])
@@ -42,6 +45,7 @@ class Comparison:
             "added_p50_ms": round(p(self.gateway, 50) - p(self.direct, 50), 3),
             "direct_p99_ms": round(p(self.direct, 99), 3), "gateway_p99_ms": round(p(self.gateway, 99), 3),
             "gateway_cpu_us_per_request": round(1e6 * self.gateway_cpu_s / gateway_requests, 1) if gateway_requests else None,  # noqa: E501
+            "gateway_cache_hit_ratio": round(hits / outcomes.total(), 3) if outcomes.total() else None,
             "errors": {"direct": sum(r.requests - r.codes["OK"] for r in self.direct),
                        "gateway": sum(r.requests - r.codes["OK"] for r in self.gateway)},
         }  # fmt: skip

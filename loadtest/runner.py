@@ -34,6 +34,7 @@ class Result:
     seconds: float
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
     codes: Counter[str] = field(default_factory=Counter)
+    cache: Counter[str] = field(default_factory=Counter)  # `x-cache` of the answers, when a gateway sent one
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency s)
 
     @property
@@ -54,18 +55,22 @@ class Result:
             "p50_ms": self.percentile_ms(50), "p90_ms": self.percentile_ms(90), "p99_ms": self.percentile_ms(99),
             "p999_ms": self.percentile_ms(99.9), "max_ms": self.histogram.get_max_value() / 1000.0,
             "errors": {code: n for code, n in self.codes.items() if code != "OK"},
+            "cache": dict(self.cache),
         }  # fmt: skip
 
 
 RawCall: TypeAlias = "grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]"
 
 
-async def _one(call: RawCall, body: bytes, timeout: float, metadata: tuple[tuple[str, str], ...]) -> str:
+async def _one(call: RawCall, body: bytes, timeout: float, metadata: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """The status code name, and the `x-cache` outcome ('' without one)."""
+    pending = call(body, timeout=timeout, metadata=metadata)
     try:
-        await call(body, timeout=timeout, metadata=metadata)
+        await pending
     except grpc.aio.AioRpcError as exc:
-        return exc.code().name
-    return "OK"
+        return exc.code().name, ""
+    trailing = await pending.trailing_metadata()
+    return "OK", next((str(value) for key, value in trailing or () if key == "x-cache"), "")
 
 
 async def run_scenario(
@@ -86,12 +91,14 @@ async def run_scenario(
     end = measure_from + scenario.duration_s
     counter = 0
 
-    def record(intended: float, code: str) -> None:
+    def record(intended: float, code: str, cache: str) -> None:
         now = time.perf_counter()
         if intended < measure_from or intended >= end:
             return
         latency = now - intended
         result.codes[code] += 1
+        if cache:
+            result.cache[cache] += 1
         result.histogram.record_value(min(max(int(latency * 1e6), 1), _MAX_US))
         result.timeline.append((intended - measure_from, latency))
         if on_progress is not None:
@@ -102,7 +109,7 @@ async def run_scenario(
         kind, body = payloads.draw()
         call = calls[counter % len(calls)]
         counter += 1
-        record(intended, await _one(call, body, scenario.timeout_s, metadata[kind]))
+        record(intended, *await _one(call, body, scenario.timeout_s, metadata[kind]))
 
     try:
         if scenario.mode == "closed":
