@@ -1,3 +1,4 @@
 from gateway.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (spawned) import this module without running the CLI
+    main()

@@ -66,6 +66,12 @@ def serve(
     max_batch_size: Annotated[
         int | None, typer.Option(help="Rows per merged call (the model's own max_batch_size applies too).")
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes serving the port (SO_REUSEPORT), under a supervisor.")
+    ] = None,
+    max_connection_age: Annotated[
+        float | None, typer.Option(help="Seconds before a client connection is asked to reconnect (re-spreads load).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
@@ -75,7 +81,7 @@ def serve(
     flags = ServeFlags(
         config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
         cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
-        batching, max_batch_size,
+        batching, max_batch_size, workers, max_connection_age,
     )  # fmt: skip
     try:
         settings = serve_config(flags)
@@ -84,6 +90,10 @@ def serve(
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
     try:
+        if settings.workers > 1:
+            from gateway.workers import run_workers
+
+            sys.exit(run_workers(settings, config, settings.workers, log_level.upper()))
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:
         raise _fail(str(exc)) from exc

@@ -270,6 +270,11 @@ class ShadowConfig(_Frozen):
 class GatewayConfig(_Frozen):
     listen: Address = "0.0.0.0:8001"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Processes serving the port (SO_REUSEPORT), under a supervisor; `gateway serve --workers`.
+    workers: int = Field(default=1, ge=1)
+    # Clients are sent GOAWAY after this long on one connection, so they reconnect and are spread
+    # again over workers and replicas (in-flight calls get as long again to finish); none: never.
+    max_connection_age_s: float | None = Field(default=None, gt=0)
     grace_period_s: float = Field(default=30.0, ge=0)
     # Health says NOT_SERVING this long before new requests are refused, so load balancers notice.
     drain_delay_s: float = Field(default=1.0, ge=0)

@@ -39,6 +39,8 @@ class ServeFlags:
     access_log: str | None = None
     batching: bool = False
     max_batch_size: int | None = None
+    workers: int | None = None
+    max_connection_age: float | None = None
 
 
 def _section(current: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -53,7 +55,10 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
         raise UsageError("give --config FILE or at least one --upstream HOST:PORT")
     loaded = load_config(flags.config) if flags.config else config_for_upstreams(list(flags.upstream), "0.0.0.0:8001")
     data = loaded.model_dump()
-    data |= _section({}, grace_period_s=flags.grace_period, drain_delay_s=flags.drain_delay)
+    data |= _section(
+        {}, grace_period_s=flags.grace_period, drain_delay_s=flags.drain_delay, workers=flags.workers,
+        max_connection_age_s=flags.max_connection_age,
+    )  # fmt: skip
     host, _, port = loaded.listen.rpartition(":")
     if flags.host is not None or flags.port is not None:
         data["listen"] = f"{flags.host or host}:{port if flags.port is None else flags.port}"

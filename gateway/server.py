@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -41,7 +43,7 @@ from gateway.upstream import INFERENCE_SERVICE, ModelKey, Pool
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from router import Router, RouteStore
 
-__all__ = ["ADMIN_TOKEN_ENV", "Gateway", "serve"]
+__all__ = ["ADMIN_TOKEN_ENV", "Gateway", "Serving", "ready_line", "serve"]
 
 log = logging.getLogger(__name__)
 ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
@@ -76,13 +78,15 @@ class Gateway:
         )
 
         self.inflight = InFlight()
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", config.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-                ("grpc.so_reuseport", 1),
-            ]
-        )
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 1),
+        ]
+        if config.max_connection_age_s is not None:
+            age_ms = int(config.max_connection_age_s * 1000)
+            options += [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms)]
+        self.server = grpc.aio.server(options=options)
         handler = inference_handler(self.dataplane, self.health, self.inflight, self.telemetry)
         self.server.add_generic_rpc_handlers([handler])
         self.telemetry.registry.register(
@@ -184,21 +188,46 @@ class Gateway:
         self.telemetry.close()
 
 
-async def serve(config: GatewayConfig, config_path: Path | None = None) -> None:
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """Where a started gateway listens (ports as bound: 0 in the configuration becomes a real one)."""
+
+    host: str
+    port: int
+    admin: str | None  # HOST:PORT
+    metrics: str | None  # HOST:PORT
+
+
+def ready_line(config: GatewayConfig, serving: Serving, suffix: str = "") -> str:
+    """What `gateway serve` prints once it serves; scripts and tests wait for it."""
+    pools = "; ".join(f"{name}={','.join(p.endpoints)}" for name, p in config.pools.items())
+    extra = f", admin on {serving.admin}" if serving.admin else ""
+    extra += f", metrics on {serving.metrics}" if serving.metrics else ""
+    return f"gateway serving on {serving.host}:{serving.port} (pools: {pools}){extra}{suffix}"
+
+
+def _print_ready(config: GatewayConfig, serving: Serving) -> None:
+    print(ready_line(config, serving), flush=True)
+
+
+async def serve(
+    config: GatewayConfig,
+    config_path: Path | None = None,
+    announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
+) -> None:
     gateway = Gateway(config, config_path)
     port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]
-    pools = "; ".join(f"{name}={','.join(p.endpoints)}" for name, p in config.pools.items())
-    admin = f", admin on {config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else ""
-    admin += f", metrics on {config.telemetry.metrics_host}:{gateway.metrics_port}" if gateway.metrics_port else ""
+    admin = f"{config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else None
+    metrics = f"{config.telemetry.metrics_host}:{gateway.metrics_port}" if gateway.metrics_port else None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     if gateway.reloader is not None:
         loop.add_signal_handler(signal.SIGHUP, gateway.reloader.reload)
-    # The ready line comes last: whoever waits for it may signal the process at once.
-    print(f"gateway serving on {host}:{port} (pools: {pools}){admin}", flush=True)
+    # Announced last: whoever waits for it may signal the process at once.
+    announce(config, Serving(host, port, admin, metrics))
     await stopping.wait()
     log.info("signal received: draining (grace period %.1fs)", config.grace_period_s)
     await gateway.stop()
