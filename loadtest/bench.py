@@ -55,11 +55,25 @@ def _scenarios(duration_s: float) -> list[tuple[Scenario, tuple[str, ...]]]:
     ]
 
 
+def _workers_scenario(duration_s: float) -> Scenario:
+    """The cache-hit path from two load-generator processes with four connections each."""
+    repeated = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=1)
+    return Scenario(
+        name="cache hit c=16, 2 workers vs 1 (--cache --workers 2)", concurrency=16, requests=[repeated],
+        duration_s=duration_s, warmup_s=1.5, processes=2, connections=4,
+    )  # fmt: skip
+
+
 def _table_markdown(rows: list[dict[str, object]]) -> str:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _gateway(triton: str, flags: tuple[str, ...], log: Path) -> GatewayProcess:
+    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *flags]
+    return GatewayProcess(args, log)
 
 
 def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | None = None) -> int:
@@ -75,16 +89,15 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         triton.wait_ready()
         rows = []
         for index, (scenario, flags) in enumerate(scenarios):
-            gateway = GatewayProcess(
-                ["--upstream", triton.options.grpc_target, "--host", "127.0.0.1", "--port", "0",
-                 "--log-level", "WARNING", *flags],
-                workdir / f"gateway-{index}.log",
-            )  # fmt: skip
+            gateway = _gateway(triton.options.grpc_target, flags, workdir / f"gateway-{index}.log")
             gateway.start()
             try:
                 rows.append(_compare(console, scenario, triton.options.grpc_target, gateway, rounds, duration_s))
             finally:
                 gateway.stop()
+        workers = _workers_scenario(duration_s)
+        if only is None or only in workers.name:
+            rows.append(_compare_workers(console, workers, triton.options.grpc_target, workdir, rounds))
         console.print(table("gateway vs direct Triton (same run, interleaved)", rows))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
@@ -102,3 +115,21 @@ def _compare(
     console.print(f"[bold]{scenario.name}[/]: direct vs gateway, {rounds} rounds of {duration_s:.0f} s each")
     result = asyncio.run(compare(scenario, direct, gateway.address, gateway.process.pid, rounds))
     return result.summary()
+
+
+def _compare_workers(
+    console: Console, scenario: Scenario, triton: str, workdir: Path, rounds: int
+) -> dict[str, object]:
+    """A one-worker gateway as the baseline, a two-worker one measured (CPU: supervisor + workers)."""
+    one = _gateway(triton, CACHED, workdir / "gateway-1-worker.log")
+    two = _gateway(triton, (*CACHED, "--workers", "2"), workdir / "gateway-2-workers.log")
+    one.start()
+    two.start()
+    try:
+        assert two.process is not None
+        console.print(f"[bold]{scenario.name}[/]: 1 worker vs 2 workers, {rounds} rounds")
+        result = asyncio.run(compare(scenario, one.address, two.address, two.process.pid, rounds, "1 worker"))
+        return result.summary()
+    finally:
+        two.stop()
+        one.stop()

@@ -18,6 +18,7 @@ __all__ = ["Comparison", "compare"]
 @dataclass
 class Comparison:
     scenario: str
+    baseline: str = "direct Triton"  # what the "direct" figures measured
     direct: list[Result] = field(default_factory=list)
     gateway: list[Result] = field(default_factory=list)
     gateway_cpu_s: float = 0.0
@@ -38,6 +39,7 @@ class Comparison:
 
         return {
             "scenario": self.scenario,
+            "baseline": self.baseline,
             "direct_rps": round(direct_rps, 1),
             "gateway_rps": round(gateway_rps, 1),
             "ratio": round(gateway_rps / direct_rps, 3) if direct_rps else None,
@@ -52,14 +54,26 @@ class Comparison:
 
 
 def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """The process's CPU time and its live children's (a supervisor's workers)."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 async def compare(
-    scenario: Scenario, direct: str, gateway: str, gateway_pid: int | None, rounds: int = 2
+    scenario: Scenario,
+    direct: str,
+    gateway: str,
+    gateway_pid: int | None,
+    rounds: int = 2,
+    baseline: str = "direct Triton",
 ) -> Comparison:
-    comparison = Comparison(scenario.name)
+    comparison = Comparison(scenario.name, baseline)
     process = psutil.Process(gateway_pid) if gateway_pid else None
     for _ in range(rounds):
         comparison.direct.append(await run_scenario(scenario, direct))

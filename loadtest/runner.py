@@ -8,10 +8,12 @@ into an HDR histogram (microseconds, 3 significant digits).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -76,8 +78,47 @@ async def _one(call: RawCall, body: bytes, timeout: float, metadata: tuple[tuple
 async def run_scenario(
     scenario: Scenario, target: str | None = None, on_progress: Callable[[float], None] | None = None
 ) -> Result:
-    """Run the scenario (warm-up excluded from the result) against `target` or its own target."""
+    """Run the scenario (warm-up excluded from the result) against `target` or its own target,
+    in this process or shared among `scenario.processes` processes (results merged)."""
     address = target or scenario.target
+    if scenario.processes == 1:
+        return await _run_here(scenario, address, on_progress)
+    shares = _shares(scenario)
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
+        parts = await asyncio.gather(*(loop.run_in_executor(pool, _run_part, share, address) for share in shares))
+    merged = Result(scenario.name, address, scenario.duration_s)
+    for encoded, codes, cache, timeline in parts:
+        merged.histogram.decode_and_add(encoded)
+        merged.codes.update(codes)
+        merged.cache.update(cache)
+        merged.timeline.extend(timeline)
+    merged.timeline.sort()
+    return merged
+
+
+def _shares(scenario: Scenario) -> list[Scenario]:
+    """One scenario per process: concurrency (closed loop) or rate (open loop) divided among them."""
+    count = min(scenario.processes, scenario.concurrency) if scenario.mode == "closed" else scenario.processes
+    shares = []
+    for index in range(count):
+        concurrency = scenario.concurrency // count + (index < scenario.concurrency % count)
+        update = {"processes": 1, "concurrency": max(concurrency, 1), "rate": scenario.rate / count}
+        shares.append(scenario.model_copy(update=update))
+    return shares
+
+
+Part: TypeAlias = tuple[bytes, dict[str, int], dict[str, int], list[tuple[float, float]]]
+
+
+def _run_part(scenario: Scenario, address: str) -> Part:
+    """In a load-generator process: run a share; what the parent merges (histograms travel encoded)."""
+    result = asyncio.run(_run_here(scenario, address, None))
+    return result.histogram.encode(), dict(result.codes), dict(result.cache), result.timeline
+
+
+async def _run_here(scenario: Scenario, address: str, on_progress: Callable[[float], None] | None) -> Result:
     payloads = Payloads(scenario.requests)
     metadata = [tuple(mix.metadata.items()) for mix in scenario.requests]
     channels = [

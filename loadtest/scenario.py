@@ -42,7 +42,10 @@ class Scenario(_Frozen):
     arrivals: Literal["constant", "poisson"] = "constant"
     duration_s: float = Field(default=10.0, gt=0)
     warmup_s: float = Field(default=1.0, ge=0)
-    connections: int = Field(default=1, ge=1)
+    connections: int = Field(default=1, ge=1)  # per process
+    # Load-generator processes (each with its own event loop and connections); the concurrency or
+    # the rate is shared among them. More than one when one Python process cannot saturate the target.
+    processes: int = Field(default=1, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
     requests: list[RequestMix] = Field(min_length=1)
 

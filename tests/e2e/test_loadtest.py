@@ -41,6 +41,16 @@ def test_closed_loop_smoke(gateway: GatewayProcess, tmp_path: Path) -> None:
     assert row["ok"] > 20 and row["errors"] == {} and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
 
 
+def test_several_generator_processes_share_the_load_and_merge_results(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """Two processes, open loop: each sends half the rate; the merged result counts all requests."""
+    scenario = {
+        "name": "two", "target": gateway.address, "mode": "open", "rate": 40, "duration_s": 1.5, "warmup_s": 0.5,
+        "processes": 2, "requests": [{"model": "identity", "inputs": {"INPUT0": {"shape": [4]}}}],
+    }  # fmt: skip
+    row = _run(scenario, tmp_path)
+    assert 55 <= row["requests"] <= 65 and row["errors"] == {} and 0 < row["p50_ms"] <= row["max_ms"]
+
+
 def test_open_loop_sends_at_the_rate_asked(gateway: GatewayProcess, tmp_path: Path) -> None:
     scenario = {
         "name": "open", "target": gateway.address, "mode": "open", "rate": 40, "duration_s": 1.5, "warmup_s": 0.2,
