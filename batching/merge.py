@@ -17,7 +17,9 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
-__all__ = ["MergeError", "merge", "merge_key", "rows", "split"]
+Tensor = bytes | memoryview  # a raw tensor, possibly a view of the caller's bytes
+
+__all__ = ["MergeError", "Tensor", "merge", "merge_key", "rows", "split"]
 
 # Sequence requests carry state in Triton's sequence batcher: never merged.
 _UNMERGEABLE_PARAMETERS = frozenset({"sequence_id", "sequence_start", "sequence_end"})
@@ -40,9 +42,10 @@ def rows(request: service_pb2.ModelInferRequest) -> int | None:
     return size if size is not None and size > 0 else None
 
 
-def merge_key(request: service_pb2.ModelInferRequest) -> Hashable | None:
-    """What must be equal for requests to share an upstream call; None: this one goes alone."""
-    if not request.inputs or len(request.raw_input_contents) != len(request.inputs) or rows(request) is None:
+def merge_key(request: service_pb2.ModelInferRequest, tensors: Sequence[Tensor]) -> Hashable | None:
+    """What must be equal for requests to share an upstream call; None: this one goes alone.
+    `tensors`: the request's raw inputs (kept apart from the parsed message, or its own)."""
+    if not request.inputs or len(tensors) != len(request.inputs) or rows(request) is None:
         return None
     if _UNMERGEABLE_PARAMETERS.intersection(request.parameters):
         return None
@@ -56,7 +59,9 @@ def merge_key(request: service_pb2.ModelInferRequest) -> Hashable | None:
     return request.model_name, request.model_version, inputs, outputs, _parameters(request.parameters)
 
 
-def merge(requests: Sequence[service_pb2.ModelInferRequest]) -> service_pb2.ModelInferRequest:
+def merge(
+    requests: Sequence[service_pb2.ModelInferRequest], tensors: Sequence[Sequence[Tensor]]
+) -> service_pb2.ModelInferRequest:
     """One request holding every caller's rows, in order. All must have the same merge_key."""
     first = requests[0]
     merged = service_pb2.ModelInferRequest(model_name=first.model_name, model_version=first.model_version)
@@ -70,10 +75,7 @@ def merge(requests: Sequence[service_pb2.ModelInferRequest]) -> service_pb2.Mode
         for name, value in tensor.parameters.items():
             merged_tensor.parameters[name].CopyFrom(value)
         merged.raw_input_contents.append(
-            b"".join(
-                request.raw_input_contents[where[tensor.name]]
-                for request, where in zip(requests, positions, strict=True)
-            )
+            b"".join(raw[where[tensor.name]] for raw, where in zip(tensors, positions, strict=True))
         )
     return merged
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 __all__ = ["DEFAULT_IGNORED_PARAMETERS", "KEY_BYTES", "cache_key", "canonical_contents"]
@@ -50,7 +50,7 @@ class _Hasher:
     def __init__(self) -> None:
         self._digest = hashlib.blake2b(digest_size=KEY_BYTES)
 
-    def field(self, data: bytes) -> None:
+    def field(self, data: bytes | memoryview) -> None:
         self._digest.update(struct.pack("<Q", len(data)))
         self._digest.update(data)
 
@@ -69,13 +69,18 @@ class _Hasher:
 
 
 def cache_key(
-    request: Any, model: str, version: str, ignored_parameters: Collection[str] = DEFAULT_IGNORED_PARAMETERS
+    request: Any,
+    model: str,
+    version: str,
+    ignored_parameters: Collection[str] = DEFAULT_IGNORED_PARAMETERS,
+    tensors: Sequence[bytes | memoryview] | None = None,
 ) -> bytes:
-    """The key of a validated ModelInferRequest sent to `model` version `version`."""
+    """The key of a validated ModelInferRequest sent to `model` version `version`; `tensors`: its
+    raw inputs when they were kept out of the parsed request (read in place, never copied)."""
     hasher = _Hasher()
     hasher.text(model)
     hasher.text(version)
-    raw = request.raw_input_contents
+    raw = request.raw_input_contents if tensors is None else tensors
     inputs = sorted(range(len(request.inputs)), key=lambda i: request.inputs[i].name)
     hasher.field(struct.pack("<Q", len(inputs)))
     for index in inputs:

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tritonclient.grpc import service_pb2
 
-from batching import BatchQueue, MergeError, Pending, merge, merge_key, rows, split
+from batching import BatchQueue, MergeError, Pending, Tensor, merge, merge_key, rows, split
 from gateway.config import BatchingConfig, GatewayConfig, RouteBatchingConfig
 from gateway.errors import DeadlineExceeded, GatewayError
 from gateway.signature import ModelSignature
 from gateway.telemetry import current
 from gateway.upstream import ModelKey, Pool
+
+if TYPE_CHECKING:
+    from gateway.dataplane import Prepared
 
 __all__ = ["BATCH_KEY", "BatchSettings", "BatchStats", "Batchers", "ModelBatcher"]
 
@@ -42,6 +46,7 @@ class BatchStats:
 @dataclass(slots=True)
 class _Caller:
     request: service_pb2.ModelInferRequest
+    tensors: Sequence[Tensor]
     payload: bytes  # the caller's own bytes, as they would go upstream alone
     answer: asyncio.Future[tuple[bytes, int]]  # the response and how many callers shared its call
 
@@ -65,10 +70,11 @@ class ModelBatcher:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, request: service_pb2.ModelInferRequest, payload: bytes, timeout: float | None) -> bytes:
-        caller = _Caller(request, payload, asyncio.get_running_loop().create_future())
+    async def submit(self, prepared: Prepared, timeout: float | None) -> bytes:
+        answer: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
+        caller = _Caller(prepared.request, prepared.tensors, prepared.payload, answer)
         deadline = None if timeout is None else self._clock() + timeout
-        self._queue.add(caller, rows(request) or 1, deadline)
+        self._queue.add(caller, rows(prepared.request) or 1, deadline)
         self._pump()
         response, shared = await caller.answer
         if (record := current()) is not None:
@@ -120,7 +126,7 @@ class ModelBatcher:
 
     async def _merged(self, callers: list[_Caller], timeout: float | None) -> list[bytes]:
         requests = [caller.request for caller in callers]
-        merged = merge(requests)
+        merged = merge(requests, [caller.tensors for caller in callers])
         merged.model_name, merged.model_version = self.model
         response = await self.pool.call("ModelInfer", merged.SerializeToString(), timeout, self.model)
         try:
@@ -175,15 +181,14 @@ class Batchers:
         self,
         pool: Pool,
         model: ModelKey,
-        request: service_pb2.ModelInferRequest,
-        payload: bytes,
+        prepared: Prepared,
         settings: BatchSettings,
         timeout: float | None,
     ) -> bytes:
-        key = merge_key(request)
-        size = rows(request)
+        key = merge_key(prepared.request, prepared.tensors)
+        size = rows(prepared.request)
         if key is None or size is None or size >= settings.max_rows:
-            return await pool.call("ModelInfer", payload, timeout, model)
+            return await pool.call("ModelInfer", prepared.payload, timeout, model)
         where = (pool.name, model, key)
         batcher = self._batchers.get(where)
         if batcher is None:
@@ -192,7 +197,7 @@ class Batchers:
                 on_idle=lambda: self._forget(where),
             )  # fmt: skip
             self._batchers[where] = batcher
-        return await batcher.submit(request, payload, timeout)
+        return await batcher.submit(prepared, timeout)
 
     def _forget(self, where: tuple[str, ModelKey, Hashable]) -> None:
         self._batchers.pop(where, None)

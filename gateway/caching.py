@@ -105,7 +105,7 @@ class InferenceCache:
             return await call(), Outcome.BYPASS
         directives = Directives.parse(metadata.get(CACHE_CONTROL))
         variant = prepared.decision.primary
-        digest = cache_key(request, variant.model, variant.version, self._ignored)
+        digest = cache_key(request, variant.model, variant.version, self._ignored, prepared.tensors)
         key: L2Key = (prepared.route.model, variant.name, digest)
         if not directives.no_cache and (value := self.tiers.lookup_l1(key, policy)) is not None:
             return with_id(value, request.id), Outcome.HIT_L1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -30,6 +30,7 @@ from gateway.signatures import SignatureCache
 from gateway.telemetry import child_span, current
 from gateway.upstream import Pool
 from gateway.validate import validate_infer_request
+from gateway.wire import Tensor, WireError, split_tensors
 from router import Decision, Route, Router, RouteStore, Variant
 
 __all__ = ["MODEL_SCOPED", "DataPlane", "ModelScoped", "Prepared", "parse"]
@@ -85,8 +86,9 @@ class Prepared:
     pool: Pool
     route: Route
     decision: Decision
-    request: service_pb2.ModelInferRequest  # as the caller sent it
+    request: service_pb2.ModelInferRequest  # as the caller sent it (its tensors possibly kept apart)
     signature: ModelSignature
+    tensors: Sequence[Tensor]  # raw_input_contents: views of the caller's bytes, not copies
 
 
 class DataPlane:
@@ -129,7 +131,12 @@ class DataPlane:
     ) -> tuple[bytes, Prepared, str | None]:
         """Serve one ModelInfer: the response, how it was routed, and the cache outcome (if any).
         Shadow copies start once the caller has its answer."""
-        prepared = await self.prepare_infer(parse(service_pb2.ModelInferRequest, payload), payload, metadata, timeout)
+        try:
+            header, tensors = split_tensors(payload)
+        except WireError as exc:
+            raise InvalidRequest(f"malformed ModelInferRequest: {exc}") from exc
+        request = parse(service_pb2.ModelInferRequest, header)
+        prepared = await self.prepare_infer(request, payload, metadata, timeout, tensors)
 
         def call() -> Awaitable[bytes]:
             return self._admitted(prepared, metadata, timeout)
@@ -164,7 +171,7 @@ class DataPlane:
         settings = batchers.settings(prepared.route.model, prepared.signature) if batchers else None
         if batchers is None or settings is None:
             return await prepared.pool.call("ModelInfer", prepared.payload, timeout, model)
-        return await batchers.call(prepared.pool, model, prepared.request, prepared.payload, settings, timeout)
+        return await batchers.call(prepared.pool, model, prepared, settings, timeout)
 
     def _priority(self, request: service_pb2.ModelInferRequest, metadata: Mapping[str, str]) -> int:
         """From the priority header, else the request's `priority` parameter (Triton's: 1 is the
@@ -186,8 +193,12 @@ class DataPlane:
         payload: bytes,
         metadata: Mapping[str, str],
         timeout: float | None,
+        tensors: Sequence[Tensor] | None = None,
     ) -> Prepared:
-        """Route and validate the request; what to send upstream and where."""
+        """Route and validate the request; what to send upstream and where. `tensors`: the raw
+        inputs when they were kept out of `request`; by default, the request's own."""
+        if tensors is None:
+            tensors = list(request.raw_input_contents)
         with child_span("route"):
             route = await self.route(request.model_name, timeout)
             decision = self.router.decide(route, metadata, request.model_version)
@@ -197,9 +208,9 @@ class DataPlane:
             record.model, record.variant, record.pool = route.model, variant.name, variant.pool
         with child_span("validate"):
             signature = await self.signatures.get(variant, timeout)
-            validate_infer_request(request, signature)
-        payload = retarget_payload(payload, request, variant)
-        return Prepared(payload, self.pools[variant.pool], route, decision, request, signature)
+            validate_infer_request(request, signature, tensors)
+        payload = retarget_payload(payload, request, variant, tensors)
+        return Prepared(payload, self.pools[variant.pool], route, decision, request, signature, tensors)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:
         scoped = MODEL_SCOPED[method]

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.admin import AdminServicer, BearerTokenInterceptor
 from gateway.admission import admissions
+from gateway.allocator import tune_allocator
 from gateway.batcher import Batchers
 from gateway.caching import InferenceCache
 from gateway.config import ConfigError, GatewayConfig
@@ -215,6 +216,7 @@ async def serve(
     config_path: Path | None = None,
     announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
 ) -> None:
+    tune_allocator()
     gateway = Gateway(config, config_path)
     port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]

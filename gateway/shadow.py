@@ -152,8 +152,9 @@ class ShadowRunner:
         request = prepared.request
         try:
             signature = await self._signatures.get(variant, self._timeout_s)
-            validate_infer_request(request, signature)
-            response = await self._pools[variant.pool].call("ModelInfer", retarget(request, variant), self._timeout_s)
+            validate_infer_request(request, signature, prepared.tensors)
+            payload = retarget(request, variant, prepared.tensors)
+            response = await self._pools[variant.pool].call("ModelInfer", payload, self._timeout_s)
         except GatewayError as exc:
             counters.failed += 1
             log.debug("shadow %s/%s failed: %s", prepared.route.model, variant.name, exc.message)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 
 from tritonclient.grpc import service_pb2
 
 from gateway.errors import InvalidRequest
 from gateway.signature import ModelSignature, TensorSpec
+from gateway.wire import Tensor
 
 __all__ = ["ELEMENT_BYTES", "validate_infer_request"]
 
@@ -55,7 +57,7 @@ def _fail(model: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"model '{model}': {message}")
 
 
-def _count_bytes_elements(raw: bytes) -> int | None:
+def _count_bytes_elements(raw: Tensor) -> int | None:
     """Number of length-prefixed strings in a raw BYTES tensor, or None if it is malformed."""
     offset, count, size = 0, 0, len(raw)
     while offset < size:
@@ -76,7 +78,7 @@ def _check_shape(model: str, spec: TensorSpec, shape: list[int], max_batch_size:
         raise _fail(model, f"input '{spec.name}' batch size {shape[0]} exceeds max_batch_size {max_batch_size}")
 
 
-def _check_raw_size(model: str, spec: TensorSpec, elements: int, raw: bytes) -> None:
+def _check_raw_size(model: str, spec: TensorSpec, elements: int, raw: Tensor) -> None:
     if spec.datatype == "BYTES":
         found = _count_bytes_elements(raw)
         if found != elements:
@@ -99,9 +101,12 @@ def _check_typed_size(
         raise _fail(model, f"input '{spec.name}' has {found} values in contents.{field}, expected {elements}")
 
 
-def validate_infer_request(request: service_pb2.ModelInferRequest, signature: ModelSignature) -> None:
+def validate_infer_request(
+    request: service_pb2.ModelInferRequest, signature: ModelSignature, tensors: Sequence[Tensor] | None = None
+) -> None:
+    """`tensors`: the raw inputs when they were kept out of `request` (gateway.wire)."""
     model = request.model_name
-    raw = request.raw_input_contents
+    raw = request.raw_input_contents if tensors is None else tensors
     if raw and len(raw) != len(request.inputs):
         raise _fail(model, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     seen: set[str] = set()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from batching import BatchQueue, MergeError, merge, merge_key, rows, split
 from gateway.batcher import Batchers
 from gateway.config import ConfigError, parse_config
 from gateway.signature import ModelSignature
+from gateway.wire import split_tensors
 
 NUMPY_TYPES = {
     "BOOL": np.bool_,
@@ -58,6 +61,21 @@ def _request(datatype: str, batch: int, seed: int, row: tuple[int, ...] = (3,), 
     return request
 
 
+def _apart(request: pb.ModelInferRequest) -> tuple[pb.ModelInferRequest, tuple[memoryview, ...]]:
+    """As the gateway holds a request: parsed without its tensors, which stay views of the bytes."""
+    header, tensors = split_tensors(request.SerializeToString())
+    return pb.ModelInferRequest.FromString(header), tensors
+
+
+def _key(request: pb.ModelInferRequest) -> Hashable | None:
+    return merge_key(*_apart(request))
+
+
+def _merge(requests: list[pb.ModelInferRequest]) -> pb.ModelInferRequest:
+    held = [_apart(request) for request in requests]
+    return merge([header for header, _ in held], [tensors for _, tensors in held])
+
+
 def _echo(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
     """What an identity model answers: each input back as an output, row for row."""
     response = pb.ModelInferResponse(model_name="m", model_version="1")
@@ -71,8 +89,8 @@ def _echo(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
 def test_every_datatype_merges_and_each_caller_gets_exactly_its_rows(datatype: str) -> None:
     """Rows join in arrival order and come back to their callers byte for byte, ids kept."""
     callers = [_request(datatype, batch, seed, rid=f"r{seed}") for seed, batch in enumerate((1, 3, 2, 1))]
-    assert len({merge_key(c) for c in callers}) == 1
-    merged = merge(callers)
+    assert len({_key(c) for c in callers}) == 1
+    merged = _merge(callers)
     assert list(merged.inputs[0].shape) == [7, 3]
     assert merged.raw_input_contents[0] == b"".join(c.raw_input_contents[0] for c in callers)
     answers = split(_echo(merged), callers)
@@ -95,7 +113,7 @@ def test_bytes_rows_are_cut_at_the_right_length_prefix(all_rows: list[list[bytes
         request.inputs.add(name="IN", datatype="BYTES", shape=[len(group), 2])
         request.raw_input_contents.append(_raw(np.array(group, dtype=np.object_), "BYTES"))
         callers.append(request)
-    answers = split(_echo(merge(callers)), callers)
+    answers = split(_echo(_merge(callers)), callers)
     assert [a.raw_output_contents[0] for a in answers] == [c.raw_input_contents[0] for c in callers]
 
 
@@ -118,8 +136,8 @@ def test_inputs_given_in_another_order_still_merge_by_name() -> None:
         for name in order:
             request.inputs.add(name=name, datatype="UINT8", shape=[1, 2])
             request.raw_input_contents.append(fill + name.encode())
-    assert merge_key(a) == merge_key(b)
-    merged = merge([a, b])
+    assert _key(a) == _key(b)
+    merged = _merge([a, b])
     assert [t.name for t in merged.inputs] == ["X", "Y"]
     assert list(merged.raw_input_contents) == [b"aXbX", b"aYbY"]
 
@@ -148,7 +166,7 @@ def _variant(change: str) -> pb.ModelInferRequest:
     ["row shape", "datatype", "request parameter", "input parameter", "outputs", "output parameter", "version"],
 )
 def test_requests_that_differ_in_meaning_do_not_merge(change: str) -> None:
-    assert merge_key(_variant(change)) != merge_key(_request("FP32", 1, 0))
+    assert _key(_variant(change)) != _key(_request("FP32", 1, 0))
 
 
 def test_requests_that_cannot_be_merged_at_all_go_alone() -> None:
@@ -164,17 +182,17 @@ def test_requests_that_cannot_be_merged_at_all_go_alone() -> None:
     scalar.inputs.add(name="IN", datatype="FP32", shape=[])
     scalar.raw_input_contents.append(bytes(4))
     for request in (typed, sequence, uneven, scalar):
-        assert merge_key(request) is None
+        assert _key(request) is None
     assert rows(uneven) is None
 
 
 def test_an_answer_with_the_wrong_row_count_is_an_error_not_a_wrong_slice() -> None:
     callers = [_request("FP32", 1, 0), _request("FP32", 2, 1)]
-    response = _echo(merge(callers))
+    response = _echo(_merge(callers))
     response.outputs[0].shape[0] = 2
     with pytest.raises(MergeError, match="expected 3 rows"):
         split(response, callers)
-    truncated = _echo(merge([_request("BYTES", 1, 0), _request("BYTES", 1, 1)]))
+    truncated = _echo(_merge([_request("BYTES", 1, 0), _request("BYTES", 1, 1)]))
     truncated.raw_output_contents[0] = truncated.raw_output_contents[0][:3]
     with pytest.raises(MergeError, match="length prefix"):
         split(truncated, [_request("BYTES", 1, 0), _request("BYTES", 1, 1)])
