@@ -11,8 +11,12 @@ Results: a JSON file and a Markdown table in the output folder, with the hardwar
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -98,6 +102,8 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
             rows.append(_compare_workers(console, workers, triton.options.grpc_target, workdir, rounds))
+        if only is None or "canned" in only:
+            rows += _compare_canned(console, triton.options.grpc_target, workdir, rounds, duration_s)
         console.print(table("gateway vs direct Triton (same run, interleaved)", rows))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
@@ -115,6 +121,44 @@ def _compare(
     console.print(f"[bold]{scenario.name}[/]: direct vs gateway, {rounds} rounds of {duration_s:.0f} s each")
     result = asyncio.run(compare(scenario, direct, gateway.address, gateway.process.pid, rounds))
     return result.summary()
+
+
+@contextlib.contextmanager
+def _canned_server() -> Iterator[tuple[str, int]]:
+    """loadtest.canned in a process of its own: its address and PID."""
+    process = subprocess.Popen([sys.executable, "-m", "loadtest.canned"], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        if not line.startswith("canned serving on "):
+            raise RuntimeError(f"the canned server did not start: {line!r}")
+        yield line.split()[-1], process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _compare_canned(
+    console: Console, triton: str, workdir: Path, rounds: int, duration_s: float
+) -> list[dict[str, object]]:
+    """The canned grpc.aio server against Triton (the floor's own CPU per request), then the
+    caching gateway's hit path against that floor."""
+    identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=1)
+    floor = Scenario(name="canned grpc.aio floor c=16", concurrency=16, requests=[identity], duration_s=duration_s)
+    hits = floor.model_copy(update={"name": "cache hit c=16 vs the canned floor (--cache)"})
+    gateway = _gateway(triton, CACHED, workdir / "gateway-canned.log")
+    with _canned_server() as (canned, pid):
+        console.print(f"[bold]{floor.name}[/]: direct vs canned, {rounds} rounds")
+        rows = [asyncio.run(compare(floor, triton, canned, pid, rounds)).summary()]
+        gateway.start()
+        try:
+            assert gateway.process is not None
+            console.print(f"[bold]{hits.name}[/]: canned vs gateway, {rounds} rounds")
+            result = asyncio.run(compare(hits, canned, gateway.address, gateway.process.pid, rounds, "canned floor"))
+            rows.append(result.summary())
+        finally:
+            gateway.stop()
+    return rows
 
 
 def _compare_workers(
