@@ -143,12 +143,16 @@ def loadtest(
     gateway_pid: Annotated[int | None, typer.Option(help="With --direct: the gateway's PID, for CPU/request.")] = None,
     rounds: Annotated[int, typer.Option(help="With --direct: A/B rounds.")] = 2,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write a PNG: latency percentiles and throughput over time.")
+    ] = None,
 ) -> None:
     """Run a load scenario (closed or open loop) and print latency percentiles and throughput."""
     from rich.console import Console
     from rich.progress import Progress
 
     from loadtest.compare import compare
+    from loadtest.plot import plot_results
     from loadtest.report import table, write_json
     from loadtest.runner import run_scenario
     from loadtest.scenario import load_scenario
@@ -159,14 +163,18 @@ def loadtest(
         comparison = asyncio.run(compare(loaded, direct, target or loaded.target, gateway_pid, rounds))
         rows = [comparison.summary()]
         console.print(table(f"{loaded.name}: gateway vs direct", rows))
+        plotted = [("direct", comparison.direct[0]), ("gateway", comparison.gateway[0])]
     else:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(loaded.name, total=1.0)
             result = asyncio.run(run_scenario(loaded, target, lambda done: progress.update(task, completed=done)))
         rows = [result.summary()]
         console.print(table(loaded.name, rows))
+        plotted = [(result.target, result)]
     if json_out is not None:
         write_json(json_out, {"results": rows})
+    if plot is not None:
+        console.print(f"plot: {plot_results(plotted, loaded.name, plot)}")
 
 
 @app.command()

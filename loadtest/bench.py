@@ -24,6 +24,7 @@ from rich.console import Console
 from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
 from loadtest.compare import compare
+from loadtest.plot import plot_bench
 from loadtest.report import hardware, table, write_json
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
 
@@ -108,7 +109,8 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
         (out / f"bench-{stamp}.md").write_text(f"hardware: {hardware()}\n\n" + _table_markdown(rows))
-        console.print(f"results in {out}/bench-{stamp}.json and .md")
+        plot_bench(rows, out / f"bench-{stamp}.png")
+        console.print(f"results in {out}/bench-{stamp}.json, .md and .png")
         return 0
     finally:
         triton.stop()

@@ -37,8 +37,9 @@ def test_closed_loop_smoke(gateway: GatewayProcess, tmp_path: Path) -> None:
         "name": "smoke", "target": gateway.address, "concurrency": 4, "duration_s": 1.5, "warmup_s": 0.3,
         "requests": [{"model": "identity", "inputs": {"INPUT0": {"shape": [16]}}, "keys": 20}],
     }  # fmt: skip
-    row = _run(scenario, tmp_path)
+    row = _run(scenario, tmp_path, "--plot", str(tmp_path / "run.png"))
     assert row["ok"] > 20 and row["errors"] == {} and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert (tmp_path / "run.png").read_bytes().startswith(b"\x89PNG\r\n")
 
 
 def test_several_generator_processes_share_the_load_and_merge_results(gateway: GatewayProcess, tmp_path: Path) -> None:
