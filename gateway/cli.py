@@ -191,6 +191,19 @@ def bench(
 
 
 @app.command()
+def soak(
+    out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG results.")] = Path("results"),
+    minutes: Annotated[float, typer.Option(help="Length of the run.")] = 10.0,
+    rate: Annotated[float, typer.Option(help="Requests per second (open loop, Poisson).")] = 300.0,
+    workers: Annotated[int, typer.Option(min=1, help="Gateway worker processes.")] = 1,
+) -> None:
+    """A long mixed run through a local gateway, watching its memory (RSS) for growth."""
+    from loadtest.soak import run_soak
+
+    sys.exit(run_soak(out, minutes, rate, workers))
+
+
+@app.command()
 def demo() -> None:
     """Start a local Triton and the gateway, send every model a request through it, show a table."""
     from gateway.demo import run_demo

@@ -18,7 +18,7 @@ import numpy as np
 
 from loadtest.runner import Result
 
-__all__ = ["per_second", "plot_bench", "plot_results"]
+__all__ = ["per_second", "plot_bench", "plot_results", "plot_rss"]
 
 PERCENTILES = (50.0, 99.0)
 
@@ -82,6 +82,21 @@ def plot_bench(rows: Sequence[dict[str, object]], path: Path) -> Path:
     p99_axes.set_xscale("log")
     p99_axes.set_xlabel("p99 latency (ms)")
     p99_axes.legend(fontsize="small")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_rss(samples: Sequence[tuple[float, int]], title: str, path: Path) -> Path:
+    """Memory over a soak run: (seconds, bytes) samples."""
+    figure, axes = plt.subplots(figsize=(9, 4))
+    axes.plot([seconds / 60 for seconds, _ in samples], [rss / 2**20 for _, rss in samples])
+    axes.set_xlabel("minutes")
+    axes.set_ylabel("gateway RSS (MiB)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
