@@ -10,11 +10,12 @@ import logging
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-__all__ = ["WorkersCollector"]
+__all__ = ["SupervisorMetrics", "WorkersCollector"]
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +47,15 @@ class WorkersCollector(Collector):
                     into.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
         yield from merged.values()
         yield up
+
+
+class SupervisorMetrics:
+    """The supervisor's registry: its workers' series and its own."""
+
+    def __init__(self, addresses: Callable[[], Mapping[int, str]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(WorkersCollector(addresses))
+        self.alive = Gauge("gateway_workers", "Worker processes running", registry=self.registry)
+        self.restarts = Counter(
+            "gateway_worker_restarts", "Workers restarted after exiting unexpectedly", registry=self.registry
+        )

@@ -30,12 +30,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from gateway.config import ConfigError, GatewayConfig
 from gateway.metrics_server import MetricsServer
 from gateway.server import Serving, ready_line, serve
-from gateway.worker_metrics import WorkersCollector
+from gateway.worker_metrics import SupervisorMetrics
 
 __all__ = ["run_workers", "worker_configs"]
 
@@ -104,12 +102,7 @@ class _Supervisor:
         self.processes: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self.metrics: dict[int, str] = {}
-        self.registry = CollectorRegistry()
-        self.registry.register(WorkersCollector(lambda: dict(self.metrics)))
-        self.alive = Gauge("gateway_workers", "Worker processes running", registry=self.registry)
-        self.restarts = Counter(
-            "gateway_worker_restarts", "Workers restarted after exiting unexpectedly", registry=self.registry
-        )
+        self.own_metrics = SupervisorMetrics(lambda: dict(self.metrics))
 
     def start(self, index: int) -> None:
         process = self._context.Process(
@@ -129,7 +122,7 @@ class _Supervisor:
             return False
         if metrics:
             self.metrics[index] = metrics
-        self.alive.set(sum(p.is_alive() for p in self.processes.values()))
+        self.own_metrics.alive.set(sum(p.is_alive() for p in self.processes.values()))
         return True
 
     def exited(self) -> list[int]:
@@ -170,7 +163,7 @@ async def _supervise(supervisor: _Supervisor, workers: int) -> int:
     metrics_server = None
     metrics = None
     if telemetry.metrics_port is not None:
-        metrics_server = MetricsServer(supervisor.registry, telemetry.metrics_host, telemetry.metrics_port)
+        metrics_server = MetricsServer(supervisor.own_metrics.registry, telemetry.metrics_host, telemetry.metrics_port)
         metrics = f"{telemetry.metrics_host}:{await metrics_server.start()}"
     first = supervisor.configs[0]
     host, _, port = first.listen.rpartition(":")
@@ -189,7 +182,7 @@ async def _supervise(supervisor: _Supervisor, workers: int) -> int:
             if stopping.is_set() or time.monotonic() - supervisor.started_at[index] < _RESTART_BACKOFF_S:
                 continue
             log.error("worker %d exited with code %s: restarting it", index, supervisor.processes[index].exitcode)
-            supervisor.restarts.inc()
+            supervisor.own_metrics.restarts.inc()
             supervisor.metrics.pop(index, None)
             supervisor.start(index)
     log.info("signal received: draining %d workers", workers)

@@ -40,8 +40,10 @@ from gateway.caching import InferenceCache
 from gateway.compare import Comparison, TensorComparison
 from gateway.config import PoolConfig, parse_config
 from gateway.metrics import GatewayMetrics, StatsCollector
+from gateway.metrics_server import MetricsServer
 from gateway.shadow_stats import ShadowStats
 from gateway.upstream import Pool
+from gateway.worker_metrics import SupervisorMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
@@ -97,9 +99,17 @@ async def _exposition() -> str:
     shadows.counters("classifier", "v1", "v2").record(Comparison((scores,)))
     batches = BatchStats(calls=3, merged_calls=2, requests=9, sizes={1: 1, 4: 2})
     registry.register(StatsCollector({"gpu": pool}, lambda: {}, cache, shadows, batches))  # no admission: gauges 0
+    # With --workers the supervisor serves every worker's series with a `worker` label: worker 0
+    # serves this registry, worker 1 does not answer.
+    worker = MetricsServer(registry, "127.0.0.1", 0)
+    port = await worker.start()
+    supervisor = SupervisorMetrics(lambda: {0: f"127.0.0.1:{port}", 1: "127.0.0.1:1"})
+    supervisor.alive.set(1)
     try:
-        return generate_latest(registry).decode()
+        merged = await asyncio.to_thread(generate_latest, supervisor.registry)  # it scrapes the loop's server
+        return generate_latest(registry).decode() + merged.decode()
     finally:
+        await worker.stop()
         for endpoint in pool.endpoints:
             await endpoint.channel.close(None)
 
@@ -119,10 +129,10 @@ def exposed() -> dict[str, Series]:
 
 def test_the_exposition_has_what_the_dashboard_is_built_on(exposed: dict[str, Series]) -> None:
     """A sanity check of the fixture, so that the others do not pass on an empty set."""
-    assert exposed["gateway_requests_total"].labels == {"method", "model", "variant", "code"}
+    assert exposed["gateway_requests_total"].labels == {"method", "model", "variant", "code", "worker"}
     assert {"gateway_request_duration_seconds_bucket", "gateway_request_duration_seconds_sum"} <= set(exposed)
     assert exposed["gateway_upstream_ready"] == Series(
-        "gateway_upstream_ready", "gauge", frozenset({"pool", "endpoint"})
+        "gateway_upstream_ready", "gauge", frozenset({"pool", "endpoint", "worker"})
     )
     assert "gateway_shadow_max_abs_error_bucket" in exposed
     assert "gateway_shadow_max_abs_error_sum" not in exposed, "the shadow error histogram has buckets only"
