@@ -127,3 +127,21 @@ def test_a_route_changed_through_worker_0_reaches_every_worker(triton: TritonCli
             while set(variants := _send_over_new_connections(gateway.address, request, 1)) != {"1"}:
                 assert time.monotonic() < deadline, f"some worker still routes elsewhere: {variants}"
             admin.close()
+
+
+def test_max_connection_age_spreads_one_long_lived_client_over_the_workers(triton: TritonCli, tmp_path: Path) -> None:
+    """One channel, kept for seconds: GOAWAY every 0.3 s makes it reconnect, and the kernel picks a
+    worker again each time; every request still succeeds."""
+    args = ["--upstream", triton.address, "--workers", "2", "--metrics-port", "0", "--max-connection-age", "0.3"]
+    with running_gateway(args, tmp_path / "gateway.log") as gateway:
+        request = _identity()
+        with grpc.insecure_channel(gateway.address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            sent, stop = 0, time.monotonic() + 5
+            while time.monotonic() < stop:
+                stub.ModelInfer(request, timeout=10)
+                sent += 1
+        metrics = scrape_metrics(gateway.metrics_address)
+    served = _by_worker(metrics, "gateway_requests_total", method="ModelInfer", code="OK")
+    assert sum(served.values()) == sent
+    assert sorted(served) == ["0", "1"] and all(served.values()), served
