@@ -8,7 +8,7 @@ TRITON_VENV := .venv-triton
 PIP_QUIET := --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
 
-.PHONY: all venv triton-venv redis deploy-tools demo test lint unit pytest proto proto-check bench clean
+.PHONY: all venv triton-venv redis deploy-tools perf-analyzer demo test lint unit pytest proto proto-check bench clean
 
 all: test
 
@@ -36,6 +36,19 @@ redis:
 deploy-tools: $(VENV)/.deploy-tools
 $(VENV)/.deploy-tools: $(VENV)/.installed deploy/tools/install_validators.py
 	$(BIN)/python deploy/tools/install_validators.py 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
+
+# NVIDIA's perf_analyzer 2.51, from the tritonclient 2.51 wheel (PyPI's perf-analyzer 2.60 needs
+# glibc 2.38), with the CUDA runtime it links (no GPU needed) and Debian's libb64: the e2e test
+# runs it against the gateway unchanged. Kept apart from the venv's newer tritonclient.
+PERF_ANALYZER_DIR := .tools/perf_analyzer
+perf-analyzer: $(PERF_ANALYZER_DIR)/.installed
+$(PERF_ANALYZER_DIR)/.installed: $(VENV)/.installed
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d >/dev/null; \
+	  else echo "libb64-0d is missing: install Debian's libb64-0d"; exit 1; fi; }
+	$(BIN)/pip install $(PIP_QUIET) --no-deps --target $(PERF_ANALYZER_DIR) \
+	  tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
 
 demo: venv triton-venv
@@ -66,10 +79,10 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-pytest: venv triton-venv redis deploy-tools
+pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 
 test: proto-check lint pytest
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) .tools .mypy_cache .ruff_cache .pytest_cache

@@ -6,6 +6,7 @@ Cached responses are stored without the caller's request id; each caller gets it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -19,11 +20,13 @@ from cache import (
     CacheStats,
     Directives,
     L2Key,
+    ModelHits,
     Outcome,
     RedisTier,
     ResponseCache,
     SingleFlight,
     cache_key,
+    fold_hits,
 )
 from gateway.config import CacheConfig, GatewayConfig, RouteCacheConfig
 from gateway.retarget import append_string_field
@@ -83,6 +86,7 @@ class InferenceCache:
             )
         self.tiers = ResponseCache(ByteLRU(settings.l1_max_bytes), l2, self.stats)
         self.flight: SingleFlight[tuple[bytes, str]] = SingleFlight()
+        self.model_hits = ModelHits()
         self._ignored = frozenset(settings.ignored_parameters)
         self.default, self.per_route = policies(config)
 
@@ -107,7 +111,9 @@ class InferenceCache:
         variant = prepared.decision.primary
         digest = cache_key(request, variant.model, variant.version, self._ignored, prepared.tensors)
         key: L2Key = (prepared.route.model, variant.name, digest)
+        started = time.perf_counter_ns()
         if not directives.no_cache and (value := self.tiers.lookup_l1(key, policy)) is not None:
+            self._hit(prepared, started)
             return with_id(value, request.id), Outcome.HIT_L1
 
         async def resolve() -> tuple[bytes, str]:
@@ -128,7 +134,37 @@ class InferenceCache:
             (response, outcome), leader = await self.flight.run(key, resolve)
             if not leader:
                 self.stats.coalesced += 1
+        if outcome == Outcome.HIT_L2:
+            self._hit(prepared, started)
         return with_id(response, request.id), outcome
+
+    def _hit(self, prepared: Prepared, started_ns: int) -> None:
+        """Counted for the model's statistics (ModelStatistics through the gateway)."""
+        variant = prepared.decision.primary
+        inputs = prepared.request.inputs
+        batched = prepared.signature.max_batch_size > 0 and inputs and inputs[0].shape
+        rows = inputs[0].shape[0] if batched else 1
+        self.model_hits.record(variant.model, variant.version, rows, time.perf_counter_ns() - started_ns)
+
+    def show_in_config(self, response: bytes, route: str) -> bytes:
+        """A ModelConfigResponse saying `response_cache { enable: true }` when the gateway caches
+        the route, as Triton's would for a model with its own cache (clients such as perf_analyzer
+        read it to report hits)."""
+        if not self.policy(route).enabled:
+            return response
+        answer = service_pb2.ModelConfigResponse.FromString(response)
+        if answer.config.response_cache.enable:
+            return response
+        answer.config.response_cache.enable = True
+        return answer.SerializeToString()
+
+    def fold_into_statistics(self, response: bytes) -> bytes:
+        """A ModelStatisticsResponse with the cache's hits counted as Triton's own cache would."""
+        hits = self.model_hits.snapshot()
+        if not hits:
+            return response
+        statistics = service_pb2.ModelStatisticsResponse.FromString(response)
+        return statistics.SerializeToString() if fold_hits(statistics, hits) else response
 
     async def close(self) -> None:
         await self.tiers.close()

@@ -213,6 +213,16 @@ class DataPlane:
         return Prepared(payload, self.pools[variant.pool], route, decision, request, signature, tensors)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:
+        response = await self._model_rpc(method, payload, timeout)
+        if self.cache is None:
+            return response
+        if method == "ModelStatistics":
+            return self.cache.fold_into_statistics(response)
+        if method == "ModelConfig":
+            return self.cache.show_in_config(response, parse(service_pb2.ModelConfigRequest, payload).name)
+        return response
+
+    async def _model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:
         scoped = MODEL_SCOPED[method]
         request = parse(scoped.request, payload)
         public = getattr(request, scoped.name_field)

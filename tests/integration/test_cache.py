@@ -276,3 +276,43 @@ def test_gatewayctl_cache_stats_and_invalidate(cached: GatewayProcess) -> None:
     assert '"removed"' in flushed.stdout or flushed.stdout.strip() == "{}"
     refused = subprocess.run([ctl, "invalidate", *where], capture_output=True, text=True, check=False)
     assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr
+
+
+def _identity_statistics(address: str) -> pb.ModelStatistics:
+    channel = Client(address)
+    try:
+        answer = channel.stub.ModelStatistics(pb.ModelStatisticsRequest(name="identity"), timeout=10)
+    finally:
+        channel.close()
+    (entry,) = [entry for entry in answer.model_stats if entry.version == "1"]
+    return entry
+
+
+def test_hits_show_in_model_statistics_as_tritons_own_cache_would(
+    client: Client, cached: GatewayProcess, triton: TritonCli
+) -> None:
+    """perf_analyzer and dashboards read ModelStatistics: hits count as successful inferences
+    that hit the cache (no execution), and the config says the model's responses are cached."""
+    request = _request("identity", _unique(16))
+    client.call(request)  # a miss: Triton executes it
+    before = _identity_statistics(cached.address)
+    for _ in range(5):
+        assert client.call(request)[1]["x-cache"] == "hit-l1"
+    after = _identity_statistics(cached.address)
+    assert after.inference_stats.cache_hit.count - before.inference_stats.cache_hit.count == 5
+    assert after.inference_stats.success.count - before.inference_stats.success.count == 5
+    assert after.inference_count - before.inference_count == 5
+    assert after.execution_count == before.execution_count
+    direct = _identity_statistics(triton.address)
+    assert direct.inference_stats.cache_hit.count == 0  # Triton's own numbers are left alone
+    config = client.stub.ModelConfig(pb.ModelConfigRequest(name="identity"), timeout=10).config
+    assert config.response_cache.enable
+
+
+def test_without_the_cache_the_config_says_no_response_cache(gateway: GatewayProcess) -> None:
+    plain = Client(gateway.address)
+    try:
+        config = plain.stub.ModelConfig(pb.ModelConfigRequest(name="identity"), timeout=10).config
+    finally:
+        plain.close()
+    assert not config.response_cache.enable
