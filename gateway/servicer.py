@@ -81,7 +81,9 @@ def _status(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, ""
 
 
-async def _abort(context: Context, exc: Exception, record: RequestRecord) -> None:
+async def _abort(context: Context, exc: Exception, record: RequestRecord, telemetry: Telemetry) -> None:
+    """Answer with the failure's status. The record is closed first: once the caller has the
+    status, the metrics and the access log already count it."""
     code, message = _status(exc)
     record.code = code.name
     trailing = list(record.trailing)
@@ -90,7 +92,15 @@ async def _abort(context: Context, exc: Exception, record: RequestRecord) -> Non
     if not isinstance(exc, GatewayError):
         log.error("internal error, request id %s", record.request_id, exc_info=exc)
         message = f"internal gateway error (request id {record.request_id})"
+    telemetry.end(record)
     await context.abort(code, message, tuple(trailing))
+
+
+def _end_cancelled(context: Context, record: RequestRecord, telemetry: Telemetry) -> None:
+    remaining = context.time_remaining()
+    expired = remaining is not None and remaining <= 0
+    record.code = (grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED).name
+    telemetry.end(record)
 
 
 def _unary(method: str, handler: Unary, inflight: InFlight, telemetry: Telemetry) -> Handler:
@@ -99,16 +109,18 @@ def _unary(method: str, handler: Unary, inflight: InFlight, telemetry: Telemetry
         try:
             with inflight, telemetry.scope(record):
                 response = await handler(payload, context)
-            record.bytes_out = len(response)
-            context.set_trailing_metadata(tuple(record.trailing))
-            if record.sample_payload:
-                record.payloads = (payload, response)
-            return response
         except Exception as exc:  # the boundary: every failure becomes a status here
-            await _abort(context, exc, record)
+            await _abort(context, exc, record, telemetry)
             raise  # unreachable: abort raises
-        finally:
-            telemetry.end(record)
+        except BaseException:  # cancelled: the caller left or its deadline passed
+            _end_cancelled(context, record, telemetry)
+            raise
+        record.bytes_out = len(response)
+        context.set_trailing_metadata(tuple(record.trailing))
+        if record.sample_payload:
+            record.payloads = (payload, response)
+        telemetry.end(record)
+        return response
 
     return grpc.unary_unary_rpc_method_handler(run)
 
@@ -121,11 +133,14 @@ def _streaming(method: str, handler: Streaming, inflight: InFlight, telemetry: T
                 async for response in handler(requests, context):
                     record.bytes_out += len(response)
                     yield response
-            context.set_trailing_metadata(tuple(record.trailing))
         except Exception as exc:
-            await _abort(context, exc, record)
-        finally:
-            telemetry.end(record)
+            await _abort(context, exc, record, telemetry)
+            return
+        except BaseException:
+            _end_cancelled(context, record, telemetry)
+            raise
+        context.set_trailing_metadata(tuple(record.trailing))
+        telemetry.end(record)
 
     return grpc.stream_stream_rpc_method_handler(run)
 
