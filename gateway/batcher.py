@@ -9,6 +9,7 @@ here, so one bad input never fails a batch. A single caller goes upstream with i
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -21,7 +22,7 @@ from batching import BatchQueue, MergeError, Pending, Tensor, merge, merge_key, 
 from gateway.config import BatchingConfig, GatewayConfig, RouteBatchingConfig
 from gateway.errors import DeadlineExceeded, GatewayError
 from gateway.signature import ModelSignature
-from gateway.telemetry import current
+from gateway.telemetry import current, detached
 from gateway.upstream import ModelKey, Pool
 
 if TYPE_CHECKING:
@@ -43,12 +44,20 @@ class BatchStats:
     sizes: dict[int, int] = field(default_factory=dict)  # callers per call → calls
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    response: bytes
+    shared: int  # callers in the upstream call
+    upstream_s: float  # how long that call took
+
+
 @dataclass(slots=True)
 class _Caller:
     request: service_pb2.ModelInferRequest
     tensors: Sequence[Tensor]
     payload: bytes  # the caller's own bytes, as they would go upstream alone
-    answer: asyncio.Future[tuple[bytes, int]]  # the response and how many callers shared its call
+    answer: asyncio.Future[_Answer]
+    context: contextvars.Context  # the caller's trace context, for the call it leads
 
 
 class ModelBatcher:
@@ -71,15 +80,16 @@ class ModelBatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, prepared: Prepared, timeout: float | None) -> bytes:
-        answer: asyncio.Future[tuple[bytes, int]] = asyncio.get_running_loop().create_future()
-        caller = _Caller(prepared.request, prepared.tensors, prepared.payload, answer)
+        answer: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        caller = _Caller(prepared.request, prepared.tensors, prepared.payload, answer, contextvars.copy_context())
         deadline = None if timeout is None else self._clock() + timeout
         self._queue.add(caller, rows(prepared.request) or 1, deadline)
         self._pump()
-        response, shared = await caller.answer
+        result = await caller.answer
         if (record := current()) is not None:
-            record.trailing.append((BATCH_KEY, str(shared)))
-        return response
+            record.trailing.append((BATCH_KEY, str(result.shared)))
+            record.upstream_s += result.upstream_s
+        return result.response
 
     def _pump(self) -> None:
         while self._queue.ready():
@@ -89,7 +99,8 @@ class ModelBatcher:
                 late.item.answer.set_exception(DeadlineExceeded("the deadline passed while waiting for a batch"))
             if not batch:
                 break
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+            # In the first caller's context (its trace carries the call), with no request record.
+            task = asyncio.get_running_loop().create_task(self._send(batch), context=batch[0].item.context)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if not self._queue and not self._queue.inflight:
@@ -105,15 +116,18 @@ class ModelBatcher:
         self.stats.calls += 1
         self.stats.requests += len(callers)
         self.stats.sizes[len(callers)] = self.stats.sizes.get(len(callers), 0) + 1
+        started = self._clock()
         try:
-            if len(callers) == 1:
-                answers = [await self.pool.call("ModelInfer", callers[0].payload, timeout, self.model)]
-            else:
-                self.stats.merged_calls += 1
-                answers = await self._merged(callers, timeout)
+            with detached():  # each caller adds the call's time to its own record
+                if len(callers) == 1:
+                    answers = [await self.pool.call("ModelInfer", callers[0].payload, timeout, self.model)]
+                else:
+                    self.stats.merged_calls += 1
+                    answers = await self._merged(callers, timeout)
+            elapsed = self._clock() - started
             for caller, answer in zip(callers, answers, strict=True):
                 if not caller.answer.done():
-                    caller.answer.set_result((answer, len(callers)))
+                    caller.answer.set_result(_Answer(answer, len(callers), elapsed))
         except Exception as exc:  # every caller of the batch gets the failure; none is left waiting
             if not isinstance(exc, GatewayError):
                 log.error("merged call for %s failed", self.model, exc_info=exc)

@@ -75,6 +75,16 @@ def current() -> RequestRecord | None:
 
 
 @contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Work done for several RPCs at once (a merged upstream call): no single record owns it."""
+    token = _RECORD.set(None)
+    try:
+        yield
+    finally:
+        _RECORD.reset(token)
+
+
+@contextlib.contextmanager
 def child_span(
     name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
 ) -> Iterator[trace.Span]:

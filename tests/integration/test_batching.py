@@ -112,6 +112,12 @@ def test_concurrent_callers_of_every_datatype_share_executions_and_get_their_own
     metrics = scrape_metrics(batching_gateway.metrics_address)
     assert metrics[("gateway_batch_merged_calls_total", frozenset())] >= 1
     assert metrics[("gateway_batch_requests_total", frozenset())] >= 25
+    # every caller of a merged call has the call's time in its own upstream latency
+    upstream = frozenset({("pool", "default"), ("model", "batch_echo")})
+    assert (
+        metrics[("gateway_upstream_duration_seconds_count", upstream)]
+        == metrics[("gateway_batch_requests_total", frozenset())]
+    )
 
 
 def test_one_callers_bad_input_fails_only_that_caller(batching_gateway: GatewayProcess) -> None:
