@@ -12,13 +12,13 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tritonclient.grpc import service_pb2
 
-from batching import BatchQueue, MergeError, Pending, Tensor, merge, merge_key, rows, split
+from batching import BatchQueue, MergeError, Pending, merge, merge_key, rows, split
 from gateway.config import BatchingConfig, GatewayConfig, RouteBatchingConfig
 from gateway.errors import DeadlineExceeded, GatewayError
 from gateway.signature import ModelSignature
@@ -53,9 +53,7 @@ class _Answer:
 
 @dataclass(slots=True)
 class _Caller:
-    request: service_pb2.ModelInferRequest
-    tensors: Sequence[Tensor]
-    payload: bytes  # the caller's own bytes, as they would go upstream alone
+    prepared: Prepared  # its payload: the caller's own bytes, as they would go upstream alone
     answer: asyncio.Future[_Answer]
     context: contextvars.Context  # the caller's trace context, for the call it leads
 
@@ -81,7 +79,7 @@ class ModelBatcher:
 
     async def submit(self, prepared: Prepared, timeout: float | None) -> bytes:
         answer: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        caller = _Caller(prepared.request, prepared.tensors, prepared.payload, answer, contextvars.copy_context())
+        caller = _Caller(prepared, answer, contextvars.copy_context())
         deadline = None if timeout is None else self._clock() + timeout
         self._queue.add(caller, rows(prepared.request) or 1, deadline)
         self._pump()
@@ -120,7 +118,7 @@ class ModelBatcher:
         try:
             with detached():  # each caller adds the call's time to its own record
                 if len(callers) == 1:
-                    answers = [await self.pool.call("ModelInfer", callers[0].payload, timeout, self.model)]
+                    answers = [await self.pool.call("ModelInfer", callers[0].prepared.payload, timeout, self.model)]
                 else:
                     self.stats.merged_calls += 1
                     answers = await self._merged(callers, timeout)
@@ -139,8 +137,8 @@ class ModelBatcher:
             self._pump()
 
     async def _merged(self, callers: list[_Caller], timeout: float | None) -> list[bytes]:
-        requests = [caller.request for caller in callers]
-        merged = merge(requests, [caller.tensors for caller in callers])
+        requests = [caller.prepared.request for caller in callers]
+        merged = merge(requests, [caller.prepared.tensors for caller in callers])
         merged.model_name, merged.model_version = self.model
         response = await self.pool.call("ModelInfer", merged.SerializeToString(), timeout, self.model)
         try:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from tritonclient.grpc import service_pb2
 
+from batching import rows
 from cache import (
     CACHE_CONTROL,
     Breaker,
@@ -141,10 +142,9 @@ class InferenceCache:
     def _hit(self, prepared: Prepared, started_ns: int) -> None:
         """Counted for the model's statistics (ModelStatistics through the gateway)."""
         variant = prepared.decision.primary
-        inputs = prepared.request.inputs
-        batched = prepared.signature.max_batch_size > 0 and inputs and inputs[0].shape
-        rows = inputs[0].shape[0] if batched else 1
-        self.model_hits.record(variant.model, variant.version, rows, time.perf_counter_ns() - started_ns)
+        batched = prepared.signature.max_batch_size > 0
+        inferences = (rows(prepared.request) or 1) if batched else 1  # Triton counts each row
+        self.model_hits.record(variant.model, variant.version, inferences, time.perf_counter_ns() - started_ns)
 
     def show_in_config(self, response: bytes, route: str) -> bytes:
         """A ModelConfigResponse saying `response_cache { enable: true }` when the gateway caches

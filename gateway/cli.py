@@ -93,7 +93,7 @@ def serve(
         if settings.workers > 1:
             from gateway.workers import run_workers
 
-            sys.exit(run_workers(settings, config, settings.workers, log_level.upper()))
+            sys.exit(run_workers(settings, config, log_level.upper()))
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:
         raise _fail(str(exc)) from exc

@@ -52,10 +52,11 @@ class WorkersCollector(Collector):
 class SupervisorMetrics:
     """The supervisor's registry: its workers' series and its own."""
 
-    def __init__(self, addresses: Callable[[], Mapping[int, str]]) -> None:
+    def __init__(self, addresses: Callable[[], Mapping[int, str]], running: Callable[[], float]) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(WorkersCollector(addresses))
-        self.alive = Gauge("gateway_workers", "Worker processes running", registry=self.registry)
+        alive = Gauge("gateway_workers", "Worker processes running", registry=self.registry)
+        alive.set_function(running)  # counted when scraped
         self.restarts = Counter(
             "gateway_worker_restarts", "Workers restarted after exiting unexpectedly", registry=self.registry
         )

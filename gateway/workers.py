@@ -55,9 +55,10 @@ def _with_port(address: str) -> str:
     return address if int(port) else f"{host}:{_free_port(host)}"
 
 
-def worker_configs(config: GatewayConfig, workers: int) -> list[GatewayConfig]:
+def worker_configs(config: GatewayConfig) -> list[GatewayConfig]:
     """Each worker's configuration: the same ports for all (0 resolved once, here), the admin API
     on worker 0 only, metrics on a private port when the supervisor serves them."""
+    workers = config.workers
     if workers > 1 and config.admin is not None and config.shared.redis_url is None:
         raise ConfigError(
             f"--workers {workers} with the admin API needs --redis (shared.redis_url): a route changed "
@@ -92,9 +93,9 @@ def _worker(
 
 
 class _Supervisor:
-    def __init__(self, config: GatewayConfig, config_path: Path | None, workers: int, level: str) -> None:
+    def __init__(self, config: GatewayConfig, config_path: Path | None, level: str) -> None:
         self.config = config
-        self.configs = worker_configs(config, workers)
+        self.configs = worker_configs(config)
         self.config_path = config_path
         self.level = level
         self._context = multiprocessing.get_context("spawn")  # no fork after grpc has started threads
@@ -102,7 +103,7 @@ class _Supervisor:
         self.processes: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self.metrics: dict[int, str] = {}
-        self.own_metrics = SupervisorMetrics(lambda: dict(self.metrics))
+        self.own_metrics = SupervisorMetrics(lambda: dict(self.metrics), self.running)
 
     def start(self, index: int) -> None:
         process = self._context.Process(
@@ -122,8 +123,10 @@ class _Supervisor:
             return False
         if metrics:
             self.metrics[index] = metrics
-        self.own_metrics.alive.set(sum(p.is_alive() for p in self.processes.values()))
         return True
+
+    def running(self) -> int:
+        return sum(process.is_alive() for process in self.processes.values())
 
     def exited(self) -> list[int]:
         return [index for index, process in self.processes.items() if process.exitcode is not None]
@@ -145,8 +148,9 @@ class _Supervisor:
                 process.join()
 
 
-async def _supervise(supervisor: _Supervisor, workers: int) -> int:
+async def _supervise(supervisor: _Supervisor) -> int:
     loop = asyncio.get_running_loop()
+    workers = len(supervisor.configs)
     for index in range(workers):
         supervisor.start(index)
     announced = 0
@@ -194,7 +198,6 @@ async def _supervise(supervisor: _Supervisor, workers: int) -> int:
     return 0
 
 
-def run_workers(config: GatewayConfig, config_path: Path | None, workers: int, level: str) -> int:
-    """Serve with `workers` processes until SIGTERM/SIGINT; the exit code."""
-    supervisor = _Supervisor(config, config_path, workers, level)
-    return asyncio.run(_supervise(supervisor, workers))
+def run_workers(config: GatewayConfig, config_path: Path | None, level: str) -> int:
+    """Serve with `config.workers` processes until SIGTERM/SIGINT; the exit code."""
+    return asyncio.run(_supervise(_Supervisor(config, config_path, level)))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from loadtest.processes import cpu_seconds
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import Scenario
 
@@ -53,18 +54,6 @@ class Comparison:
         }  # fmt: skip
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    """The process's CPU time and its live children's (a supervisor's workers)."""
-    total = 0.0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            times = member.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 async def compare(
     scenario: Scenario,
     direct: str,
@@ -77,9 +66,9 @@ async def compare(
     process = psutil.Process(gateway_pid) if gateway_pid else None
     for _ in range(rounds):
         comparison.direct.append(await run_scenario(scenario, direct))
-        before = _cpu_seconds(process) if process else 0.0
+        before = cpu_seconds(process) if process else 0.0
         comparison.gateway.append(await run_scenario(scenario, gateway))
         if process is not None:
-            comparison.gateway_cpu_s += _cpu_seconds(process) - before
+            comparison.gateway_cpu_s += cpu_seconds(process) - before
         await asyncio.sleep(0)
     return comparison

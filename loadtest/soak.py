@@ -20,6 +20,7 @@ from rich.console import Console
 from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
 from loadtest.plot import plot_rss
+from loadtest.processes import rss_bytes
 from loadtest.report import write_json
 from loadtest.runner import run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
@@ -52,20 +53,10 @@ def soak_scenario(target: str, minutes: float, rate: float) -> Scenario:
     )  # fmt: skip
 
 
-def _rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def _sample(process: psutil.Process, samples: list[tuple[float, int]], stop: threading.Event) -> None:
     started = time.monotonic()
     while not stop.is_set():
-        samples.append((time.monotonic() - started, _rss(process)))
+        samples.append((time.monotonic() - started, rss_bytes(process)))
         stop.wait(SAMPLE_EVERY_S)
 
 

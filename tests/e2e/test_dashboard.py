@@ -103,8 +103,7 @@ async def _exposition() -> str:
     # serves this registry, worker 1 does not answer.
     worker = MetricsServer(registry, "127.0.0.1", 0)
     port = await worker.start()
-    supervisor = SupervisorMetrics(lambda: {0: f"127.0.0.1:{port}", 1: "127.0.0.1:1"})
-    supervisor.alive.set(1)
+    supervisor = SupervisorMetrics(lambda: {0: f"127.0.0.1:{port}", 1: "127.0.0.1:1"}, lambda: 1)
     try:
         merged = await asyncio.to_thread(generate_latest, supervisor.registry)  # it scrapes the loop's server
         return generate_latest(registry).decode() + merged.decode()
