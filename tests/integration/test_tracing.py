@@ -179,10 +179,10 @@ class OtlpHttpReceiver:
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait_for_trace(self, trace_id: str, timeout_s: float) -> list[dict[str, Any]]:
+    def wait_for_spans(self, name: str, count: int, timeout_s: float) -> list[dict[str, Any]]:
         with self._arrived:
-            self._arrived.wait_for(lambda: any(s["traceId"] == trace_id for s in self.spans), timeout_s)
-            return [s for s in self.spans if s["traceId"] == trace_id]
+            self._arrived.wait_for(lambda: sum(s["name"] == name for s in self.spans) >= count, timeout_s)
+            return [s for s in self.spans if s["name"] == name]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -210,16 +210,29 @@ def otel_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trit
 
 async def test_the_trace_continues_inside_triton(otel_triton: tuple[TritonProcess, OtlpHttpReceiver]) -> None:
     """Triton (in its OpenTelemetry trace mode) reports spans in the gateway's trace, its request
-    span a child of the gateway's upstream attempt span."""
+    span a child of the gateway's upstream attempt span.
+
+    Triton 2.51 itself drops an incoming `traceparent` now and then (about 1 request in 20 starts a
+    fresh trace: reproduced with plain tritonclient calls straight to Triton,
+    no gateway involved), so several requests go, each in its own trace: every request Triton
+    continued must hang under its attempt span, and at least one must be continued (all five lost
+    would take ~3e-7 by Triton's flake alone, and the gateway's own propagation is checked exactly
+    by test_traceparent_goes_upstream_only_when_sampled)."""
     triton, receiver = otel_triton
+    trace_ids = [f"{TRACE_ID[:-2]}{n:02x}" for n in range(5)]
     started = await _start(triton.options.grpc_target, 1.0)
     try:
-        await _infer(started.address, _identity(), (("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01"),))
+        for trace_id in trace_ids:
+            await _infer(started.address, _identity(), (("traceparent", f"00-{trace_id}-{PARENT_SPAN}-01"),))
     finally:
         await started.gateway.stop()
-    attempt = next(s for s in started.spans() if s.name == "upstream ModelInfer")
-    in_triton = await asyncio.to_thread(receiver.wait_for_trace, TRACE_ID, 30.0)
-    seen = {(s["traceId"], s["name"]) for s in receiver.spans}
-    assert {s["name"] for s in in_triton} >= {"InferRequest", "compute"}, (TRACE_ID, seen)
-    request_span = next(s for s in in_triton if s["name"] == "InferRequest")
-    assert request_span["parentSpanId"] == format(attempt.context.span_id, "016x")
+    attempts = {format(s.context.trace_id, "032x"): s for s in started.spans() if s.name == "upstream ModelInfer"}
+    assert sorted(attempts) == sorted(trace_ids)
+    requests = await asyncio.to_thread(receiver.wait_for_spans, "InferRequest", len(trace_ids), 30.0)
+    continued = [s for s in requests if s["traceId"] in attempts]
+    seen = {(s["traceId"], s["name"], s.get("parentSpanId")) for s in receiver.spans}
+    assert len(requests) == len(trace_ids) and continued, seen
+    for span in continued:
+        assert span["parentSpanId"] == format(attempts[span["traceId"]].context.span_id, "016x"), seen
+    names = {s["name"] for s in receiver.spans if s["traceId"] == continued[0]["traceId"]}
+    assert names >= {"InferRequest", "identity", "compute"}, seen
