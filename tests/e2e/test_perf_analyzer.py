@@ -25,8 +25,10 @@ def _perf_analyzer(address: str, model: str, shape: str) -> str:
     if not BINARY.exists():
         pytest.fail(f"{BINARY} is missing: run `make perf-analyzer` (make test does)")
     environment = os.environ | {"LD_LIBRARY_PATH": str(TOOL / "nvidia" / "cuda_runtime" / "lib")}
+    # A fixed request count: perf_analyzer's stability search (three windows within 10%) is what
+    # fails on a shared 2-core machine, and this test is about the protocol, not the numbers.
     command = [str(BINARY), "-m", model, "-i", "grpc", "-u", address, "--shape", shape,
-               "--concurrency-range", "2", "--measurement-interval", "1000", "--max-trials", "10"]  # fmt: skip
+               "--concurrency-range", "2", "--request-count", "500"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done.stdout
