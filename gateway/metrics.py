@@ -7,10 +7,11 @@ Per-request series are recorded as requests finish; everything the stats objects
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
 
-__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "StatsCollector"]
+__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "Labelled", "StatsCollector"]
 
 # 100 µs to 10 s.
 LATENCY_BUCKETS = (
@@ -46,29 +47,47 @@ LATENCY_BUCKETS = (
 )
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Labelled(Generic[M]):
+    """A metric's child per label values, looked up once: `labels()` validates, rebuilds its key
+    and takes a lock on every call, which the request path pays per RPC."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.requests = Counter(
+        self.requests = Labelled(Counter(
             "gateway_requests", "RPCs answered, by method, model, variant and gRPC code",
             ["method", "model", "variant", "code"], registry=registry,
-        )  # fmt: skip
-        self.duration = Histogram(
+        ))  # fmt: skip
+        self.duration = Labelled(Histogram(
             "gateway_request_duration_seconds", "Time from receiving an RPC to answering it",
             ["method", "model"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.upstream = Histogram(
+        ))  # fmt: skip
+        self.upstream = Labelled(Histogram(
             "gateway_upstream_duration_seconds", "Time spent in upstream calls of an RPC (retries included)",
             ["pool", "model"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.queue_wait = Histogram(
+        ))  # fmt: skip
+        self.queue_wait = Labelled(Histogram(
             "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue",
             ["pool"], buckets=LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
-        self.cache = Counter(
+        ))  # fmt: skip
+        self.cache = Labelled(Counter(
             "gateway_cache_lookups", "Cache outcomes of ModelInfer, by model and result (hit-l1, hit-l2, miss, bypass)",
             ["model", "result"], registry=registry,
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 class StatsCollector(Collector):

@@ -18,11 +18,11 @@ import contextvars
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import random
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,7 @@ class RequestRecord:
     trailing: list[tuple[str, str]] = field(default_factory=list)
     payloads: tuple[bytes, bytes] | None = None  # kept only when sampled for the payload log
     sample_payload: bool = False
+    recording: bool = False  # the span records (sampled, with a real tracer): child spans are made
 
 
 def current() -> RequestRecord | None:
@@ -84,17 +85,19 @@ def detached() -> Iterator[None]:
         _RECORD.reset(token)
 
 
-@contextlib.contextmanager
+# Reusable: entering it does nothing and yields the invalid span. Untraced requests (the common
+# case) then open no generator-based context manager per child span.
+_NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+
+
 def child_span(
     name: str, attributes: Mapping[str, Any] | None = None, kind: SpanKind = SpanKind.INTERNAL
-) -> Iterator[trace.Span]:
+) -> contextlib.AbstractContextManager[trace.Span]:
     """A child of the current RPC's span (a no-op span outside an RPC or when not recording)."""
     record = _RECORD.get()
-    if record is None or not record.span.is_recording():
-        yield trace.INVALID_SPAN
-        return
-    with record.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
-        yield span
+    if record is None or not record.recording:
+        return _NO_SPAN
+    return record.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
@@ -172,7 +175,7 @@ class Telemetry:
         self._draw = random.random
 
     def begin(self, method: str, metadata: Mapping[str, str], bytes_in: int, peer: str = "") -> RequestRecord:
-        request_id = metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex
+        request_id = metadata.get(REQUEST_ID_KEY) or os.urandom(16).hex()
         parent = propagate.extract(metadata) if metadata else None
         span = self.tracer.start_span(
             f"inference.GRPCInferenceService/{method}",
@@ -182,24 +185,23 @@ class Telemetry:
                         "gateway.request_id": request_id, "client.address": peer},
         )  # fmt: skip
         record = RequestRecord(method, request_id, time.perf_counter(), self.tracer, span, metadata, bytes_in)
+        record.recording = span.is_recording()
         record.sample_payload = self._payloads is not None and self._draw() < self.config.payload_log.fraction  # type: ignore[union-attr]
         record.trailing.append((REQUEST_ID_KEY, request_id))
         _RECORD.set(record)
         return record
 
-    @contextlib.contextmanager
-    def scope(self, record: RequestRecord) -> Iterator[None]:
-        """Make the record's span current for the RPC's own work."""
-        token = otel_context.attach(trace.set_span_in_context(record.span))
-        try:
-            yield
-        finally:
-            otel_context.detach(token)
+    def scope(self, record: RequestRecord) -> contextlib.AbstractContextManager[object]:
+        """Make the record's span current for the RPC's own work. A span with no valid context
+        (no tracer, no incoming trace) has nothing to pass on: nothing is attached."""
+        if not record.span.get_span_context().is_valid:
+            return _NO_SPAN
+        return trace.use_span(record.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
 
     def end(self, record: RequestRecord) -> None:
         elapsed = time.perf_counter() - record.started
         span = record.span
-        if span.is_recording():
+        if record.recording:
             span.set_attributes({
                 "rpc.grpc.status_code": record.code, "gateway.model": record.model, "gateway.variant": record.variant,
                 "gateway.cache": record.cache, "gateway.queue_wait_ms": record.queue_wait_s * 1000,
@@ -209,14 +211,14 @@ class Telemetry:
                 span.set_status(Status(StatusCode.ERROR, record.code))
         span.end()
         metrics = self.metrics
-        metrics.requests.labels(record.method, record.model, record.variant, record.code).inc()
-        metrics.duration.labels(record.method, record.model).observe(elapsed)
+        metrics.requests(record.method, record.model, record.variant, record.code).inc()
+        metrics.duration(record.method, record.model).observe(elapsed)
         if record.upstream_s:
-            metrics.upstream.labels(record.pool, record.model).observe(record.upstream_s)
+            metrics.upstream(record.pool, record.model).observe(record.upstream_s)
         if record.queue_wait_s:
-            metrics.queue_wait.labels(record.pool).observe(record.queue_wait_s)
+            metrics.queue_wait(record.pool).observe(record.queue_wait_s)
         if record.cache:
-            metrics.cache.labels(record.model, record.cache).inc()
+            metrics.cache(record.model, record.cache).inc()
         if self._access is not None:
             self._access.write(self._access_entry(record, elapsed))
         if self._payloads is not None and record.payloads is not None:
