@@ -155,6 +155,7 @@ class Telemetry:
         self.config = config
         self.provider = provider if provider is not None else tracer_provider(config)
         self.tracer = self.provider.get_tracer("triton-gateway")
+        self._no_tracer = isinstance(self.provider, trace.NoOpTracerProvider)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self._access = None
@@ -177,13 +178,16 @@ class Telemetry:
     def begin(self, method: str, metadata: Mapping[str, str], bytes_in: int, peer: str = "") -> RequestRecord:
         request_id = metadata.get(REQUEST_ID_KEY) or os.urandom(16).hex()
         parent = propagate.extract(metadata) if metadata else None
-        span = self.tracer.start_span(
-            f"inference.GRPCInferenceService/{method}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method,
-                        "gateway.request_id": request_id, "client.address": peer},
-        )  # fmt: skip
+        if self._no_tracer:  # what a no-op tracer would start: the caller's span, passed on as it is
+            span = trace.get_current_span(parent)
+        else:
+            span = self.tracer.start_span(
+                f"inference.GRPCInferenceService/{method}",
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService", "rpc.method": method,
+                            "gateway.request_id": request_id, "client.address": peer},
+            )  # fmt: skip
         record = RequestRecord(method, request_id, time.perf_counter(), self.tracer, span, metadata, bytes_in)
         record.recording = span.is_recording()
         record.sample_payload = self._payloads is not None and self._draw() < self.config.payload_log.fraction  # type: ignore[union-attr]

@@ -158,8 +158,11 @@ class Pool:
         started = self._clock()
         endpoint.load.outstanding += 1
         self.stats.attempts += 1
-        attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
-                      "gateway.pool": self.name, "gateway.attempt": attempt}  # fmt: skip
+        record = current()
+        attributes = None
+        if record is not None and record.recording:
+            attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
+                          "gateway.pool": self.name, "gateway.attempt": attempt}  # fmt: skip
         try:
             with child_span(f"upstream {method}", attributes, SpanKind.CLIENT):
                 call = endpoint.unary(method)
@@ -174,7 +177,7 @@ class Pool:
             raise error from exc
         finally:
             endpoint.load.outstanding -= 1
-            if (record := current()) is not None:
+            if record is not None:
                 record.upstream_s += self._clock() - started
                 record.retries = attempt - 1
         endpoint.health.success()
