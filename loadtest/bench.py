@@ -5,6 +5,8 @@ latency), the 602 KB `image` at 16, the cache-hit path (one repeated `identity` 
 gateway started with --cache, against the same request sent directly), `identity_batched` through
 a gateway with --batching, and the headline: 16 clients on `heavy` (~5 ms per execution, no
 dynamic batcher in Triton) with Zipf-repeated inputs, through a gateway with --cache --batching.
+Yardsticks measured in the same run: the canned grpc.aio server (Python's inbound floor) and the
+naive passthrough proxy (`loadtest.passthrough`), each against Triton and the gateway against each.
 Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 
@@ -105,6 +107,8 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
             rows.append(_compare_workers(console, workers, triton.options.grpc_target, workdir, rounds))
         if only is None or "canned" in only:
             rows += _compare_canned(console, triton.options.grpc_target, workdir, rounds, duration_s)
+        if only is None or "passthrough" in only:
+            rows += _compare_passthrough(console, triton.options.grpc_target, workdir, rounds, duration_s)
         console.print(table("gateway vs direct Triton (same run, interleaved)", rows))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
@@ -126,18 +130,20 @@ def _compare(
 
 
 @contextlib.contextmanager
-def _canned_server() -> Iterator[tuple[str, int]]:
-    """loadtest.canned in a process of its own: its address and PID."""
-    process = subprocess.Popen([sys.executable, "-m", "loadtest.canned"], stdout=subprocess.PIPE)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().decode()
-        if not line.startswith("canned serving on "):
-            raise RuntimeError(f"the canned server did not start: {line!r}")
-        yield line.split()[-1], process.pid
-    finally:
-        process.terminate()
-        process.wait(10)
+def _reference_server(module: str, *args: str) -> Iterator[tuple[str, int]]:
+    """A yardstick (`loadtest.canned`, `loadtest.passthrough`) in a process of its own: its
+    address and PID. It announces `<what> serving on HOST:PORT` when ready."""
+    command = [sys.executable, "-m", module, *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().decode()
+            if " serving on " not in line:
+                raise RuntimeError(f"{module} did not start: {line!r}")
+            yield line.split()[-1], process.pid
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 def _compare_canned(
@@ -149,7 +155,7 @@ def _compare_canned(
     floor = Scenario(name="canned grpc.aio floor c=16", concurrency=16, requests=[identity], duration_s=duration_s)
     hits = floor.model_copy(update={"name": "cache hit c=16 vs the canned floor (--cache)"})
     gateway = _gateway(triton, CACHED, workdir / "gateway-canned.log")
-    with _canned_server() as (canned, pid):
+    with _reference_server("loadtest.canned") as (canned, pid):
         console.print(f"[bold]{floor.name}[/]: direct vs canned, {rounds} rounds")
         rows = [asyncio.run(compare(floor, triton, canned, pid, rounds)).summary()]
         gateway.start()
@@ -157,6 +163,31 @@ def _compare_canned(
             assert gateway.process is not None
             console.print(f"[bold]{hits.name}[/]: canned vs gateway, {rounds} rounds")
             result = asyncio.run(compare(hits, canned, gateway.address, gateway.process.pid, rounds, "canned floor"))
+            rows.append(result.summary())
+        finally:
+            gateway.stop()
+    return rows
+
+
+def _compare_passthrough(
+    console: Console, triton: str, workdir: Path, rounds: int, duration_s: float
+) -> list[dict[str, object]]:
+    """The naive grpc.aio proxy against Triton, then the plain gateway against that proxy: what
+    the gateway's features cost over the simplest forwarding, in the same run."""
+    identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=10_000)
+    naive = Scenario(name="naive passthrough identity c=16", concurrency=16, requests=[identity], duration_s=duration_s)
+    plain = naive.model_copy(update={"name": "identity c=16 vs the naive passthrough"})
+    gateway = _gateway(triton, PLAIN, workdir / "gateway-passthrough.log")
+    with _reference_server("loadtest.passthrough", "--upstream", triton) as (passthrough, pid):
+        console.print(f"[bold]{naive.name}[/]: direct vs passthrough, {rounds} rounds")
+        rows = [asyncio.run(compare(naive, triton, passthrough, pid, rounds)).summary()]
+        gateway.start()
+        try:
+            assert gateway.process is not None
+            console.print(f"[bold]{plain.name}[/]: passthrough vs gateway, {rounds} rounds")
+            result = asyncio.run(
+                compare(plain, passthrough, gateway.address, gateway.process.pid, rounds, "naive passthrough")
+            )
             rows.append(result.summary())
         finally:
             gateway.stop()

@@ -1,0 +1,56 @@
+"""The naive proxy: a grpc.aio server forwarding every ModelInfer to one Triton as raw bytes.
+
+One upstream channel, no routing, validation, cache or telemetry, the caller's remaining deadline
+passed on: the design the speed issue measured at ~0.43-0.47x of direct Triton. The benchmark runs
+it beside the gateway, in the same run, so "how much do the gateway's features cost over the
+simplest proxy" is a ratio, not a recollection. Run it as
+`python -m loadtest.passthrough --upstream HOST:PORT [--port N]`; it prints
+`passthrough serving on 127.0.0.1:N` when ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import grpc
+
+__all__ = ["serve_passthrough"]
+
+_SERVICE = "inference.GRPCInferenceService"
+
+
+async def serve_passthrough(host: str, port: int, upstream: str) -> None:
+    channel = grpc.aio.insecure_channel(upstream)
+    forward = channel.unary_unary(f"/{_SERVICE}/ModelInfer", None, None)  # raw bytes both ways
+
+    async def model_infer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        response: bytes = await forward(request, timeout=context.time_remaining())
+        return response
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(model_infer)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_SERVICE, {"ModelInfer": handler})])
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
+    print(f"passthrough serving on {host}:{bound}", flush=True)
+    await stopping.wait()
+    await server.stop(0)
+    await channel.close(None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--upstream", required=True, help="Triton's gRPC HOST:PORT")
+    arguments = parser.parse_args()
+    asyncio.run(serve_passthrough(arguments.host, arguments.port, arguments.upstream))
+
+
+if __name__ == "__main__":
+    main()
