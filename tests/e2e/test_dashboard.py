@@ -39,7 +39,7 @@ from gateway.batcher import BatchStats
 from gateway.caching import InferenceCache
 from gateway.compare import Comparison, TensorComparison
 from gateway.config import PoolConfig, parse_config
-from gateway.metrics import GatewayMetrics, StatsCollector
+from gateway.metrics import GatewayMetrics, Labelled, StatsCollector
 from gateway.metrics_server import MetricsServer
 from gateway.shadow_stats import ShadowStats
 from gateway.upstream import Pool
@@ -76,7 +76,8 @@ class Series:
 
 def _fill(metrics: GatewayMetrics) -> None:
     """One child for every metric of GatewayMetrics, whatever it holds, so that each has samples."""
-    for metric in vars(metrics).values():
+    for held in vars(metrics).values():
+        metric = held.metric if isinstance(held, Labelled) else held
         if not isinstance(metric, MetricWrapperBase):
             continue
         names = metric._labelnames  # prometheus_client has no public accessor for them
