@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -105,10 +106,9 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
             rows.append(_compare_workers(console, workers, triton.options.grpc_target, workdir, rounds))
-        if only is None or "canned" in only:
-            rows += _compare_canned(console, triton.options.grpc_target, workdir, rounds, duration_s)
-        if only is None or "passthrough" in only:
-            rows += _compare_passthrough(console, triton.options.grpc_target, workdir, rounds, duration_s)
+        for stick in _yardsticks(triton.options.grpc_target):
+            if only is None or only in stick.scenario or only in stick.versus:
+                rows += _compare_yardstick(console, stick, triton.options.grpc_target, workdir, rounds, duration_s)
         console.print(table("gateway vs direct Triton (same run, interleaved)", rows))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         write_json(out / f"bench-{stamp}.json", {"duration_s": duration_s, "rounds": rounds, "results": rows})
@@ -146,49 +146,45 @@ def _reference_server(module: str, *args: str) -> Iterator[tuple[str, int]]:
             process.wait(10)
 
 
-def _compare_canned(
-    console: Console, triton: str, workdir: Path, rounds: int, duration_s: float
+@dataclass(frozen=True, slots=True)
+class Yardstick:
+    """A reference server measured against Triton, then a gateway measured against it."""
+
+    label: str  # as the baseline of the second row
+    command: tuple[str, ...]  # `python -m` arguments
+    scenario: str  # the first row's name
+    versus: str  # the second row's name
+    keys: int  # distinct inputs (1: one repeated request)
+    gateway_flags: tuple[str, ...]
+
+
+def _yardsticks(triton: str) -> list[Yardstick]:
+    return [
+        # Python's inbound floor, and the caching gateway's hit path against it.
+        Yardstick("canned floor", ("loadtest.canned",), "canned grpc.aio floor c=16",
+                  "cache hit c=16 vs the canned floor (--cache)", 1, CACHED),
+        # The simplest forwarding proxy, and what the plain gateway's features cost over it.
+        Yardstick("naive passthrough", ("loadtest.passthrough", "--upstream", triton),
+                  "naive passthrough identity c=16", "identity c=16 vs the naive passthrough", 10_000, PLAIN),
+    ]  # fmt: skip
+
+
+def _compare_yardstick(
+    console: Console, stick: Yardstick, triton: str, workdir: Path, rounds: int, duration_s: float
 ) -> list[dict[str, object]]:
-    """The canned grpc.aio server against Triton (the floor's own CPU per request), then the
-    caching gateway's hit path against that floor."""
-    identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=1)
-    floor = Scenario(name="canned grpc.aio floor c=16", concurrency=16, requests=[identity], duration_s=duration_s)
-    hits = floor.model_copy(update={"name": "cache hit c=16 vs the canned floor (--cache)"})
-    gateway = _gateway(triton, CACHED, workdir / "gateway-canned.log")
-    with _reference_server("loadtest.canned") as (canned, pid):
-        console.print(f"[bold]{floor.name}[/]: direct vs canned, {rounds} rounds")
-        rows = [asyncio.run(compare(floor, triton, canned, pid, rounds)).summary()]
+    identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=stick.keys)
+    alone = Scenario(name=stick.scenario, concurrency=16, requests=[identity], duration_s=duration_s)
+    versus = alone.model_copy(update={"name": stick.versus})
+    gateway = _gateway(triton, stick.gateway_flags, workdir / f"gateway-{stick.command[0]}.log")
+    with _reference_server(*stick.command) as (reference, pid):
+        console.print(f"[bold]{alone.name}[/]: direct vs {stick.label}, {rounds} rounds")
+        rows = [asyncio.run(compare(alone, triton, reference, pid, rounds)).summary()]
         gateway.start()
         try:
             assert gateway.process is not None
-            console.print(f"[bold]{hits.name}[/]: canned vs gateway, {rounds} rounds")
-            result = asyncio.run(compare(hits, canned, gateway.address, gateway.process.pid, rounds, "canned floor"))
-            rows.append(result.summary())
-        finally:
-            gateway.stop()
-    return rows
-
-
-def _compare_passthrough(
-    console: Console, triton: str, workdir: Path, rounds: int, duration_s: float
-) -> list[dict[str, object]]:
-    """The naive grpc.aio proxy against Triton, then the plain gateway against that proxy: what
-    the gateway's features cost over the simplest forwarding, in the same run."""
-    identity = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=10_000)
-    naive = Scenario(name="naive passthrough identity c=16", concurrency=16, requests=[identity], duration_s=duration_s)
-    plain = naive.model_copy(update={"name": "identity c=16 vs the naive passthrough"})
-    gateway = _gateway(triton, PLAIN, workdir / "gateway-passthrough.log")
-    with _reference_server("loadtest.passthrough", "--upstream", triton) as (passthrough, pid):
-        console.print(f"[bold]{naive.name}[/]: direct vs passthrough, {rounds} rounds")
-        rows = [asyncio.run(compare(naive, triton, passthrough, pid, rounds)).summary()]
-        gateway.start()
-        try:
-            assert gateway.process is not None
-            console.print(f"[bold]{plain.name}[/]: passthrough vs gateway, {rounds} rounds")
-            result = asyncio.run(
-                compare(plain, passthrough, gateway.address, gateway.process.pid, rounds, "naive passthrough")
-            )
-            rows.append(result.summary())
+            console.print(f"[bold]{versus.name}[/]: {stick.label} vs gateway, {rounds} rounds")
+            pid = gateway.process.pid
+            rows.append(asyncio.run(compare(versus, reference, gateway.address, pid, rounds, stick.label)).summary())
         finally:
             gateway.stop()
     return rows

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-__all__ = ["canned_response", "serve_canned"]
+from loadtest.reference_server import serve_model_infer
 
-_SERVICE = "inference.GRPCInferenceService"
+__all__ = ["canned_response", "serve_canned"]
 
 
 def canned_response(elements: int = 16) -> bytes:
@@ -34,17 +33,7 @@ async def serve_canned(host: str, port: int) -> None:
     async def model_infer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return answer
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_SERVICE, {"ModelInfer": handler})])
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    stopping = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
-    print(f"canned serving on {host}:{bound}", flush=True)
-    await stopping.wait()
-    await server.stop(0)
+    await serve_model_infer("canned", host, port, model_infer)
 
 
 def main() -> None:

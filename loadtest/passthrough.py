@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import grpc
+
+from loadtest.reference_server import serve_model_infer
 
 __all__ = ["serve_passthrough"]
 
@@ -29,18 +30,10 @@ async def serve_passthrough(host: str, port: int, upstream: str) -> None:
         response: bytes = await forward(request, timeout=context.time_remaining())
         return response
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_SERVICE, {"ModelInfer": handler})])
-    bound = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    stopping = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
-    print(f"passthrough serving on {host}:{bound}", flush=True)
-    await stopping.wait()
-    await server.stop(0)
-    await channel.close(None)
+    try:
+        await serve_model_infer("passthrough", host, port, model_infer)
+    finally:
+        await channel.close(None)
 
 
 def main() -> None:
