@@ -68,7 +68,6 @@ class RequestRecord:
     trailing: list[tuple[str, str]] = field(default_factory=list)
     payloads: tuple[bytes, bytes] | None = None  # kept only when sampled for the payload log
     sample_payload: bool = False
-    recording: bool = False  # the span records (sampled, with a real tracer): child spans are made
 
 
 def current() -> RequestRecord | None:
@@ -95,7 +94,7 @@ def child_span(
 ) -> contextlib.AbstractContextManager[trace.Span]:
     """A child of the current RPC's span (a no-op span outside an RPC or when not recording)."""
     record = _RECORD.get()
-    if record is None or not record.recording:
+    if record is None or not record.span.is_recording():
         return _NO_SPAN
     return record.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
@@ -189,7 +188,6 @@ class Telemetry:
                             "gateway.request_id": request_id, "client.address": peer},
             )  # fmt: skip
         record = RequestRecord(method, request_id, time.perf_counter(), self.tracer, span, metadata, bytes_in)
-        record.recording = span.is_recording()
         record.sample_payload = self._payloads is not None and self._draw() < self.config.payload_log.fraction  # type: ignore[union-attr]
         record.trailing.append((REQUEST_ID_KEY, request_id))
         _RECORD.set(record)
@@ -205,7 +203,7 @@ class Telemetry:
     def end(self, record: RequestRecord) -> None:
         elapsed = time.perf_counter() - record.started
         span = record.span
-        if record.recording:
+        if span.is_recording():
             span.set_attributes({
                 "rpc.grpc.status_code": record.code, "gateway.model": record.model, "gateway.variant": record.variant,
                 "gateway.cache": record.cache, "gateway.queue_wait_ms": record.queue_wait_s * 1000,

@@ -159,12 +159,11 @@ class Pool:
         endpoint.load.outstanding += 1
         self.stats.attempts += 1
         record = current()
-        attributes = None
-        if record is not None and record.recording:
-            attributes = {"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
-                          "gateway.pool": self.name, "gateway.attempt": attempt}  # fmt: skip
         try:
-            with child_span(f"upstream {method}", attributes, SpanKind.CLIENT):
+            with child_span(f"upstream {method}", kind=SpanKind.CLIENT) as span:
+                if span.is_recording():  # untraced requests build no attributes
+                    span.set_attributes({"rpc.system": "grpc", "rpc.method": method, "server.address": endpoint.address,
+                                         "gateway.pool": self.name, "gateway.attempt": attempt})  # fmt: skip
                 call = endpoint.unary(method)
                 response: bytes = await call(payload, timeout=remaining, metadata=outgoing_metadata())
         except grpc.aio.AioRpcError as exc:
