@@ -13,12 +13,8 @@ Results: a JSON file and a Markdown table in the output folder, with the hardwar
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
 from loadtest.compare import compare
 from loadtest.plot import plot_bench
+from loadtest.reference_server import running
 from loadtest.report import hardware, table, write_json
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
 
@@ -129,23 +126,6 @@ def _compare(
     return result.summary()
 
 
-@contextlib.contextmanager
-def _reference_server(module: str, *args: str) -> Iterator[tuple[str, int]]:
-    """A yardstick (`loadtest.canned`, `loadtest.passthrough`) in a process of its own: its
-    address and PID. It announces `<what> serving on HOST:PORT` when ready."""
-    command = [sys.executable, "-m", module, *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE) as process:
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline().decode()
-            if " serving on " not in line:
-                raise RuntimeError(f"{module} did not start: {line!r}")
-            yield line.split()[-1], process.pid
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
 @dataclass(frozen=True, slots=True)
 class Yardstick:
     """A reference server measured against Triton, then a gateway measured against it."""
@@ -176,9 +156,9 @@ def _compare_yardstick(
     alone = Scenario(name=stick.scenario, concurrency=16, requests=[identity], duration_s=duration_s)
     versus = alone.model_copy(update={"name": stick.versus})
     gateway = _gateway(triton, stick.gateway_flags, workdir / f"gateway-{stick.command[0]}.log")
-    with _reference_server(*stick.command) as (reference, pid):
+    with running(*stick.command) as (reference, process):
         console.print(f"[bold]{alone.name}[/]: direct vs {stick.label}, {rounds} rounds")
-        rows = [asyncio.run(compare(alone, triton, reference, pid, rounds)).summary()]
+        rows = [asyncio.run(compare(alone, triton, reference, process.pid, rounds)).summary()]
         gateway.start()
         try:
             assert gateway.process is not None

@@ -1,18 +1,21 @@
 """The benchmark's reference servers (`loadtest.canned`, `loadtest.passthrough`): a grpc.aio
 server with one ModelInfer handler, announced as `<name> serving on HOST:PORT`, stopped by
-SIGTERM or SIGINT."""
+SIGTERM or SIGINT; `running` starts one in a process of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 
-__all__ = ["ModelInfer", "serve_model_infer"]
+from gateway.upstream import INFERENCE_SERVICE
 
-_SERVICE = "inference.GRPCInferenceService"
+__all__ = ["ModelInfer", "running", "serve_model_infer"]
 
 ModelInfer = Callable[[bytes, "grpc.aio.ServicerContext[bytes, bytes]"], Awaitable[bytes]]
 
@@ -20,7 +23,7 @@ ModelInfer = Callable[[bytes, "grpc.aio.ServicerContext[bytes, bytes]"], Awaitab
 async def serve_model_infer(name: str, host: str, port: int, model_infer: ModelInfer) -> None:
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(model_infer)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_SERVICE, {"ModelInfer": handler})])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(INFERENCE_SERVICE, {"ModelInfer": handler})])
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     stopping = asyncio.Event()
@@ -29,3 +32,18 @@ async def serve_model_infer(name: str, host: str, port: int, model_infer: ModelI
     print(f"{name} serving on {host}:{bound}", flush=True)
     await stopping.wait()
     await server.stop(0)
+
+
+@contextlib.contextmanager
+def running(module: str, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`python -m module args` until the block ends (then SIGTERM): its address and process."""
+    with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline().decode()
+            if " serving on " not in line:
+                raise RuntimeError(f"{module} did not start: {line!r}")
+            yield line.split()[-1], process
+        finally:
+            process.terminate()
+            process.wait(10)

@@ -4,29 +4,12 @@ canned server answers every ModelInfer."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
-from collections.abc import Iterator
-
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from loadtest.reference_server import running
 from tests.procs import TritonCli
-
-
-@contextlib.contextmanager
-def _serving(module: str, *args: str) -> Iterator[str]:
-    with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE) as process:
-        try:
-            assert process.stdout is not None
-            line = process.stdout.readline().decode()
-            assert " serving on " in line, line
-            yield line.split()[-1]
-        finally:
-            process.terminate()
-            assert process.wait(10) == 0
 
 
 def _infer(address: str, values: np.ndarray, timeout: float = 10) -> service_pb2.ModelInferResponse:
@@ -42,11 +25,13 @@ def _infer(address: str, values: np.ndarray, timeout: float = 10) -> service_pb2
 
 def test_the_naive_passthrough_forwards_to_triton(triton: TritonCli) -> None:
     values = np.arange(16, dtype=np.float32)
-    with _serving("loadtest.passthrough", "--upstream", triton.address) as passthrough:
+    with running("loadtest.passthrough", "--upstream", triton.address) as (passthrough, process):
         assert _infer(passthrough, values) == _infer(triton.address, values)
+    assert process.returncode == 0
 
 
 def test_the_canned_server_answers_model_infer() -> None:
-    with _serving("loadtest.canned") as canned:
+    with running("loadtest.canned") as (canned, process):
         response = _infer(canned, np.ones(16, dtype=np.float32))
+    assert process.returncode == 0
     assert response.model_name == "identity" and len(response.raw_output_contents[0]) == 64
