@@ -68,7 +68,7 @@ proto-check: venv
 	  done; rm -rf $$tmp; echo "generated code is up to date"
 
 # Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
-bench: venv triton-venv
+bench: venv triton-venv perf-analyzer
 	$(BIN)/gateway bench --out results
 
 lint: venv

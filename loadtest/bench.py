@@ -7,6 +7,8 @@ a gateway with --batching, and the headline: 16 clients on `heavy` (~5 ms per ex
 dynamic batcher in Triton) with Zipf-repeated inputs, through a gateway with --cache --batching.
 Yardsticks measured in the same run: the canned grpc.aio server (Python's inbound floor) and the
 naive passthrough proxy (`loadtest.passthrough`), each against Triton and the gateway against each.
+Two workers against one on the cache-hit path: with the Python generator, and with perf_analyzer
+(`make perf-analyzer`), a connection per concurrency context.
 Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 
@@ -22,7 +24,8 @@ from rich.console import Console
 
 from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
-from loadtest.compare import compare
+from loadtest.compare import Measured, compare, interleaved
+from loadtest.perf_analyzer import measure
 from loadtest.plot import plot_bench
 from loadtest.reference_server import running
 from loadtest.report import hardware, table, write_json
@@ -102,7 +105,7 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
                 gateway.stop()
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
-            rows.append(_compare_workers(console, workers, triton.options.grpc_target, workdir, rounds))
+            rows += _compare_workers(console, workers, triton.options.grpc_target, workdir, rounds)
         for stick in _yardsticks(triton.options.grpc_target):
             if only is None or only in stick.scenario or only in stick.versus:
                 rows += _compare_yardstick(console, stick, triton.options.grpc_target, workdir, rounds, duration_s)
@@ -172,8 +175,10 @@ def _compare_yardstick(
 
 def _compare_workers(
     console: Console, scenario: Scenario, triton: str, workdir: Path, rounds: int
-) -> dict[str, object]:
-    """A one-worker gateway as the baseline, a two-worker one measured (CPU: supervisor + workers)."""
+) -> list[dict[str, object]]:
+    """A one-worker gateway as the baseline, a two-worker one measured (CPU: supervisor + workers):
+    with the Python generator, then with perf_analyzer, a connection per concurrency context, whose
+    C++ client leaves the gateway more of the two cores."""
     one = _gateway(triton, CACHED, workdir / "gateway-1-worker.log")
     two = _gateway(triton, (*CACHED, "--workers", "2"), workdir / "gateway-2-workers.log")
     one.start()
@@ -181,8 +186,16 @@ def _compare_workers(
     try:
         assert two.process is not None
         console.print(f"[bold]{scenario.name}[/]: 1 worker vs 2 workers, {rounds} rounds")
-        result = asyncio.run(compare(scenario, one.address, two.address, two.process.pid, rounds, "1 worker"))
-        return result.summary()
+        pid = two.process.pid
+        python = asyncio.run(compare(scenario, one.address, two.address, pid, rounds, "1 worker"))
+
+        async def perf_analyzer(target: str) -> Measured:
+            return await asyncio.to_thread(measure, target, "identity", "INPUT0:16", 16, connection_per_context=True)
+
+        name = "cache hit c=16, 2 workers vs 1, perf_analyzer (a connection per context)"
+        console.print(f"[bold]{name}[/]: 1 worker vs 2 workers, {rounds} rounds")
+        native = asyncio.run(interleaved(name, perf_analyzer, one.address, two.address, pid, rounds, "1 worker"))
+        return [python.summary(), native.summary()]
     finally:
         two.stop()
         one.stop()

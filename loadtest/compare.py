@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
@@ -13,15 +15,33 @@ from loadtest.processes import cpu_seconds
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import Scenario
 
-__all__ = ["Comparison", "compare"]
+__all__ = ["Comparison", "Measured", "compare", "interleaved"]
+
+
+class Measured(Protocol):
+    """One run's figures: `loadtest.runner.Result`, or a `loadtest.perf_analyzer` run."""
+
+    @property
+    def throughput(self) -> float: ...
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def codes(self) -> Counter[str]: ...
+
+    @property
+    def cache(self) -> Counter[str]: ...
+
+    def percentile_ms(self, percentile: float) -> float: ...
 
 
 @dataclass
 class Comparison:
     scenario: str
     baseline: str = "direct Triton"  # what the "direct" figures measured
-    direct: list[Result] = field(default_factory=list)
-    gateway: list[Result] = field(default_factory=list)
+    direct: list[Measured] = field(default_factory=list)
+    gateway: list[Measured] = field(default_factory=list)
     gateway_cpu_s: float = 0.0
 
     @staticmethod
@@ -35,7 +55,7 @@ class Comparison:
         outcomes = sum((r.cache for r in self.gateway), Counter[str]())
         hits = outcomes["hit-l1"] + outcomes["hit-l2"]
 
-        def p(results: list[Result], percentile: float) -> float:
+        def p(results: list[Measured], percentile: float) -> float:
             return self._mean([r.percentile_ms(percentile) for r in results])
 
         return {
@@ -54,6 +74,29 @@ class Comparison:
         }  # fmt: skip
 
 
+async def interleaved(
+    name: str,
+    measure: Callable[[str], Awaitable[Measured]],
+    direct: str,
+    gateway: str,
+    gateway_pid: int | None,
+    rounds: int = 2,
+    baseline: str = "direct Triton",
+) -> Comparison:
+    """`measure` run against `direct` then `gateway`, `rounds` times; the gateway's CPU taken over
+    its own runs (its process and workers)."""
+    comparison = Comparison(name, baseline)
+    process = psutil.Process(gateway_pid) if gateway_pid else None
+    for _ in range(rounds):
+        comparison.direct.append(await measure(direct))
+        before = cpu_seconds(process) if process else 0.0
+        comparison.gateway.append(await measure(gateway))
+        if process is not None:
+            comparison.gateway_cpu_s += cpu_seconds(process) - before
+        await asyncio.sleep(0)
+    return comparison
+
+
 async def compare(
     scenario: Scenario,
     direct: str,
@@ -62,13 +105,9 @@ async def compare(
     rounds: int = 2,
     baseline: str = "direct Triton",
 ) -> Comparison:
-    comparison = Comparison(scenario.name, baseline)
-    process = psutil.Process(gateway_pid) if gateway_pid else None
-    for _ in range(rounds):
-        comparison.direct.append(await run_scenario(scenario, direct))
-        before = cpu_seconds(process) if process else 0.0
-        comparison.gateway.append(await run_scenario(scenario, gateway))
-        if process is not None:
-            comparison.gateway_cpu_s += cpu_seconds(process) - before
-        await asyncio.sleep(0)
-    return comparison
+    """The scenario through the Python load generator, interleaved (see `interleaved`)."""
+
+    async def measure(target: str) -> Result:
+        return await run_scenario(scenario, target)
+
+    return await interleaved(scenario.name, measure, direct, gateway, gateway_pid, rounds, baseline)

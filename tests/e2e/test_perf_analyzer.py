@@ -7,31 +7,22 @@ statistics that grew) and report the gateway's hits as Triton would report its o
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gateway.localrun import GatewayProcess
+from loadtest import perf_analyzer
 from tests.procs import TritonCli, running_gateway
-
-TOOL = Path(__file__).resolve().parents[2] / ".tools" / "perf_analyzer"
-BINARY = TOOL / "bin" / "perf_analyzer"
 
 
 def _perf_analyzer(address: str, model: str, shape: str) -> str:
-    if not BINARY.exists():
-        pytest.fail(f"{BINARY} is missing: run `make perf-analyzer` (make test does)")
-    environment = os.environ | {"LD_LIBRARY_PATH": str(TOOL / "nvidia" / "cuda_runtime" / "lib")}
+    if not perf_analyzer.BINARY.exists():
+        pytest.fail(f"{perf_analyzer.BINARY} is missing: run `make perf-analyzer` (make test does)")
     # A fixed request count: perf_analyzer's stability search (three windows within 10%) is what
     # fails on a shared 2-core machine, and this test is about the protocol, not the numbers.
-    command = [str(BINARY), "-m", model, "-i", "grpc", "-u", address, "--shape", shape,
-               "--concurrency-range", "2", "--request-count", "500"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done.stdout
+    return perf_analyzer.run(["-m", model, "-i", "grpc", "-u", address, "--shape", shape,
+                              "--concurrency-range", "2", "--request-count", "500"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +42,9 @@ def test_perf_analyzer_sees_the_gateways_cache_hits(cached: GatewayProcess) -> N
     hits = next(line for line in out.splitlines() if "Cache hit count:" in line)
     assert int(hits.split(":")[1]) > 0
     assert "Concurrency: 2, throughput:" in out
+
+
+def test_the_bench_reads_perf_analyzers_figures(gateway: GatewayProcess) -> None:
+    run = perf_analyzer.measure(gateway.address, "identity", "INPUT0:16", 2, window_ms=500, connection_per_context=True)
+    assert run.throughput > 0 and run.requests > 0
+    assert 0 < run.percentile_ms(50) <= run.percentile_ms(99)
