@@ -42,11 +42,15 @@ class Comparison:
     baseline: str = "direct Triton"  # what the "direct" figures measured
     direct: list[Measured] = field(default_factory=list)
     gateway: list[Measured] = field(default_factory=list)
-    gateway_cpu_s: float = 0.0
+    gateway_cpu_s: float | None = None  # over the gateway's runs; None when no process was given
 
     @staticmethod
     def _mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
+
+    @staticmethod
+    def _per_request_us(seconds: float | None, requests: int) -> float | None:
+        return round(1e6 * seconds / requests, 1) if seconds is not None and requests else None
 
     def summary(self) -> dict[str, object]:
         direct_rps = self._mean([r.throughput for r in self.direct])
@@ -67,7 +71,7 @@ class Comparison:
             "direct_p50_ms": round(p(self.direct, 50), 3), "gateway_p50_ms": round(p(self.gateway, 50), 3),
             "added_p50_ms": round(p(self.gateway, 50) - p(self.direct, 50), 3),
             "direct_p99_ms": round(p(self.direct, 99), 3), "gateway_p99_ms": round(p(self.gateway, 99), 3),
-            "gateway_cpu_us_per_request": round(1e6 * self.gateway_cpu_s / gateway_requests, 1) if gateway_requests else None,  # noqa: E501
+            "gateway_cpu_us_per_request": self._per_request_us(self.gateway_cpu_s, gateway_requests),
             "gateway_cache_hit_ratio": round(hits / outcomes.total(), 3) if outcomes.total() else None,
             "errors": {"direct": sum(r.requests - r.codes["OK"] for r in self.direct),
                        "gateway": sum(r.requests - r.codes["OK"] for r in self.gateway)},
@@ -92,7 +96,7 @@ async def interleaved(
         before = cpu_seconds(process) if process else 0.0
         comparison.gateway.append(await measure(gateway))
         if process is not None:
-            comparison.gateway_cpu_s += cpu_seconds(process) - before
+            comparison.gateway_cpu_s = (comparison.gateway_cpu_s or 0.0) + cpu_seconds(process) - before
         await asyncio.sleep(0)
     return comparison
 
