@@ -46,26 +46,24 @@ def _parameter(value: Any) -> bytes:
     return f"{kind}={getattr(value, kind) if kind else ''}".encode()
 
 
-class _Hasher:
-    def __init__(self) -> None:
-        self._digest = hashlib.blake2b(digest_size=KEY_BYTES)
+_length = struct.Struct("<Q").pack  # every field is preceded by its length
+_NO_PARAMETERS = _length(8) + _length(0)  # an empty parameter map, as `_parameters` would feed it
 
-    def field(self, data: bytes | memoryview) -> None:
-        self._digest.update(struct.pack("<Q", len(data)))
-        self._digest.update(data)
 
-    def text(self, value: str) -> None:
-        self.field(value.encode())
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return _length(len(data)) + data
 
-    def parameters(self, parameters: Any, ignored: Collection[str] = ()) -> None:
-        kept = sorted(name for name in parameters if name not in ignored)
-        self.field(struct.pack("<Q", len(kept)))
-        for name in kept:
-            self.text(name)
-            self.field(_parameter(parameters[name]))
 
-    def digest(self) -> bytes:
-        return self._digest.digest()
+def _parameters(parameters: Any, ignored: Collection[str] = ()) -> bytes:
+    if not parameters:
+        return _NO_PARAMETERS
+    kept = sorted(name for name in parameters if name not in ignored)
+    parts = [_length(8), _length(len(kept))]
+    for name in kept:
+        value = _parameter(parameters[name])
+        parts += [_text(name), _length(len(value)), value]
+    return b"".join(parts)
 
 
 def cache_key(
@@ -76,24 +74,30 @@ def cache_key(
     tensors: Sequence[bytes | memoryview] | None = None,
 ) -> bytes:
     """The key of a validated ModelInferRequest sent to `model` version `version`; `tensors`: its
-    raw inputs when they were kept out of the parsed request (read in place, never copied)."""
-    hasher = _Hasher()
-    hasher.text(model)
-    hasher.text(version)
+    raw inputs when they were kept out of the parsed request (read in place, never copied).
+
+    The hash is fed one stream: each field as its 8-byte length, then its bytes. Small fields are
+    gathered and fed together (the digest of a stream does not depend on how it is cut); tensor
+    contents are fed in place."""
+    digest = hashlib.blake2b(digest_size=KEY_BYTES)
     raw = request.raw_input_contents if tensors is None else tensors
-    inputs = sorted(range(len(request.inputs)), key=lambda i: request.inputs[i].name)
-    hasher.field(struct.pack("<Q", len(inputs)))
-    for index in inputs:
-        tensor = request.inputs[index]
-        hasher.text(tensor.name)
-        hasher.text(tensor.datatype)
-        hasher.field(struct.pack(f"<{len(tensor.shape)}q", *tensor.shape))
-        hasher.parameters(tensor.parameters)
-        hasher.field(raw[index] if raw else canonical_contents(tensor))
+    inputs = request.inputs
+    order = sorted(range(len(inputs)), key=lambda i: inputs[i].name) if len(inputs) > 1 else range(len(inputs))
+    head = [_text(model), _text(version), _length(8), _length(len(inputs))]
+    for index in order:
+        tensor = inputs[index]
+        shape = tensor.shape
+        contents = raw[index] if raw else canonical_contents(tensor)
+        dimensions = struct.pack(f"<{len(shape)}q", *shape)
+        head += [_text(tensor.name), _text(tensor.datatype), _length(len(dimensions)), dimensions,
+                 _parameters(tensor.parameters), _length(len(contents))]  # fmt: skip
+        digest.update(b"".join(head))
+        digest.update(contents)
+        head = []
     outputs = sorted(request.outputs, key=lambda output: output.name)
-    hasher.field(struct.pack("<Q", len(outputs)))
+    head += [_length(8), _length(len(outputs))]
     for output in outputs:
-        hasher.text(output.name)
-        hasher.parameters(output.parameters)
-    hasher.parameters(request.parameters, ignored_parameters)
-    return hasher.digest()
+        head += [_text(output.name), _parameters(output.parameters)]
+    head.append(_parameters(request.parameters, ignored_parameters))
+    digest.update(b"".join(head))
+    return digest.digest()

@@ -78,17 +78,26 @@ def _rename(response: bytes, method: str, public: str) -> bytes:
     return response
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prepared:
     """A validated request, ready to go upstream."""
 
-    payload: bytes
+    caller_payload: bytes  # the request's bytes as the caller sent them
     pool: Pool
     route: Route
     decision: Decision
     request: service_pb2.ModelInferRequest  # as the caller sent it (its tensors possibly kept apart)
     signature: ModelSignature
     tensors: Sequence[Tensor]  # raw_input_contents: views of the caller's bytes, not copies
+    _upstream: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        """The caller's bytes re-addressed to the chosen variant, made on first use: a request
+        answered from the cache never needs them (for a large tensor, a copy saved)."""
+        if self._upstream is None:
+            self._upstream = retarget_payload(self.caller_payload, self.request, self.decision.primary, self.tensors)
+        return self._upstream
 
 
 class DataPlane:
@@ -209,7 +218,6 @@ class DataPlane:
         with child_span("validate"):
             signature = await self.signatures.get(variant, timeout)
             validate_infer_request(request, signature, tensors)
-        payload = retarget_payload(payload, request, variant, tensors)
         return Prepared(payload, self.pools[variant.pool], route, decision, request, signature, tensors)
 
     async def model_rpc(self, method: str, payload: bytes, timeout: float | None) -> bytes:

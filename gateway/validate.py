@@ -69,11 +69,12 @@ def _count_bytes_elements(raw: Tensor) -> int | None:
     return count if offset == size else None
 
 
-def _check_shape(model: str, spec: TensorSpec, shape: list[int], max_batch_size: int) -> None:
-    expected = list(spec.shape)
-    matches = len(shape) == len(expected) and all(e in (-1, s) for e, s in zip(expected, shape, strict=True))
-    if not matches or any(dim < 0 for dim in shape):
-        raise _fail(model, f"input '{spec.name}' has shape {shape}, expected {expected} (-1: any size)")
+def _check_shape(model: str, spec: TensorSpec, shape: tuple[int, ...], max_batch_size: int) -> None:
+    expected = spec.shape
+    exact = shape == expected and -1 not in expected  # the common case, without a loop in Python
+    matches = exact or (len(shape) == len(expected) and all(e in (-1, s) for e, s in zip(expected, shape, strict=True)))
+    if not matches or (not exact and any(dim < 0 for dim in shape)):
+        raise _fail(model, f"input '{spec.name}' has shape {list(shape)}, expected {list(expected)} (-1: any size)")
     if max_batch_size > 0 and shape and shape[0] > max_batch_size:
         raise _fail(model, f"input '{spec.name}' batch size {shape[0]} exceeds max_batch_size {max_batch_size}")
 
@@ -117,11 +118,11 @@ def validate_infer_request(
         if tensor.name in seen:
             raise _fail(model, f"input '{tensor.name}' is given twice")
         seen.add(tensor.name)
-        if any(key in tensor.parameters for key in _SHARED_MEMORY_KEYS):
+        if tensor.parameters and any(key in tensor.parameters for key in _SHARED_MEMORY_KEYS):
             raise _fail(model, f"input '{tensor.name}' uses shared memory, which the gateway cannot proxy")
         if tensor.datatype != spec.datatype:
             raise _fail(model, f"input '{tensor.name}' has datatype {tensor.datatype}, expected {spec.datatype}")
-        shape = list(tensor.shape)
+        shape = tuple(tensor.shape)
         _check_shape(model, spec, shape, signature.max_batch_size)
         elements = math.prod(shape)
         if raw:
@@ -134,5 +135,5 @@ def validate_infer_request(
     for output in request.outputs:
         if output.name not in signature.outputs:
             raise _fail(model, f"unknown output '{output.name}' requested (outputs: {sorted(signature.outputs)})")
-        if any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
+        if output.parameters and any(key in output.parameters for key in _SHARED_MEMORY_KEYS):
             raise _fail(model, f"output '{output.name}' uses shared memory, which the gateway cannot proxy")

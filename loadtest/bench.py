@@ -24,8 +24,8 @@ from rich.console import Console
 
 from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
-from loadtest.compare import Measured, compare, interleaved
-from loadtest.perf_analyzer import measure
+from loadtest.compare import compare, interleaved
+from loadtest.perf_analyzer import PerfAnalyzerRun, measure
 from loadtest.plot import plot_bench
 from loadtest.reference_server import running
 from loadtest.report import hardware, table, write_json
@@ -189,7 +189,7 @@ def _compare_workers(
         pid = two.process.pid
         python = asyncio.run(compare(scenario, one.address, two.address, pid, rounds, "1 worker"))
 
-        async def perf_analyzer(target: str) -> Measured:
+        async def perf_analyzer(target: str) -> PerfAnalyzerRun:
             return await asyncio.to_thread(measure, target, "identity", "INPUT0:16", 16, connection_per_context=True)
 
         name = "cache hit c=16, 2 workers vs 1, perf_analyzer (a connection per context)"

@@ -7,7 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import psutil
 
@@ -36,12 +36,15 @@ class Measured(Protocol):
     def percentile_ms(self, percentile: float) -> float: ...
 
 
+Run = TypeVar("Run", bound=Measured)
+
+
 @dataclass
-class Comparison:
+class Comparison(Generic[Run]):
     scenario: str
     baseline: str = "direct Triton"  # what the "direct" figures measured
-    direct: list[Measured] = field(default_factory=list)
-    gateway: list[Measured] = field(default_factory=list)
+    direct: list[Run] = field(default_factory=list)
+    gateway: list[Run] = field(default_factory=list)
     gateway_cpu_s: float | None = None  # over the gateway's runs; None when no process was given
 
     @staticmethod
@@ -59,7 +62,7 @@ class Comparison:
         outcomes = sum((r.cache for r in self.gateway), Counter[str]())
         hits = outcomes["hit-l1"] + outcomes["hit-l2"]
 
-        def p(results: list[Measured], percentile: float) -> float:
+        def p(results: list[Run], percentile: float) -> float:
             return self._mean([r.percentile_ms(percentile) for r in results])
 
         return {
@@ -80,16 +83,16 @@ class Comparison:
 
 async def interleaved(
     name: str,
-    measure: Callable[[str], Awaitable[Measured]],
+    measure: Callable[[str], Awaitable[Run]],
     direct: str,
     gateway: str,
     gateway_pid: int | None,
     rounds: int = 2,
     baseline: str = "direct Triton",
-) -> Comparison:
+) -> Comparison[Run]:
     """`measure` run against `direct` then `gateway`, `rounds` times; the gateway's CPU taken over
     its own runs (its process and workers)."""
-    comparison = Comparison(name, baseline)
+    comparison: Comparison[Run] = Comparison(name, baseline)
     process = psutil.Process(gateway_pid) if gateway_pid else None
     for _ in range(rounds):
         comparison.direct.append(await measure(direct))
@@ -108,7 +111,7 @@ async def compare(
     gateway_pid: int | None,
     rounds: int = 2,
     baseline: str = "direct Triton",
-) -> Comparison:
+) -> Comparison[Result]:
     """The scenario through the Python load generator, interleaved (see `interleaved`)."""
 
     async def measure(target: str) -> Result:

@@ -123,3 +123,18 @@ def test_bytes_typed_matches_raw() -> None:
 
 def test_keys_are_128_bits() -> None:
     assert len(_key(_raw({"A": ("FP32", [1])}))) == 16
+
+
+def test_the_key_of_a_fixed_request_does_not_change_between_releases() -> None:
+    """Replicas of different releases share Redis during a rolling upgrade: a release that hashed
+    differently would miss every entry the others stored. Changing this value is a format change."""
+    request = pb.ModelInferRequest(model_name="identity", id="ignored")
+    tensor = request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 4])
+    tensor.parameters["p"].string_param = "v"
+    request.inputs.add(name="A", datatype="BYTES", shape=[2])
+    request.raw_input_contents.extend([bytes(range(16)), b"\x01\x00\x00\x00a\x00\x00\x00\x00"])
+    output = request.outputs.add(name="OUTPUT0")
+    output.parameters["classification"].int64_param = 2
+    request.parameters["priority"].int64_param = 1
+    request.parameters["custom"].bool_param = True
+    assert cache_key(request, "identity", "1").hex() == "f594c56cfb0918279029f23ae717d2cd"

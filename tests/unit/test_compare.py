@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
-from loadtest.compare import Measured, interleaved
+from loadtest.compare import interleaved
 
 
 @dataclass
@@ -32,7 +32,7 @@ def test_runs_alternate_and_the_summary_compares_their_means() -> None:
                     Run(600, 5.0, Counter(OK=3000), Counter({"miss": 4}))],
     }  # fmt: skip
 
-    async def measure(target: str) -> Measured:
+    async def measure(target: str) -> Run:
         order.append(target)
         return runs[target][order.count(target) - 1]
 
