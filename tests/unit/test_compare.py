@@ -4,35 +4,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass, field
 
 from loadtest.compare import interleaved
+from loadtest.perf_analyzer import PerfAnalyzerRun
 
 
-@dataclass
-class Run:
-    throughput: float
-    p50_ms: float
-    codes: Counter[str] = field(default_factory=Counter)
-    cache: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def requests(self) -> int:
-        return sum(self.codes.values())
-
-    def percentile_ms(self, percentile: float) -> float:
-        return self.p50_ms * (2 if percentile == 99 else 1)
+def _run(target: str, throughput: float, p50_ms: float, codes: Counter[str], cache: Counter[str]) -> PerfAnalyzerRun:
+    latency_us = {50.0: p50_ms * 1000, 99.0: p50_ms * 2000}
+    return PerfAnalyzerRun(target, 5.0, throughput, latency_us, codes, cache)
 
 
 def test_runs_alternate_and_the_summary_compares_their_means() -> None:
     order: list[str] = []
     runs = {
-        "direct": [Run(1000, 2.0, Counter(OK=5000)), Run(1200, 2.0, Counter(OK=6000))],
-        "gateway": [Run(500, 3.0, Counter(OK=2500, UNAVAILABLE=1), Counter({"hit-l1": 3, "miss": 1})),
-                    Run(600, 5.0, Counter(OK=3000), Counter({"miss": 4}))],
+        "direct": [_run("direct", 1000, 2.0, Counter(OK=5000), Counter()),
+                   _run("direct", 1200, 2.0, Counter(OK=6000), Counter())],
+        "gateway": [_run("gateway", 500, 3.0, Counter(OK=2500, UNAVAILABLE=1), Counter({"hit-l1": 3, "miss": 1})),
+                    _run("gateway", 600, 5.0, Counter(OK=3000), Counter({"miss": 4}))],
     }  # fmt: skip
 
-    async def measure(target: str) -> Run:
+    async def measure(target: str) -> PerfAnalyzerRun:
         order.append(target)
         return runs[target][order.count(target) - 1]
 
