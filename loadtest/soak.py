@@ -2,8 +2,9 @@
 
 A real Triton and a gateway with the cache and micro-batching on; an open-loop Poisson mix of
 small, large (602 KB), BYTES, batched and cache-hitting requests for `minutes`; the gateway's RSS
-(its workers' too) sampled every few seconds. Growth is measured from the end of the first minute
-(caches, pools and allocator arenas filled) to the end. Results: JSON and a PNG of RSS over time.
+(its workers' too) sampled every few seconds. Growth: from the median RSS of the second minute
+(caches, pools and allocator arenas filled by then) to the median of the last minute. Results:
+JSON and a PNG of RSS over time.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from loadtest.report import write_json
 from loadtest.runner import run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
 
-__all__ = ["run_soak", "soak_scenario"]
+__all__ = ["rss_growth", "run_soak", "soak_scenario"]
 
 SAMPLE_EVERY_S = 5.0
 SETTLED_AFTER_S = 60.0
@@ -60,6 +61,23 @@ def _sample(process: psutil.Process, samples: list[tuple[float, int]], stop: thr
         stop.wait(SAMPLE_EVERY_S)
 
 
+def rss_growth(samples: list[tuple[float, int]], window_s: float = 60.0) -> tuple[float, float, float]:
+    """(settled RSS, final RSS, growth): the medians of the samples in the minute after the first
+    one and in the last minute, so that a transient spike or dip (a 602 KB request in flight, a
+    heap trim) in a single sample does not pass for growth or hide it."""
+
+    def median(values: list[int]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    end = samples[-1][0]
+    settled = [rss for seconds, rss in samples if SETTLED_AFTER_S <= seconds < SETTLED_AFTER_S + window_s]
+    last = [rss for seconds, rss in samples if seconds > end - window_s]
+    before, after = median(settled or [samples[0][1]]), median(last)
+    return before, after, (after - before) / before
+
+
 def run_soak(out: Path, minutes: float = 10.0, rate: float = 300.0, workers: int = 1) -> int:
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
@@ -85,9 +103,7 @@ def run_soak(out: Path, minutes: float = 10.0, rate: float = 300.0, workers: int
         stop.set()
         gateway.stop()
         triton.stop()
-    settled = next((rss for seconds, rss in samples if seconds >= SETTLED_AFTER_S), samples[0][1])
-    final = samples[-1][1]
-    growth = (final - settled) / settled
+    settled, final, growth = rss_growth(samples)
     summary = {
         **result.summary(), "workers": workers, "rss_settled_mib": round(settled / 2**20, 1),
         "rss_final_mib": round(final / 2**20, 1), "rss_max_mib": round(max(r for _, r in samples) / 2**20, 1),
