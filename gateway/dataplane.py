@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
@@ -89,7 +89,7 @@ class Prepared:
     request: service_pb2.ModelInferRequest  # as the caller sent it (its tensors possibly kept apart)
     signature: ModelSignature
     tensors: Sequence[Tensor]  # raw_input_contents: views of the caller's bytes, not copies
-    _upstream: bytes | None = None
+    _upstream: bytes | None = field(default=None, init=False, repr=False)  # `payload`, once made
 
     @property
     def payload(self) -> bytes:

@@ -188,7 +188,7 @@ def _compare_workers(
         assert two.process is not None
         console.print(f"[bold]{scenario.name}[/]: 1 worker vs 2 workers, {rounds} rounds")
         pid = two.process.pid
-        python = asyncio.run(compare(scenario, one.address, two.address, pid, rounds, "1 worker"))
+        rows = [asyncio.run(compare(scenario, one.address, two.address, pid, rounds, "1 worker")).summary()]
 
         async def perf_analyzer(target: str) -> PerfAnalyzerRun:
             return await asyncio.to_thread(measure, target, "identity", "INPUT0:16", 16, connection_per_context=True)
@@ -196,14 +196,14 @@ def _compare_workers(
         name = "cache hit c=16, 2 workers vs 1, perf_analyzer (a connection per context)"
         if not BINARY.exists():  # `gateway bench` run without `make bench`: the other rows still count
             console.print(f"[yellow]{name}: skipped, {BINARY} is missing (make perf-analyzer)[/]")
-            return [python.summary()]
+            return rows
         console.print(f"[bold]{name}[/]: 1 worker vs 2 workers, {rounds} rounds")
         try:
             native = asyncio.run(interleaved(name, perf_analyzer, one.address, two.address, pid, rounds, "1 worker"))
         except (RuntimeError, subprocess.SubprocessError) as exc:  # reported; the other rows still count
             console.print(f"[red]{name}: {exc}[/]")
-            return [python.summary()]
-        return [python.summary(), native.summary()]
+            return rows
+        return [*rows, native.summary()]
     finally:
         two.stop()
         one.stop()

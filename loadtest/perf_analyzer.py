@@ -85,6 +85,5 @@ def measure(
         with table.open() as rows:
             row = next(csv.DictReader(rows))
     throughput = float(row["Inferences/Second"])
-    latency = {p: float(row[f"p{p} latency"]) for p in (50, 90, 95, 99)}
-    return PerfAnalyzerRun(address, seconds, throughput, {float(p): v for p, v in latency.items()},
-                           Counter(OK=round(throughput * seconds)))  # fmt: skip
+    latency_us = {float(p): float(row[f"p{p} latency"]) for p in (50, 90, 95, 99)}
+    return PerfAnalyzerRun(address, seconds, throughput, latency_us, Counter(OK=round(throughput * seconds)))

@@ -10,6 +10,7 @@ JSON and a PNG of RSS over time.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import threading
 import time
@@ -65,16 +66,10 @@ def rss_growth(samples: list[tuple[float, int]], window_s: float = 60.0) -> tupl
     """(settled RSS, final RSS, growth): the medians of the samples in the minute after the first
     one and in the last minute, so that a transient spike or dip (a 602 KB request in flight, a
     heap trim) in a single sample does not pass for growth or hide it."""
-
-    def median(values: list[int]) -> float:
-        ordered = sorted(values)
-        middle = len(ordered) // 2
-        return float(ordered[middle]) if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
     end = samples[-1][0]
     settled = [rss for seconds, rss in samples if SETTLED_AFTER_S <= seconds < SETTLED_AFTER_S + window_s]
     last = [rss for seconds, rss in samples if seconds > end - window_s]
-    before, after = median(settled or [samples[0][1]]), median(last)
+    before, after = float(statistics.median(settled or [samples[0][1]])), float(statistics.median(last))
     return before, after, (after - before) / before
 
 
