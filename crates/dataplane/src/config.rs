@@ -1,0 +1,44 @@
+//! The part of the gateway's configuration the core reads. The schema is the control plane's
+//! (pydantic, `gateway.config.GatewayConfig`): Python validates the YAML and hands over its
+//! `model_dump(mode="json")`; keys the core does not use are ignored here, and a round-trip test
+//! (`tests/unit/test_core_boundary.py`) checks that what it reads is what Python meant.
+
+use gateway_router::Route;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection_s: f64,
+    pub max_ejection_s: f64,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub endpoints: Vec<String>,
+    pub outlier: OutlierConfig,
+    pub max_attempts: u32,
+    pub retry_budget_ratio: f64,
+    pub retry_budget_initial: f64,
+    pub hedge_delay_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CoreConfig {
+    pub listen: String,
+    pub max_message_bytes: usize,
+    pub metadata_ttl_s: f64,
+    pub health_check_interval_s: f64,
+    pub health_check_timeout_s: f64,
+    /// In the configuration's order: server-wide RPCs without a merge go to the first.
+    pub pools: Vec<PoolConfig>,
+    pub default_pool: Option<String>,
+    /// Tokio worker threads; 0: one per core.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+/// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.
+pub type RouteTable = Vec<Route>;

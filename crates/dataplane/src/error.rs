@@ -1,0 +1,69 @@
+//! The core's expected failures, each carrying the gRPC status a caller receives. This is the one
+//! place that maps them to a status; the messages are the Python engine's, word for word.
+//!
+//! ```text
+//! GatewayError
+//! ├── ModelNotFound        NOT_FOUND          no route, or the upstream does not know it
+//! ├── InvalidRequest       INVALID_ARGUMENT   malformed, or does not match the model's metadata
+//! ├── NotSupported         UNIMPLEMENTED      an RPC the gateway cannot proxy
+//! ├── Unavailable          UNAVAILABLE        no endpoint of a pool could be reached
+//! ├── TooLarge             RESOURCE_EXHAUSTED a message over the size limit
+//! ├── DeadlineExceeded     DEADLINE_EXCEEDED  it could not be served in time
+//! ├── Upstream             (upstream's code)  the server answered with an error: code and text kept
+//! └── Internal             INTERNAL           a bug; the message names the request id
+//! ```
+
+use crate::grpc::Code;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    ModelNotFound(String),
+    InvalidRequest(String),
+    NotSupported(String),
+    Unavailable(String),
+    TooLarge(String),
+    DeadlineExceeded(String),
+    Upstream { code: Code, message: String },
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn code(&self) -> Code {
+        match self {
+            GatewayError::ModelNotFound(_) => Code::NotFound,
+            GatewayError::InvalidRequest(_) => Code::InvalidArgument,
+            GatewayError::NotSupported(_) => Code::Unimplemented,
+            GatewayError::Unavailable(_) => Code::Unavailable,
+            GatewayError::TooLarge(_) => Code::ResourceExhausted,
+            GatewayError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            GatewayError::Upstream { code, .. } => *code,
+            GatewayError::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            GatewayError::ModelNotFound(m)
+            | GatewayError::InvalidRequest(m)
+            | GatewayError::NotSupported(m)
+            | GatewayError::Unavailable(m)
+            | GatewayError::TooLarge(m)
+            | GatewayError::DeadlineExceeded(m)
+            | GatewayError::Internal(m) => m,
+            GatewayError::Upstream { message, .. } => message,
+        }
+    }
+
+    /// A connection-level failure: the only kind that is retried on another endpoint.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, GatewayError::Unavailable(_))
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code().name(), self.message())
+    }
+}
+
+impl std::error::Error for GatewayError {}

@@ -1,0 +1,90 @@
+//! Concurrent misses for one key share one fetch. The fetch runs in its own task, so a caller
+//! that gives up (its deadline passed, it went away) never cancels the fetch the others wait on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::error::GatewayError;
+
+type Outcome<V> = Option<Result<V, GatewayError>>;
+
+pub struct Flights<K, V> {
+    inflight: Arc<Mutex<HashMap<K, watch::Receiver<Outcome<V>>>>>,
+}
+
+impl<K, V> Default for Flights<K, V> {
+    fn default() -> Self {
+        Flights {
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<K, V> Flights<K, V>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The result of the fetch under way for `key`, or of a new one made by `fetch`.
+    pub async fn run<F>(&self, key: K, fetch: impl FnOnce() -> F) -> Result<V, GatewayError>
+    where
+        F: Future<Output = Result<V, GatewayError>> + Send + 'static,
+    {
+        let mut receiver = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get(&key) {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    inflight.insert(key.clone(), receiver.clone());
+                    let future = fetch();
+                    let inflight = self.inflight.clone();
+                    tokio::spawn(async move {
+                        let outcome = future.await;
+                        inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                        let _ = sender.send(Some(outcome));
+                    });
+                    receiver
+                }
+            }
+        };
+        let outcome = receiver
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| GatewayError::Internal("a shared fetch ended without an answer".into()))?;
+        outcome.clone().unwrap_or_else(|| Err(GatewayError::Internal("no answer".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_fetch_and_survive_a_caller_leaving() {
+        let flights: Arc<Flights<&str, usize>> = Arc::default();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let fetch = |fetches: Arc<AtomicUsize>| {
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(7)
+            }
+        };
+        let leaver = {
+            let (flights, fetches) = (flights.clone(), fetches.clone());
+            tokio::spawn(async move { flights.run("k", fetch(fetches)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        leaver.abort();
+        let (a, b) = tokio::join!(flights.run("k", fetch(fetches.clone())), flights.run("k", fetch(fetches.clone())));
+        assert_eq!((a, b), (Ok(7), Ok(7)));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
+}

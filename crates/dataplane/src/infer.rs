@@ -1,0 +1,140 @@
+//! ModelInfer: parse → route (a decision per request) → signature → validate → forward the caller's
+//! bytes (re-addressed only when the variant renames the model or pins a version). The answer is
+//! streamed back as it comes, with `x-gateway-variant` added to its trailers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gateway_router::{decide, Variant};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use prost::Message;
+
+use crate::body::{boxed, BoxBody, Observed, OnEnd};
+use crate::error::GatewayError;
+use crate::grpc::Code;
+use crate::messages::ModelInferRequest;
+use crate::state::State;
+use crate::upstream::{Attempt, Pool};
+use crate::validate::validate;
+use crate::wire;
+
+pub const VARIANT_KEY: &str = "x-gateway-variant";
+
+/// A request routed and validated: what to send upstream and where.
+pub struct Prepared {
+    pub request: ModelInferRequest,
+    pub variant: Variant,
+    pub pool: Arc<Pool>,
+    pub payload: Bytes,
+}
+
+pub fn parse(payload: &Bytes) -> Result<ModelInferRequest, GatewayError> {
+    ModelInferRequest::decode(payload.clone())
+        .map_err(|e| GatewayError::InvalidRequest(format!("malformed ModelInferRequest: {e}")))
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The caller's bytes re-addressed to the variant: appended fields override, and only clearing a
+/// pinned version (which appending cannot do) walks the message once.
+pub fn retarget(payload: &Bytes, request: &ModelInferRequest, variant: &Variant) -> Result<Bytes, GatewayError> {
+    let malformed = |e: wire::WireError| GatewayError::InvalidRequest(format!("malformed ModelInferRequest: {}", e.0));
+    if variant.version.is_empty() && !request.model_version.is_empty() {
+        let mut stripped = wire::strip(payload, 2).map_err(malformed)?;
+        if variant.model != request.model_name {
+            stripped.extend_from_slice(&wire::string_field(1, variant.model.as_bytes()));
+        }
+        return Ok(stripped.freeze());
+    }
+    let mut suffix = bytes::BytesMut::new();
+    if variant.model != request.model_name {
+        suffix.extend_from_slice(&wire::string_field(1, variant.model.as_bytes()));
+    }
+    if variant.version != request.model_version {
+        suffix.extend_from_slice(&wire::string_field(2, variant.version.as_bytes()));
+    }
+    if suffix.is_empty() {
+        return Ok(payload.clone());
+    }
+    Ok(wire::append(payload, &suffix))
+}
+
+pub async fn prepare(state: &State, payload: Bytes, headers: &HeaderMap, deadline: Option<Instant>) -> Result<Prepared, GatewayError> {
+    let request = parse(&payload)?;
+    let route = state.route(&request.model_name, deadline).await?;
+    let variant = decide(&route, |name| header(headers, name), &request.model_version, fastrand::f64)
+        .primary
+        .into_owned();
+    let pool = state.pool(&variant.pool)?.clone();
+    let signature = state.signatures.get(&pool, &variant.model, &variant.version, deadline).await?;
+    validate(&request, &signature)?;
+    let payload = retarget(&payload, &request, &variant)?;
+    Ok(Prepared {
+        request,
+        variant,
+        pool,
+        payload,
+    })
+}
+
+struct FinishAttempt(Attempt);
+
+impl OnEnd for FinishAttempt {
+    fn ended(self: Box<Self>, code: Code, _bytes: u64) {
+        // A stream that broke off without a status is the connection's failure, not the model's.
+        self.0.finish(code == Code::Unknown);
+    }
+}
+
+pub async fn model_infer(
+    state: &State,
+    payload: Bytes,
+    headers: &HeaderMap,
+    deadline: Option<Instant>,
+    trailing: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let prepared = prepare(state, payload, headers, deadline).await?;
+    let model = (prepared.variant.model.clone(), prepared.variant.version.clone());
+    let (response, attempt) = prepared.pool.send("ModelInfer", prepared.payload, deadline, Some(&model)).await?;
+    let mut extra = trailing;
+    if let Ok(value) = HeaderValue::from_str(&prepared.variant.name) {
+        extra.push((HeaderName::from_static(VARIANT_KEY), value));
+    }
+    let (mut head, body) = response.into_parts();
+    head.headers.remove("content-length");
+    if head.headers.contains_key("grpc-status") {
+        // Trailers-only: the status (and our metadata) travel in the headers.
+        attempt.finish(false);
+        for (name, value) in extra {
+            head.headers.insert(name, value);
+        }
+        return Ok(Response::from_parts(head, crate::body::empty()));
+    }
+    let observed = Observed::new(body, extra, Box::new(FinishAttempt(attempt)));
+    Ok(Response::from_parts(head, boxed(observed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(model: &str, version: &str) -> Variant {
+        Variant { name: "v".into(), pool: "p".into(), model: model.into(), version: version.into(), weight: 1 }
+    }
+
+    #[test]
+    fn retargeted_requests_name_the_variants_model_and_version() {
+        let request = ModelInferRequest { model_name: "public".into(), model_version: "3".into(), ..Default::default() };
+        let payload = Bytes::from(request.encode_to_vec());
+        let decoded = |b: Bytes| ModelInferRequest::decode(b).unwrap();
+        let same = retarget(&payload, &request, &variant("public", "3")).unwrap();
+        assert_eq!(same, payload);
+        let moved = decoded(retarget(&payload, &request, &variant("upstream", "5")).unwrap());
+        assert_eq!((moved.model_name.as_str(), moved.model_version.as_str()), ("upstream", "5"));
+        let cleared = decoded(retarget(&payload, &request, &variant("upstream", "")).unwrap());
+        assert_eq!((cleared.model_name.as_str(), cleared.model_version.as_str()), ("upstream", ""));
+    }
+}

@@ -1,0 +1,241 @@
+//! The gateway's native data plane, and its Python boundary (`gateway._core`).
+//!
+//! Python → core, at control rate: `Core(config, reflection)`, `start()`, `set_routes()`,
+//! `drain()`, `stop()`, `stats()`. Core → Python: `next_events()`, a bounded queue pulled by a
+//! Python thread that releases the GIL while it waits. The core runs on its own tokio threads
+//! and never calls Python, nor holds the GIL, while serving.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod flights;
+pub mod grpc;
+pub mod health;
+pub mod infer;
+pub mod messages;
+pub mod metadata;
+pub mod reflection;
+pub mod resilience;
+pub mod server;
+pub mod signatures;
+pub mod state;
+pub mod stream;
+pub mod table;
+pub mod upstream;
+pub mod validate;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use tokio::sync::watch;
+
+use crate::config::CoreConfig;
+use crate::reflection::{DescriptorFile, Reflection, ReflectionConfig};
+use crate::state::State;
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The data plane of one gateway process.
+#[pyclass(module = "gateway._core")]
+struct Core {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    state: Arc<State>,
+    stop: watch::Sender<Option<Duration>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+#[pymethods]
+impl Core {
+    /// `config`: the JSON of `gateway.native.core_config(...)`; `files`: (name, serialized
+    /// FileDescriptorProto, dependencies) for reflection; `symbols`: symbol → file name.
+    #[new]
+    fn new(
+        config: &str,
+        services: Vec<String>,
+        files: Vec<(String, Vec<u8>, Vec<String>)>,
+        symbols: HashMap<String, String>,
+    ) -> PyResult<Self> {
+        let config: CoreConfig =
+            serde_json::from_str(config).map_err(|e| PyValueError::new_err(format!("core configuration: {e}")))?;
+        if config.pools.is_empty() {
+            return Err(PyValueError::new_err("core configuration: no pools"));
+        }
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name("gateway-core");
+        if config.threads > 0 {
+            builder.worker_threads(config.threads);
+        }
+        let runtime = builder
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the core's runtime: {e}")))?;
+        let files = files
+            .into_iter()
+            .map(|(name, descriptor, dependencies)| DescriptorFile {
+                name,
+                descriptor,
+                dependencies,
+            })
+            .collect();
+        let reflection = Reflection::new(ReflectionConfig {
+            services,
+            files,
+            symbols,
+        });
+        Ok(Core {
+            runtime: Mutex::new(Some(runtime)),
+            state: Arc::new(State::new(config, reflection)),
+            stop: watch::channel(None).0,
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// What the core understood of its configuration, as JSON (the boundary's round-trip test).
+    fn config_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.state.config).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Bind the data port, run a first health round, serve. The bound port.
+    fn start(&self, py: Python<'_>) -> PyResult<u16> {
+        let state = self.state.clone();
+        let stop = self.stop.subscribe();
+        let runtime = locked(&self.runtime);
+        let runtime = runtime
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
+        let (port, tasks) = py.detach(|| {
+            runtime.block_on(async move {
+                let address = state.config.listen.clone();
+                let listener = tokio::net::TcpListener::bind(&address)
+                    .await
+                    .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                let timeout = Duration::from_secs_f64(state.config.health_check_timeout_s);
+                let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
+                health::check_once(&state.health, &state.pools, &state.table, timeout).await;
+                let probes = {
+                    let state = state.clone();
+                    let mut stop = stop.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                () = tokio::time::sleep(interval) => {}
+                                _ = stop.changed() => return,
+                            }
+                            health::check_once(&state.health, &state.pools, &state.table, timeout).await;
+                        }
+                    })
+                };
+                let serving = tokio::spawn(server::serve(state, listener, stop));
+                Ok::<_, String>((port, vec![probes, serving]))
+            })
+        })
+        .map_err(PyOSError::new_err)?;
+        locked(&self.tasks).extend(tasks);
+        Ok(port)
+    }
+
+    /// Install the whole route table (a JSON list of routes); the next request sees it.
+    fn set_routes(&self, routes: &str) -> PyResult<()> {
+        let routes: config::RouteTable =
+            serde_json::from_str(routes).map_err(|e| PyValueError::new_err(format!("route table: {e}")))?;
+        self.state
+            .table
+            .replace(routes, &self.state.pools)
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// The core's route table, as JSON.
+    fn routes(&self) -> PyResult<String> {
+        let table: Vec<_> = self.state.table.snapshot().values().map(|r| (**r).clone()).collect();
+        serde_json::to_string(&table).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Up to `max` events (JSON strings), waiting at most `timeout_s` for the first; the GIL is
+    /// released meanwhile.
+    fn next_events(&self, py: Python<'_>, max: usize, timeout_s: f64) -> Vec<String> {
+        let events = self.state.events.clone();
+        py.detach(move || events.take(max, Duration::from_secs_f64(timeout_s.max(0.0))))
+    }
+
+    /// Health NOT_SERVING from now on; requests are still served until `stop`.
+    fn drain(&self) {
+        self.state.health.drain();
+    }
+
+    /// Stop accepting, give in-flight calls `grace_s` to finish, then end the runtime.
+    fn stop(&self, py: Python<'_>, grace_s: f64) {
+        let grace = Duration::from_secs_f64(grace_s.max(0.0));
+        self.state.health.drain();
+        self.stop.send_replace(Some(grace));
+        let tasks: Vec<_> = locked(&self.tasks).drain(..).collect();
+        let runtime = locked(&self.runtime).take();
+        self.state.events.wake();
+        if let Some(runtime) = runtime {
+            py.detach(move || {
+                runtime.block_on(async move {
+                    for task in tasks {
+                        let _ = tokio::time::timeout(grace + Duration::from_secs(1), task).await;
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            });
+        }
+    }
+
+    /// A snapshot of the pools and the boundary's counters, as JSON.
+    fn stats(&self) -> String {
+        let now = upstream::now_s();
+        let pools: Vec<serde_json::Value> = self
+            .state
+            .pool_order
+            .iter()
+            .map(|pool| {
+                let endpoints: Vec<serde_json::Value> = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "address": e.address,
+                            "ready": e.ready.load(Ordering::Relaxed),
+                            "ejected": e.ejected(now),
+                            "outstanding": e.outstanding.load(Ordering::Relaxed),
+                            "latency_ewma_s": e.latency_ewma(),
+                        })
+                    })
+                    .collect();
+                let stats = &pool.stats;
+                serde_json::json!({
+                    "name": pool.name,
+                    "ready": pool.ready(),
+                    "endpoints": endpoints,
+                    "attempts": stats.attempts.load(Ordering::Relaxed),
+                    "retries": stats.retries.load(Ordering::Relaxed),
+                    "retries_denied": stats.retries_denied.load(Ordering::Relaxed),
+                    "hedges": stats.hedges.load(Ordering::Relaxed),
+                    "ejections": stats.ejections.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "pools": pools,
+            "events_dropped": self.state.events.dropped.load(Ordering::Relaxed),
+            "serving": *self.state.health.status.borrow() == health::SERVING,
+        })
+        .to_string()
+    }
+}
+
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<Core>()?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

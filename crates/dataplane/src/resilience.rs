@@ -1,0 +1,159 @@
+//! Sans-IO pieces of a resilient pool: outlier ejection, the retry budget, power of two choices.
+//! The clock is passed in (seconds on any monotonic scale), so the tests need no sleeping.
+
+use crate::config::OutlierConfig;
+
+/// Per-endpoint passive health. `consecutive_failures` failures in a row eject the endpoint for
+/// `base * 2^(ejections-1)` (capped); a full back-off period without ejection forgets the past.
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    settings: OutlierConfig,
+    pub failures: u32,
+    pub ejections: u32,
+    pub ejected_until: f64,
+    pub total_ejections: u64,
+}
+
+impl EndpointHealth {
+    pub fn new(settings: OutlierConfig) -> Self {
+        EndpointHealth {
+            settings,
+            failures: 0,
+            ejections: 0,
+            ejected_until: 0.0,
+            total_ejections: 0,
+        }
+    }
+
+    pub fn ejected(&self, now: f64) -> bool {
+        now < self.ejected_until
+    }
+
+    pub fn success(&mut self, now: f64) {
+        self.failures = 0;
+        if self.ejections > 0 && now > self.ejected_until + self.settings.max_ejection_s {
+            self.ejections = 0;
+        }
+    }
+
+    /// Count a failure; true when it ejects the endpoint (`may_eject`: the pool's percentage cap).
+    pub fn failure(&mut self, now: f64, may_eject: bool) -> bool {
+        self.failures += 1;
+        if self.failures < self.settings.consecutive_failures || self.ejected(now) || !may_eject {
+            return false;
+        }
+        self.ejections += 1;
+        self.total_ejections += 1;
+        let backoff = self.settings.base_ejection_s * 2f64.powi(self.ejections as i32 - 1);
+        self.ejected_until = now + backoff.min(self.settings.max_ejection_s);
+        self.failures = 0;
+        true
+    }
+}
+
+/// Every request earns `ratio` of a retry token, every retry (or hedge) spends one: over N
+/// requests at most `ratio * N + initial` retries, so a failing upstream never sees a storm.
+#[derive(Debug, Clone)]
+pub struct RetryBudget {
+    ratio: f64,
+    max_tokens: f64,
+    tokens: f64,
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64, initial: f64) -> Self {
+        RetryBudget {
+            ratio,
+            max_tokens: 10.0,
+            tokens: initial,
+        }
+    }
+
+    pub fn on_request(&mut self) {
+        self.tokens = (self.tokens + self.ratio).min(self.max_tokens);
+    }
+
+    pub fn try_retry(&mut self) -> bool {
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// Power of two choices: two distinct random candidates, the one with fewer requests under way
+/// wins, the lower latency EWMA on a tie. `loads` is (outstanding, ewma seconds); not empty.
+pub fn choose(loads: &[(u64, f64)], mut draw: impl FnMut(usize) -> usize) -> usize {
+    if loads.len() == 1 {
+        return 0;
+    }
+    let first = draw(loads.len());
+    let mut second = draw(loads.len() - 1);
+    if second >= first {
+        second += 1;
+    }
+    let (a, b) = (loads[first], loads[second]);
+    if a.0 < b.0 || (a.0 == b.0 && a.1 <= b.1) {
+        first
+    } else {
+        second
+    }
+}
+
+/// Latency EWMA (weight 0.3), seeded by the first sample.
+pub fn ewma(previous: f64, sample: f64) -> f64 {
+    if previous == 0.0 {
+        sample
+    } else {
+        previous + 0.3 * (sample - previous)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> OutlierConfig {
+        OutlierConfig {
+            consecutive_failures: 2,
+            base_ejection_s: 1.0,
+            max_ejection_s: 4.0,
+            max_ejection_percent: 50,
+        }
+    }
+
+    #[test]
+    fn ejection_backs_off_and_is_forgotten() {
+        let mut health = EndpointHealth::new(settings());
+        assert!(!health.failure(0.0, true));
+        assert!(health.failure(0.0, true));
+        assert!(health.ejected(0.5) && !health.ejected(1.0));
+        health.failure(1.0, true);
+        assert!(health.failure(1.0, true));
+        assert_eq!(health.ejected_until, 3.0); // twice as long
+        health.success(10.0);
+        assert_eq!(health.ejections, 0);
+        assert!(!EndpointHealth::new(settings()).failure(0.0, false));
+    }
+
+    #[test]
+    fn the_budget_caps_retries() {
+        let mut budget = RetryBudget::new(0.2, 1.0);
+        assert!(budget.try_retry());
+        assert!(!budget.try_retry());
+        for _ in 0..5 {
+            budget.on_request();
+        }
+        assert!(budget.try_retry());
+        assert!(!budget.try_retry());
+    }
+
+    #[test]
+    fn two_choices_prefer_the_idle_endpoint() {
+        let loads = [(5, 0.1), (0, 0.9)];
+        let mut draws = [0usize, 0].into_iter();
+        assert_eq!(choose(&loads, |_| draws.next().unwrap()), 1);
+        assert_eq!(choose(&[(1, 0.0)], |_| unreachable!()), 0);
+    }
+}

@@ -1,0 +1,283 @@
+//! The data port: HTTP/2 connections, each request dispatched by its path. The boundary where
+//! every failure becomes a gRPC status: a GatewayError its own, a deadline DEADLINE_EXCEEDED, a
+//! panic in the request's task INTERNAL naming its request id (the process keeps serving).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, boxed, status_trailers, BoxBody, Unary};
+use crate::error::GatewayError;
+use crate::grpc::{self, Code};
+use crate::health::SERVICE_UNKNOWN;
+use crate::messages::{HealthCheckRequest, HealthCheckResponse};
+use crate::state::State;
+use crate::upstream::INFERENCE_SERVICE;
+use crate::{infer, metadata, stream};
+
+pub const REQUEST_ID_KEY: &str = "x-request-id";
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// A future that turns a panic into an error value instead of unwinding through hyper.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(_) => Poll::Ready(Err(())),
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)), str::to_owned)
+}
+
+fn grpc_response(body: BoxBody) -> Response<BoxBody> {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// Trailers-only: the status and the trailing metadata in the headers, no body.
+pub fn failure(error: &GatewayError, trailing: &[(HeaderName, HeaderValue)]) -> Response<BoxBody> {
+    let mut response = grpc_response(body::empty());
+    let headers = response.headers_mut();
+    headers.extend(status_trailers(error.code(), error.message()));
+    for (name, value) in trailing {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn answer(message: &[u8], trailing: Vec<(HeaderName, HeaderValue)>) -> Response<BoxBody> {
+    let mut trailers = status_trailers(Code::Ok, "");
+    for (name, value) in trailing {
+        trailers.insert(name, value);
+    }
+    grpc_response(boxed(Unary::new(message, trailers)))
+}
+
+async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    let collected = Limited::new(body, limit.saturating_add(5)).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            GatewayError::TooLarge(format!("received message larger than max ({limit} bytes)"))
+        } else {
+            GatewayError::Unavailable(format!("the request broke off: {e}"))
+        }
+    })?;
+    grpc::unary_message(collected.to_bytes()).map_err(|e| match e {
+        grpc::FrameError::Compressed => {
+            GatewayError::NotSupported("compressed requests are not supported: send them uncompressed".into())
+        }
+        other => GatewayError::InvalidRequest(format!("the request is not one gRPC message ({other:?})")),
+    })
+}
+
+async fn dispatch(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    deadline: Option<Instant>,
+    trailing: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Response<BoxBody>, GatewayError> {
+    let path = request.uri().path().to_owned();
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+    let (head, body) = request.into_parts();
+    let limit = state.config.max_message_bytes;
+    match (service, method) {
+        (INFERENCE_SERVICE, "ModelInfer") => {
+            let payload = read_unary(body, limit).await?;
+            infer::model_infer(&state, payload, &head.headers, deadline, trailing).await
+        }
+        (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(state, body, head.headers, deadline, trailing)),
+        (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
+            let payload = read_unary(body, limit).await?;
+            let message = metadata::unary(&state, method, payload, deadline).await?;
+            Ok(answer(&message, trailing))
+        }
+        (HEALTH_SERVICE, "Check") => {
+            let payload = read_unary(body, limit).await?;
+            let service = HealthCheckRequest::decode(payload)
+                .map_err(|e| GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}")))?
+                .service;
+            let status = health_of(&state, &service)
+                .ok_or_else(|| GatewayError::ModelNotFound(format!("unknown service {service}")))?;
+            Ok(answer(&HealthCheckResponse { status }.encode_to_vec(), trailing))
+        }
+        (HEALTH_SERVICE, "Watch") => {
+            let payload = read_unary(body, limit).await?;
+            let service = HealthCheckRequest::decode(payload)
+                .map_err(|e| GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}")))?
+                .service;
+            Ok(watch_health(state, service))
+        }
+        ("grpc.reflection.v1alpha.ServerReflection" | "grpc.reflection.v1.ServerReflection", "ServerReflectionInfo") => {
+            Ok(reflect(state, body))
+        }
+        _ => Err(GatewayError::NotSupported(format!("unknown method {path}"))),
+    }
+}
+
+fn health_of(state: &State, service: &str) -> Option<i32> {
+    match service {
+        "" | INFERENCE_SERVICE => Some(*state.health.status.borrow()),
+        _ => None,
+    }
+}
+
+fn watch_health(state: Arc<State>, service: String) -> Response<BoxBody> {
+    let (sender, receiver) = body::channel(4);
+    tokio::spawn(async move {
+        let Some(_) = health_of(&state, &service) else {
+            let message = HealthCheckResponse { status: SERVICE_UNKNOWN }.encode_to_vec();
+            let _ = sender.send(Frame::data(grpc::frame(&message))).await;
+            // A watcher of an unknown service waits (as grpcio's servicer does) until it leaves.
+            sender.closed().await;
+            return;
+        };
+        let mut status: watch::Receiver<i32> = state.health.status.subscribe();
+        loop {
+            let current = *status.borrow_and_update();
+            let message = HealthCheckResponse { status: current }.encode_to_vec();
+            if sender.send(Frame::data(grpc::frame(&message))).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                changed = status.changed() => if changed.is_err() { break },
+                () = sender.closed() => return,
+            }
+        }
+        let _ = sender.send(Frame::trailers(status_trailers(Code::Ok, ""))).await;
+    });
+    grpc_response(boxed(receiver))
+}
+
+fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
+    let (sender, receiver) = body::channel(4);
+    tokio::spawn(async move {
+        let mut buffer = BytesMut::new();
+        let code = loop {
+            match body.frame().await {
+                None => break Code::Ok,
+                Some(Err(_)) => break Code::Cancelled,
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    buffer.extend_from_slice(&data);
+                    loop {
+                        match grpc::next_message(&mut buffer) {
+                            Ok(Some(message)) => {
+                                let answer = state.reflection.answer(message);
+                                if sender.send(Frame::data(grpc::frame(&answer))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                let trailers = status_trailers(Code::InvalidArgument, "malformed request stream");
+                                let _ = sender.send(Frame::trailers(trailers)).await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let _ = sender.send(Frame::trailers(status_trailers(code, ""))).await;
+    });
+    grpc_response(boxed(receiver))
+}
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    let id = request_id(request.headers());
+    let mut trailing = Vec::with_capacity(2);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
+    }
+    let timeout = request
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc::parse_timeout);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let work = CatchUnwind(Box::pin(dispatch(state, request, deadline, trailing.clone())));
+    let outcome = match deadline {
+        None => work.await,
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Ok(Err(GatewayError::DeadlineExceeded("Deadline Exceeded".into()))),
+        },
+    };
+    Ok(match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => failure(&error, &trailing),
+        Err(()) => {
+            eprintln!("gateway core: a request's task panicked (request id {id})");
+            failure(
+                &GatewayError::Internal(format!("internal gateway error (request id {id})")),
+                &trailing,
+            )
+        }
+    })
+}
+
+/// Serve until `stop` turns true; then stop accepting and give in-flight calls `grace` to end.
+pub async fn serve(state: Arc<State>, listener: TcpListener, mut stop: watch::Receiver<Option<Duration>>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .max_concurrent_streams(1024)
+        .max_send_buf_size(4 << 20);
+    let grace = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |request| handle(state.clone(), request));
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            changed = stop.changed() => {
+                let grace = *stop.borrow();
+                if changed.is_err() || grace.is_some() {
+                    break grace.unwrap_or_default();
+                }
+            }
+        }
+    };
+    drop(listener);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}

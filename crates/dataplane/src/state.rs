@@ -1,0 +1,63 @@
+//! Everything a request handler reads: pools, the route table, signatures, health, events.
+//! Built once at start; only the route table (atomically) and health change afterwards.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gateway_router::Route;
+
+use crate::config::CoreConfig;
+use crate::error::GatewayError;
+use crate::events::Events;
+use crate::health::Health;
+use crate::reflection::Reflection;
+use crate::signatures::Signatures;
+use crate::table::Table;
+use crate::upstream::Pool;
+
+pub struct State {
+    pub config: CoreConfig,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub pool_order: Vec<Arc<Pool>>,
+    pub table: Table,
+    pub signatures: Signatures,
+    pub health: Health,
+    pub events: Arc<Events>,
+    pub reflection: Reflection,
+}
+
+impl State {
+    pub fn new(config: CoreConfig, reflection: Reflection) -> State {
+        let pool_order: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone()))).collect();
+        let pools = pool_order.iter().map(|p| (p.name.clone(), p.clone())).collect();
+        State {
+            signatures: Signatures::new(config.metadata_ttl_s),
+            config,
+            pools,
+            pool_order,
+            table: Table::new(),
+            health: Health::new(),
+            events: Arc::new(Events::new(10_000)),
+            reflection,
+        }
+    }
+
+    pub fn default_pool(&self) -> Option<&Arc<Pool>> {
+        self.config.default_pool.as_ref().and_then(|name| self.pools.get(name))
+    }
+
+    pub async fn route(&self, model: &str, deadline: Option<Instant>) -> Result<Arc<Route>, GatewayError> {
+        self.table.route(model, self.default_pool(), &self.events, deadline).await
+    }
+
+    pub fn pool(&self, name: &str) -> Result<&Arc<Pool>, GatewayError> {
+        self.pools
+            .get(name)
+            .ok_or_else(|| GatewayError::Internal(format!("the route names pool '{name}', which does not exist")))
+    }
+
+    pub fn all_pools_ready(&self) -> bool {
+        !self.health.draining() && self.pool_order.iter().all(|p| p.ready())
+    }
+}

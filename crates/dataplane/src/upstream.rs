@@ -1,0 +1,360 @@
+//! Upstream pools: v2 servers behind one name, called over HTTP/2 with raw bytes.
+//!
+//! Each endpoint keeps one HTTP/2 connection (reopened on demand after it breaks). A call picks
+//! an endpoint by power of two choices among the eligible ones (ready by the active probe, not
+//! ejected, ready for the model); a connection failure counts towards outlier ejection and is
+//! retried on another endpoint while the retry budget and the deadline allow. Answers come back
+//! as bodies to forward; `call` collects one for the core's own use (metadata, probes).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::{boxed, BoxBody};
+use crate::config::PoolConfig;
+use crate::error::GatewayError;
+use crate::grpc::{self, Code};
+use crate::resilience::{choose, ewma, EndpointHealth, RetryBudget};
+
+pub const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub type ModelKey = (String, String); // upstream model name, version
+
+pub fn method_path(method: &str) -> String {
+    format!("/{INFERENCE_SERVICE}/{method}")
+}
+
+/// Seconds on the process's monotonic clock, for the sans-IO health bookkeeping.
+pub fn now_s() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+pub struct Endpoint {
+    pub address: String,
+    sender: Mutex<Option<SendRequest<BoxBody>>>,
+    connecting: tokio::sync::Mutex<()>,
+    pub outstanding: AtomicU64,
+    latency_ewma_bits: AtomicU64,
+    pub health: Mutex<EndpointHealth>,
+    pub ready: AtomicBool, // from the active probe
+    pub unready_models: ArcSwap<HashSet<ModelKey>>,
+}
+
+impl Endpoint {
+    fn new(address: String, health: EndpointHealth) -> Endpoint {
+        Endpoint {
+            address,
+            sender: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            outstanding: AtomicU64::new(0),
+            latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
+            health: Mutex::new(health),
+            ready: AtomicBool::new(false),
+            unready_models: ArcSwap::from_pointee(HashSet::new()),
+        }
+    }
+
+    pub fn latency_ewma(&self) -> f64 {
+        f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed))
+    }
+
+    fn observe(&self, seconds: f64) {
+        let next = ewma(self.latency_ewma(), seconds);
+        self.latency_ewma_bits.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    fn live_sender(&self) -> Option<SendRequest<BoxBody>> {
+        let guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.live_sender().is_some()
+    }
+
+    pub fn ejected(&self, now: f64) -> bool {
+        self.health.lock().unwrap_or_else(|e| e.into_inner()).ejected(now)
+    }
+
+    pub fn eligible(&self, now: f64) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.ejected(now)
+    }
+
+    pub fn serves(&self, model: Option<&ModelKey>) -> bool {
+        model.is_none_or(|m| !self.unready_models.load().contains(m))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<BoxBody>, String> {
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(sender) = self.live_sender() {
+            return Ok(sender);
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .max_frame_size(1 << 20)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await; // ends when the server or the network closes it
+        });
+        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// One HTTP/2 request to this endpoint; Err(reason) when no answer could be had from it.
+    pub async fn send(&self, method: &str, body: BoxBody, deadline: Option<Instant>) -> Result<Response<Incoming>, String> {
+        let mut sender = match self.live_sender() {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        let mut request = Request::post(format!("http://{}{}", self.address, method_path(method)))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            request = request.header("grpc-timeout", grpc::format_timeout(remaining));
+        }
+        let request = request.body(body).map_err(|e| e.to_string())?;
+        sender.send_request(request).await.map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Default)]
+pub struct PoolStats {
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    pub retries_denied: AtomicU64,
+    pub hedges: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub config: PoolConfig,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    budget: Mutex<RetryBudget>,
+    pub stats: PoolStats,
+}
+
+/// A call's share of an endpoint's load: taken when the attempt starts, given back (with the
+/// latency and the outcome) when the answer's body has ended.
+pub struct Attempt {
+    pub endpoint: Arc<Endpoint>,
+    pool: Arc<Pool>,
+    started: Instant,
+    done: bool,
+}
+
+impl Attempt {
+    /// `code`: the call's gRPC status. Only connection failures count against the endpoint.
+    pub fn finish(mut self, failed_connection: bool) {
+        self.done = true;
+        self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
+        let now = now_s();
+        if failed_connection {
+            let may_eject = self.pool.may_eject(now);
+            let ejected = self.endpoint.health.lock().unwrap_or_else(|e| e.into_inner()).failure(now, may_eject);
+            if ejected {
+                self.pool.stats.ejections.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "gateway core: pool {}: ejected {} after repeated connection failures",
+                    self.pool.name, self.endpoint.address
+                );
+            }
+        } else {
+            self.endpoint.health.lock().unwrap_or_else(|e| e.into_inner()).success(now);
+            self.endpoint.observe(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.done {
+            self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Pool {
+        let name = config.name.clone();
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|a| Arc::new(Endpoint::new(a.clone(), EndpointHealth::new(config.outlier.clone()))))
+            .collect();
+        let budget = RetryBudget::new(config.retry_budget_ratio, config.retry_budget_initial);
+        Pool {
+            name,
+            config,
+            endpoints,
+            budget: Mutex::new(budget),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        let now = now_s();
+        self.endpoints.iter().any(|e| e.eligible(now))
+    }
+
+    fn may_eject(&self, now: f64) -> bool {
+        let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
+        (ejected + 1) * 100 <= self.config.outlier.max_ejection_percent as usize * self.endpoints.len()
+    }
+
+    /// The eligible endpoint to try; with none eligible, any not yet tried (the call itself then
+    /// says precisely what is wrong, and nothing is refused on stale health).
+    pub fn pick(&self, model: Option<&ModelKey>, exclude: &[Arc<Endpoint>]) -> Arc<Endpoint> {
+        let now = now_s();
+        let untried = |e: &&Arc<Endpoint>| !exclude.iter().any(|x| Arc::ptr_eq(x, e));
+        let mut candidates: Vec<&Arc<Endpoint>> = self
+            .endpoints
+            .iter()
+            .filter(untried)
+            .filter(|e| e.eligible(now) && e.serves(model))
+            .collect();
+        if candidates.is_empty() {
+            let mut rest: Vec<&Arc<Endpoint>> = self.endpoints.iter().filter(untried).collect();
+            if rest.is_empty() {
+                rest = self.endpoints.iter().collect();
+            }
+            let healthy: Vec<&Arc<Endpoint>> = rest.iter().copied().filter(|e| !e.ejected(now)).collect();
+            candidates = if healthy.is_empty() { rest } else { healthy };
+        }
+        let loads: Vec<(u64, f64)> = candidates
+            .iter()
+            .map(|e| (e.outstanding.load(Ordering::Relaxed), e.latency_ewma()))
+            .collect();
+        candidates[choose(&loads, fastrand::usize)].clone()
+    }
+
+    fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
+        if tried >= self.config.max_attempts as usize || tried >= self.endpoints.len() {
+            return false;
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return false;
+        }
+        if !self.budget.lock().unwrap_or_else(|e| e.into_inner()).try_retry() {
+            self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn unreachable(&self, endpoint: &Endpoint, reason: &str) -> GatewayError {
+        GatewayError::Unavailable(format!(
+            "upstream pool '{}' is unavailable: {} unreachable ({reason})",
+            self.name, endpoint.address
+        ))
+    }
+
+    /// Send `payload` (one message) to an endpoint of the pool: the answer's head and its
+    /// attempt, to finish once its body has ended. Connection failures are retried elsewhere.
+    pub async fn send(
+        self: &Arc<Self>,
+        method: &str,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        model: Option<&ModelKey>,
+    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+        self.budget.lock().unwrap_or_else(|e| e.into_inner()).on_request();
+        let framed = grpc::frame(&payload);
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        loop {
+            let endpoint = self.pick(model, &tried);
+            tried.push(endpoint.clone());
+            endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
+            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            let attempt = Attempt {
+                endpoint: endpoint.clone(),
+                pool: self.clone(),
+                started: Instant::now(),
+                done: false,
+            };
+            let body = boxed(http_body_util::Full::new(framed.clone()));
+            match endpoint.send(method, body, deadline).await {
+                Ok(response) => return Ok((response, attempt)),
+                Err(reason) => {
+                    attempt.finish(true);
+                    if !self.retry_allowed(tried.len(), deadline) {
+                        return Err(self.unreachable(&endpoint, &reason));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A unary call whose answer the core reads itself: the answer's message, or its status.
+    pub async fn call(
+        self: &Arc<Self>,
+        method: &str,
+        payload: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<Bytes, GatewayError> {
+        let (response, attempt) = self.send(method, payload, deadline, None).await?;
+        let endpoint = attempt.endpoint.clone();
+        let collected = collect(response).await;
+        let broken = matches!(collected, Err(ref e) if e.is_unavailable());
+        attempt.finish(broken);
+        collected.map_err(|e| match e {
+            GatewayError::Unavailable(reason) => self.unreachable(&endpoint, &reason),
+            other => other,
+        })
+    }
+}
+
+/// A collected answer: its one message, or the status it carried (headers or trailers).
+/// Err(Unavailable(reason)) when the stream broke off.
+pub async fn collect(response: Response<Incoming>) -> Result<Bytes, GatewayError> {
+    let (head, body) = response.into_parts();
+    if let Some(status) = head.headers.get("grpc-status") {
+        return status_result(Code::parse(status.as_bytes()), head.headers.get("grpc-message"), Bytes::new());
+    }
+    let collected = body
+        .collect()
+        .await
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
+    let Some(status) = trailers.get("grpc-status") else {
+        return Err(GatewayError::Unavailable("the answer ended without a grpc-status".into()));
+    };
+    status_result(Code::parse(status.as_bytes()), trailers.get("grpc-message"), data)
+}
+
+fn status_result(code: Code, message: Option<&HeaderValue>, data: Bytes) -> Result<Bytes, GatewayError> {
+    if code != Code::Ok {
+        let message = message.map(|m| grpc::decode_message(m.as_bytes())).unwrap_or_default();
+        return Err(GatewayError::Upstream { code, message });
+    }
+    grpc::unary_message(data).map_err(|e| GatewayError::Upstream {
+        code: Code::Internal,
+        message: format!("upstream answer is not one gRPC message ({e:?})"),
+    })
+}

@@ -1,0 +1,195 @@
+//! Just enough of protobuf's wire format to edit messages without decoding them (pure).
+//!
+//! A later occurrence of a singular field overrides an earlier one, and a later occurrence of a
+//! message field merges into it: so appending `model_name` re-addresses a request, and appending
+//! `config { name }` renames a ModelConfig answer, with the caller's tensor bytes never copied
+//! into a decoded message.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(pub String);
+
+fn varint(data: &[u8], mut position: usize) -> Result<(u64, usize), WireError> {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let Some(&byte) = data.get(position) else {
+            return Err(WireError("truncated varint".into()));
+        };
+        if shift > 63 {
+            return Err(WireError("overlong varint".into()));
+        }
+        position += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok((value, position));
+        }
+        shift += 7;
+    }
+}
+
+fn put_varint(out: &mut BytesMut, mut value: u64) {
+    while value > 0x7f {
+        out.put_u8((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.put_u8(value as u8);
+}
+
+/// One top-level field: its number, where it starts, and (for length-delimited ones) its payload.
+pub struct Field {
+    pub number: u32,
+    pub start: usize,
+    pub end: usize,
+    pub payload: Option<(usize, usize)>,
+}
+
+/// Every top-level field of `data`, in order; an error for anything malformed.
+pub fn fields(data: &[u8]) -> Result<Vec<Field>, WireError> {
+    let mut out = Vec::new();
+    let mut position = 0;
+    while position < data.len() {
+        let start = position;
+        let (tag, after_tag) = varint(data, position)?;
+        let number = u32::try_from(tag >> 3).map_err(|_| WireError("field number out of range".into()))?;
+        let (end, payload) = match tag & 7 {
+            0 => (varint(data, after_tag)?.1, None),
+            1 => (after_tag + 8, None),
+            5 => (after_tag + 4, None),
+            2 => {
+                let (length, body) = varint(data, after_tag)?;
+                let length = usize::try_from(length).map_err(|_| WireError("length out of range".into()))?;
+                let end = body.checked_add(length).ok_or_else(|| WireError("length out of range".into()))?;
+                (end, Some((body, end)))
+            }
+            other => return Err(WireError(format!("unsupported wire type {other} at byte {start}"))),
+        };
+        if end > data.len() {
+            return Err(WireError(format!("field {number} runs past the end of the message")));
+        }
+        out.push(Field {
+            number,
+            start,
+            end,
+            payload,
+        });
+        position = end;
+    }
+    Ok(out)
+}
+
+/// Tag and length of a length-delimited field.
+pub fn put_field_header(out: &mut BytesMut, number: u32, length: usize) {
+    put_varint(out, u64::from(number) << 3 | 2);
+    put_varint(out, length as u64);
+}
+
+pub fn string_field(number: u32, value: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(value.len() + 6);
+    put_field_header(&mut out, number, value.len());
+    out.put_slice(value);
+    out
+}
+
+/// `message` with `suffix` appended (one copy).
+pub fn append(message: &[u8], suffix: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + suffix.len());
+    out.put_slice(message);
+    out.put_slice(suffix);
+    out.freeze()
+}
+
+/// `message` without any occurrence of field `number`.
+pub fn strip(message: &[u8], number: u32) -> Result<BytesMut, WireError> {
+    let mut out = BytesMut::with_capacity(message.len());
+    for field in fields(message)? {
+        if field.number != number {
+            out.put_slice(&message[field.start..field.end]);
+        }
+    }
+    Ok(out)
+}
+
+/// The string value of field `number` (the last occurrence wins), or "".
+pub fn string_of(message: &[u8], number: u32) -> Result<&[u8], WireError> {
+    let mut value: &[u8] = b"";
+    for field in fields(message)? {
+        if field.number == number {
+            if let Some((start, end)) = field.payload {
+                value = &message[start..end];
+            }
+        }
+    }
+    Ok(value)
+}
+
+/// Answers of several servers merged: protobuf concatenation merges (the first answer listed
+/// wins on scalars, being last), then entries of the repeated field `entries` that share a
+/// (name = 1, version = 2) key are kept once: the first position, the last value.
+pub fn merge_answers(answers: &[Bytes], entries: Option<u32>) -> Result<Bytes, WireError> {
+    let mut merged = BytesMut::new();
+    for answer in answers.iter().rev() {
+        merged.put_slice(answer);
+    }
+    let Some(entries) = entries else {
+        return Ok(merged.freeze());
+    };
+    let all = fields(&merged)?;
+    let mut keyed: Vec<((Vec<u8>, Vec<u8>), (usize, usize))> = Vec::new();
+    let mut out = BytesMut::with_capacity(merged.len());
+    for field in &all {
+        if field.number != entries {
+            out.put_slice(&merged[field.start..field.end]);
+            continue;
+        }
+        let Some((start, end)) = field.payload else { continue };
+        let entry = &merged[start..end];
+        let key = (string_of(entry, 1)?.to_vec(), string_of(entry, 2)?.to_vec());
+        match keyed.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, span)) => *span = (field.start, field.end),
+            None => keyed.push((key, (field.start, field.end))),
+        }
+    }
+    for (_, (start, end)) in keyed {
+        out.put_slice(&merged[start..end]);
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appended_strings_override() {
+        let message = string_field(1, b"public");
+        let renamed = append(&message, &string_field(1, b"upstream"));
+        assert_eq!(string_of(&renamed, 1).unwrap(), b"upstream");
+        assert_eq!(strip(&renamed, 1).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn merged_answers_keep_each_model_once() {
+        let entry = |name: &[u8], version: &[u8], state: &[u8]| {
+            let mut inner = string_field(1, name);
+            inner.extend_from_slice(&string_field(2, version));
+            inner.extend_from_slice(&string_field(3, state));
+            string_field(1, &inner).freeze()
+        };
+        let a = [entry(b"m", b"1", b"READY"), entry(b"n", b"1", b"READY")].concat();
+        let b = [entry(b"m", b"1", b"UNAVAILABLE")].concat();
+        let merged = merge_answers(&[Bytes::from(a), Bytes::from(b)], Some(1)).unwrap();
+        let entries: Vec<_> = fields(&merged).unwrap().into_iter().collect();
+        assert_eq!(entries.len(), 2);
+        let first = entries[0].payload.unwrap();
+        assert_eq!(string_of(&merged[first.0..first.1], 3).unwrap(), b"READY");
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        for bad in [&b"\x0a\x05ab"[..], b"\x0b", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"] {
+            assert!(fields(bad).is_err(), "{bad:?}");
+        }
+    }
+}
