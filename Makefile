@@ -7,15 +7,27 @@ VENV := .venv
 TRITON_VENV := .venv-triton
 PIP_QUIET := --quiet --disable-pip-version-check
 BIN := $(VENV)/bin
+# rustup's cargo, when the environment does not put it on PATH (CI's may not).
+export PATH := $(PATH):$(HOME)/.cargo/bin
+CARGO ?= cargo
+# The core's tests link libpython: the venv's interpreter, so pyo3 configures once for both.
+export PYO3_PYTHON = $(abspath $(BIN)/python)
+RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all venv triton-venv redis deploy-tools perf-analyzer demo test lint unit pytest proto proto-check bench clean
+.PHONY: all venv triton-venv redis deploy-tools perf-analyzer demo test lint rust-lint rust-test unit pytest proto proto-check bench clean
 
 all: test
 
-venv: $(VENV)/.installed
+# The editable install builds the native core (gateway._core) with maturin, release profile,
+# into target/ (reused by later builds); a change to the Rust sources rebuilds it.
+venv: $(VENV)/.installed $(VENV)/.core
 $(VENV)/.installed: pyproject.toml
+	@command -v $(CARGO) >/dev/null || { echo "need cargo (Rust) to build the core: rustup's ~/.cargo/bin/cargo"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_QUIET) -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@ $(VENV)/.core
+$(VENV)/.core: $(VENV)/.installed $(RUST_SOURCES)
+	$(BIN)/pip install $(PIP_QUIET) --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
 
 triton-venv: $(TRITON_VENV)/.installed
@@ -71,7 +83,16 @@ proto-check: venv
 bench: venv triton-venv perf-analyzer
 	$(BIN)/gateway bench --out results
 
-lint: venv
+# cargo test and clippy in the release profile: the dependencies compiled for the extension
+# module are reused instead of built a second time.
+rust-lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+
+rust-test: venv
+	$(CARGO) test --workspace --release
+
+lint: venv rust-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy gateway router cache batching loadtest tests
@@ -82,7 +103,7 @@ unit: venv
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 
-test: proto-check lint pytest
+test: proto-check lint rust-test pytest
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) .tools .mypy_cache .ruff_cache .pytest_cache target gateway/_core*.so

@@ -72,6 +72,13 @@ def serve(
     max_connection_age: Annotated[
         float | None, typer.Option(help="Seconds before a client connection is asked to reconnect (re-spreads load).")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GATEWAY_ENGINE",
+            help="Data plane: 'python', or 'native' (the Rust core; not every feature yet). Default: python.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
@@ -81,7 +88,7 @@ def serve(
     flags = ServeFlags(
         config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
         cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
-        batching, max_batch_size, workers, max_connection_age,
+        batching, max_batch_size, workers, max_connection_age, engine,
     )  # fmt: skip
     try:
         settings = serve_config(flags)

@@ -267,8 +267,14 @@ class ShadowConfig(_Frozen):
     log_tensors: bool = False  # full output tensors in each line
 
 
+Engine = Literal["python", "native"]
+
+
 class GatewayConfig(_Frozen):
     listen: Address = "0.0.0.0:8001"
+    # The data plane: the Python one, or the native core (crates/dataplane), which does not yet
+    # have every feature (`gateway.native.unsupported` names what it lacks).
+    engine: Engine = "python"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Processes serving the port (SO_REUSEPORT), under a supervisor; `gateway serve --workers`.
     workers: int = Field(default=1, ge=1)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, config_for_upstreams, load_config, parse_config
+from gateway.core_boundary import unsupported
 
 __all__ = ["ServeFlags", "UsageError", "serve_config"]
 
@@ -41,6 +42,7 @@ class ServeFlags:
     max_batch_size: int | None = None
     workers: int | None = None
     max_connection_age: float | None = None
+    engine: str | None = None
 
 
 def _section(current: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
     data = loaded.model_dump()
     data |= _section(
         {}, grace_period_s=flags.grace_period, drain_delay_s=flags.drain_delay, workers=flags.workers,
-        max_connection_age_s=flags.max_connection_age,
+        max_connection_age_s=flags.max_connection_age, engine=flags.engine,
     )  # fmt: skip
     host, _, port = loaded.listen.rpartition(":")
     if flags.host is not None or flags.port is not None:
@@ -78,4 +80,7 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
         data["telemetry"], metrics_port=flags.metrics_port, otlp_endpoint=flags.otlp_endpoint,
         trace_sample_ratio=flags.trace_sample_ratio, access_log=flags.access_log,
     )  # fmt: skip
-    return parse_config(data)
+    config = parse_config(data)
+    if config.engine == "native" and (missing := unsupported(config)):
+        raise UsageError(f"--engine native does not have {', '.join(missing)} yet: use --engine python for those")
+    return config

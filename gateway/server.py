@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,7 +45,10 @@ from gateway.upstream import INFERENCE_SERVICE, ModelKey, Pool
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from router import Router, RouteStore
 
-__all__ = ["ADMIN_TOKEN_ENV", "Gateway", "Serving", "ready_line", "serve"]
+if TYPE_CHECKING:
+    from gateway.native import NativeGateway
+
+__all__ = ["ADMIN_TOKEN_ENV", "Gateway", "Serving", "admin_server", "listen", "ready_line", "serve"]
 
 log = logging.getLogger(__name__)
 ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
@@ -123,26 +127,17 @@ class Gateway:
         )
 
     def _admin_server(self) -> grpc.aio.Server:
-        assert self.config.admin is not None
-        token = self.config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
-        if not token:
-            raise ConfigError(f"admin: a bearer token is required (admin.token, --admin-token or {ADMIN_TOKEN_ENV})")
-        server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)])
-        servicer = AdminServicer(self.dataplane, self.shadow_stats, self.cache)
-        admin_pb2_grpc.add_GatewayAdminServicer_to_server(servicer, server)
-        admin_service = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
-        reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)
-        return server
+        return admin_server(self.config, AdminServicer(self.dataplane, self.shadow_stats, self.cache))
 
     async def start(self) -> tuple[int, int | None]:
         """Bind, run a first health round, start serving; the bound data and admin ports."""
         credentials = server_credentials(self.config.tls) if self.config.tls else None
-        port = self._listen(self.server, self.config.listen, credentials)
+        port = listen(self.server, self.config.listen, credentials)
         if self.metrics_server is not None:
             self.metrics_port = await self.metrics_server.start()
         admin_port = None
         if self.admin_server is not None and self.config.admin is not None:
-            admin_port = self._listen(self.admin_server, self.config.admin.listen, credentials)
+            admin_port = listen(self.admin_server, self.config.admin.listen, credentials)
             await self.admin_server.start()
         await self.health.check_once()
         self._tasks.append(asyncio.create_task(self.health.run()))
@@ -154,11 +149,6 @@ class Gateway:
         await self.server.start()
         return port, admin_port
 
-    @staticmethod
-    def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-        if credentials is None:
-            return server.add_insecure_port(address)
-        return server.add_secure_port(address, credentials)
 
     async def stop(self) -> None:
         await self.health.drain()
@@ -189,6 +179,25 @@ class Gateway:
         self.telemetry.close()
 
 
+def admin_server(config: GatewayConfig, servicer: AdminServicer) -> grpc.aio.Server:
+    """The admin API's server, behind its bearer token (either engine)."""
+    assert config.admin is not None
+    token = config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
+    if not token:
+        raise ConfigError(f"admin: a bearer token is required (admin.token, --admin-token or {ADMIN_TOKEN_ENV})")
+    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)])
+    admin_pb2_grpc.add_GatewayAdminServicer_to_server(servicer, server)
+    admin_service = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
+    reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)
+    return server
+
+
+def listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
+
+
 @dataclass(frozen=True, slots=True)
 class Serving:
     """Where a started gateway listens (ports as bound: 0 in the configuration becomes a real one)."""
@@ -217,7 +226,13 @@ async def serve(
     announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
 ) -> None:
     tune_allocator()
-    gateway = Gateway(config, config_path)
+    gateway: Gateway | NativeGateway
+    if config.engine == "native":
+        from gateway.native import NativeGateway
+
+        gateway = NativeGateway(config, config_path)
+    else:
+        gateway = Gateway(config, config_path)
     port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     admin = f"{config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else None

@@ -46,7 +46,10 @@ impl Body for Unary {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Some(data) = self.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
@@ -107,7 +110,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
@@ -122,7 +128,9 @@ where
             }
             Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    let code = trailers.get("grpc-status").map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
+                    let code = trailers
+                        .get("grpc-status")
+                        .map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
                     for (name, value) in this.extra.drain(..) {
                         trailers.insert(name, value);
                     }
@@ -165,7 +173,10 @@ impl Body for Channel {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         self.receiver.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }

@@ -45,7 +45,10 @@ where
                     let inflight = self.inflight.clone();
                     tokio::spawn(async move {
                         let outcome = future.await;
-                        inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
                         let _ = sender.send(Some(outcome));
                     });
                     receiver
@@ -56,7 +59,9 @@ where
             .wait_for(Option::is_some)
             .await
             .map_err(|_| GatewayError::Internal("a shared fetch ended without an answer".into()))?;
-        outcome.clone().unwrap_or_else(|| Err(GatewayError::Internal("no answer".into())))
+        outcome
+            .clone()
+            .unwrap_or_else(|| Err(GatewayError::Internal("no answer".into())))
     }
 }
 
@@ -83,7 +88,10 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         leaver.abort();
-        let (a, b) = tokio::join!(flights.run("k", fetch(fetches.clone())), flights.run("k", fetch(fetches.clone())));
+        let (a, b) = tokio::join!(
+            flights.run("k", fetch(fetches.clone())),
+            flights.run("k", fetch(fetches.clone()))
+        );
         assert_eq!((a, b), (Ok(7), Ok(7)));
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }

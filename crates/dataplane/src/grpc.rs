@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(parse_timeout("5S"), Some(Duration::from_secs(5)));
         assert_eq!(parse_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            parse_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", "5 S"] {
             assert_eq!(parse_timeout(bad), None, "{bad:?}");
         }
@@ -241,11 +244,21 @@ mod tests {
 
     #[test]
     fn formatted_timeouts_round_trip_rounded_up() {
-        for nanos in [1u64, 999, 1_000, 1_234_567, 5_000_000_000, 86_400_000_000_000] {
+        for nanos in [
+            1u64,
+            999,
+            1_000,
+            1_234_567,
+            5_000_000_000,
+            86_400_000_000_000,
+        ] {
             let given = Duration::from_nanos(nanos);
             let back = parse_timeout(&format_timeout(given)).unwrap();
             assert!(back >= given, "{nanos}: {back:?}");
-            assert!(back.as_nanos() <= given.as_nanos() * 101 / 100 + 1, "{nanos}: {back:?}");
+            assert!(
+                back.as_nanos() <= given.as_nanos() * 101 / 100 + 1,
+                "{nanos}: {back:?}"
+            );
         }
     }
 
@@ -266,10 +279,16 @@ mod tests {
         assert_eq!(next_message(&mut buffer), Ok(None));
         buffer.extend_from_slice(&framed[3..]);
         buffer.extend_from_slice(&frame(b"")[..]);
-        assert_eq!(next_message(&mut buffer), Ok(Some(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            next_message(&mut buffer),
+            Ok(Some(Bytes::from_static(b"hello")))
+        );
         assert_eq!(next_message(&mut buffer), Ok(Some(Bytes::new())));
         assert_eq!(next_message(&mut buffer), Ok(None));
         assert_eq!(unary_message(frame(b"abc")), Ok(Bytes::from_static(b"abc")));
-        assert_eq!(unary_message(Bytes::from_static(b"\0\0\0\0\x09abc")), Err(FrameError::Truncated));
+        assert_eq!(
+            unary_message(Bytes::from_static(b"\0\0\0\0\x09abc")),
+            Err(FrameError::Truncated)
+        );
     }
 }

@@ -85,7 +85,11 @@ async fn probe(endpoint: Arc<Endpoint>, models: Vec<ModelKey>, timeout: Duration
     let mut unready = HashSet::new();
     if now {
         for (name, version) in models {
-            let request = NameVersion { name: name.clone(), version: version.clone() }.encode_to_vec();
+            let request = NameVersion {
+                name: name.clone(),
+                version: version.clone(),
+            }
+            .encode_to_vec();
             if !ready(&endpoint, "ModelReady", request, timeout).await {
                 unready.insert((name, version));
             }
@@ -104,10 +108,17 @@ fn routed_models(table: &Table) -> HashMap<String, Vec<ModelKey>> {
                 .insert((variant.model.clone(), variant.version.clone()));
         }
     }
-    out.into_iter().map(|(pool, models)| (pool, models.into_iter().collect())).collect()
+    out.into_iter()
+        .map(|(pool, models)| (pool, models.into_iter().collect()))
+        .collect()
 }
 
-pub async fn check_once(health: &Health, pools: &HashMap<String, Arc<Pool>>, table: &Table, timeout: Duration) {
+pub async fn check_once(
+    health: &Health,
+    pools: &HashMap<String, Arc<Pool>>,
+    table: &Table,
+    timeout: Duration,
+) {
     let models = routed_models(table);
     let mut probes = tokio::task::JoinSet::new();
     for pool in pools.values() {

@@ -40,8 +40,14 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// The caller's bytes re-addressed to the variant: appended fields override, and only clearing a
 /// pinned version (which appending cannot do) walks the message once.
-pub fn retarget(payload: &Bytes, request: &ModelInferRequest, variant: &Variant) -> Result<Bytes, GatewayError> {
-    let malformed = |e: wire::WireError| GatewayError::InvalidRequest(format!("malformed ModelInferRequest: {}", e.0));
+pub fn retarget(
+    payload: &Bytes,
+    request: &ModelInferRequest,
+    variant: &Variant,
+) -> Result<Bytes, GatewayError> {
+    let malformed = |e: wire::WireError| {
+        GatewayError::InvalidRequest(format!("malformed ModelInferRequest: {}", e.0))
+    };
     if variant.version.is_empty() && !request.model_version.is_empty() {
         let mut stripped = wire::strip(payload, 2).map_err(malformed)?;
         if variant.model != request.model_name {
@@ -62,14 +68,27 @@ pub fn retarget(payload: &Bytes, request: &ModelInferRequest, variant: &Variant)
     Ok(wire::append(payload, &suffix))
 }
 
-pub async fn prepare(state: &State, payload: Bytes, headers: &HeaderMap, deadline: Option<Instant>) -> Result<Prepared, GatewayError> {
+pub async fn prepare(
+    state: &State,
+    payload: Bytes,
+    headers: &HeaderMap,
+    deadline: Option<Instant>,
+) -> Result<Prepared, GatewayError> {
     let request = parse(&payload)?;
     let route = state.route(&request.model_name, deadline).await?;
-    let variant = decide(&route, |name| header(headers, name), &request.model_version, fastrand::f64)
-        .primary
-        .into_owned();
+    let variant = decide(
+        &route,
+        |name| header(headers, name),
+        &request.model_version,
+        fastrand::f64,
+    )
+    .primary
+    .into_owned();
     let pool = state.pool(&variant.pool)?.clone();
-    let signature = state.signatures.get(&pool, &variant.model, &variant.version, deadline).await?;
+    let signature = state
+        .signatures
+        .get(&pool, &variant.model, &variant.version, deadline)
+        .await?;
     validate(&request, &signature)?;
     let payload = retarget(&payload, &request, &variant)?;
     Ok(Prepared {
@@ -97,8 +116,14 @@ pub async fn model_infer(
     trailing: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let prepared = prepare(state, payload, headers, deadline).await?;
-    let model = (prepared.variant.model.clone(), prepared.variant.version.clone());
-    let (response, attempt) = prepared.pool.send("ModelInfer", prepared.payload, deadline, Some(&model)).await?;
+    let model = (
+        prepared.variant.model.clone(),
+        prepared.variant.version.clone(),
+    );
+    let (response, attempt) = prepared
+        .pool
+        .send("ModelInfer", prepared.payload, deadline, Some(&model))
+        .await?;
     let mut extra = trailing;
     if let Ok(value) = HeaderValue::from_str(&prepared.variant.name) {
         extra.push((HeaderName::from_static(VARIANT_KEY), value));
@@ -122,19 +147,35 @@ mod tests {
     use super::*;
 
     fn variant(model: &str, version: &str) -> Variant {
-        Variant { name: "v".into(), pool: "p".into(), model: model.into(), version: version.into(), weight: 1 }
+        Variant {
+            name: "v".into(),
+            pool: "p".into(),
+            model: model.into(),
+            version: version.into(),
+            weight: 1,
+        }
     }
 
     #[test]
     fn retargeted_requests_name_the_variants_model_and_version() {
-        let request = ModelInferRequest { model_name: "public".into(), model_version: "3".into(), ..Default::default() };
+        let request = ModelInferRequest {
+            model_name: "public".into(),
+            model_version: "3".into(),
+            ..Default::default()
+        };
         let payload = Bytes::from(request.encode_to_vec());
         let decoded = |b: Bytes| ModelInferRequest::decode(b).unwrap();
         let same = retarget(&payload, &request, &variant("public", "3")).unwrap();
         assert_eq!(same, payload);
         let moved = decoded(retarget(&payload, &request, &variant("upstream", "5")).unwrap());
-        assert_eq!((moved.model_name.as_str(), moved.model_version.as_str()), ("upstream", "5"));
+        assert_eq!(
+            (moved.model_name.as_str(), moved.model_version.as_str()),
+            ("upstream", "5")
+        );
         let cleared = decoded(retarget(&payload, &request, &variant("upstream", "")).unwrap());
-        assert_eq!((cleared.model_name.as_str(), cleared.model_version.as_str()), ("upstream", ""));
+        assert_eq!(
+            (cleared.model_name.as_str(), cleared.model_version.as_str()),
+            ("upstream", "")
+        );
     }
 }

@@ -63,8 +63,8 @@ impl Core {
         files: Vec<(String, Vec<u8>, Vec<String>)>,
         symbols: HashMap<String, String>,
     ) -> PyResult<Self> {
-        let config: CoreConfig =
-            serde_json::from_str(config).map_err(|e| PyValueError::new_err(format!("core configuration: {e}")))?;
+        let config: CoreConfig = serde_json::from_str(config)
+            .map_err(|e| PyValueError::new_err(format!("core configuration: {e}")))?;
         if config.pools.is_empty() {
             return Err(PyValueError::new_err("core configuration: no pools"));
         }
@@ -73,9 +73,9 @@ impl Core {
         if config.threads > 0 {
             builder.worker_threads(config.threads);
         }
-        let runtime = builder
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the core's runtime: {e}")))?;
+        let runtime = builder.build().map_err(|e| {
+            PyRuntimeError::new_err(format!("cannot start the core's runtime: {e}"))
+        })?;
         let files = files
             .into_iter()
             .map(|(name, descriptor, dependencies)| DescriptorFile {
@@ -99,7 +99,8 @@ impl Core {
 
     /// What the core understood of its configuration, as JSON (the boundary's round-trip test).
     fn config_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.state.config).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(&self.state.config)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Bind the data port, run a first health round, serve. The bound port.
@@ -110,42 +111,49 @@ impl Core {
         let runtime = runtime
             .as_ref()
             .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
-        let (port, tasks) = py.detach(|| {
-            runtime.block_on(async move {
-                let address = state.config.listen.clone();
-                let listener = tokio::net::TcpListener::bind(&address)
-                    .await
-                    .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-                let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                let timeout = Duration::from_secs_f64(state.config.health_check_timeout_s);
-                let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
-                health::check_once(&state.health, &state.pools, &state.table, timeout).await;
-                let probes = {
-                    let state = state.clone();
-                    let mut stop = stop.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::select! {
-                                () = tokio::time::sleep(interval) => {}
-                                _ = stop.changed() => return,
+        let (port, tasks) = py
+            .detach(|| {
+                runtime.block_on(async move {
+                    let address = state.config.listen.clone();
+                    let listener = tokio::net::TcpListener::bind(&address)
+                        .await
+                        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+                    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+                    let timeout = Duration::from_secs_f64(state.config.health_check_timeout_s);
+                    let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
+                    health::check_once(&state.health, &state.pools, &state.table, timeout).await;
+                    let probes = {
+                        let state = state.clone();
+                        let mut stop = stop.clone();
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::select! {
+                                    () = tokio::time::sleep(interval) => {}
+                                    _ = stop.changed() => return,
+                                }
+                                health::check_once(
+                                    &state.health,
+                                    &state.pools,
+                                    &state.table,
+                                    timeout,
+                                )
+                                .await;
                             }
-                            health::check_once(&state.health, &state.pools, &state.table, timeout).await;
-                        }
-                    })
-                };
-                let serving = tokio::spawn(server::serve(state, listener, stop));
-                Ok::<_, String>((port, vec![probes, serving]))
+                        })
+                    };
+                    let serving = tokio::spawn(server::serve(state, listener, stop));
+                    Ok::<_, String>((port, vec![probes, serving]))
+                })
             })
-        })
-        .map_err(PyOSError::new_err)?;
+            .map_err(PyOSError::new_err)?;
         locked(&self.tasks).extend(tasks);
         Ok(port)
     }
 
     /// Install the whole route table (a JSON list of routes); the next request sees it.
     fn set_routes(&self, routes: &str) -> PyResult<()> {
-        let routes: config::RouteTable =
-            serde_json::from_str(routes).map_err(|e| PyValueError::new_err(format!("route table: {e}")))?;
+        let routes: config::RouteTable = serde_json::from_str(routes)
+            .map_err(|e| PyValueError::new_err(format!("route table: {e}")))?;
         self.state
             .table
             .replace(routes, &self.state.pools)
@@ -154,7 +162,13 @@ impl Core {
 
     /// The core's route table, as JSON.
     fn routes(&self) -> PyResult<String> {
-        let table: Vec<_> = self.state.table.snapshot().values().map(|r| (**r).clone()).collect();
+        let table: Vec<_> = self
+            .state
+            .table
+            .snapshot()
+            .values()
+            .map(|r| (**r).clone())
+            .collect();
         serde_json::to_string(&table).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 

@@ -37,9 +37,11 @@ fn malformed(method: &str, error: prost::DecodeError) -> GatewayError {
 
 fn name_and_version(method: &str, payload: &Bytes) -> Result<(String, String), GatewayError> {
     match method {
-        "RepositoryModelLoad" | "RepositoryModelUnload" => RepositoryModelRequest::decode(payload.clone())
-            .map(|r| (r.model_name, String::new()))
-            .map_err(|e| malformed(method, e)),
+        "RepositoryModelLoad" | "RepositoryModelUnload" => {
+            RepositoryModelRequest::decode(payload.clone())
+                .map(|r| (r.model_name, String::new()))
+                .map_err(|e| malformed(method, e))
+        }
         "TraceSetting" => TraceSettingRequest::decode(payload.clone())
             .map(|r| (r.model_name, String::new()))
             .map_err(|e| malformed(method, e)),
@@ -53,10 +55,18 @@ fn name_and_version(method: &str, payload: &Bytes) -> Result<(String, String), G
 pub fn is_unary(method: &str) -> bool {
     model_fields(method).is_some()
         || SHARED_MEMORY_RPCS.contains(&method)
-        || matches!(method, "ServerLive" | "ServerReady" | "ServerMetadata" | "RepositoryIndex" | "LogSettings")
+        || matches!(
+            method,
+            "ServerLive" | "ServerReady" | "ServerMetadata" | "RepositoryIndex" | "LogSettings"
+        )
 }
 
-pub async fn unary(state: &State, method: &str, payload: Bytes, deadline: Option<Instant>) -> Result<Bytes, GatewayError> {
+pub async fn unary(
+    state: &State,
+    method: &str,
+    payload: Bytes,
+    deadline: Option<Instant>,
+) -> Result<Bytes, GatewayError> {
     match method {
         "ServerLive" => Ok(Flag { value: true }.encode_to_vec().into()),
         "ServerReady" => Ok(Flag { value: state.all_pools_ready() }.encode_to_vec().into()),
@@ -70,9 +80,16 @@ pub async fn unary(state: &State, method: &str, payload: Bytes, deadline: Option
     }
 }
 
-async fn model_scoped(state: &State, method: &str, payload: Bytes, deadline: Option<Instant>) -> Result<Bytes, GatewayError> {
+async fn model_scoped(
+    state: &State,
+    method: &str,
+    payload: Bytes,
+    deadline: Option<Instant>,
+) -> Result<Bytes, GatewayError> {
     let Some((name_field, _)) = model_fields(method) else {
-        return Err(GatewayError::NotSupported(format!("unknown method {method}")));
+        return Err(GatewayError::NotSupported(format!(
+            "unknown method {method}"
+        )));
     };
     let (public, version) = name_and_version(method, &payload)?;
     if public.is_empty() {
@@ -83,13 +100,18 @@ async fn model_scoped(state: &State, method: &str, payload: Bytes, deadline: Opt
     let variant = if version.is_empty() {
         route.heaviest().clone()
     } else {
-        decide(&route, |_| None, &version, fastrand::f64).primary.into_owned()
+        decide(&route, |_| None, &version, fastrand::f64)
+            .primary
+            .into_owned()
     };
     let pool = state.pool(&variant.pool)?;
     if variant.model == public {
         return pool.call(method, payload, deadline).await;
     }
-    let readdressed = wire::append(&payload, &wire::string_field(name_field, variant.model.as_bytes()));
+    let readdressed = wire::append(
+        &payload,
+        &wire::string_field(name_field, variant.model.as_bytes()),
+    );
     let answer = pool.call(method, readdressed, deadline).await?;
     Ok(rename(method, answer, &public))
 }
@@ -110,7 +132,12 @@ fn rename(method: &str, answer: Bytes, public: &str) -> Bytes {
 }
 
 /// Send to every pool; merge the answers (the first pool wins on scalars), models listed once.
-async fn fan_out(state: &State, method: &str, payload: Bytes, deadline: Option<Instant>) -> Result<Bytes, GatewayError> {
+async fn fan_out(
+    state: &State,
+    method: &str,
+    payload: Bytes,
+    deadline: Option<Instant>,
+) -> Result<Bytes, GatewayError> {
     let calls: Vec<_> = state
         .pool_order
         .iter()
@@ -121,7 +148,9 @@ async fn fan_out(state: &State, method: &str, payload: Bytes, deadline: Option<I
         .collect();
     let mut answers = Vec::with_capacity(calls.len());
     for call in calls {
-        let answer = call.await.map_err(|e| GatewayError::Internal(format!("a pool call failed: {e}")))?;
+        let answer = call
+            .await
+            .map_err(|e| GatewayError::Internal(format!("a pool call failed: {e}")))?;
         answers.push(answer?);
     }
     if answers.len() == 1 {

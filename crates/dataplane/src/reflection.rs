@@ -130,23 +130,59 @@ impl Reflection {
     pub fn answer(&self, message: Bytes) -> Bytes {
         let request = match ReflectionRequest::decode(message) {
             Ok(request) => request,
-            Err(error) => return error_answer(None, 3, &format!("malformed ServerReflectionRequest: {error}")),
+            Err(error) => {
+                return error_answer(
+                    None,
+                    3,
+                    &format!("malformed ServerReflectionRequest: {error}"),
+                )
+            }
         };
         let kind = match &request.kind {
             Some(RequestKind::ListServices(_)) => ResponseKind::Services(ListServiceResponse {
-                service: self.services.iter().map(|name| ServiceResponse { name: name.clone() }).collect(),
+                service: self
+                    .services
+                    .iter()
+                    .map(|name| ServiceResponse { name: name.clone() })
+                    .collect(),
             }),
             Some(RequestKind::FileByFilename(name)) => match self.with_dependencies(name) {
-                Some(files) => ResponseKind::Files(FileDescriptorResponse { file_descriptor_proto: files }),
-                None => return error_answer(Some(request.clone()), 5, &format!("file not found: {name}")),
+                Some(files) => ResponseKind::Files(FileDescriptorResponse {
+                    file_descriptor_proto: files,
+                }),
+                None => {
+                    return error_answer(
+                        Some(request.clone()),
+                        5,
+                        &format!("file not found: {name}"),
+                    )
+                }
             },
             Some(RequestKind::FileContainingSymbol(symbol)) => {
-                match self.symbols.get(symbol).and_then(|file| self.with_dependencies(file)) {
-                    Some(files) => ResponseKind::Files(FileDescriptorResponse { file_descriptor_proto: files }),
-                    None => return error_answer(Some(request.clone()), 5, &format!("symbol not found: {symbol}")),
+                match self
+                    .symbols
+                    .get(symbol)
+                    .and_then(|file| self.with_dependencies(file))
+                {
+                    Some(files) => ResponseKind::Files(FileDescriptorResponse {
+                        file_descriptor_proto: files,
+                    }),
+                    None => {
+                        return error_answer(
+                            Some(request.clone()),
+                            5,
+                            &format!("symbol not found: {symbol}"),
+                        )
+                    }
                 }
             }
-            _ => return error_answer(Some(request.clone()), 12, "this reflection request is not supported"),
+            _ => {
+                return error_answer(
+                    Some(request.clone()),
+                    12,
+                    "this reflection request is not supported",
+                )
+            }
         };
         ReflectionResponse {
             valid_host: request.host.clone(),
@@ -187,11 +223,32 @@ mod tests {
             files: vec![file("a.proto", &["b.proto"]), file("b.proto", &[])],
             symbols: [("a.S".to_owned(), "a.proto".to_owned())].into(),
         });
-        let ask = |kind| ReflectionRequest { host: String::new(), kind: Some(kind) }.encode_to_vec().into();
-        let answer = ReflectionResponse::decode(reflection.answer(ask(RequestKind::FileContainingSymbol("a.S".into())))).unwrap();
-        let Some(ResponseKind::Files(files)) = answer.kind else { panic!("{answer:?}") };
-        assert_eq!(files.file_descriptor_proto, vec![Bytes::from("a.proto"), Bytes::from("b.proto")]);
-        let answer = ReflectionResponse::decode(reflection.answer(ask(RequestKind::FileByFilename("nope".into())))).unwrap();
-        assert!(matches!(answer.kind, Some(ResponseKind::Error(ErrorResponse { error_code: 5, .. }))));
+        let ask = |kind| {
+            ReflectionRequest {
+                host: String::new(),
+                kind: Some(kind),
+            }
+            .encode_to_vec()
+            .into()
+        };
+        let answer = ReflectionResponse::decode(
+            reflection.answer(ask(RequestKind::FileContainingSymbol("a.S".into()))),
+        )
+        .unwrap();
+        let Some(ResponseKind::Files(files)) = answer.kind else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(
+            files.file_descriptor_proto,
+            vec![Bytes::from("a.proto"), Bytes::from("b.proto")]
+        );
+        let answer = ReflectionResponse::decode(
+            reflection.answer(ask(RequestKind::FileByFilename("nope".into()))),
+        )
+        .unwrap();
+        assert!(matches!(
+            answer.kind,
+            Some(ResponseKind::Error(ErrorResponse { error_code: 5, .. }))
+        ));
     }
 }

@@ -54,7 +54,10 @@ fn request_id(headers: &HeaderMap) -> String {
         .get(REQUEST_ID_KEY)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .map_or_else(|| format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)), str::to_owned)
+        .map_or_else(
+            || format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            str::to_owned,
+        )
 }
 
 fn grpc_response(body: BoxBody) -> Response<BoxBody> {
@@ -85,18 +88,25 @@ fn answer(message: &[u8], trailing: Vec<(HeaderName, HeaderValue)>) -> Response<
 }
 
 async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    let collected = Limited::new(body, limit.saturating_add(5)).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            GatewayError::TooLarge(format!("received message larger than max ({limit} bytes)"))
-        } else {
-            GatewayError::Unavailable(format!("the request broke off: {e}"))
-        }
-    })?;
+    let collected = Limited::new(body, limit.saturating_add(5))
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                GatewayError::TooLarge(format!("received message larger than max ({limit} bytes)"))
+            } else {
+                GatewayError::Unavailable(format!("the request broke off: {e}"))
+            }
+        })?;
     grpc::unary_message(collected.to_bytes()).map_err(|e| match e {
-        grpc::FrameError::Compressed => {
-            GatewayError::NotSupported("compressed requests are not supported: send them uncompressed".into())
+        grpc::FrameError::Compressed => GatewayError::NotSupported(
+            "compressed requests are not supported: send them uncompressed".into(),
+        ),
+        other => {
+            GatewayError::InvalidRequest(format!("the request is not one gRPC message ({other:?})"))
         }
-        other => GatewayError::InvalidRequest(format!("the request is not one gRPC message ({other:?})")),
     })
 }
 
@@ -107,7 +117,10 @@ async fn dispatch(
     trailing: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let path = request.uri().path().to_owned();
-    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
     let (head, body) = request.into_parts();
     let limit = state.config.max_message_bytes;
     match (service, method) {
@@ -115,7 +128,13 @@ async fn dispatch(
             let payload = read_unary(body, limit).await?;
             infer::model_infer(&state, payload, &head.headers, deadline, trailing).await
         }
-        (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(state, body, head.headers, deadline, trailing)),
+        (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(
+            state,
+            body,
+            head.headers,
+            deadline,
+            trailing,
+        )),
         (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
             let payload = read_unary(body, limit).await?;
             let message = metadata::unary(&state, method, payload, deadline).await?;
@@ -124,22 +143,30 @@ async fn dispatch(
         (HEALTH_SERVICE, "Check") => {
             let payload = read_unary(body, limit).await?;
             let service = HealthCheckRequest::decode(payload)
-                .map_err(|e| GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}")))?
+                .map_err(|e| {
+                    GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}"))
+                })?
                 .service;
             let status = health_of(&state, &service)
                 .ok_or_else(|| GatewayError::ModelNotFound(format!("unknown service {service}")))?;
-            Ok(answer(&HealthCheckResponse { status }.encode_to_vec(), trailing))
+            Ok(answer(
+                &HealthCheckResponse { status }.encode_to_vec(),
+                trailing,
+            ))
         }
         (HEALTH_SERVICE, "Watch") => {
             let payload = read_unary(body, limit).await?;
             let service = HealthCheckRequest::decode(payload)
-                .map_err(|e| GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}")))?
+                .map_err(|e| {
+                    GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}"))
+                })?
                 .service;
             Ok(watch_health(state, service))
         }
-        ("grpc.reflection.v1alpha.ServerReflection" | "grpc.reflection.v1.ServerReflection", "ServerReflectionInfo") => {
-            Ok(reflect(state, body))
-        }
+        (
+            "grpc.reflection.v1alpha.ServerReflection" | "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+        ) => Ok(reflect(state, body)),
         _ => Err(GatewayError::NotSupported(format!("unknown method {path}"))),
     }
 }
@@ -155,7 +182,10 @@ fn watch_health(state: Arc<State>, service: String) -> Response<BoxBody> {
     let (sender, receiver) = body::channel(4);
     tokio::spawn(async move {
         let Some(_) = health_of(&state, &service) else {
-            let message = HealthCheckResponse { status: SERVICE_UNKNOWN }.encode_to_vec();
+            let message = HealthCheckResponse {
+                status: SERVICE_UNKNOWN,
+            }
+            .encode_to_vec();
             let _ = sender.send(Frame::data(grpc::frame(&message))).await;
             // A watcher of an unknown service waits (as grpcio's servicer does) until it leaves.
             sender.closed().await;
@@ -165,7 +195,11 @@ fn watch_health(state: Arc<State>, service: String) -> Response<BoxBody> {
         loop {
             let current = *status.borrow_and_update();
             let message = HealthCheckResponse { status: current }.encode_to_vec();
-            if sender.send(Frame::data(grpc::frame(&message))).await.is_err() {
+            if sender
+                .send(Frame::data(grpc::frame(&message)))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::select! {
@@ -173,7 +207,9 @@ fn watch_health(state: Arc<State>, service: String) -> Response<BoxBody> {
                 () = sender.closed() => return,
             }
         }
-        let _ = sender.send(Frame::trailers(status_trailers(Code::Ok, ""))).await;
+        let _ = sender
+            .send(Frame::trailers(status_trailers(Code::Ok, "")))
+            .await;
     });
     grpc_response(boxed(receiver))
 }
@@ -187,19 +223,28 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
                 None => break Code::Ok,
                 Some(Err(_)) => break Code::Cancelled,
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     buffer.extend_from_slice(&data);
                     loop {
                         match grpc::next_message(&mut buffer) {
                             Ok(Some(message)) => {
                                 let answer = state.reflection.answer(message);
-                                if sender.send(Frame::data(grpc::frame(&answer))).await.is_err() {
+                                if sender
+                                    .send(Frame::data(grpc::frame(&answer)))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
                             Ok(None) => break,
                             Err(_) => {
-                                let trailers = status_trailers(Code::InvalidArgument, "malformed request stream");
+                                let trailers = status_trailers(
+                                    Code::InvalidArgument,
+                                    "malformed request stream",
+                                );
                                 let _ = sender.send(Frame::trailers(trailers)).await;
                                 return;
                             }
@@ -208,12 +253,17 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
                 }
             }
         };
-        let _ = sender.send(Frame::trailers(status_trailers(code, ""))).await;
+        let _ = sender
+            .send(Frame::trailers(status_trailers(code, "")))
+            .await;
     });
     grpc_response(boxed(receiver))
 }
 
-async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
     let id = request_id(request.headers());
     let mut trailing = Vec::with_capacity(2);
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -225,12 +275,19 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         .and_then(|v| v.to_str().ok())
         .and_then(grpc::parse_timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let work = CatchUnwind(Box::pin(dispatch(state, request, deadline, trailing.clone())));
+    let work = CatchUnwind(Box::pin(dispatch(
+        state,
+        request,
+        deadline,
+        trailing.clone(),
+    )));
     let outcome = match deadline {
         None => work.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(outcome) => outcome,
-            Err(_) => Ok(Err(GatewayError::DeadlineExceeded("Deadline Exceeded".into()))),
+            Err(_) => Ok(Err(GatewayError::DeadlineExceeded(
+                "Deadline Exceeded".into(),
+            ))),
         },
     };
     Ok(match outcome {
@@ -247,7 +304,11 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
 }
 
 /// Serve until `stop` turns true; then stop accepting and give in-flight calls `grace` to end.
-pub async fn serve(state: Arc<State>, listener: TcpListener, mut stop: watch::Receiver<Option<Duration>>) {
+pub async fn serve(
+    state: Arc<State>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<Option<Duration>>,
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder

@@ -32,32 +32,59 @@ impl Signatures {
         }
     }
 
-    pub async fn get(&self, pool: &Arc<Pool>, model: &str, version: &str, deadline: Option<Instant>) -> Result<Arc<Signature>, GatewayError> {
+    pub async fn get(
+        &self,
+        pool: &Arc<Pool>,
+        model: &str,
+        version: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Signature>, GatewayError> {
         let key = (pool.name.clone(), model.to_owned(), version.to_owned());
-        if let Some((expiry, signature)) = self.entries.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some((expiry, signature)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             if *expiry > Instant::now() {
                 return Ok(signature.clone());
             }
         }
         let (pool, model, version) = (pool.clone(), model.to_owned(), version.to_owned());
-        let signature = self.flights.run(key.clone(), move || fetch(pool, model, version, deadline)).await?;
+        let signature = self
+            .flights
+            .run(key.clone(), move || fetch(pool, model, version, deadline))
+            .await?;
         let expiry = Instant::now() + self.ttl;
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (expiry, signature.clone()));
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (expiry, signature.clone()));
         Ok(signature)
     }
 }
 
 fn not_found(error: GatewayError, pool: &str) -> GatewayError {
     match error {
-        GatewayError::Upstream { code: Code::NotFound, message } => {
-            GatewayError::ModelNotFound(format!("{message} (pool '{pool}')"))
-        }
+        GatewayError::Upstream {
+            code: Code::NotFound,
+            message,
+        } => GatewayError::ModelNotFound(format!("{message} (pool '{pool}')")),
         other => other,
     }
 }
 
-async fn fetch(pool: Arc<Pool>, model: String, version: String, deadline: Option<Instant>) -> Result<Arc<Signature>, GatewayError> {
-    let request = NameVersion { name: model, version }.encode_to_vec();
+async fn fetch(
+    pool: Arc<Pool>,
+    model: String,
+    version: String,
+    deadline: Option<Instant>,
+) -> Result<Arc<Signature>, GatewayError> {
+    let request = NameVersion {
+        name: model,
+        version,
+    }
+    .encode_to_vec();
     let (metadata, config) = tokio::join!(
         pool.call("ModelMetadata", request.clone().into(), deadline),
         pool.call("ModelConfig", request.into(), deadline),
@@ -65,12 +92,20 @@ async fn fetch(pool: Arc<Pool>, model: String, version: String, deadline: Option
     let metadata = metadata.map_err(|e| not_found(e, &pool.name))?;
     let metadata = ModelMetadataResponse::decode(metadata).map_err(|e| GatewayError::Upstream {
         code: Code::Internal,
-        message: format!("pool '{}' answered ModelMetadata with a malformed message: {e}", pool.name),
+        message: format!(
+            "pool '{}' answered ModelMetadata with a malformed message: {e}",
+            pool.name
+        ),
     })?;
     let config = match config {
-        Ok(bytes) => ModelConfigResponse::decode(bytes).ok().and_then(|r| r.config),
+        Ok(bytes) => ModelConfigResponse::decode(bytes)
+            .ok()
+            .and_then(|r| r.config),
         // Not every v2 server has ModelConfig: validate from the metadata alone.
-        Err(GatewayError::Upstream { code: Code::Unimplemented, .. }) => None,
+        Err(GatewayError::Upstream {
+            code: Code::Unimplemented,
+            ..
+        }) => None,
         Err(error) => return Err(not_found(error, &pool.name)),
     };
     Ok(Arc::new(Signature::new(&metadata, config.as_ref())))

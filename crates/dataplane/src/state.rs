@@ -29,8 +29,15 @@ pub struct State {
 
 impl State {
     pub fn new(config: CoreConfig, reflection: Reflection) -> State {
-        let pool_order: Vec<Arc<Pool>> = config.pools.iter().map(|p| Arc::new(Pool::new(p.clone()))).collect();
-        let pools = pool_order.iter().map(|p| (p.name.clone(), p.clone())).collect();
+        let pool_order: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| Arc::new(Pool::new(p.clone())))
+            .collect();
+        let pools = pool_order
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
         State {
             signatures: Signatures::new(config.metadata_ttl_s),
             config,
@@ -44,17 +51,28 @@ impl State {
     }
 
     pub fn default_pool(&self) -> Option<&Arc<Pool>> {
-        self.config.default_pool.as_ref().and_then(|name| self.pools.get(name))
+        self.config
+            .default_pool
+            .as_ref()
+            .and_then(|name| self.pools.get(name))
     }
 
-    pub async fn route(&self, model: &str, deadline: Option<Instant>) -> Result<Arc<Route>, GatewayError> {
-        self.table.route(model, self.default_pool(), &self.events, deadline).await
+    pub async fn route(
+        &self,
+        model: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Route>, GatewayError> {
+        self.table
+            .route(model, self.default_pool(), &self.events, deadline)
+            .await
     }
 
     pub fn pool(&self, name: &str) -> Result<&Arc<Pool>, GatewayError> {
-        self.pools
-            .get(name)
-            .ok_or_else(|| GatewayError::Internal(format!("the route names pool '{name}', which does not exist")))
+        self.pools.get(name).ok_or_else(|| {
+            GatewayError::Internal(format!(
+                "the route names pool '{name}', which does not exist"
+            ))
+        })
     }
 
     pub fn all_pools_ready(&self) -> bool {

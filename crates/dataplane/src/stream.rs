@@ -55,7 +55,9 @@ pub fn model_stream_infer(
 }
 
 fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
-    let head = infer::parse(request).map(|r| (r.id, r.model_name)).unwrap_or_default();
+    let head = infer::parse(request)
+        .map(|r| (r.id, r.model_name))
+        .unwrap_or_default();
     ModelStreamInferResponse {
         error_message: error.message().to_owned(),
         infer_response: Some(ModelInferResponseHead {
@@ -69,7 +71,13 @@ fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
 }
 
 /// One upstream stream: requests in through `sender`, answers pumped into the caller's stream.
-fn open(pool: Arc<Pool>, deadline: Option<Instant>, out: ChannelSender, failures: mpsc::Sender<GatewayError>, pumps: &mut JoinSet<()>) -> ChannelSender {
+fn open(
+    pool: Arc<Pool>,
+    deadline: Option<Instant>,
+    out: ChannelSender,
+    failures: mpsc::Sender<GatewayError>,
+    pumps: &mut JoinSet<()>,
+) -> ChannelSender {
     let (sender, requests) = body::channel(16);
     pumps.spawn(async move {
         if let Err(error) = pump(&pool, requests, deadline, &out).await {
@@ -79,7 +87,12 @@ fn open(pool: Arc<Pool>, deadline: Option<Instant>, out: ChannelSender, failures
     sender
 }
 
-async fn pump(pool: &Arc<Pool>, requests: body::Channel, deadline: Option<Instant>, out: &ChannelSender) -> Result<(), GatewayError> {
+async fn pump(
+    pool: &Arc<Pool>,
+    requests: body::Channel,
+    deadline: Option<Instant>,
+    out: &ChannelSender,
+) -> Result<(), GatewayError> {
     let endpoint = pool.pick(None, &[]);
     let unreachable = |reason: String| {
         GatewayError::Unavailable(format!(
@@ -87,12 +100,23 @@ async fn pump(pool: &Arc<Pool>, requests: body::Channel, deadline: Option<Instan
             pool.name, endpoint.address
         ))
     };
-    let response = endpoint.send("ModelStreamInfer", boxed(requests), deadline).await.map_err(unreachable)?;
+    let response = endpoint
+        .send("ModelStreamInfer", boxed(requests), deadline)
+        .await
+        .map_err(unreachable)?;
     let (head, mut answers) = response.into_parts();
     if let Some(status) = head.headers.get("grpc-status") {
         let code = Code::parse(status.as_bytes());
-        let message = head.headers.get("grpc-message").map(|m| grpc::decode_message(m.as_bytes())).unwrap_or_default();
-        return if code == Code::Ok { Ok(()) } else { Err(GatewayError::Upstream { code, message }) };
+        let message = head
+            .headers
+            .get("grpc-message")
+            .map(|m| grpc::decode_message(m.as_bytes()))
+            .unwrap_or_default();
+        return if code == Code::Ok {
+            Ok(())
+        } else {
+            Err(GatewayError::Upstream { code, message })
+        };
     }
     let mut buffer = BytesMut::new();
     while let Some(frame) = answers.frame().await {
@@ -100,10 +124,12 @@ async fn pump(pool: &Arc<Pool>, requests: body::Channel, deadline: Option<Instan
         match frame.into_data() {
             Ok(data) => {
                 buffer.extend_from_slice(&data);
-                while let Some(message) = grpc::next_message(&mut buffer).map_err(|e| GatewayError::Upstream {
-                    code: Code::Internal,
-                    message: format!("malformed upstream stream: {e:?}"),
-                })? {
+                while let Some(message) =
+                    grpc::next_message(&mut buffer).map_err(|e| GatewayError::Upstream {
+                        code: Code::Internal,
+                        message: format!("malformed upstream stream: {e:?}"),
+                    })?
+                {
                     if out.send(Frame::data(grpc::frame(&message))).await.is_err() {
                         return Ok(()); // the caller left
                     }
@@ -111,9 +137,14 @@ async fn pump(pool: &Arc<Pool>, requests: body::Channel, deadline: Option<Instan
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    let code = trailers.get("grpc-status").map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
+                    let code = trailers
+                        .get("grpc-status")
+                        .map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
                     if code != Code::Ok {
-                        let message = trailers.get("grpc-message").map(|m| grpc::decode_message(m.as_bytes())).unwrap_or_default();
+                        let message = trailers
+                            .get("grpc-message")
+                            .map(|m| grpc::decode_message(m.as_bytes()))
+                            .unwrap_or_default();
                         return Err(GatewayError::Upstream { code, message });
                     }
                     return Ok(());
@@ -124,7 +155,13 @@ async fn pump(pool: &Arc<Pool>, requests: body::Channel, deadline: Option<Instan
     Err(unreachable("the stream broke off".into()))
 }
 
-async fn run(state: &Arc<State>, mut body: Incoming, headers: &HeaderMap, deadline: Option<Instant>, out: &ChannelSender) -> Result<(), GatewayError> {
+async fn run(
+    state: &Arc<State>,
+    mut body: Incoming,
+    headers: &HeaderMap,
+    deadline: Option<Instant>,
+    out: &ChannelSender,
+) -> Result<(), GatewayError> {
     let mut upstreams: HashMap<(String, String), ChannelSender> = HashMap::new();
     let (failures, mut failed) = mpsc::channel::<GatewayError>(1);
     let mut pumps = JoinSet::new();
@@ -136,9 +173,13 @@ async fn run(state: &Arc<State>, mut body: Incoming, headers: &HeaderMap, deadli
         };
         let Some(frame) = frame else { break };
         let Ok(frame) = frame else {
-            return Err(GatewayError::Internal("the caller's stream broke off".into()));
+            return Err(GatewayError::Internal(
+                "the caller's stream broke off".into(),
+            ));
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         buffer.extend_from_slice(&data);
         while let Some(message) = grpc::next_message(&mut buffer)
             .map_err(|e| GatewayError::InvalidRequest(format!("malformed request stream: {e:?}")))?
@@ -147,15 +188,25 @@ async fn run(state: &Arc<State>, mut body: Incoming, headers: &HeaderMap, deadli
             let prepared = match infer::prepare(state, message.clone(), headers, deadline).await {
                 Ok(prepared) => prepared,
                 Err(error) => {
-                    let _ = out.send(Frame::data(grpc::frame(&error_response(&message, &error)))).await;
+                    let _ = out
+                        .send(Frame::data(grpc::frame(&error_response(&message, &error))))
+                        .await;
                     continue;
                 }
             };
             let key = (prepared.pool.name.clone(), prepared.variant.model.clone());
-            let sender = upstreams
-                .entry(key)
-                .or_insert_with(|| open(prepared.pool.clone(), deadline, out.clone(), failures.clone(), &mut pumps));
-            let _ = sender.send(Frame::data(grpc::frame(&prepared.payload))).await;
+            let sender = upstreams.entry(key).or_insert_with(|| {
+                open(
+                    prepared.pool.clone(),
+                    deadline,
+                    out.clone(),
+                    failures.clone(),
+                    &mut pumps,
+                )
+            });
+            let _ = sender
+                .send(Frame::data(grpc::frame(&prepared.payload)))
+                .await;
         }
     }
     upstreams.clear(); // done writing: every upstream stream sees the end of its requests

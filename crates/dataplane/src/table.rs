@@ -14,7 +14,9 @@ use crate::error::GatewayError;
 use crate::events::Events;
 use crate::flights::Flights;
 use crate::grpc::Code;
-use crate::messages::{ModelMetadataResponse, NameVersion, RepositoryIndexRequest, RepositoryIndexResponse};
+use crate::messages::{
+    ModelMetadataResponse, NameVersion, RepositoryIndexRequest, RepositoryIndexResponse,
+};
 use crate::upstream::Pool;
 
 pub type Routes = HashMap<String, Arc<Route>>;
@@ -41,11 +43,18 @@ impl Table {
 
     /// Install the control plane's whole table. Routes the core discovered that the table does
     /// not name yet are kept (the control plane learns of them through the event queue).
-    pub fn replace(&self, routes: Vec<Route>, pools: &HashMap<String, Arc<Pool>>) -> Result<(), RouteError> {
+    pub fn replace(
+        &self,
+        routes: Vec<Route>,
+        pools: &HashMap<String, Arc<Pool>>,
+    ) -> Result<(), RouteError> {
         for route in &routes {
             check_route(route, |p| pools.contains_key(p))?;
         }
-        let mut next: Routes = routes.into_iter().map(|r| (r.model.clone(), Arc::new(r))).collect();
+        let mut next: Routes = routes
+            .into_iter()
+            .map(|r| (r.model.clone(), Arc::new(r)))
+            .collect();
         for (model, route) in self.routes.load().iter() {
             if route.discovered && !next.contains_key(model) {
                 next.insert(model.clone(), route.clone());
@@ -61,7 +70,10 @@ impl Table {
         self.routes.rcu(|current| {
             let mut next = (**current).clone();
             // An operator's route for the model, installed meanwhile, wins the race.
-            chosen = next.entry(route.model.clone()).or_insert_with(|| route.clone()).clone();
+            chosen = next
+                .entry(route.model.clone())
+                .or_insert_with(|| route.clone())
+                .clone();
             next
         });
         chosen
@@ -75,7 +87,9 @@ impl Table {
         deadline: Option<Instant>,
     ) -> Result<Arc<Route>, GatewayError> {
         if model.is_empty() {
-            return Err(GatewayError::InvalidRequest("the request names no model".into()));
+            return Err(GatewayError::InvalidRequest(
+                "the request names no model".into(),
+            ));
         }
         if let Some(route) = self.routes.load().get(model) {
             return Ok(route.clone());
@@ -108,23 +122,50 @@ impl Default for Table {
 
 /// A route from the pool's ready versions of `model`, all weight on the latest; for a server
 /// without a repository index, from the model's metadata.
-async fn discover(pool: Arc<Pool>, model: String, deadline: Option<Instant>) -> Result<Arc<Route>, GatewayError> {
-    let request = RepositoryIndexRequest { repository_name: String::new(), ready: true }.encode_to_vec();
+async fn discover(
+    pool: Arc<Pool>,
+    model: String,
+    deadline: Option<Instant>,
+) -> Result<Arc<Route>, GatewayError> {
+    let request = RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready: true,
+    }
+    .encode_to_vec();
     let versions = match pool.call("RepositoryIndex", request.into(), deadline).await {
         Ok(answer) => {
             let index = RepositoryIndexResponse::decode(answer).unwrap_or_default();
-            let listed: Vec<&str> = index.models.iter().filter(|m| m.name == model).map(|m| m.version.as_str()).collect();
+            let listed: Vec<&str> = index
+                .models
+                .iter()
+                .filter(|m| m.name == model)
+                .map(|m| m.version.as_str())
+                .collect();
             if listed.is_empty() {
                 None
             } else {
                 Some(listed.into_iter().map(str::to_owned).collect::<Vec<_>>())
             }
         }
-        Err(GatewayError::Upstream { code: Code::Unimplemented, .. }) => {
-            let request = NameVersion { name: model.clone(), version: String::new() }.encode_to_vec();
+        Err(GatewayError::Upstream {
+            code: Code::Unimplemented,
+            ..
+        }) => {
+            let request = NameVersion {
+                name: model.clone(),
+                version: String::new(),
+            }
+            .encode_to_vec();
             match pool.call("ModelMetadata", request.into(), deadline).await {
-                Ok(answer) => Some(ModelMetadataResponse::decode(answer).unwrap_or_default().versions),
-                Err(GatewayError::Upstream { code: Code::NotFound, .. }) => None,
+                Ok(answer) => Some(
+                    ModelMetadataResponse::decode(answer)
+                        .unwrap_or_default()
+                        .versions,
+                ),
+                Err(GatewayError::Upstream {
+                    code: Code::NotFound,
+                    ..
+                }) => None,
                 Err(error) => return Err(error),
             }
         }

@@ -72,7 +72,8 @@ impl Endpoint {
 
     fn observe(&self, seconds: f64) {
         let next = ewma(self.latency_ewma(), seconds);
-        self.latency_ewma_bits.store(next.to_bits(), Ordering::Relaxed);
+        self.latency_ewma_bits
+            .store(next.to_bits(), Ordering::Relaxed);
     }
 
     fn live_sender(&self) -> Option<SendRequest<BoxBody>> {
@@ -85,7 +86,10 @@ impl Endpoint {
     }
 
     pub fn ejected(&self, now: f64) -> bool {
-        self.health.lock().unwrap_or_else(|e| e.into_inner()).ejected(now)
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ejected(now)
     }
 
     pub fn eligible(&self, now: f64) -> bool {
@@ -124,7 +128,12 @@ impl Endpoint {
     }
 
     /// One HTTP/2 request to this endpoint; Err(reason) when no answer could be had from it.
-    pub async fn send(&self, method: &str, body: BoxBody, deadline: Option<Instant>) -> Result<Response<Incoming>, String> {
+    pub async fn send(
+        &self,
+        method: &str,
+        body: BoxBody,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Incoming>, String> {
         let mut sender = match self.live_sender() {
             Some(sender) => sender,
             None => self.connect().await?,
@@ -133,11 +142,16 @@ impl Endpoint {
             .header("content-type", "application/grpc")
             .header("te", "trailers");
         if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
             request = request.header("grpc-timeout", grpc::format_timeout(remaining));
         }
         let request = request.body(body).map_err(|e| e.to_string())?;
-        sender.send_request(request).await.map_err(|e| e.to_string())
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -175,7 +189,12 @@ impl Attempt {
         let now = now_s();
         if failed_connection {
             let may_eject = self.pool.may_eject(now);
-            let ejected = self.endpoint.health.lock().unwrap_or_else(|e| e.into_inner()).failure(now, may_eject);
+            let ejected = self
+                .endpoint
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failure(now, may_eject);
             if ejected {
                 self.pool.stats.ejections.fetch_add(1, Ordering::Relaxed);
                 eprintln!(
@@ -184,7 +203,11 @@ impl Attempt {
                 );
             }
         } else {
-            self.endpoint.health.lock().unwrap_or_else(|e| e.into_inner()).success(now);
+            self.endpoint
+                .health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .success(now);
             self.endpoint.observe(self.started.elapsed().as_secs_f64());
         }
     }
@@ -204,7 +227,12 @@ impl Pool {
         let endpoints = config
             .endpoints
             .iter()
-            .map(|a| Arc::new(Endpoint::new(a.clone(), EndpointHealth::new(config.outlier.clone()))))
+            .map(|a| {
+                Arc::new(Endpoint::new(
+                    a.clone(),
+                    EndpointHealth::new(config.outlier.clone()),
+                ))
+            })
             .collect();
         let budget = RetryBudget::new(config.retry_budget_ratio, config.retry_budget_initial);
         Pool {
@@ -223,7 +251,8 @@ impl Pool {
 
     fn may_eject(&self, now: f64) -> bool {
         let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
-        (ejected + 1) * 100 <= self.config.outlier.max_ejection_percent as usize * self.endpoints.len()
+        (ejected + 1) * 100
+            <= self.config.outlier.max_ejection_percent as usize * self.endpoints.len()
     }
 
     /// The eligible endpoint to try; with none eligible, any not yet tried (the call itself then
@@ -242,14 +271,15 @@ impl Pool {
             if rest.is_empty() {
                 rest = self.endpoints.iter().collect();
             }
-            let healthy: Vec<&Arc<Endpoint>> = rest.iter().copied().filter(|e| !e.ejected(now)).collect();
+            let healthy: Vec<&Arc<Endpoint>> =
+                rest.iter().copied().filter(|e| !e.ejected(now)).collect();
             candidates = if healthy.is_empty() { rest } else { healthy };
         }
         let loads: Vec<(u64, f64)> = candidates
             .iter()
             .map(|e| (e.outstanding.load(Ordering::Relaxed), e.latency_ewma()))
             .collect();
-        candidates[choose(&loads, fastrand::usize)].clone()
+        candidates[choose(&loads, |n| fastrand::usize(..n))].clone()
     }
 
     fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
@@ -259,7 +289,12 @@ impl Pool {
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return false;
         }
-        if !self.budget.lock().unwrap_or_else(|e| e.into_inner()).try_retry() {
+        if !self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_retry()
+        {
             self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
             return false;
         }
@@ -283,7 +318,10 @@ impl Pool {
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
     ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
-        self.budget.lock().unwrap_or_else(|e| e.into_inner()).on_request();
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_request();
         let framed = grpc::frame(&payload);
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
@@ -334,7 +372,11 @@ impl Pool {
 pub async fn collect(response: Response<Incoming>) -> Result<Bytes, GatewayError> {
     let (head, body) = response.into_parts();
     if let Some(status) = head.headers.get("grpc-status") {
-        return status_result(Code::parse(status.as_bytes()), head.headers.get("grpc-message"), Bytes::new());
+        return status_result(
+            Code::parse(status.as_bytes()),
+            head.headers.get("grpc-message"),
+            Bytes::new(),
+        );
     }
     let collected = body
         .collect()
@@ -343,14 +385,26 @@ pub async fn collect(response: Response<Incoming>) -> Result<Bytes, GatewayError
     let trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
     let Some(status) = trailers.get("grpc-status") else {
-        return Err(GatewayError::Unavailable("the answer ended without a grpc-status".into()));
+        return Err(GatewayError::Unavailable(
+            "the answer ended without a grpc-status".into(),
+        ));
     };
-    status_result(Code::parse(status.as_bytes()), trailers.get("grpc-message"), data)
+    status_result(
+        Code::parse(status.as_bytes()),
+        trailers.get("grpc-message"),
+        data,
+    )
 }
 
-fn status_result(code: Code, message: Option<&HeaderValue>, data: Bytes) -> Result<Bytes, GatewayError> {
+fn status_result(
+    code: Code,
+    message: Option<&HeaderValue>,
+    data: Bytes,
+) -> Result<Bytes, GatewayError> {
     if code != Code::Ok {
-        let message = message.map(|m| grpc::decode_message(m.as_bytes())).unwrap_or_default();
+        let message = message
+            .map(|m| grpc::decode_message(m.as_bytes()))
+            .unwrap_or_default();
         return Err(GatewayError::Upstream { code, message });
     }
     grpc::unary_message(data).map_err(|e| GatewayError::Upstream {

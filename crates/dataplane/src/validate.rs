@@ -31,7 +31,13 @@ impl Signature {
     /// `config`: None for servers without ModelConfig (validation from metadata alone).
     pub fn new(metadata: &ModelMetadataResponse, config: Option<&ModelConfig>) -> Signature {
         let optional: BTreeSet<&str> = config
-            .map(|c| c.input.iter().filter(|i| i.optional).map(|i| i.name.as_str()).collect())
+            .map(|c| {
+                c.input
+                    .iter()
+                    .filter(|i| i.optional)
+                    .map(|i| i.name.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         let inputs = metadata
             .inputs
@@ -100,11 +106,17 @@ pub fn count_bytes_elements(raw: &[u8]) -> Option<u64> {
     (offset == raw.len()).then_some(count)
 }
 
-fn check_shape(model: &str, spec: &TensorSpec, shape: &[i64], max_batch_size: i64) -> Result<(), GatewayError> {
+fn check_shape(
+    model: &str,
+    spec: &TensorSpec,
+    shape: &[i64],
+    max_batch_size: i64,
+) -> Result<(), GatewayError> {
     let expected = &spec.shape;
     let exact = shape == expected.as_slice() && !expected.contains(&-1);
     let matches = exact
-        || (shape.len() == expected.len() && expected.iter().zip(shape).all(|(e, s)| *e == -1 || e == s));
+        || (shape.len() == expected.len()
+            && expected.iter().zip(shape).all(|(e, s)| *e == -1 || e == s));
     if !matches || (!exact && shape.iter().any(|d| *d < 0)) {
         return Err(fail(
             model,
@@ -135,19 +147,33 @@ fn element_count(model: &str, spec: &TensorSpec, shape: &[i64]) -> Result<u64, G
         .ok_or_else(|| {
             fail(
                 model,
-                format!("input '{}' has shape {}, whose size overflows", spec.name, list(shape)),
+                format!(
+                    "input '{}' has shape {}, whose size overflows",
+                    spec.name,
+                    list(shape)
+                ),
             )
         })
 }
 
-fn check_raw_size(model: &str, spec: &TensorSpec, elements: u64, raw: &[u8]) -> Result<(), GatewayError> {
+fn check_raw_size(
+    model: &str,
+    spec: &TensorSpec,
+    elements: u64,
+    raw: &[u8],
+) -> Result<(), GatewayError> {
     if spec.datatype == "BYTES" {
         let found = count_bytes_elements(raw);
         if found != Some(elements) {
-            let got = found.map_or("malformed length prefixes".to_owned(), |n| format!("{n} strings"));
+            let got = found.map_or("malformed length prefixes".to_owned(), |n| {
+                format!("{n} strings")
+            });
             return Err(fail(
                 model,
-                format!("input '{}' holds {got}, expected {elements} strings", spec.name),
+                format!(
+                    "input '{}' holds {got}, expected {elements} strings",
+                    spec.name
+                ),
             ));
         }
         return Ok(());
@@ -155,7 +181,10 @@ fn check_raw_size(model: &str, spec: &TensorSpec, elements: u64, raw: &[u8]) -> 
     let Some(size) = element_bytes(&spec.datatype) else {
         return Err(fail(
             model,
-            format!("input '{}' has unknown datatype {}", spec.name, spec.datatype),
+            format!(
+                "input '{}' has unknown datatype {}",
+                spec.name, spec.datatype
+            ),
         ));
     };
     let expected = elements.checked_mul(size);
@@ -173,7 +202,12 @@ fn check_raw_size(model: &str, spec: &TensorSpec, elements: u64, raw: &[u8]) -> 
     Ok(())
 }
 
-fn check_typed_size(model: &str, spec: &TensorSpec, elements: u64, tensor: &InferInputTensor) -> Result<(), GatewayError> {
+fn check_typed_size(
+    model: &str,
+    spec: &TensorSpec,
+    elements: u64,
+    tensor: &InferInputTensor,
+) -> Result<(), GatewayError> {
     let contents = tensor.contents.clone().unwrap_or_default();
     let (field, found) = match spec.datatype.as_str() {
         "BOOL" => ("bool_contents", contents.bool_contents.len()),
@@ -232,9 +266,15 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
             ));
         };
         if !seen.insert(tensor.name.as_str()) {
-            return Err(fail(model, format!("input '{}' is given twice", tensor.name)));
+            return Err(fail(
+                model,
+                format!("input '{}' is given twice", tensor.name),
+            ));
         }
-        if SHARED_MEMORY_KEYS.iter().any(|k| tensor.parameters.contains_key(*k)) {
+        if SHARED_MEMORY_KEYS
+            .iter()
+            .any(|k| tensor.parameters.contains_key(*k))
+        {
             return Err(fail(
                 model,
                 format!(
@@ -282,7 +322,10 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
                 ),
             ));
         }
-        if SHARED_MEMORY_KEYS.iter().any(|k| output.parameters.contains_key(*k)) {
+        if SHARED_MEMORY_KEYS
+            .iter()
+            .any(|k| output.parameters.contains_key(*k))
+        {
             return Err(fail(
                 model,
                 format!(
@@ -304,8 +347,16 @@ mod tests {
     fn signature() -> Signature {
         let metadata = ModelMetadataResponse {
             name: "m".into(),
-            inputs: vec![TensorMetadata { name: "INPUT0".into(), datatype: "FP32".into(), shape: vec![-1, 4] }],
-            outputs: vec![TensorMetadata { name: "OUTPUT0".into(), datatype: "FP32".into(), shape: vec![-1, 4] }],
+            inputs: vec![TensorMetadata {
+                name: "INPUT0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 4],
+            }],
+            outputs: vec![TensorMetadata {
+                name: "OUTPUT0".into(),
+                datatype: "FP32".into(),
+                shape: vec![-1, 4],
+            }],
             ..Default::default()
         };
         Signature::new(&metadata, None)
@@ -314,7 +365,12 @@ mod tests {
     fn request(shape: Vec<i64>, raw: usize) -> ModelInferRequest {
         ModelInferRequest {
             model_name: "m".into(),
-            inputs: vec![InferInputTensor { name: "INPUT0".into(), datatype: "FP32".into(), shape, ..Default::default() }],
+            inputs: vec![InferInputTensor {
+                name: "INPUT0".into(),
+                datatype: "FP32".into(),
+                shape,
+                ..Default::default()
+            }],
             raw_input_contents: vec![Bytes::from(vec![0u8; raw])],
             ..Default::default()
         }
@@ -324,9 +380,15 @@ mod tests {
     fn good_requests_pass_and_bad_sizes_say_what_was_expected() {
         assert_eq!(validate(&request(vec![2, 4], 32), &signature()), Ok(()));
         let error = validate(&request(vec![2, 4], 31), &signature()).unwrap_err();
-        assert_eq!(error.message(), "model 'm': input 'INPUT0' has 31 bytes, expected 32 for its shape");
+        assert_eq!(
+            error.message(),
+            "model 'm': input 'INPUT0' has 31 bytes, expected 32 for its shape"
+        );
         let error = validate(&request(vec![2, 5], 40), &signature()).unwrap_err();
-        assert_eq!(error.message(), "model 'm': input 'INPUT0' has shape [2, 5], expected [-1, 4] (-1: any size)");
+        assert_eq!(
+            error.message(),
+            "model 'm': input 'INPUT0' has shape [2, 5], expected [-1, 4] (-1: any size)"
+        );
     }
 
     #[test]

@@ -52,21 +52,31 @@ pub fn fields(data: &[u8]) -> Result<Vec<Field>, WireError> {
     while position < data.len() {
         let start = position;
         let (tag, after_tag) = varint(data, position)?;
-        let number = u32::try_from(tag >> 3).map_err(|_| WireError("field number out of range".into()))?;
+        let number =
+            u32::try_from(tag >> 3).map_err(|_| WireError("field number out of range".into()))?;
         let (end, payload) = match tag & 7 {
             0 => (varint(data, after_tag)?.1, None),
             1 => (after_tag + 8, None),
             5 => (after_tag + 4, None),
             2 => {
                 let (length, body) = varint(data, after_tag)?;
-                let length = usize::try_from(length).map_err(|_| WireError("length out of range".into()))?;
-                let end = body.checked_add(length).ok_or_else(|| WireError("length out of range".into()))?;
+                let length =
+                    usize::try_from(length).map_err(|_| WireError("length out of range".into()))?;
+                let end = body
+                    .checked_add(length)
+                    .ok_or_else(|| WireError("length out of range".into()))?;
                 (end, Some((body, end)))
             }
-            other => return Err(WireError(format!("unsupported wire type {other} at byte {start}"))),
+            other => {
+                return Err(WireError(format!(
+                    "unsupported wire type {other} at byte {start}"
+                )))
+            }
         };
         if end > data.len() {
-            return Err(WireError(format!("field {number} runs past the end of the message")));
+            return Err(WireError(format!(
+                "field {number} runs past the end of the message"
+            )));
         }
         out.push(Field {
             number,
@@ -136,14 +146,17 @@ pub fn merge_answers(answers: &[Bytes], entries: Option<u32>) -> Result<Bytes, W
         return Ok(merged.freeze());
     };
     let all = fields(&merged)?;
-    let mut keyed: Vec<((Vec<u8>, Vec<u8>), (usize, usize))> = Vec::new();
+    type Key = (Vec<u8>, Vec<u8>); // an entry's name and version
+    let mut keyed: Vec<(Key, (usize, usize))> = Vec::new();
     let mut out = BytesMut::with_capacity(merged.len());
     for field in &all {
         if field.number != entries {
             out.put_slice(&merged[field.start..field.end]);
             continue;
         }
-        let Some((start, end)) = field.payload else { continue };
+        let Some((start, end)) = field.payload else {
+            continue;
+        };
         let entry = &merged[start..end];
         let key = (string_of(entry, 1)?.to_vec(), string_of(entry, 2)?.to_vec());
         match keyed.iter_mut().find(|(k, _)| *k == key) {
@@ -188,7 +201,11 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        for bad in [&b"\x0a\x05ab"[..], b"\x0b", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"] {
+        for bad in [
+            &b"\x0a\x05ab"[..],
+            b"\x0b",
+            b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        ] {
             assert!(fields(bad).is_err(), "{bad:?}");
         }
     }

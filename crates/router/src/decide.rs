@@ -47,7 +47,9 @@ pub fn blake2b_64(data: &[u8]) -> u64 {
     let mut hasher = Blake2bVar::new(8).expect("8 is a valid BLAKE2b output size");
     hasher.update(data);
     let mut out = [0u8; 8];
-    hasher.finalize_variable(&mut out).expect("the buffer has the digest's size");
+    hasher
+        .finalize_variable(&mut out)
+        .expect("the buffer has the digest's size");
     u64::from_be_bytes(out)
 }
 
@@ -80,7 +82,10 @@ fn primary<'r, 'm>(
     draw: &mut impl FnMut() -> f64,
 ) -> (Cow<'r, Variant>, Reason) {
     if !requested_version.is_empty() {
-        return (requested(route, requested_version), Reason::RequestedVersion);
+        return (
+            requested(route, requested_version),
+            Reason::RequestedVersion,
+        );
     }
     for rule in &route.rules {
         if rule.matches(header(&rule.header)) {
@@ -91,7 +96,10 @@ fn primary<'r, 'm>(
     }
     if let Some(sticky) = &route.sticky_header {
         if let Some(key) = header(sticky).filter(|k| !k.is_empty()) {
-            return (Cow::Borrowed(sticky_variant(route, key)), Reason::Sticky(sticky.clone()));
+            return (
+                Cow::Borrowed(sticky_variant(route, key)),
+                Reason::Sticky(sticky.clone()),
+            );
         }
     }
     (Cow::Borrowed(weighted(route, draw())), Reason::Weighted)

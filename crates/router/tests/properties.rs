@@ -1,6 +1,8 @@
 //! Properties of the routing decision: weight shares, sticky minimal movement, rule order.
 
-use gateway_router::{decide, sticky_variant, weighted, MatchOp, MatchRule, Reason, Route, Variant};
+use gateway_router::{
+    decide, sticky_variant, weighted, MatchOp, MatchRule, Reason, Route, Variant,
+};
 use proptest::prelude::*;
 
 fn route(weights: &[u32]) -> Route {
@@ -95,8 +97,18 @@ fn the_first_matching_rule_wins_over_sticky_and_weights() {
     let mut route = route(&[100, 0, 0]);
     route.sticky_header = Some("x-user".into());
     route.rules = vec![
-        MatchRule { header: "x-tier".into(), op: MatchOp::Prefix, values: vec!["gold".into()], variant: "v1".into() },
-        MatchRule { header: "x-tier".into(), op: MatchOp::OneOf, values: vec!["gold-plus".into()], variant: "v2".into() },
+        MatchRule {
+            header: "x-tier".into(),
+            op: MatchOp::Prefix,
+            values: vec!["gold".into()],
+            variant: "v1".into(),
+        },
+        MatchRule {
+            header: "x-tier".into(),
+            op: MatchOp::OneOf,
+            values: vec!["gold-plus".into()],
+            variant: "v2".into(),
+        },
     ];
     let metadata = [("x-tier", "gold-plus"), ("x-user", "u1")];
     let header = |name: &str| metadata.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
@@ -106,7 +118,10 @@ fn the_first_matching_rule_wins_over_sticky_and_weights() {
     let none = |_: &str| None;
     assert_eq!(decide(&route, none, "", || 0.5).reason, Reason::Weighted);
     let sticky = |name: &str| (name == "x-user").then_some("u1");
-    assert_eq!(decide(&route, sticky, "", || 0.5).reason, Reason::Sticky("x-user".into()));
+    assert_eq!(
+        decide(&route, sticky, "", || 0.5).reason,
+        Reason::Sticky("x-user".into())
+    );
 }
 
 #[test]

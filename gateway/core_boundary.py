@@ -1,0 +1,127 @@
+"""What crosses into the native core: its configuration, route tables, reflection descriptors.
+
+The schema stays the control plane's (`gateway.config`); these functions say which part of it the
+core reads, in the shape its serde types take (`crates/dataplane/src/config.rs`,
+`crates/router/src/route.rs`). `tests/unit/test_core_boundary.py` round-trips them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FileDescriptor
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from tritonclient.grpc import service_pb2
+
+from gateway.config import GatewayConfig
+from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
+
+__all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
+
+
+def core_config(config: GatewayConfig, threads: int = 0) -> dict[str, Any]:
+    pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
+    keep = ("endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms")
+    return {
+        "listen": config.listen,
+        "max_message_bytes": config.max_message_bytes,
+        "metadata_ttl_s": config.metadata_ttl_s,
+        "health_check_interval_s": config.health_check_interval_s,
+        "health_check_timeout_s": config.health_check_timeout_s,
+        "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
+        "default_pool": config.default_pool,
+        "threads": threads,
+    }
+
+
+def _route_to_core(route: Route) -> dict[str, Any]:
+    return {
+        "model": route.model,
+        "variants": [
+            {"name": v.name, "pool": v.pool, "model": v.model, "version": v.version, "weight": v.weight}
+            for v in route.variants
+        ],
+        "rules": [
+            {"header": r.header, "op": r.op.value, "values": list(r.values), "variant": r.variant} for r in route.rules
+        ],
+        "sticky_header": route.sticky_header,
+        "shadows": [{"variant": s.variant, "fraction": s.fraction, "max_inflight": s.max_inflight} for s in route.shadows],
+        "discovered": route.discovered,
+    }
+
+
+def routes_to_core(routes: Iterable[Route]) -> str:
+    return json.dumps([_route_to_core(route) for route in routes])
+
+
+def route_from_core(data: dict[str, Any]) -> Route:
+    return Route(
+        model=data["model"],
+        variants=tuple(Variant(v["name"], v["pool"], v["model"], v["version"], v["weight"]) for v in data["variants"]),
+        rules=tuple(
+            MatchRule(r["header"], MatchOp(r["op"]), tuple(r["values"]), r["variant"]) for r in data["rules"]
+        ),
+        sticky_header=data["sticky_header"],
+        shadows=tuple(ShadowPolicy(s["variant"], s["fraction"], s["max_inflight"]) for s in data["shadows"]),
+        discovered=data["discovered"],
+    )
+
+
+def _symbols(message: Descriptor) -> Iterable[str]:
+    yield message.full_name
+    for nested in message.nested_types:
+        yield from _symbols(nested)
+    for enum in message.enum_types:
+        yield enum.full_name
+
+
+def reflection_descriptors() -> tuple[list[str], list[tuple[str, bytes, list[str]]], dict[str, str]]:
+    """Services, files (name, serialized FileDescriptorProto, imports) and symbol → file, from the
+    descriptors inside tritonclient's and grpcio's generated modules."""
+    roots = [service_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR]
+    files: dict[str, FileDescriptor] = {}
+    pending = list(roots)
+    while pending:
+        file = pending.pop()
+        if file.name not in files:
+            files[file.name] = file
+            pending.extend(file.dependencies)
+    symbols: dict[str, str] = {}
+    for file in files.values():
+        for service in file.services_by_name.values():
+            symbols[service.full_name] = file.name
+            symbols.update({method.full_name: file.name for method in service.methods})
+        for message in file.message_types_by_name.values():
+            symbols.update(dict.fromkeys(_symbols(message), file.name))
+        symbols.update({enum.full_name: file.name for enum in file.enum_types_by_name.values()})
+    services = [service.full_name for root in roots for service in root.services_by_name.values()]
+    listed = [(f.name, f.serialized_pb, [d.name for d in f.dependencies]) for f in files.values()]
+    return services, listed, symbols
+
+
+def unsupported(config: GatewayConfig) -> list[str]:
+    """The features `config` asks for that the native core does not have yet (they move into it
+    in part 2 of the engine move); each as the key or flag that asks for it."""
+    wanted = {
+        "cache (--cache, cache.enabled, routes.*.cache)": config.cache.enabled
+        or any(route.cache is not None and route.cache.enabled for route in config.routes.values()),
+        "micro-batching (--batching, batching.enabled, routes.*.batching)": config.batching.enabled
+        or any(route.batching is not None and route.batching.enabled for route in config.routes.values()),
+        "admission control (--max-inflight, pools.*.max_inflight, pools.*.adaptive)": any(
+            pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
+        ),
+        "hedging (pools.*.hedge_delay_ms)": any(pool.hedge_delay_ms is not None for pool in config.pools.values()),
+        "TLS towards upstreams (pools.*.tls)": any(pool.tls is not None for pool in config.pools.values()),
+        "TLS listeners (tls)": config.tls is not None,
+        "shadow traffic (routes.*.shadows)": any(route.shadows for route in config.routes.values()),
+        "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
+        "Prometheus metrics (--metrics-port)": config.telemetry.metrics_port is not None,
+        "the access log (--access-log)": config.telemetry.access_log is not None,
+        "the payload log (telemetry.payload_log)": config.telemetry.payload_log is not None,
+        "several workers (--workers)": config.workers > 1,
+        "--max-connection-age": config.max_connection_age_s is not None,
+    }
+    return [feature for feature, asked in wanted.items() if asked]

@@ -1,0 +1,127 @@
+"""The gateway with the native data plane (`--engine native`): the core serves the data port on
+its own threads; this object runs the control plane around it on the asyncio loop.
+
+Route changes (admin API, config reload, Redis sync) land in the RouteStore as with the Python
+engine, and every change hands the core the whole table, which it swaps atomically. Routes the
+core discovers for models with no route come back through its event queue into the store, so
+the admin API sees them. The Python pools and data plane kept here serve the admin API's
+control-rate calls only (zero-config discovery for a model an operator names); no request of
+the data port goes through Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Collection
+from pathlib import Path
+
+from gateway._core import Core
+from gateway.admin import AdminServicer
+from gateway.caching import InferenceCache
+from gateway.config import GatewayConfig
+from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
+from gateway.dataplane import DataPlane
+from gateway.discovery import Discovery
+from gateway.reload import ConfigReloader
+from gateway.route_sync import RouteSync
+from gateway.server import admin_server, listen
+from gateway.shadow_stats import ShadowStats
+from gateway.signatures import SignatureCache
+from gateway.upstream import Pool
+from router import Route, RouteError, Router, RouteStore
+
+__all__ = ["NativeGateway", "NativeRouteStore"]
+
+log = logging.getLogger(__name__)
+
+_NO_SHADOWS = "shadow traffic needs --engine python until the native core mirrors requests"
+
+
+class NativeRouteStore(RouteStore):
+    """A RouteStore that refuses what the core cannot serve yet, so no change is silently ignored."""
+
+    def __init__(self, pools: Collection[str], history: int = 10) -> None:
+        super().__init__(pools, history)
+
+    def _install(self, route: Route, kind: str, remember: bool) -> Route:
+        if route.shadows:
+            raise RouteError(f"routes.{route.model}.shadows: {_NO_SHADOWS}")
+        return super()._install(route, kind, remember)
+
+
+class NativeGateway:
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
+        self.config = config
+        self.pools = {name: Pool(name, pool) for name, pool in config.pools.items()}
+        self.store = NativeRouteStore(self.pools, history=config.route_history)
+        self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
+        default_pool = self.pools.get(config.default_pool or "")
+        discovery = Discovery(self.store, default_pool) if default_pool else None
+        signatures = SignatureCache(self.pools, config.metadata_ttl_s)
+        self.control = DataPlane(self.store, Router(), self.pools, signatures, discovery)
+        self.core = Core(json.dumps(core_config(config)), *reflection_descriptors())
+        self._push()
+        self.store.subscribe(lambda _event: self._push())
+        self.reloader = (
+            ConfigReloader(config_path, config, self.store, on_reload=lambda _config: self._push())
+            if config_path
+            else None
+        )
+        self.shadow_stats = ShadowStats()
+        servicer = AdminServicer(self.control, self.shadow_stats, InferenceCache(config))
+        self.admin_server = admin_server(config, servicer) if config.admin else None
+        shared = config.shared
+        self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
+        self.metrics_port: int | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def _push(self) -> None:
+        """The whole table to the core; the next request sees it."""
+        self.core.set_routes(routes_to_core(self.store.snapshot().values()))
+
+    async def _pull_events(self) -> None:
+        """Events from the core's bounded queue, in batches, on a thread that waits without the GIL."""
+        while not self._stopping:
+            events = await asyncio.to_thread(self.core.next_events, 256, 0.5)
+            for text in events:
+                event = json.loads(text)
+                if event.get("kind") == "discovered":
+                    try:
+                        self.store.discovered(route_from_core(event["route"]))
+                    except RouteError as exc:
+                        log.warning("discovered route not installed: %s", exc)
+
+    async def start(self) -> tuple[int, int | None]:
+        admin_port = None
+        if self.admin_server is not None and self.config.admin is not None:
+            admin_port = listen(self.admin_server, self.config.admin.listen, None)
+            await self.admin_server.start()
+        port = await asyncio.to_thread(self.core.start)
+        self._tasks.append(asyncio.create_task(self._pull_events()))
+        if self.route_sync is not None:
+            await self.route_sync.load()
+            self._tasks.append(asyncio.create_task(self.route_sync.run()))
+        if self.reloader is not None:
+            self._tasks.append(asyncio.create_task(self.reloader.watch()))
+        return port, admin_port
+
+    async def stop(self) -> None:
+        self.core.drain()
+        if self.config.drain_delay_s:
+            await asyncio.sleep(self.config.drain_delay_s)
+        self._stopping = True
+        await asyncio.to_thread(self.core.stop, self.config.grace_period_s)
+        if self.admin_server is not None:
+            await self.admin_server.stop(0)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for pool in self.pools.values():
+            await pool.close()
+        if self.route_sync is not None:
+            await self.route_sync.close()
