@@ -60,7 +60,15 @@ def _statuses(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
 
 
 class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc]  # generated base is untyped
-    def __init__(self, dataplane: DataPlane, stats: ShadowStats, cache: InferenceCache) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        stats: ShadowStats,
+        cache: InferenceCache,
+        pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
+    ) -> None:
+        """`pool_stats`: where the pools' numbers come from when another engine holds the pools."""
+        self._pool_stats = pool_stats
         self._dataplane = dataplane
         self._store = dataplane.store
         self._stats = stats
@@ -114,6 +122,8 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def GetPoolStats(self, request: pb.GetPoolStatsRequest, context: Context) -> pb.GetPoolStatsResponse:
+        if self._pool_stats is not None:
+            return pb.GetPoolStatsResponse(pools=self._pool_stats())
         now = time.monotonic()
         admissions = self._dataplane.admissions
         pools = [pool_stats_to_proto(pool, admissions.get(name), now) for name, pool in self._dataplane.pools.items()]

@@ -48,7 +48,9 @@ def _route_to_core(route: Route) -> dict[str, Any]:
             {"header": r.header, "op": r.op.value, "values": list(r.values), "variant": r.variant} for r in route.rules
         ],
         "sticky_header": route.sticky_header,
-        "shadows": [{"variant": s.variant, "fraction": s.fraction, "max_inflight": s.max_inflight} for s in route.shadows],
+        "shadows": [
+            {"variant": s.variant, "fraction": s.fraction, "max_inflight": s.max_inflight} for s in route.shadows
+        ],
         "discovered": route.discovered,
     }
 
@@ -61,9 +63,7 @@ def route_from_core(data: dict[str, Any]) -> Route:
     return Route(
         model=data["model"],
         variants=tuple(Variant(v["name"], v["pool"], v["model"], v["version"], v["weight"]) for v in data["variants"]),
-        rules=tuple(
-            MatchRule(r["header"], MatchOp(r["op"]), tuple(r["values"]), r["variant"]) for r in data["rules"]
-        ),
+        rules=tuple(MatchRule(r["header"], MatchOp(r["op"]), tuple(r["values"]), r["variant"]) for r in data["rules"]),
         sticky_header=data["sticky_header"],
         shadows=tuple(ShadowPolicy(s["variant"], s["fraction"], s["max_inflight"]) for s in data["shadows"]),
         discovered=data["discovered"],

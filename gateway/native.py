@@ -31,6 +31,7 @@ from gateway.server import admin_server, listen
 from gateway.shadow_stats import ShadowStats
 from gateway.signatures import SignatureCache
 from gateway.upstream import Pool
+from gateway_admin import admin_pb2 as pb
 from router import Route, RouteError, Router, RouteStore
 
 __all__ = ["NativeGateway", "NativeRouteStore"]
@@ -71,7 +72,7 @@ class NativeGateway:
             else None
         )
         self.shadow_stats = ShadowStats()
-        servicer = AdminServicer(self.control, self.shadow_stats, InferenceCache(config))
+        servicer = AdminServicer(self.control, self.shadow_stats, InferenceCache(config), self._pool_stats)
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
         self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
@@ -82,6 +83,12 @@ class NativeGateway:
     def _push(self) -> None:
         """The whole table to the core; the next request sees it."""
         self.core.set_routes(routes_to_core(self.store.snapshot().values()))
+
+    def _pool_stats(self) -> list[pb.PoolStats]:
+        pools = json.loads(self.core.stats())["pools"]
+        return [
+            pb.PoolStats(**(pool | {"endpoints": [pb.EndpointStats(**e) for e in pool["endpoints"]]})) for pool in pools
+        ]
 
     async def _pull_events(self) -> None:
         """Events from the core's bounded queue, in batches, on a thread that waits without the GIL."""

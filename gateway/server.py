@@ -149,7 +149,6 @@ class Gateway:
         await self.server.start()
         return port, admin_port
 
-
     async def stop(self) -> None:
         await self.health.drain()
         if self.config.drain_delay_s:

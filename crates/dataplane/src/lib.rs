@@ -216,19 +216,36 @@ impl Core {
                     .endpoints
                     .iter()
                     .map(|e| {
+                        let health = locked(&e.health).clone();
+                        let mut unready: Vec<String> = e
+                            .unready_models
+                            .load()
+                            .iter()
+                            .map(|(m, v)| format!("{m}:{v}"))
+                            .collect();
+                        unready.sort();
                         serde_json::json!({
                             "address": e.address,
                             "ready": e.ready.load(Ordering::Relaxed),
-                            "ejected": e.ejected(now),
+                            "ejected": health.ejected(now),
+                            "ejected_for_s": (health.ejected_until - now).max(0.0),
                             "outstanding": e.outstanding.load(Ordering::Relaxed),
-                            "latency_ewma_s": e.latency_ewma(),
+                            "latency_ewma_ms": e.latency_ewma() * 1000.0,
+                            "ejections": health.total_ejections,
+                            "unready_models": unready,
                         })
                     })
                     .collect();
                 let stats = &pool.stats;
+                let in_flight: u64 = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| e.outstanding.load(Ordering::Relaxed))
+                    .sum();
+                // The admin API's PoolStats, field for field (proto/gateway_admin/admin.proto).
                 serde_json::json!({
                     "name": pool.name,
-                    "ready": pool.ready(),
+                    "in_flight": in_flight,
                     "endpoints": endpoints,
                     "attempts": stats.attempts.load(Ordering::Relaxed),
                     "retries": stats.retries.load(Ordering::Relaxed),

@@ -1,0 +1,127 @@
+"""What only the native engine does, or does differently, through a real gateway process.
+
+The rest of the integration suite also runs against `--engine native` (`make pytest`); these are
+the cases it does not cover: a route swap seen on an open channel, a v2 server that is not
+Triton, malformed bytes, and the features the core refuses until it has them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from gateway_admin import admin_pb2, admin_pb2_grpc
+from tests.procs import TritonCli, running_gateway
+
+TOKEN = "native-test-token"
+
+
+class OnlyMetadataServer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """A v2 server that is not Triton: no ModelConfig, no repository index, unversioned models."""
+
+    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=True)
+
+    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=True)
+
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        if request.name != "doubler":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no model {request.name}")
+        tensor = pb.ModelMetadataResponse.TensorMetadata(name="x", datatype="FP32", shape=[-1])
+        out = pb.ModelMetadataResponse.TensorMetadata(name="y", datatype="FP32", shape=[-1])
+        return pb.ModelMetadataResponse(name="doubler", platform="custom", inputs=[tensor], outputs=[out])
+
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        values = np.frombuffer(request.raw_input_contents[0], dtype=np.float32) * 2
+        output = pb.ModelInferResponse.InferOutputTensor(name="y", datatype="FP32", shape=[len(values)])
+        return pb.ModelInferResponse(
+            model_name=request.model_name, outputs=[output], raw_output_contents=[values.tobytes()]
+        )
+
+
+@pytest.fixture
+def only_metadata() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(OnlyMetadataServer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def _input(values: np.ndarray, name: str = "INPUT0") -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(values.shape), "FP32")
+    tensor.set_data_from_numpy(values)
+    return tensor
+
+
+def test_a_v2_server_without_model_config_or_index_is_served(only_metadata: str, tmp_path: Path) -> None:
+    with running_gateway(["--engine", "native", "--upstream", only_metadata], tmp_path / "gateway.log") as gateway:
+        client = grpcclient.InferenceServerClient(gateway.address)
+        result = client.infer("doubler", [_input(np.array([1.0, 2.5], dtype=np.float32), "x")])
+        assert result.as_numpy("y").tolist() == [2.0, 5.0]
+        with pytest.raises(grpcclient.InferenceServerException) as error:  # validated from ModelMetadata alone
+            client.infer("doubler", [_input(np.array([1.0], dtype=np.float32), "z")])
+        assert "unknown input 'z'" in str(error.value)
+
+
+def test_a_route_swap_is_seen_by_the_next_request_on_an_open_channel(triton: TritonCli, tmp_path: Path) -> None:
+    args = ["--engine", "native", "--upstream", triton.address, "--admin-port", "0", "--admin-token", TOKEN]
+    with (
+        running_gateway(args, tmp_path / "gateway.log") as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+        grpc.insecure_channel(gateway.admin_address) as admin_channel,
+    ):
+        infer = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        request = pb.ModelInferRequest(model_name="classifier")
+        tensor = request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, 64])
+        request.raw_input_contents.append(np.zeros((1, 64), dtype=np.float32).tobytes())
+        assert tensor.name == "INPUT0"
+
+        def variant() -> str:
+            _, call = infer.with_call(request, timeout=10)
+            return dict(call.trailing_metadata())["x-gateway-variant"]
+
+        assert variant() == "2"  # zero-config: the latest version
+        admin = admin_pb2_grpc.GatewayAdminStub(admin_channel)
+        auth = (("authorization", f"Bearer {TOKEN}"),)
+        admin.Promote(admin_pb2.PromoteRequest(model="classifier", variant="1"), metadata=auth, timeout=10)
+        assert {variant() for _ in range(20)} == {"1"}
+        admin.Rollback(admin_pb2.RollbackRequest(model="classifier"), metadata=auth, timeout=10)
+        assert {variant() for _ in range(20)} == {"2"}
+
+
+def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path) -> None:
+    with (
+        running_gateway(["--engine", "native", "--upstream", triton.address], tmp_path / "gateway.log") as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+    ):
+        raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", None, None)
+        for payload in (b"\x0a\xff\x01abc", b"\x3a\x05ab", b"\x0f"):
+            with pytest.raises(grpc.RpcError) as error:
+                raw(payload, timeout=10)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, payload
+            assert "malformed ModelInferRequest" in str(error.value.details())
+        # ... and the gateway still serves.
+        client = grpcclient.InferenceServerClient(gateway.address)
+        assert client.infer("identity", [_input(np.ones(4, dtype=np.float32))]).as_numpy("OUTPUT0").tolist() == [1] * 4
+
+
+def test_features_the_core_lacks_are_refused_at_start(triton: TritonCli) -> None:
+    command = [sys.executable, "-m", "gateway", "serve", "--engine", "native", "--upstream", triton.address, "--cache"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "--engine native does not have cache" in done.stderr
