@@ -1,27 +1,46 @@
 //! The request parser over random and mutated bytes: an error or a value, never a panic or a hang.
 
-use _core::messages::{InferInputTensor, ModelInferRequest, ModelMetadataResponse, TensorMetadata};
+use _core::messages::{
+    InferInputTensor, ModelConfig, ModelInferRequest, ModelInput, ModelMetadataResponse,
+    TensorMetadata,
+};
 use _core::validate::{validate, Signature};
 use _core::wire;
 use bytes::Bytes;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 fn signature() -> Signature {
-    let tensor = |name: &str, datatype: &str| TensorMetadata { name: name.into(), datatype: datatype.into(), shape: vec![-1, 4] };
+    let tensor = |name: &str, datatype: &str| TensorMetadata {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: vec![-1, 4],
+    };
     let metadata = ModelMetadataResponse {
         name: "m".into(),
         inputs: vec![tensor("INPUT0", "FP32"), tensor("TEXT", "BYTES")],
         outputs: vec![tensor("OUTPUT0", "FP32")],
         ..Default::default()
     };
-    Signature::new(&metadata, None)
+    let config = ModelConfig {
+        input: vec![ModelInput {
+            name: "TEXT".into(),
+            optional: true,
+        }],
+        ..Default::default()
+    };
+    Signature::new(&metadata, Some(&config))
 }
 
 fn valid_request() -> Vec<u8> {
     ModelInferRequest {
         model_name: "m".into(),
-        inputs: vec![InferInputTensor { name: "INPUT0".into(), datatype: "FP32".into(), shape: vec![2, 4], ..Default::default() }],
+        inputs: vec![InferInputTensor {
+            name: "INPUT0".into(),
+            datatype: "FP32".into(),
+            shape: vec![2, 4],
+            ..Default::default()
+        }],
         raw_input_contents: vec![Bytes::from(vec![0u8; 32])],
         ..Default::default()
     }
