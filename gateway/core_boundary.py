@@ -22,7 +22,8 @@ from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
 __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
 
 
-def core_config(config: GatewayConfig, threads: int = 0) -> dict[str, Any]:
+def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) -> dict[str, Any]:
+    """`observations`: capacity of the observation stream (0: off, as long as nothing reads it)."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
     keep = ("endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms")
     return {
@@ -34,6 +35,8 @@ def core_config(config: GatewayConfig, threads: int = 0) -> dict[str, Any]:
         "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
         "default_pool": config.default_pool,
         "threads": threads,
+        "access_log": config.telemetry.access_log,
+        "observations": observations,
     }
 
 
@@ -118,8 +121,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
         "TLS listeners (tls)": config.tls is not None,
         "shadow traffic (routes.*.shadows)": any(route.shadows for route in config.routes.values()),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
-        "Prometheus metrics (--metrics-port)": config.telemetry.metrics_port is not None,
-        "the access log (--access-log)": config.telemetry.access_log is not None,
         "the payload log (telemetry.payload_log)": config.telemetry.payload_log is not None,
         "several workers (--workers)": config.workers > 1,
         "--max-connection-age": config.max_connection_age_s is not None,

@@ -18,13 +18,17 @@ import logging
 from collections.abc import Collection
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from gateway._core import Core
 from gateway.admin import AdminServicer
 from gateway.caching import InferenceCache
 from gateway.config import GatewayConfig
 from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
+from gateway.core_metrics import CoreCollector
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
+from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
 from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
@@ -76,6 +80,12 @@ class NativeGateway:
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
         self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
+        telemetry = config.telemetry
+        self.metrics_server: MetricsServer | None = None
+        if telemetry.metrics_port is not None:
+            registry = CollectorRegistry()
+            registry.register(CoreCollector(self.core.stats))
+            self.metrics_server = MetricsServer(registry, telemetry.metrics_host, telemetry.metrics_port)
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -103,6 +113,8 @@ class NativeGateway:
                         log.warning("discovered route not installed: %s", exc)
 
     async def start(self) -> tuple[int, int | None]:
+        if self.metrics_server is not None:
+            self.metrics_port = await self.metrics_server.start()
         admin_port = None
         if self.admin_server is not None and self.config.admin is not None:
             admin_port = listen(self.admin_server, self.config.admin.listen, None)
@@ -132,3 +144,5 @@ class NativeGateway:
             await pool.close()
         if self.route_sync is not None:
             await self.route_sync.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()

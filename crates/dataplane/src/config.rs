@@ -38,6 +38,12 @@ pub struct CoreConfig {
     /// Tokio worker threads; 0: one per core.
     #[serde(default)]
     pub threads: usize,
+    /// JSON lines of every RPC; "-" for standard output; none: off.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Capacity of the observation stream (a record per RPC for the control plane); 0: off.
+    #[serde(default)]
+    pub observations: usize,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

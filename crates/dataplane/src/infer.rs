@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use gateway_router::{decide, Variant};
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http::{HeaderMap, Response};
 use prost::Message;
 
-use crate::body::{boxed, BoxBody, Observed, OnEnd};
+use crate::body::{boxed, BoxBody};
 use crate::error::GatewayError;
-use crate::grpc::Code;
 use crate::messages::ModelInferRequest;
 use crate::state::State;
+use crate::telemetry::Record;
 use crate::upstream::{Attempt, Pool};
 use crate::validate::validate;
 use crate::wire;
@@ -73,6 +73,7 @@ pub async fn prepare(
     payload: Bytes,
     headers: &HeaderMap,
     deadline: Option<Instant>,
+    record: &mut Record,
 ) -> Result<Prepared, GatewayError> {
     let request = parse(&payload)?;
     let route = state.route(&request.model_name, deadline).await?;
@@ -84,6 +85,10 @@ pub async fn prepare(
     )
     .primary
     .into_owned();
+    record.model.clone_from(&route.model);
+    record.variant.clone_from(&variant.name);
+    record.version.clone_from(&variant.version);
+    record.pool.clone_from(&variant.pool);
     let pool = state.pool(&variant.pool)?.clone();
     let signature = state
         .signatures
@@ -99,23 +104,15 @@ pub async fn prepare(
     })
 }
 
-struct FinishAttempt(Attempt);
-
-impl OnEnd for FinishAttempt {
-    fn ended(self: Box<Self>, code: Code, _bytes: u64) {
-        // A stream that broke off without a status is the connection's failure, not the model's.
-        self.0.finish(code == Code::Unknown);
-    }
-}
-
+/// Forward a ModelInfer upstream: the answer's head and body as they come, and its attempt.
 pub async fn model_infer(
     state: &State,
     payload: Bytes,
     headers: &HeaderMap,
     deadline: Option<Instant>,
-    trailing: Vec<(HeaderName, HeaderValue)>,
-) -> Result<Response<BoxBody>, GatewayError> {
-    let prepared = prepare(state, payload, headers, deadline).await?;
+    record: &mut Record,
+) -> Result<(Response<BoxBody>, Attempt), GatewayError> {
+    let prepared = prepare(state, payload, headers, deadline, record).await?;
     let model = (
         prepared.variant.model.clone(),
         prepared.variant.version.clone(),
@@ -124,22 +121,10 @@ pub async fn model_infer(
         .pool
         .send("ModelInfer", prepared.payload, deadline, Some(&model))
         .await?;
-    let mut extra = trailing;
-    if let Ok(value) = HeaderValue::from_str(&prepared.variant.name) {
-        extra.push((HeaderName::from_static(VARIANT_KEY), value));
-    }
+    record.retries = attempt.number - 1;
     let (mut head, body) = response.into_parts();
     head.headers.remove("content-length");
-    if head.headers.contains_key("grpc-status") {
-        // Trailers-only: the status (and our metadata) travel in the headers.
-        attempt.finish(false);
-        for (name, value) in extra {
-            head.headers.insert(name, value);
-        }
-        return Ok(Response::from_parts(head, crate::body::empty()));
-    }
-    let observed = Observed::new(body, extra, Box::new(FinishAttempt(attempt)));
-    Ok(Response::from_parts(head, boxed(observed)))
+    Ok((Response::from_parts(head, boxed(body)), attempt))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod signatures;
 pub mod state;
 pub mod stream;
 pub mod table;
+pub mod telemetry;
 pub mod upstream;
 pub mod validate;
 pub mod wire;
@@ -91,7 +92,10 @@ impl Core {
         });
         Ok(Core {
             runtime: Mutex::new(Some(runtime)),
-            state: Arc::new(State::new(config, reflection)),
+            state: Arc::new(
+                State::new(config, reflection)
+                    .map_err(|e| PyOSError::new_err(format!("cannot open the access log: {e}")))?,
+            ),
             stop: watch::channel(None).0,
             tasks: Mutex::new(Vec::new()),
         })
@@ -179,6 +183,15 @@ impl Core {
         py.detach(move || events.take(max, Duration::from_secs_f64(timeout_s.max(0.0))))
     }
 
+    /// Up to `max` observations (JSON records of ended RPCs), waiting at most `timeout_s` for the
+    /// first; none when the stream is off. The GIL is released meanwhile.
+    fn next_observations(&self, py: Python<'_>, max: usize, timeout_s: f64) -> Vec<String> {
+        let Some(observations) = self.state.observations.clone() else {
+            return Vec::new();
+        };
+        py.detach(move || observations.take(max, Duration::from_secs_f64(timeout_s.max(0.0))))
+    }
+
     /// Health NOT_SERVING from now on; requests are still served until `stop`.
     fn drain(&self) {
         self.state.health.drain();
@@ -192,6 +205,9 @@ impl Core {
         let tasks: Vec<_> = locked(&self.tasks).drain(..).collect();
         let runtime = locked(&self.runtime).take();
         self.state.events.wake();
+        if let Some(observations) = &self.state.observations {
+            observations.wake();
+        }
         if let Some(runtime) = runtime {
             py.detach(move || {
                 runtime.block_on(async move {
@@ -255,9 +271,12 @@ impl Core {
                 })
             })
             .collect();
+        let dropped = |events: &events::Events| events.dropped.load(Ordering::Relaxed);
         serde_json::json!({
             "pools": pools,
-            "events_dropped": self.state.events.dropped.load(Ordering::Relaxed),
+            "series": self.state.telemetry.snapshot(),
+            "events_dropped": dropped(&self.state.events),
+            "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
             "serving": *self.state.health.status.borrow() == health::SERVING,
         })
         .to_string()

@@ -21,13 +21,15 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::{self, boxed, status_trailers, BoxBody, Unary};
+use crate::body::{self, boxed, status_trailers, BoxBody, Observed, OnEnd, Unary};
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::health::SERVICE_UNKNOWN;
+use crate::infer::VARIANT_KEY;
 use crate::messages::{HealthCheckRequest, HealthCheckResponse};
 use crate::state::State;
-use crate::upstream::INFERENCE_SERVICE;
+use crate::telemetry::Record;
+use crate::upstream::{Attempt, INFERENCE_SERVICE};
 use crate::{infer, metadata, stream};
 
 pub const REQUEST_ID_KEY: &str = "x-request-id";
@@ -79,12 +81,8 @@ pub fn failure(error: &GatewayError, trailing: &[(HeaderName, HeaderValue)]) -> 
     response
 }
 
-fn answer(message: &[u8], trailing: Vec<(HeaderName, HeaderValue)>) -> Response<BoxBody> {
-    let mut trailers = status_trailers(Code::Ok, "");
-    for (name, value) in trailing {
-        trailers.insert(name, value);
-    }
-    grpc_response(boxed(Unary::new(message, trailers)))
+fn answer(message: &[u8]) -> Response<BoxBody> {
+    grpc_response(boxed(Unary::new(message, status_trailers(Code::Ok, ""))))
 }
 
 async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
@@ -114,8 +112,8 @@ async fn dispatch(
     state: Arc<State>,
     request: Request<Incoming>,
     deadline: Option<Instant>,
-    trailing: Vec<(HeaderName, HeaderValue)>,
-) -> Result<Response<BoxBody>, GatewayError> {
+    record: &mut Record,
+) -> Result<(Response<BoxBody>, Option<Attempt>), GatewayError> {
     let path = request.uri().path().to_owned();
     let (service, method) = path
         .trim_start_matches('/')
@@ -123,52 +121,48 @@ async fn dispatch(
         .unwrap_or(("", ""));
     let (head, body) = request.into_parts();
     let limit = state.config.max_message_bytes;
-    match (service, method) {
+    let response = match (service, method) {
         (INFERENCE_SERVICE, "ModelInfer") => {
             let payload = read_unary(body, limit).await?;
-            infer::model_infer(&state, payload, &head.headers, deadline, trailing).await
+            record.bytes_in = payload.len() as u64;
+            let (response, attempt) =
+                infer::model_infer(&state, payload, &head.headers, deadline, record).await?;
+            return Ok((response, Some(attempt)));
         }
         (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(
             state,
             body,
             head.headers,
             deadline,
-            trailing,
         )),
         (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
             let payload = read_unary(body, limit).await?;
+            record.bytes_in = payload.len() as u64;
             let message = metadata::unary(&state, method, payload, deadline).await?;
-            Ok(answer(&message, trailing))
+            Ok(answer(&message))
         }
         (HEALTH_SERVICE, "Check") => {
-            let payload = read_unary(body, limit).await?;
-            let service = HealthCheckRequest::decode(payload)
-                .map_err(|e| {
-                    GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}"))
-                })?
-                .service;
+            let service = health_service(body, limit).await?;
             let status = health_of(&state, &service)
                 .ok_or_else(|| GatewayError::ModelNotFound(format!("unknown service {service}")))?;
-            Ok(answer(
-                &HealthCheckResponse { status }.encode_to_vec(),
-                trailing,
-            ))
+            Ok(answer(&HealthCheckResponse { status }.encode_to_vec()))
         }
-        (HEALTH_SERVICE, "Watch") => {
-            let payload = read_unary(body, limit).await?;
-            let service = HealthCheckRequest::decode(payload)
-                .map_err(|e| {
-                    GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}"))
-                })?
-                .service;
-            Ok(watch_health(state, service))
-        }
+        (HEALTH_SERVICE, "Watch") => Ok(watch_health(state, health_service(body, limit).await?)),
         (
             "grpc.reflection.v1alpha.ServerReflection" | "grpc.reflection.v1.ServerReflection",
             "ServerReflectionInfo",
         ) => Ok(reflect(state, body)),
         _ => Err(GatewayError::NotSupported(format!("unknown method {path}"))),
-    }
+    }?;
+    Ok((response, None))
+}
+
+/// The service a health Check or Watch asks about.
+async fn health_service(body: Incoming, limit: usize) -> Result<String, GatewayError> {
+    let payload = read_unary(body, limit).await?;
+    HealthCheckRequest::decode(payload)
+        .map(|request| request.service)
+        .map_err(|e| GatewayError::InvalidRequest(format!("malformed HealthCheckRequest: {e}")))
 }
 
 fn health_of(state: &State, service: &str) -> Option<i32> {
@@ -260,6 +254,24 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
     grpc_response(boxed(receiver))
 }
 
+/// How an RPC whose answer is streamed ends: its attempt given back, its record closed.
+struct Ending {
+    record: Record,
+    attempt: Option<Attempt>,
+    state: Arc<State>,
+}
+
+impl OnEnd for Ending {
+    fn ended(mut self: Box<Self>, code: Code, bytes: u64) {
+        if let Some(attempt) = self.attempt.take() {
+            self.record.upstream = attempt.started.elapsed();
+            // A stream that broke off without a status is the connection's failure, not the model's.
+            attempt.finish(code == Code::Unknown);
+        }
+        self.state.telemetry.end(&self.record, code, bytes);
+    }
+}
+
 async fn handle(
     state: Arc<State>,
     request: Request<Incoming>,
@@ -269,6 +281,13 @@ async fn handle(
     if let Ok(value) = HeaderValue::from_str(&id) {
         trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
     }
+    let path = request.uri().path();
+    let mut record = Record {
+        method: path.rsplit('/').next().unwrap_or_default().to_owned(),
+        request_id: id.clone(),
+        started: Some(Instant::now()),
+        ..Record::default()
+    };
     let timeout = request
         .headers()
         .get("grpc-timeout")
@@ -276,10 +295,10 @@ async fn handle(
         .and_then(grpc::parse_timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
     let work = CatchUnwind(Box::pin(dispatch(
-        state,
+        state.clone(),
         request,
         deadline,
-        trailing.clone(),
+        &mut record,
     )));
     let outcome = match deadline {
         None => work.await,
@@ -290,17 +309,46 @@ async fn handle(
             ))),
         },
     };
-    Ok(match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => failure(&error, &trailing),
+    let error = match outcome {
+        Ok(Ok((response, attempt))) => {
+            if record.method == "ModelInfer" && !record.variant.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&record.variant) {
+                    trailing.push((HeaderName::from_static(VARIANT_KEY), value));
+                }
+            }
+            let (mut head, body) = response.into_parts();
+            if let Some(status) = head.headers.get("grpc-status") {
+                // Trailers-only: the status (and our metadata) travel in the headers.
+                let code = Code::parse(status.as_bytes());
+                for (name, value) in trailing {
+                    head.headers.insert(name, value);
+                }
+                Box::new(Ending {
+                    record,
+                    attempt,
+                    state,
+                })
+                .ended(code, 0);
+                return Ok(Response::from_parts(head, body::empty()));
+            }
+            let ending = Box::new(Ending {
+                record,
+                attempt,
+                state,
+            });
+            return Ok(Response::from_parts(
+                head,
+                boxed(Observed::new(body, trailing, ending)),
+            ));
+        }
+        Ok(Err(error)) => error,
         Err(()) => {
             eprintln!("gateway core: a request's task panicked (request id {id})");
-            failure(
-                &GatewayError::Internal(format!("internal gateway error (request id {id})")),
-                &trailing,
-            )
+            GatewayError::Internal(format!("internal gateway error (request id {id})"))
         }
-    })
+    };
+    state.telemetry.end(&record, error.code(), 0);
+    Ok(failure(&error, &trailing))
 }
 
 /// Serve until `stop` turns true; then stop accepting and give in-flight calls `grace` to end.

@@ -14,6 +14,7 @@ use crate::health::Health;
 use crate::reflection::Reflection;
 use crate::signatures::Signatures;
 use crate::table::Table;
+use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 
 pub struct State {
@@ -24,11 +25,13 @@ pub struct State {
     pub signatures: Signatures,
     pub health: Health,
     pub events: Arc<Events>,
+    pub observations: Option<Arc<Events>>,
+    pub telemetry: Telemetry,
     pub reflection: Reflection,
 }
 
 impl State {
-    pub fn new(config: CoreConfig, reflection: Reflection) -> State {
+    pub fn new(config: CoreConfig, reflection: Reflection) -> std::io::Result<State> {
         let pool_order: Vec<Arc<Pool>> = config
             .pools
             .iter()
@@ -38,7 +41,10 @@ impl State {
             .iter()
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
-        State {
+        let observations =
+            (config.observations > 0).then(|| Arc::new(Events::new(config.observations)));
+        let telemetry = Telemetry::new(config.access_log.as_deref(), observations.clone())?;
+        Ok(State {
             signatures: Signatures::new(config.metadata_ttl_s),
             config,
             pools,
@@ -46,8 +52,10 @@ impl State {
             table: Table::new(),
             health: Health::new(),
             events: Arc::new(Events::new(10_000)),
+            observations,
+            telemetry,
             reflection,
-        }
+        })
     }
 
     pub fn default_pool(&self) -> Option<&Arc<Pool>> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use prost::Message;
@@ -25,6 +25,7 @@ use crate::grpc::{self, Code};
 use crate::infer;
 use crate::messages::{ModelInferResponseHead, ModelStreamInferResponse};
 use crate::state::State;
+use crate::telemetry::Record;
 use crate::upstream::Pool;
 
 pub fn model_stream_infer(
@@ -32,7 +33,6 @@ pub fn model_stream_infer(
     body: Incoming,
     headers: HeaderMap,
     deadline: Option<Instant>,
-    trailing: Vec<(HeaderName, HeaderValue)>,
 ) -> Response<BoxBody> {
     let (out, receiver) = body::channel(16);
     tokio::spawn(async move {
@@ -41,11 +41,9 @@ pub fn model_stream_infer(
             Ok(()) => (Code::Ok, String::new()),
             Err(error) => (error.code(), error.message().to_owned()),
         };
-        let mut trailers = status_trailers(code, &message);
-        for (name, value) in trailing {
-            trailers.insert(name, value);
-        }
-        let _ = out.send(Frame::trailers(trailers)).await;
+        let _ = out
+            .send(Frame::trailers(status_trailers(code, &message)))
+            .await;
     });
     let mut response = Response::new(boxed(receiver));
     response
@@ -185,7 +183,15 @@ async fn run(
             .map_err(|e| GatewayError::InvalidRequest(format!("malformed request stream: {e:?}")))?
         {
             infer::parse(&message)?; // a malformed message ends the stream, as in Triton
-            let prepared = match infer::prepare(state, message.clone(), headers, deadline).await {
+            let prepared = match infer::prepare(
+                state,
+                message.clone(),
+                headers,
+                deadline,
+                &mut Record::default(),
+            )
+            .await
+            {
                 Ok(prepared) => prepared,
                 Err(error) => {
                     let _ = out

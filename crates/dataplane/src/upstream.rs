@@ -177,7 +177,9 @@ pub struct Pool {
 pub struct Attempt {
     pub endpoint: Arc<Endpoint>,
     pool: Arc<Pool>,
-    started: Instant,
+    pub started: Instant,
+    /// 1 for the first try; more after retries on other endpoints.
+    pub number: u32,
     done: bool,
 }
 
@@ -333,6 +335,7 @@ impl Pool {
                 endpoint: endpoint.clone(),
                 pool: self.clone(),
                 started: Instant::now(),
+                number: tried.len() as u32,
                 done: false,
             };
             let body = boxed(http_body_util::Full::new(framed.clone()));

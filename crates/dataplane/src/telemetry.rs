@@ -1,0 +1,259 @@
+//! What the core records of each RPC once it has ended: counters and latency histograms (read by
+//! the control plane's Prometheus collector at scrape time, with the Python engine's metric
+//! names), the access log (JSON lines written by a thread of its own), and the observation
+//! stream the control plane pulls. The log and the stream are bounded: when they fall behind,
+//! records are dropped and counted, never waited for.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::events::Events;
+use crate::grpc::Code;
+
+/// 100 µs to 10 s, as the Python engine's histograms.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// One RPC as it goes: filled in by the stages that know each part.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub method: String,
+    pub request_id: String,
+    pub started: Option<Instant>,
+    pub bytes_in: u64,
+    pub model: String,
+    pub variant: String,
+    pub version: String,
+    pub pool: String,
+    pub upstream: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Histogram {
+    pub buckets: Vec<u64>, // per bound of LATENCY_BUCKETS, not cumulative; +Inf is count - sum(buckets)
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len()];
+        }
+        if let Some(index) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[index] += 1;
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    requests: HashMap<(String, String, String, Code), u64>, // method, model, variant, code
+    durations: HashMap<(String, String), Histogram>,        // method, model
+    upstream: HashMap<(String, String), Histogram>,         // pool, model
+}
+
+#[derive(Serialize)]
+struct AccessEntry {
+    time: f64,
+    request_id: String,
+    trace_id: &'static str,
+    method: String,
+    model: String,
+    variant: String,
+    code: &'static str,
+    latency_ms: f64,
+    cache: Option<&'static str>,
+    queue_wait_ms: f64,
+    retries: u32,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// A compact per-request record for the control plane (rollouts, feedback, drift).
+#[derive(Serialize)]
+pub struct Observation<'a> {
+    pub kind: &'static str,
+    pub time: f64,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub model: &'a str,
+    pub variant: &'a str,
+    pub version: &'a str,
+    pub code: &'static str,
+    pub latency_ms: f64,
+}
+
+pub struct Telemetry {
+    series: Mutex<Series>,
+    access: Option<SyncSender<AccessEntry>>,
+    pub access_dropped: AtomicU64,
+    observations: Option<Arc<Events>>,
+}
+
+fn unix_time() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The access log's writer: a thread that owns the file; "-" is standard output.
+fn access_writer(path: &str) -> std::io::Result<SyncSender<AccessEntry>> {
+    let mut out: Box<dyn Write + Send> = if path == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )
+    };
+    let (sender, receiver) = sync_channel::<AccessEntry>(65_536);
+    std::thread::Builder::new()
+        .name("gateway-access-log".into())
+        .spawn(move || {
+            let mut writer = std::io::BufWriter::new(&mut out);
+            loop {
+                let first = match receiver.recv_timeout(Duration::from_millis(200)) {
+                    Ok(entry) => entry,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = writer.flush();
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                for entry in std::iter::once(first).chain(receiver.try_iter()) {
+                    if serde_json::to_writer(&mut writer, &entry).is_ok() {
+                        let _ = writer.write_all(b"\n");
+                    }
+                }
+                let _ = writer.flush();
+            }
+            let _ = writer.flush();
+        })?;
+    Ok(sender)
+}
+
+impl Telemetry {
+    pub fn new(
+        access_log: Option<&str>,
+        observations: Option<Arc<Events>>,
+    ) -> std::io::Result<Telemetry> {
+        let access = access_log.map(access_writer).transpose()?;
+        Ok(Telemetry {
+            series: Mutex::new(Series::default()),
+            access,
+            access_dropped: AtomicU64::new(0),
+            observations,
+        })
+    }
+
+    /// The RPC has ended with `code` after sending `bytes_out` bytes of answer.
+    pub fn end(&self, record: &Record, code: Code, bytes_out: u64) {
+        let elapsed = record.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        {
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (
+                record.method.clone(),
+                record.model.clone(),
+                record.variant.clone(),
+                code,
+            );
+            *series.requests.entry(key).or_default() += 1;
+            series
+                .durations
+                .entry((record.method.clone(), record.model.clone()))
+                .or_default()
+                .observe(elapsed);
+            if !record.upstream.is_zero() {
+                series
+                    .upstream
+                    .entry((record.pool.clone(), record.model.clone()))
+                    .or_default()
+                    .observe(record.upstream.as_secs_f64());
+            }
+        }
+        let now = unix_time();
+        if let Some(access) = &self.access {
+            let entry = AccessEntry {
+                time: now,
+                request_id: record.request_id.clone(),
+                trace_id: "",
+                method: record.method.clone(),
+                model: record.model.clone(),
+                variant: record.variant.clone(),
+                code: code.name(),
+                latency_ms: round3(elapsed * 1000.0),
+                cache: None,
+                queue_wait_ms: 0.0,
+                retries: record.retries,
+                bytes_in: record.bytes_in,
+                bytes_out,
+            };
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                access.try_send(entry)
+            {
+                self.access_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(observations) = &self.observations {
+            let observation = Observation {
+                kind: "request",
+                time: now,
+                request_id: &record.request_id,
+                method: &record.method,
+                model: &record.model,
+                variant: &record.variant,
+                version: &record.version,
+                code: code.name(),
+                latency_ms: round3(elapsed * 1000.0),
+            };
+            if let Ok(json) = serde_json::to_string(&observation) {
+                observations.push(json);
+            }
+        }
+    }
+
+    /// The series as JSON-ready values: `requests`, `durations`, `upstream`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let requests: Vec<serde_json::Value> = series
+            .requests
+            .iter()
+            .map(|((method, model, variant, code), count)| {
+                serde_json::json!({"method": method, "model": model, "variant": variant, "code": code.name(), "count": count})
+            })
+            .collect();
+        let histograms = |map: &HashMap<(String, String), Histogram>,
+                          first: &str,
+                          second: &str|
+         -> Vec<serde_json::Value> {
+            map.iter()
+                .map(|((a, b), h)| serde_json::json!({first: a, second: b, "buckets": h.buckets, "count": h.count, "sum": h.sum}))
+                .collect()
+        };
+        serde_json::json!({
+            "requests": requests,
+            "durations": histograms(&series.durations, "method", "model"),
+            "upstream": histograms(&series.upstream, "pool", "model"),
+            "bounds": LATENCY_BUCKETS,
+            "access_log_dropped": self.access_dropped.load(Ordering::Relaxed),
+        })
+    }
+}

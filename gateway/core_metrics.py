@@ -1,0 +1,102 @@
+"""Prometheus series of the native core, read from its stats snapshot when scraped.
+
+The names and labels are the Python engine's (`gateway.metrics`), so dashboards and alerts keep
+working whichever engine serves; the core counts, this only formats, at scrape time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CoreCollector"]
+
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+
+_POOL_COUNTERS = {
+    "attempts": "Upstream calls, retries included",
+    "retries": "Retries on another endpoint",
+    "retries_denied": "Retries the retry budget refused",
+    "ejections": "Outlier ejections",
+    "hedges": "Second attempts sent because the first was slow (hedging)",
+}
+
+
+def _histogram(name: str, text: str, labels: list[str], rows: list[dict[str, Any]], bounds: list[float]) -> Family:
+    family = HistogramMetricFamily(name, text, labels=labels)
+    for row in rows:
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, row["buckets"], strict=True):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", row["count"]))
+        family.add_metric([row[label] for label in labels], buckets, sum_value=row["sum"])
+    return family
+
+
+class CoreCollector(Collector):
+    """`stats`: the core's `Core.stats` (a JSON snapshot)."""
+
+    def __init__(self, stats: Callable[[], str]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Family]:
+        snapshot = json.loads(self._stats())
+        series, bounds = snapshot["series"], snapshot["series"]["bounds"]
+        requests = CounterMetricFamily(
+            "gateway_requests",
+            "RPCs answered, by method, model, variant and gRPC code",
+            labels=["method", "model", "variant", "code"],
+        )
+        for row in series["requests"]:
+            requests.add_metric([row["method"], row["model"], row["variant"], row["code"]], row["count"])
+        yield requests
+        yield _histogram(
+            "gateway_request_duration_seconds",
+            "Time from receiving an RPC to answering it",
+            ["method", "model"],
+            series["durations"],
+            bounds,
+        )
+        yield _histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent in upstream calls of an RPC (retries included)",
+            ["pool", "model"],
+            series["upstream"],
+            bounds,
+        )
+        yield from self._pools(snapshot["pools"])
+        dropped = CounterMetricFamily(
+            "gateway_core_dropped", "Records the core dropped because a bounded queue was full", labels=["queue"]
+        )
+        dropped.add_metric(["access_log"], series["access_log_dropped"])
+        dropped.add_metric(["observations"], snapshot["observations_dropped"])
+        dropped.add_metric(["events"], snapshot["events_dropped"])
+        yield dropped
+
+    @staticmethod
+    def _pools(pools: list[dict[str, Any]]) -> Iterator[Family]:
+        counters = {
+            name: CounterMetricFamily(f"gateway_pool_{name}", text, labels=["pool"])
+            for name, text in _POOL_COUNTERS.items()
+        }
+        in_flight = GaugeMetricFamily("gateway_pool_in_flight", "Requests under way towards the pool", labels=["pool"])
+        ready = GaugeMetricFamily(
+            "gateway_upstream_ready", "1 when the endpoint's last probe said ready", labels=["pool", "endpoint"]
+        )
+        ejected = GaugeMetricFamily(
+            "gateway_upstream_ejected", "1 while outlier detection has the endpoint out", labels=["pool", "endpoint"]
+        )
+        for pool in pools:
+            for name, family in counters.items():
+                family.add_metric([pool["name"]], pool[name])
+            in_flight.add_metric([pool["name"]], pool["in_flight"])
+            for endpoint in pool["endpoints"]:
+                ready.add_metric([pool["name"], endpoint["address"]], float(endpoint["ready"]))
+                ejected.add_metric([pool["name"], endpoint["address"]], float(endpoint["ejected"]))
+        yield from counters.values()
+        yield from (in_flight, ready, ejected)
