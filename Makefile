@@ -105,8 +105,9 @@ unit: venv
 NATIVE_SUITE := tests/integration/test_native_engine.py tests/integration/test_metadata_rpcs.py \
   tests/integration/test_errors.py tests/integration/test_parity.py tests/integration/test_stream.py \
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
-  tests/integration/test_pools.py tests/e2e/test_shutdown.py tests/e2e/test_perf_analyzer.py
-NATIVE_LACKS := test_shadow or test_slow_shadow or test_hedging or cache_hits
+  tests/integration/test_reload.py tests/integration/test_pools.py tests/e2e/test_shutdown.py \
+  tests/e2e/test_perf_analyzer.py
+NATIVE_LACKS := test_hedging or cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))"

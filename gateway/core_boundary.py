@@ -36,6 +36,7 @@ def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) 
         "default_pool": config.default_pool,
         "threads": threads,
         "access_log": config.telemetry.access_log,
+        "shadow": config.shadow.model_dump(mode="json"),
         "observations": observations,
     }
 
@@ -119,7 +120,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
         "hedging (pools.*.hedge_delay_ms)": any(pool.hedge_delay_ms is not None for pool in config.pools.values()),
         "TLS towards upstreams (pools.*.tls)": any(pool.tls is not None for pool in config.pools.values()),
         "TLS listeners (tls)": config.tls is not None,
-        "shadow traffic (routes.*.shadows)": any(route.shadows for route in config.routes.values()),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
         "the payload log (telemetry.payload_log)": config.telemetry.payload_log is not None,
         "several workers (--workers)": config.workers > 1,

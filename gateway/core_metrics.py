@@ -13,6 +13,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.metrics import shadow_series
+from gateway.shadow_stats import ShadowStats
+
 __all__ = ["CoreCollector"]
 
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
@@ -39,10 +42,11 @@ def _histogram(name: str, text: str, labels: list[str], rows: list[dict[str, Any
 
 
 class CoreCollector(Collector):
-    """`stats`: the core's `Core.stats` (a JSON snapshot)."""
+    """`stats`: the core's `Core.stats` (a JSON snapshot); `shadows`: its shadow counters."""
 
-    def __init__(self, stats: Callable[[], str]) -> None:
+    def __init__(self, stats: Callable[[], str], shadows: ShadowStats) -> None:
         self._stats = stats
+        self._shadows = shadows
 
     def collect(self) -> Iterator[Family]:
         snapshot = json.loads(self._stats())
@@ -70,6 +74,7 @@ class CoreCollector(Collector):
             bounds,
         )
         yield from self._pools(snapshot["pools"])
+        yield from shadow_series(self._shadows)
         dropped = CounterMetricFamily(
             "gateway_core_dropped", "Records the core dropped because a bounded queue was full", labels=["queue"]
         )

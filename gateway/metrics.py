@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
 
-__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "Labelled", "StatsCollector"]
+__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "Labelled", "StatsCollector", "shadow_series"]
 
 # 100 µs to 10 s.
 LATENCY_BUCKETS = (
@@ -110,7 +110,7 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         yield from self._pool_series()
         yield from self._cache_series()
-        yield from self._shadow_series()
+        yield from shadow_series(self._shadows)
         yield from self._batch_series()
 
     def _batch_series(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
@@ -190,28 +190,30 @@ class StatsCollector(Collector):
         breaker.add_metric([], float(self._cache.breaker.state == "open"))
         yield from (evictions, size, breaker)
 
-    def _shadow_series(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        labels = ["model", "primary", "shadow"]
-        copies = CounterMetricFamily("gateway_shadow_copies", "Shadow copies by outcome", labels=[*labels, "outcome"])
-        exact = CounterMetricFamily(
-            "gateway_shadow_exact_matches", "Comparisons with byte-identical outputs", labels=labels
-        )
-        compared = CounterMetricFamily("gateway_shadow_argmax_compared", "Comparisons with class scores", labels=labels)
-        disagreements = CounterMetricFamily(
-            "gateway_shadow_argmax_disagreements", "Comparisons whose argmax differed", labels=labels
-        )
-        errors = HistogramMetricFamily(
-            "gateway_shadow_max_abs_error", "Max absolute output error per comparison", labels=labels
-        )
-        for key, c in self._shadows.snapshot().items():
-            for outcome in ("sent", "dropped", "failed", "compared"):
-                copies.add_metric([*key, outcome], getattr(c, outcome))
-            exact.add_metric(list(key), c.exact_matches)
-            compared.add_metric(list(key), c.argmax_compared)
-            disagreements.add_metric(list(key), c.argmax_disagreements)
-            cumulative, buckets = 0, []
-            for bound, count in zip(ABS_ERROR_BUCKETS, c.abs_error_buckets, strict=True):
-                cumulative += count
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            errors.add_metric(list(key), buckets, sum_value=None)  # errors are bucketed, not summed
-        yield from (copies, exact, compared, disagreements, errors)
+
+def shadow_series(shadows: ShadowStats) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+    """Shadow comparison counters as Prometheus series (either engine's ShadowStats)."""
+    labels = ["model", "primary", "shadow"]
+    copies = CounterMetricFamily("gateway_shadow_copies", "Shadow copies by outcome", labels=[*labels, "outcome"])
+    exact = CounterMetricFamily(
+        "gateway_shadow_exact_matches", "Comparisons with byte-identical outputs", labels=labels
+    )
+    compared = CounterMetricFamily("gateway_shadow_argmax_compared", "Comparisons with class scores", labels=labels)
+    disagreements = CounterMetricFamily(
+        "gateway_shadow_argmax_disagreements", "Comparisons whose argmax differed", labels=labels
+    )
+    errors = HistogramMetricFamily(
+        "gateway_shadow_max_abs_error", "Max absolute output error per comparison", labels=labels
+    )
+    for key, c in shadows.snapshot().items():
+        for outcome in ("sent", "dropped", "failed", "compared"):
+            copies.add_metric([*key, outcome], getattr(c, outcome))
+        exact.add_metric(list(key), c.exact_matches)
+        compared.add_metric(list(key), c.argmax_compared)
+        disagreements.add_metric(list(key), c.argmax_disagreements)
+        cumulative, buckets = 0, []
+        for bound, count in zip(ABS_ERROR_BUCKETS, c.abs_error_buckets, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        errors.add_metric(list(key), buckets, sum_value=None)  # errors are bucketed, not summed
+    yield from (copies, exact, compared, disagreements, errors)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Collection
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -32,36 +31,34 @@ from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
 from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
-from gateway.shadow_stats import ShadowStats
+from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
 from gateway.signatures import SignatureCache
 from gateway.upstream import Pool
 from gateway_admin import admin_pb2 as pb
-from router import Route, RouteError, Router, RouteStore
+from router import RouteError, Router, RouteStore
 
-__all__ = ["NativeGateway", "NativeRouteStore"]
+__all__ = ["CoreShadowStats", "NativeGateway"]
 
 log = logging.getLogger(__name__)
 
-_NO_SHADOWS = "shadow traffic needs --engine python until the native core mirrors requests"
 
+class CoreShadowStats(ShadowStats):
+    """The core's shadow counters, read when asked (admin API, metrics) in ShadowStats' shape."""
 
-class NativeRouteStore(RouteStore):
-    """A RouteStore that refuses what the core cannot serve yet, so no change is silently ignored."""
+    def __init__(self, core: Core) -> None:
+        super().__init__()
+        self._core = core
 
-    def __init__(self, pools: Collection[str], history: int = 10) -> None:
-        super().__init__(pools, history)
-
-    def _install(self, route: Route, kind: str, remember: bool) -> Route:
-        if route.shadows:
-            raise RouteError(f"routes.{route.model}.shadows: {_NO_SHADOWS}")
-        return super()._install(route, kind, remember)
+    def snapshot(self, model: str = "") -> dict[Key, ShadowCounters]:
+        rows = json.loads(self._core.shadow_stats(model))
+        return {(r["model"], r["primary"], r["variant"]): ShadowCounters(**r["counters"]) for r in rows}
 
 
 class NativeGateway:
     def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.pools = {name: Pool(name, pool) for name, pool in config.pools.items()}
-        self.store = NativeRouteStore(self.pools, history=config.route_history)
+        self.store = RouteStore(self.pools, history=config.route_history)
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
         default_pool = self.pools.get(config.default_pool or "")
         discovery = Discovery(self.store, default_pool) if default_pool else None
@@ -75,7 +72,7 @@ class NativeGateway:
             if config_path
             else None
         )
-        self.shadow_stats = ShadowStats()
+        self.shadow_stats = CoreShadowStats(self.core)
         servicer = AdminServicer(self.control, self.shadow_stats, InferenceCache(config), self._pool_stats)
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
@@ -84,7 +81,7 @@ class NativeGateway:
         self.metrics_server: MetricsServer | None = None
         if telemetry.metrics_port is not None:
             registry = CollectorRegistry()
-            registry.register(CoreCollector(self.core.stats))
+            registry.register(CoreCollector(self.core.stats, self.shadow_stats))
             self.metrics_server = MetricsServer(registry, telemetry.metrics_host, telemetry.metrics_port)
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []

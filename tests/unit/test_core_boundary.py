@@ -10,8 +10,7 @@ from gateway._core import Core
 from gateway.config import parse_config
 from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core, unsupported
 from gateway.flags import ServeFlags, UsageError, serve_config
-from gateway.native import NativeRouteStore
-from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant
+from router import MatchOp, MatchRule, Route, Variant
 
 CONFIG = {
     "listen": "127.0.0.1:0",
@@ -46,13 +45,6 @@ def test_route_tables_round_trip_and_bad_ones_are_refused() -> None:
     with pytest.raises(ValueError, match="all weights are 0"):
         core.set_routes(routes_to_core([Route("m", (Variant("1", "a", "m", weight=0),))]))
     assert [route_from_core(r) for r in json.loads(core.routes())] == [route]  # the old table stands
-
-
-def test_the_native_store_refuses_shadows_instead_of_ignoring_them() -> None:
-    store = NativeRouteStore(["p"])
-    store.set_route(Route("m", (Variant("1", "p", "m", weight=1), Variant("2", "p", "m", weight=0))))
-    with pytest.raises(RouteError, match="shadows: shadow traffic needs --engine python"):
-        store.set_shadow("m", ShadowPolicy("2", 0.5))
 
 
 def test_features_the_core_lacks_are_named_not_ignored() -> None:

@@ -68,6 +68,8 @@ impl Body for Unary {
 /// Told once how a forwarded call ended: its status (UNKNOWN when the stream broke off), and the
 /// bytes that went through. Dropping the body unfinished (the caller left) reports CANCELLED.
 pub trait OnEnd: Send + 'static {
+    /// Each data frame as it goes through (a view, not a copy).
+    fn data(&mut self, _chunk: &Bytes) {}
     fn ended(self: Box<Self>, code: Code, bytes: u64);
 }
 
@@ -140,6 +142,9 @@ where
                 Err(frame) => {
                     if let Some(data) = frame.data_ref() {
                         this.bytes += data.len() as u64;
+                        if let Some(on_end) = this.on_end.as_mut() {
+                            on_end.data(data);
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }

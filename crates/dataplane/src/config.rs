@@ -4,6 +4,8 @@
 //! (`tests/unit/test_core_boundary.py`) checks that what it reads is what Python meant.
 
 use gateway_router::Route;
+
+pub use crate::shadow::ShadowConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -41,6 +43,7 @@ pub struct CoreConfig {
     /// JSON lines of every RPC; "-" for standard output; none: off.
     #[serde(default)]
     pub access_log: Option<String>,
+    pub shadow: ShadowConfig,
     /// Capacity of the observation stream (a record per RPC for the control plane); 0: off.
     #[serde(default)]
     pub observations: usize,

@@ -13,6 +13,7 @@ use prost::Message;
 use crate::body::{boxed, BoxBody};
 use crate::error::GatewayError;
 use crate::messages::ModelInferRequest;
+use crate::shadow::Job;
 use crate::state::State;
 use crate::telemetry::Record;
 use crate::upstream::{Attempt, Pool};
@@ -27,6 +28,10 @@ pub struct Prepared {
     pub variant: Variant,
     pub pool: Arc<Pool>,
     pub payload: Bytes,
+    /// The caller's bytes as they came (shadow copies are re-addressed from them).
+    pub original: Bytes,
+    pub route_model: String,
+    pub shadows: Vec<(Variant, u32)>,
 }
 
 pub fn parse(payload: &Bytes) -> Result<ModelInferRequest, GatewayError> {
@@ -77,14 +82,18 @@ pub async fn prepare(
 ) -> Result<Prepared, GatewayError> {
     let request = parse(&payload)?;
     let route = state.route(&request.model_name, deadline).await?;
-    let variant = decide(
+    let decision = decide(
         &route,
         |name| header(headers, name),
         &request.model_version,
         fastrand::f64,
-    )
-    .primary
-    .into_owned();
+    );
+    let shadows = decision
+        .shadows
+        .iter()
+        .map(|(variant, policy)| ((*variant).clone(), policy.max_inflight))
+        .collect();
+    let variant = decision.primary.into_owned();
     record.model.clone_from(&route.model);
     record.variant.clone_from(&variant.name);
     record.version.clone_from(&variant.version);
@@ -95,8 +104,12 @@ pub async fn prepare(
         .get(&pool, &variant.model, &variant.version, deadline)
         .await?;
     validate(&request, &signature)?;
+    let original = payload.clone();
     let payload = retarget(&payload, &request, &variant)?;
     Ok(Prepared {
+        original,
+        route_model: route.model.clone(),
+        shadows,
         request,
         variant,
         pool,
@@ -111,7 +124,7 @@ pub async fn model_infer(
     headers: &HeaderMap,
     deadline: Option<Instant>,
     record: &mut Record,
-) -> Result<(Response<BoxBody>, Attempt), GatewayError> {
+) -> Result<(Response<BoxBody>, Attempt, Option<Job>), GatewayError> {
     let prepared = prepare(state, payload, headers, deadline, record).await?;
     let model = (
         prepared.variant.model.clone(),
@@ -124,7 +137,15 @@ pub async fn model_infer(
     record.retries = attempt.number - 1;
     let (mut head, body) = response.into_parts();
     head.headers.remove("content-length");
-    Ok((Response::from_parts(head, boxed(body)), attempt))
+    let job = (!prepared.shadows.is_empty()).then(|| Job {
+        model: prepared.route_model,
+        primary: prepared.variant.name.clone(),
+        request_id: record.request_id.clone(),
+        request: prepared.request,
+        payload: prepared.original,
+        shadows: prepared.shadows,
+    });
+    Ok((Response::from_parts(head, boxed(body)), attempt, job))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! and never calls Python, nor holds the GIL, while serving.
 
 pub mod body;
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -18,6 +19,7 @@ pub mod metadata;
 pub mod reflection;
 pub mod resilience;
 pub mod server;
+pub mod shadow;
 pub mod signatures;
 pub mod state;
 pub mod stream;
@@ -218,6 +220,11 @@ impl Core {
                 runtime.shutdown_timeout(Duration::from_secs(1));
             });
         }
+    }
+
+    /// Shadow comparison counters per (model, primary, shadow variant), as JSON; `model` "" for all.
+    fn shadow_stats(&self, model: &str) -> String {
+        serde_json::Value::Array(self.state.shadows.snapshot(model)).to_string()
     }
 
     /// A snapshot of the pools and the boundary's counters, as JSON.

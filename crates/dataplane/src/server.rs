@@ -27,6 +27,7 @@ use crate::grpc::{self, Code};
 use crate::health::SERVICE_UNKNOWN;
 use crate::infer::VARIANT_KEY;
 use crate::messages::{HealthCheckRequest, HealthCheckResponse};
+use crate::shadow::{Job, Shadows};
 use crate::state::State;
 use crate::telemetry::Record;
 use crate::upstream::{Attempt, INFERENCE_SERVICE};
@@ -113,7 +114,7 @@ async fn dispatch(
     request: Request<Incoming>,
     deadline: Option<Instant>,
     record: &mut Record,
-) -> Result<(Response<BoxBody>, Option<Attempt>), GatewayError> {
+) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Job>), GatewayError> {
     let path = request.uri().path().to_owned();
     let (service, method) = path
         .trim_start_matches('/')
@@ -125,9 +126,9 @@ async fn dispatch(
         (INFERENCE_SERVICE, "ModelInfer") => {
             let payload = read_unary(body, limit).await?;
             record.bytes_in = payload.len() as u64;
-            let (response, attempt) =
+            let (response, attempt, job) =
                 infer::model_infer(&state, payload, &head.headers, deadline, record).await?;
-            return Ok((response, Some(attempt)));
+            return Ok((response, Some(attempt), job));
         }
         (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(
             state,
@@ -154,7 +155,7 @@ async fn dispatch(
         ) => Ok(reflect(state, body)),
         _ => Err(GatewayError::NotSupported(format!("unknown method {path}"))),
     }?;
-    Ok((response, None))
+    Ok((response, None, None))
 }
 
 /// The service a health Check or Watch asks about.
@@ -259,10 +260,42 @@ struct Ending {
     record: Record,
     attempt: Option<Attempt>,
     state: Arc<State>,
+    /// Shadow copies to start once the answer is whole, and the answer's frames meanwhile.
+    job: Option<Job>,
+    captured: Vec<Bytes>,
+}
+
+impl Ending {
+    fn new(
+        record: Record,
+        attempt: Option<Attempt>,
+        state: Arc<State>,
+        job: Option<Job>,
+    ) -> Box<Ending> {
+        Box::new(Ending {
+            record,
+            attempt,
+            state,
+            job,
+            captured: Vec::new(),
+        })
+    }
 }
 
 impl OnEnd for Ending {
+    fn data(&mut self, chunk: &Bytes) {
+        if self.job.is_some() {
+            self.captured.push(chunk.clone());
+        }
+    }
+
     fn ended(mut self: Box<Self>, code: Code, bytes: u64) {
+        if let (Some(job), Code::Ok) = (self.job.take(), code) {
+            let whole: Bytes = self.captured.concat().into();
+            if let Ok(message) = grpc::unary_message(whole) {
+                Shadows::submit(&self.state, job, message);
+            }
+        }
         if let Some(attempt) = self.attempt.take() {
             self.record.upstream = attempt.started.elapsed();
             // A stream that broke off without a status is the connection's failure, not the model's.
@@ -310,7 +343,7 @@ async fn handle(
         },
     };
     let error = match outcome {
-        Ok(Ok((response, attempt))) => {
+        Ok(Ok((response, attempt, job))) => {
             if record.method == "ModelInfer" && !record.variant.is_empty() {
                 if let Ok(value) = HeaderValue::from_str(&record.variant) {
                     trailing.push((HeaderName::from_static(VARIANT_KEY), value));
@@ -323,19 +356,10 @@ async fn handle(
                 for (name, value) in trailing {
                     head.headers.insert(name, value);
                 }
-                Box::new(Ending {
-                    record,
-                    attempt,
-                    state,
-                })
-                .ended(code, 0);
+                Ending::new(record, attempt, state, None).ended(code, 0);
                 return Ok(Response::from_parts(head, body::empty()));
             }
-            let ending = Box::new(Ending {
-                record,
-                attempt,
-                state,
-            });
+            let ending = Ending::new(record, attempt, state, job);
             return Ok(Response::from_parts(
                 head,
                 boxed(Observed::new(body, trailing, ending)),

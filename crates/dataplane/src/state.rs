@@ -12,6 +12,7 @@ use crate::error::GatewayError;
 use crate::events::Events;
 use crate::health::Health;
 use crate::reflection::Reflection;
+use crate::shadow::Shadows;
 use crate::signatures::Signatures;
 use crate::table::Table;
 use crate::telemetry::Telemetry;
@@ -27,6 +28,7 @@ pub struct State {
     pub events: Arc<Events>,
     pub observations: Option<Arc<Events>>,
     pub telemetry: Telemetry,
+    pub shadows: Shadows,
     pub reflection: Reflection,
 }
 
@@ -44,7 +46,9 @@ impl State {
         let observations =
             (config.observations > 0).then(|| Arc::new(Events::new(config.observations)));
         let telemetry = Telemetry::new(config.access_log.as_deref(), observations.clone())?;
+        let shadows = Shadows::new(&config.shadow)?;
         Ok(State {
+            shadows,
             signatures: Signatures::new(config.metadata_ttl_s),
             config,
             pools,

@@ -1,0 +1,335 @@
+//! Shadow traffic: copies of answered requests sent to other variants, outputs compared.
+//!
+//! A copy starts only after the primary has its whole answer, never delays or fails it, and is
+//! dropped (and counted) when the shadow variant already has `max_inflight` copies under way.
+//! Comparisons land in counters per (model, primary, shadow), which `gatewayctl shadow-stats`
+//! reads, and (sampled, when not byte-identical) in the discrepancy log, written by a thread.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gateway_router::Variant;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{as_f64, compare_responses, Comparison, InferResponse};
+use crate::infer::retarget;
+use crate::messages::ModelInferRequest;
+use crate::state::State;
+use crate::validate::validate;
+
+/// Upper bounds of the absolute-error histogram; infinity is the last (the Python engine's).
+pub const ABS_ERROR_BUCKETS: [f64; 9] =
+    [0.0, 1e-9, 1e-6, 1e-4, 1e-2, 1e-1, 1.0, 10.0, f64::INFINITY];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ShadowConfig {
+    pub timeout_s: f64,
+    pub log_path: Option<PathBuf>,
+    pub log_sample: f64,
+    pub log_max_bytes: u64,
+    pub log_tensors: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    pub sent: u64,
+    pub dropped: u64,
+    pub failed: u64,
+    pub compared: u64,
+    pub exact_matches: u64,
+    pub argmax_compared: u64,
+    pub argmax_disagreements: u64,
+    pub max_abs_error: f64,
+    pub max_rel_error: f64,
+    pub abs_error_buckets: Vec<u64>,
+}
+
+impl Counters {
+    fn record(&mut self, comparison: &Comparison) {
+        if self.abs_error_buckets.is_empty() {
+            self.abs_error_buckets = vec![0; ABS_ERROR_BUCKETS.len()];
+        }
+        self.compared += 1;
+        self.exact_matches += u64::from(comparison.exact());
+        if comparison.has_class_scores() {
+            self.argmax_compared += 1;
+            self.argmax_disagreements += u64::from(comparison.argmax_disagrees());
+        }
+        let error = comparison.max_abs_error();
+        self.max_abs_error = self.max_abs_error.max(error);
+        self.max_rel_error = self.max_rel_error.max(comparison.max_rel_error());
+        let bucket = ABS_ERROR_BUCKETS
+            .iter()
+            .position(|bound| error <= *bound)
+            .unwrap_or(ABS_ERROR_BUCKETS.len() - 1);
+        self.abs_error_buckets[bucket] += 1;
+    }
+}
+
+/// A primary's request, kept until its answer is complete, with the copies it should get.
+pub struct Job {
+    pub model: String,
+    pub primary: String,
+    pub request_id: String,
+    pub request: ModelInferRequest,
+    pub payload: Bytes,
+    pub shadows: Vec<(Variant, u32)>, // variant, max_inflight
+}
+
+type Key = (String, String, String); // model, primary, shadow
+
+pub struct Shadows {
+    timeout: Duration,
+    counters: Mutex<HashMap<Key, Counters>>,
+    inflight: Mutex<HashMap<(String, String), u32>>,
+    log: Option<(SyncSender<serde_json::Value>, f64, bool)>, // writer, sample, tensors
+}
+
+struct Slot<'a> {
+    shadows: &'a Shadows,
+    key: (String, String),
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .shadows
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = inflight.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// JSON lines, rotated to `PATH.1` once past `max_bytes` (one backup, as the Python engine's).
+fn log_writer(path: PathBuf, max_bytes: u64) -> std::io::Result<SyncSender<serde_json::Value>> {
+    let open = |path: &PathBuf| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let mut file = open(&path)?;
+    let (sender, receiver) = sync_channel::<serde_json::Value>(4096);
+    std::thread::Builder::new()
+        .name("gateway-discrepancies".into())
+        .spawn(move || {
+            for entry in receiver {
+                let mut line = entry.to_string();
+                line.push('\n');
+                let size = file.metadata().map_or(0, |m| m.len());
+                if size > 0 && size + line.len() as u64 > max_bytes {
+                    let mut backup = path.clone().into_os_string();
+                    backup.push(".1");
+                    let _ = std::fs::rename(&path, &backup);
+                    match open(&path) {
+                        Ok(reopened) => file = reopened,
+                        Err(_) => return,
+                    }
+                }
+                let _ = file.write_all(line.as_bytes());
+            }
+        })?;
+    Ok(sender)
+}
+
+/// A tensor for the log: nested lists in its shape, or hex for BYTES.
+fn tensor_json(datatype: &str, shape: &[i64], raw: &[u8]) -> serde_json::Value {
+    let Some(values) = as_f64(datatype, raw) else {
+        return serde_json::Value::String(raw.iter().map(|b| format!("{b:02x}")).collect());
+    };
+    fn nest(values: &[f64], shape: &[i64]) -> serde_json::Value {
+        match shape.split_first() {
+            None => values
+                .first()
+                .map_or(serde_json::Value::Null, |v| serde_json::json!(v)),
+            Some((_, [])) => serde_json::json!(values),
+            Some((dim, rest)) => {
+                let width = values.len() / (*dim).max(1) as usize;
+                serde_json::Value::Array(
+                    values.chunks(width.max(1)).map(|c| nest(c, rest)).collect(),
+                )
+            }
+        }
+    }
+    nest(&values, shape)
+}
+
+fn outputs_json(response: &Bytes) -> serde_json::Value {
+    let decoded = InferResponse::decode(response.clone()).unwrap_or_default();
+    let map: serde_json::Map<String, serde_json::Value> = decoded
+        .outputs
+        .iter()
+        .zip(&decoded.raw_output_contents)
+        .map(|(t, raw)| (t.name.clone(), tensor_json(&t.datatype, &t.shape, raw)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn finite(value: f64) -> serde_json::Value {
+    // JSON has no infinity; Python's json writes `Infinity`, which strict readers refuse.
+    if value.is_finite() {
+        serde_json::json!(value)
+    } else {
+        serde_json::json!("inf")
+    }
+}
+
+impl Shadows {
+    pub fn new(config: &ShadowConfig) -> std::io::Result<Shadows> {
+        let log = match &config.log_path {
+            Some(path) => Some((
+                log_writer(path.clone(), config.log_max_bytes)?,
+                config.log_sample,
+                config.log_tensors,
+            )),
+            None => None,
+        };
+        Ok(Shadows {
+            timeout: Duration::from_secs_f64(config.timeout_s),
+            counters: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            log,
+        })
+    }
+
+    fn with_counters(&self, key: &Key, change: impl FnOnce(&mut Counters)) {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        change(counters.entry(key.clone()).or_default());
+    }
+
+    /// Start the copies of an answered request (`response`: the primary's message).
+    pub fn submit(state: &Arc<State>, job: Job, response: Bytes) {
+        let job = Arc::new(job);
+        for (variant, max_inflight) in &job.shadows {
+            let key = (job.model.clone(), job.primary.clone(), variant.name.clone());
+            let slot_key = (job.model.clone(), variant.name.clone());
+            let admitted = {
+                let mut inflight = state
+                    .shadows
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let count = inflight.entry(slot_key.clone()).or_default();
+                (*count < *max_inflight).then(|| *count += 1).is_some()
+            };
+            if !admitted {
+                state.shadows.with_counters(&key, |c| c.dropped += 1);
+                continue;
+            }
+            state.shadows.with_counters(&key, |c| c.sent += 1);
+            let (state, job, variant, response) = (
+                state.clone(),
+                job.clone(),
+                variant.clone(),
+                response.clone(),
+            );
+            tokio::spawn(async move {
+                let shadows = &state.shadows;
+                let _slot = Slot {
+                    shadows,
+                    key: slot_key,
+                };
+                match copy(&state, &job, &variant).await {
+                    Ok(answer) => {
+                        let comparison = compare_responses(&response, &answer);
+                        shadows.with_counters(&key, |c| c.record(&comparison));
+                        shadows.log(&job, &variant, &comparison, &response, &answer);
+                    }
+                    Err(_) => shadows.with_counters(&key, |c| c.failed += 1),
+                }
+            });
+        }
+    }
+
+    fn log(
+        &self,
+        job: &Job,
+        variant: &Variant,
+        comparison: &Comparison,
+        primary: &Bytes,
+        shadow: &Bytes,
+    ) {
+        let Some((writer, sample, tensors)) = &self.log else {
+            return;
+        };
+        if comparison.exact() || fastrand::f64() >= *sample {
+            return;
+        }
+        let per_tensor: serde_json::Map<String, serde_json::Value> = comparison
+            .tensors
+            .iter()
+            .map(|t| {
+                let mut entry = serde_json::json!({
+                    "exact": t.exact, "max_abs_error": finite(t.max_abs_error),
+                    "max_rel_error": finite(t.max_rel_error), "argmax_agreement": t.argmax_agreement,
+                });
+                if !t.note.is_empty() {
+                    entry["note"] = serde_json::json!(t.note);
+                }
+                (t.name.clone(), entry)
+            })
+            .collect();
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let request_id = if job.request.id.is_empty() {
+            &job.request_id
+        } else {
+            &job.request.id
+        };
+        let mut entry = serde_json::json!({
+            "time": time, "request_id": request_id, "model": job.model, "primary": job.primary,
+            "shadow": variant.name, "argmax_disagrees": comparison.argmax_disagrees(),
+            "max_abs_error": finite(comparison.max_abs_error()), "tensors": per_tensor,
+        });
+        if *tensors {
+            entry["primary_outputs"] = outputs_json(primary);
+            entry["shadow_outputs"] = outputs_json(shadow);
+        }
+        let _ = writer.try_send(entry); // a full log queue drops the line
+    }
+
+    /// Counters per (model, primary, shadow), sorted, for one model or all ("").
+    pub fn snapshot(&self, model: &str) -> Vec<serde_json::Value> {
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(&Key, &Counters)> = counters
+            .iter()
+            .filter(|(k, _)| model.is_empty() || k.0 == model)
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        rows.into_iter()
+            .map(|((model, primary, shadow), c)| {
+                let mut c = c.clone();
+                if c.abs_error_buckets.is_empty() {
+                    c.abs_error_buckets = vec![0; ABS_ERROR_BUCKETS.len()];
+                }
+                serde_json::json!({"model": model, "primary": primary, "variant": shadow, "counters": c})
+            })
+            .collect()
+    }
+}
+
+async fn copy(
+    state: &State,
+    job: &Job,
+    variant: &Variant,
+) -> Result<Bytes, crate::error::GatewayError> {
+    let deadline = Some(Instant::now() + state.shadows.timeout);
+    let pool = state.pool(&variant.pool)?.clone();
+    let signature = state
+        .signatures
+        .get(&pool, &variant.model, &variant.version, deadline)
+        .await?;
+    validate(&job.request, &signature)?;
+    let payload = retarget(&job.payload, &job.request, variant)?;
+    pool.call("ModelInfer", payload, deadline).await
+}
