@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all venv triton-venv redis deploy-tools perf-analyzer demo test lint rust-lint rust-test unit pytest proto proto-check bench clean
+.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench clean
 
 all: test
 
@@ -79,8 +79,16 @@ proto-check: venv
 	    cmp -s $$tmp/$$f $$f || { echo "$$f is stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; \
 	  done; rm -rf $$tmp; echo "generated code is up to date"
 
+# Debian's nginx, the native-proxy yardstick of the bench (grpc_pass), installed when missing;
+# the bench runs its own on a free 127.0.0.1 port, so the packaged service is stopped at once.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	    /usr/sbin/nginx -s quit 2>/dev/null || true; \
+	  else echo "nginx is missing: install Debian's nginx"; exit 1; fi; }
+
 # Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
-bench: venv triton-venv perf-analyzer
+bench: venv triton-venv perf-analyzer nginx
 	$(BIN)/gateway bench --out results
 
 # cargo test and clippy in the release profile: the dependencies compiled for the extension

@@ -8,7 +8,9 @@ dynamic batcher in Triton) with Zipf-repeated inputs, through a gateway with --c
 Yardsticks measured in the same run: the canned grpc.aio server (Python's inbound floor) and the
 naive passthrough proxy (`loadtest.passthrough`), each against Triton and the gateway against each.
 Two workers against one on the cache-hit path: with the Python generator, and with perf_analyzer
-(`make perf-analyzer`), a connection per concurrency context.
+(`make perf-analyzer`), a connection per concurrency context. The plain-proxy rows with
+perf_analyzer (`loadtest.proxies`): the native engine, the Python engine and nginx `grpc_pass`,
+each against direct Triton.
 Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 
@@ -28,6 +30,7 @@ from gateway.triton import TritonOptions, TritonProcess
 from loadtest.compare import compare, interleaved
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
 from loadtest.plot import plot_bench
+from loadtest.proxies import proxy_rows
 from loadtest.reference_server import running
 from loadtest.report import hardware, table, write_json
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
@@ -107,6 +110,9 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
             rows += _compare_workers(console, workers, triton.options.grpc_target, workdir, rounds)
+        rows += proxy_rows(
+            console, triton.options.grpc_target, workdir, rounds, lambda name: only is None or only in name
+        )
         for stick in _yardsticks(triton.options.grpc_target):
             if only is None or only in stick.scenario or only in stick.versus:
                 rows += _compare_yardstick(console, stick, triton.options.grpc_target, workdir, rounds, duration_s)

@@ -1,0 +1,92 @@
+"""The bench's plain-proxy rows, driven by perf_analyzer (C++, a connection per context): the native
+engine, the Python engine and Debian's nginx `grpc_pass`, each against direct Triton in the same
+run, interleaved, with each proxy's CPU per request from its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from gateway.localrun import GatewayProcess
+from loadtest.compare import interleaved
+from loadtest.nginx import running_nginx
+from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
+
+__all__ = ["proxy_rows"]
+
+IDENTITY = ("identity", "INPUT0:16")
+IMAGE = ("image", "INPUT0:1,3,224,224")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    proxy: str  # native | python | nginx | native+features
+    model: tuple[str, str]  # model, perf_analyzer --shape
+    concurrency: int
+
+
+ROWS = (
+    Row("native engine: identity c=16 (perf_analyzer)", "native", IDENTITY, 16),
+    Row("native engine: identity c=1 (perf_analyzer)", "native", IDENTITY, 1),
+    Row("native engine: image 602KB c=16 (perf_analyzer)", "native", IMAGE, 16),
+    Row("native engine + metrics + access log: identity c=16 (perf_analyzer)", "native+features", IDENTITY, 16),
+    Row("nginx grpc_pass: identity c=16 (perf_analyzer)", "nginx", IDENTITY, 16),
+    Row("nginx grpc_pass: identity c=1 (perf_analyzer)", "nginx", IDENTITY, 1),
+    Row("nginx grpc_pass: image 602KB c=16 (perf_analyzer)", "nginx", IMAGE, 16),
+    Row("python engine: identity c=16 (perf_analyzer)", "python", IDENTITY, 16),
+)
+
+
+@contextlib.contextmanager
+def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
+    """The proxy's address and the PID whose CPU it spends."""
+    if kind == "nginx":
+        with running_nginx(triton) as (address, process):
+            yield address, process.pid
+        return
+    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    engine = "python" if kind == "python" else "native"
+    args += ["--engine", engine]
+    if kind == "native+features":
+        args += ["--metrics-port", "0", "--access-log", str(workdir / "access.jsonl")]
+    gateway = GatewayProcess(args, workdir / f"gateway-{kind}.log")
+    gateway.start()
+    try:
+        assert gateway.process is not None
+        yield gateway.address, gateway.process.pid
+    finally:
+        gateway.stop()
+
+
+def proxy_rows(
+    console: Console, triton: str, workdir: Path, rounds: int, wanted: Callable[[str], bool]
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    selected = [row for row in ROWS if wanted(row.name)]
+    if selected and not BINARY.exists():
+        console.print(f"[yellow]perf_analyzer rows skipped: {BINARY} is missing (make perf-analyzer)[/]")
+        return rows
+    for row in selected:
+        model, shape = row.model
+
+        async def perf_analyzer(
+            target: str, model: str = model, shape: str = shape, c: int = row.concurrency
+        ) -> PerfAnalyzerRun:
+            return await asyncio.to_thread(measure, target, model, shape, c, connection_per_context=True)
+
+        console.print(f"[bold]{row.name}[/]: direct vs {row.proxy}, {rounds} rounds")
+        try:
+            with _proxy(row.proxy, triton, workdir) as (address, pid):
+                comparison = asyncio.run(interleaved(row.name, perf_analyzer, triton, address, pid, rounds))
+        except (RuntimeError, FileNotFoundError, subprocess.SubprocessError) as exc:  # reported; others count
+            console.print(f"[red]{row.name}: {exc}[/]")
+            continue
+        rows.append(comparison.summary())
+    return rows
