@@ -115,7 +115,7 @@ NATIVE_SUITE := tests/integration/test_native_engine.py tests/integration/test_m
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
   tests/integration/test_reload.py tests/integration/test_pools.py tests/e2e/test_shutdown.py \
   tests/e2e/test_perf_analyzer.py
-NATIVE_LACKS := test_hedging or cache_hits
+NATIVE_LACKS := cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))"

@@ -117,7 +117,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
         "admission control (--max-inflight, pools.*.max_inflight, pools.*.adaptive)": any(
             pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
         ),
-        "hedging (pools.*.hedge_delay_ms)": any(pool.hedge_delay_ms is not None for pool in config.pools.values()),
         "TLS towards upstreams (pools.*.tls)": any(pool.tls is not None for pool in config.pools.values()),
         "TLS listeners (tls)": config.tls is not None,
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",

@@ -165,3 +165,51 @@ def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli
     ok = by_id["ok-0"]
     assert (ok["model"], ok["variant"], ok["method"], ok["retries"]) == ("identity", "1", "ModelInfer", 0)
     assert ok["bytes_in"] > 0 and ok["bytes_out"] > 0 and ok["latency_ms"] > 0
+
+
+class UnavailableServer(OnlyMetadataServer):
+    """Connected and ready, but every inference fails UNAVAILABLE (a gateway failure, in trailers)."""
+
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "overloaded")
+
+
+def _serve(servicer: service_pb2_grpc.GRPCInferenceServiceServicer) -> tuple[grpc.Server, str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_outlier_detection_counts_the_status_in_the_trailers(tmp_path: Path) -> None:
+    """UNAVAILABLE from a connected server (trailers-only here) ejects the endpoint after the
+    configured streak, although no connection ever failed."""
+    bad, bad_address = _serve(UnavailableServer())
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:0\nengine: native\ndefault_pool: p\nadmin: {{listen: '127.0.0.1:0', token: {TOKEN}}}\n"
+        f"pools:\n  p:\n    endpoints: [{bad_address}]\n    max_attempts: 1\n"
+        "    outlier: {consecutive_failures: 3, base_ejection_s: 30, max_ejection_percent: 100}\n"
+    )
+    try:
+        with (
+            running_gateway(["--config", str(config)], tmp_path / "gateway.log") as gateway,
+            grpc.insecure_channel(gateway.admin_address) as channel,
+        ):
+            client = grpcclient.InferenceServerClient(gateway.address)
+            auth = (("authorization", f"Bearer {TOKEN}"),)
+            admin = admin_pb2_grpc.GatewayAdminStub(channel)
+
+            def endpoint() -> admin_pb2.EndpointStats:
+                stats = admin.GetPoolStats(admin_pb2.GetPoolStatsRequest(), metadata=auth, timeout=10)
+                return stats.pools[0].endpoints[0]
+
+            for sent in range(1, 6):
+                with pytest.raises(grpcclient.InferenceServerException) as error:
+                    client.infer("doubler", [_input(np.array([1.0], dtype=np.float32), "x")])
+                assert error.value.status() == "StatusCode.UNAVAILABLE"  # passed on as the server sent it
+                assert endpoint().ejected == (sent >= 3), sent
+            assert endpoint().ejections == 1  # failures while out do not eject it again
+    finally:
+        bad.stop(None)

@@ -88,6 +88,13 @@ impl Code {
         }
     }
 
+    /// What outlier detection counts against an endpoint (Envoy's "consecutive gateway failure"):
+    /// UNAVAILABLE, DATA_LOSS, and UNKNOWN (how a stream that broke off without a status reads).
+    /// A model's own errors (INTERNAL, INVALID_ARGUMENT, ...) say nothing about the endpoint.
+    pub fn is_gateway_failure(self) -> bool {
+        matches!(self, Code::Unavailable | Code::DataLoss | Code::Unknown)
+    }
+
     pub fn header_value(self) -> http::HeaderValue {
         http::HeaderValue::from(self as u8 as u16)
     }

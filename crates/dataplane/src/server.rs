@@ -298,8 +298,7 @@ impl OnEnd for Ending {
         }
         if let Some(attempt) = self.attempt.take() {
             self.record.upstream = attempt.started.elapsed();
-            // A stream that broke off without a status is the connection's failure, not the model's.
-            attempt.finish(code == Code::Unknown);
+            attempt.finish(code.is_gateway_failure());
         }
         self.state.telemetry.end(&self.record, code, bytes);
     }

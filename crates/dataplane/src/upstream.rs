@@ -184,12 +184,13 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// `code`: the call's gRPC status. Only connection failures count against the endpoint.
-    pub fn finish(mut self, failed_connection: bool) {
+    /// `failed`: the endpoint itself failed (no connection, a broken stream, or a gateway
+    /// failure status such as UNAVAILABLE), which counts towards its ejection.
+    pub fn finish(mut self, failed: bool) {
         self.done = true;
         self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
         let now = now_s();
-        if failed_connection {
+        if failed {
             let may_eject = self.pool.may_eject(now);
             let ejected = self
                 .endpoint
@@ -325,29 +326,104 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
             .on_request();
         let framed = grpc::frame(&payload);
+        if let Some(delay_ms) = self.config.hedge_delay_ms {
+            if method == "ModelInfer" && self.endpoints.len() > 1 {
+                let delay = Duration::from_secs_f64(delay_ms / 1000.0);
+                return self.hedged(framed, deadline, model, delay).await;
+            }
+        }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
             let endpoint = self.pick(model, &tried);
             tried.push(endpoint.clone());
-            endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
-            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-            let attempt = Attempt {
-                endpoint: endpoint.clone(),
-                pool: self.clone(),
-                started: Instant::now(),
-                number: tried.len() as u32,
-                done: false,
-            };
-            let body = boxed(http_body_util::Full::new(framed.clone()));
-            match endpoint.send(method, body, deadline).await {
-                Ok(response) => return Ok((response, attempt)),
-                Err(reason) => {
-                    attempt.finish(true);
+            match self
+                .attempt(&endpoint, method, &framed, deadline, tried.len() as u32)
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(error) => {
                     if !self.retry_allowed(tried.len(), deadline) {
-                        return Err(self.unreachable(&endpoint, &reason));
+                        return Err(error);
                     }
                 }
             }
+        }
+    }
+
+    /// One request to one endpoint; a connection failure is counted against it (and mapped).
+    async fn attempt(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        method: &str,
+        framed: &Bytes,
+        deadline: Option<Instant>,
+        number: u32,
+    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+        endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let attempt = Attempt {
+            endpoint: endpoint.clone(),
+            pool: self.clone(),
+            started: Instant::now(),
+            number,
+            done: false,
+        };
+        let body = boxed(http_body_util::Full::new(framed.clone()));
+        match endpoint.send(method, body, deadline).await {
+            Ok(response) => Ok((response, attempt)),
+            Err(reason) => {
+                attempt.finish(true);
+                Err(self.unreachable(endpoint, &reason))
+            }
+        }
+    }
+
+    /// Hedging: when the first attempt has no answer after `delay`, a second goes to another
+    /// endpoint and the first answer wins (the other is cancelled by being dropped). A hedge
+    /// spends the retry budget, so a slow pool sees at most about (1 + ratio) times the traffic.
+    async fn hedged(
+        self: &Arc<Self>,
+        framed: Bytes,
+        deadline: Option<Instant>,
+        model: Option<&ModelKey>,
+        delay: Duration,
+    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+        let first_endpoint = self.pick(model, &[]);
+        let mut first =
+            std::pin::pin!(self.attempt(&first_endpoint, "ModelInfer", &framed, deadline, 1));
+        tokio::select! {
+            answer = &mut first => {
+                return match answer {
+                    Err(_) if self.retry_allowed(1, deadline) => {
+                        let other = self.pick(model, std::slice::from_ref(&first_endpoint));
+                        self.attempt(&other, "ModelInfer", &framed, deadline, 2).await
+                    }
+                    answer => answer,
+                };
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        if !self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_retry()
+        {
+            return first.await;
+        }
+        self.stats.hedges.fetch_add(1, Ordering::Relaxed);
+        let second_endpoint = self.pick(model, std::slice::from_ref(&first_endpoint));
+        let mut second =
+            std::pin::pin!(self.attempt(&second_endpoint, "ModelInfer", &framed, deadline, 2));
+        tokio::select! {
+            answer = &mut first => match answer {
+                Ok(answer) => Ok(answer),
+                Err(_) => second.await,
+            },
+            answer = &mut second => match answer {
+                Ok(answer) => Ok(answer),
+                Err(_) => first.await,
+            },
         }
     }
 
@@ -361,8 +437,12 @@ impl Pool {
         let (response, attempt) = self.send(method, payload, deadline, None).await?;
         let endpoint = attempt.endpoint.clone();
         let collected = collect(response).await;
-        let broken = matches!(collected, Err(ref e) if e.is_unavailable());
-        attempt.finish(broken);
+        let failed = match &collected {
+            Err(GatewayError::Unavailable(_)) => true,
+            Err(GatewayError::Upstream { code, .. }) => code.is_gateway_failure(),
+            _ => false,
+        };
+        attempt.finish(failed);
         collected.map_err(|e| match e {
             GatewayError::Unavailable(reason) => self.unreachable(&endpoint, &reason),
             other => other,
