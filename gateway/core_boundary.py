@@ -25,7 +25,9 @@ __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_t
 def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) -> dict[str, Any]:
     """`observations`: capacity of the observation stream (0: off, as long as nothing reads it)."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
-    keep = ("endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms")
+    keep = (
+        "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms", "tls",
+    )  # fmt: skip
     return {
         "listen": config.listen,
         "max_message_bytes": config.max_message_bytes,
@@ -37,6 +39,7 @@ def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) 
         "threads": threads,
         "access_log": config.telemetry.access_log,
         "shadow": config.shadow.model_dump(mode="json"),
+        "tls": config.tls.model_dump(mode="json") if config.tls else None,
         "observations": observations,
     }
 
@@ -117,8 +120,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
         "admission control (--max-inflight, pools.*.max_inflight, pools.*.adaptive)": any(
             pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
         ),
-        "TLS towards upstreams (pools.*.tls)": any(pool.tls is not None for pool in config.pools.values()),
-        "TLS listeners (tls)": config.tls is not None,
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
         "the payload log (telemetry.payload_log)": config.telemetry.payload_log is not None,
         "several workers (--workers)": config.workers > 1,

@@ -33,6 +33,7 @@ from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
 from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
 from gateway.signatures import SignatureCache
+from gateway.tls import server_credentials
 from gateway.upstream import Pool
 from gateway_admin import admin_pb2 as pb
 from router import RouteError, Router, RouteStore
@@ -114,7 +115,8 @@ class NativeGateway:
             self.metrics_port = await self.metrics_server.start()
         admin_port = None
         if self.admin_server is not None and self.config.admin is not None:
-            admin_port = listen(self.admin_server, self.config.admin.listen, None)
+            credentials = server_credentials(self.config.tls) if self.config.tls else None
+            admin_port = listen(self.admin_server, self.config.admin.listen, credentials)
             await self.admin_server.start()
         port = await asyncio.to_thread(self.core.start)
         self._tasks.append(asyncio.create_task(self._pull_events()))

@@ -6,6 +6,7 @@
 use gateway_router::Route;
 
 pub use crate::shadow::ShadowConfig;
+pub use crate::tls::{ListenerTls, UpstreamTls};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -25,6 +26,8 @@ pub struct PoolConfig {
     pub retry_budget_ratio: f64,
     pub retry_budget_initial: f64,
     pub hedge_delay_ms: Option<f64>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +47,9 @@ pub struct CoreConfig {
     #[serde(default)]
     pub access_log: Option<String>,
     pub shadow: ShadowConfig,
+    /// TLS on the data port; none: plaintext.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
     /// Capacity of the observation stream (a record per RPC for the control plane); 0: off.
     #[serde(default)]
     pub observations: usize,

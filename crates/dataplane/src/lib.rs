@@ -25,6 +25,7 @@ pub mod state;
 pub mod stream;
 pub mod table;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 pub mod wire;
@@ -94,10 +95,7 @@ impl Core {
         });
         Ok(Core {
             runtime: Mutex::new(Some(runtime)),
-            state: Arc::new(
-                State::new(config, reflection)
-                    .map_err(|e| PyOSError::new_err(format!("cannot open the access log: {e}")))?,
-            ),
+            state: Arc::new(State::new(config, reflection).map_err(PyValueError::new_err)?),
             stop: watch::channel(None).0,
             tasks: Mutex::new(Vec::new()),
         })
@@ -147,7 +145,8 @@ impl Core {
                             }
                         })
                     };
-                    let serving = tokio::spawn(server::serve(state, listener, stop));
+                    let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
+                    let serving = tokio::spawn(server::serve(state, listener, acceptor, stop));
                     Ok::<_, String>((port, vec![probes, serving]))
                 })
             })

@@ -16,10 +16,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, boxed, status_trailers, BoxBody, Observed, OnEnd, Unary};
 use crate::error::GatewayError;
@@ -374,10 +375,26 @@ async fn handle(
     Ok(failure(&error, &trailing))
 }
 
+type Http2 = hyper::server::conn::http2::Builder<TokioExecutor>;
+
+/// One client connection, plain or TLS, served until it ends or the graceful shutdown ends it.
+fn spawn_connection<I>(state: &Arc<State>, builder: &Http2, watcher: Watcher, io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let state = state.clone();
+    let service = service_fn(move |request| handle(state.clone(), request));
+    let connection = builder.serve_connection(io, service);
+    tokio::spawn(async move {
+        let _ = watcher.watch(connection).await;
+    });
+}
+
 /// Serve until `stop` turns true; then stop accepting and give in-flight calls `grace` to end.
 pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -394,13 +411,20 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |request| handle(state.clone(), request));
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
+                let watcher = graceful.watcher();
+                match &tls {
+                    None => spawn_connection(&state, &builder, watcher, TokioIo::new(stream)),
+                    Some(acceptor) => {
+                        // The handshake in the connection's own task: a slow client never holds up accept.
+                        let (acceptor, state, builder) = (acceptor.clone(), state.clone(), builder.clone());
+                        tokio::spawn(async move {
+                            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                            if let Ok(Ok(stream)) = handshake.await {
+                                spawn_connection(&state, &builder, watcher, TokioIo::new(stream));
+                            }
+                        });
+                    }
+                }
             }
             changed = stop.changed() => {
                 let grace = *stop.borrow();

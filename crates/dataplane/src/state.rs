@@ -33,20 +33,22 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: CoreConfig, reflection: Reflection) -> std::io::Result<State> {
-        let pool_order: Vec<Arc<Pool>> = config
-            .pools
-            .iter()
-            .map(|p| Arc::new(Pool::new(p.clone())))
-            .collect();
+    /// Err names what could not be set up (a TLS file, the access log).
+    pub fn new(config: CoreConfig, reflection: Reflection) -> Result<State, String> {
+        let mut pool_order: Vec<Arc<Pool>> = Vec::with_capacity(config.pools.len());
+        for pool in &config.pools {
+            pool_order.push(Arc::new(Pool::new(pool.clone())?));
+        }
         let pools = pool_order
             .iter()
             .map(|p| (p.name.clone(), p.clone()))
             .collect();
         let observations =
             (config.observations > 0).then(|| Arc::new(Events::new(config.observations)));
-        let telemetry = Telemetry::new(config.access_log.as_deref(), observations.clone())?;
-        let shadows = Shadows::new(&config.shadow)?;
+        let telemetry = Telemetry::new(config.access_log.as_deref(), observations.clone())
+            .map_err(|e| format!("telemetry.access_log: cannot open it: {e}"))?;
+        let shadows = Shadows::new(&config.shadow)
+            .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         Ok(State {
             shadows,
             signatures: Signatures::new(config.metadata_ttl_s),

@@ -25,6 +25,9 @@ use crate::config::PoolConfig;
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::resilience::{choose, ewma, EndpointHealth, RetryBudget};
+use crate::tls;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 pub const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,8 +44,30 @@ pub fn now_s() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64()
 }
 
+/// An HTTP/2 client connection over `io`, driven by a task of its own until it closes.
+async fn handshake<I>(io: I) -> Result<SendRequest<BoxBody>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await; // ends when the server or the network closes it
+    });
+    Ok(sender)
+}
+
 pub struct Endpoint {
     pub address: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     sender: Mutex<Option<SendRequest<BoxBody>>>,
     connecting: tokio::sync::Mutex<()>,
     pub outstanding: AtomicU64,
@@ -53,9 +78,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(address: String, health: EndpointHealth) -> Endpoint {
+    fn new(
+        address: String,
+        health: EndpointHealth,
+        tls: Option<(TlsConnector, ServerName<'static>)>,
+    ) -> Endpoint {
         Endpoint {
             address,
+            tls,
             sender: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             outstanding: AtomicU64::new(0),
@@ -110,19 +140,17 @@ impl Endpoint {
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(4 << 20)
-            .initial_connection_window_size(16 << 20)
-            .max_frame_size(1 << 20)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await; // ends when the server or the network closes it
-        });
+        let sender = match &self.tls {
+            None => handshake(TokioIo::new(stream)).await?,
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| "TLS handshake timed out".to_owned())?
+                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                handshake(TokioIo::new(stream)).await?
+            }
+        };
         *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
         Ok(sender)
     }
@@ -138,9 +166,14 @@ impl Endpoint {
             Some(sender) => sender,
             None => self.connect().await?,
         };
-        let mut request = Request::post(format!("http://{}{}", self.address, method_path(method)))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut request = Request::post(format!(
+            "{scheme}://{}{}",
+            self.address,
+            method_path(method)
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
         if let Some(deadline) = deadline {
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
@@ -225,26 +258,32 @@ impl Drop for Attempt {
 }
 
 impl Pool {
-    pub fn new(config: PoolConfig) -> Pool {
+    pub fn new(config: PoolConfig) -> Result<Pool, String> {
         let name = config.name.clone();
-        let endpoints = config
-            .endpoints
-            .iter()
-            .map(|a| {
-                Arc::new(Endpoint::new(
-                    a.clone(),
-                    EndpointHealth::new(config.outlier.clone()),
-                ))
-            })
-            .collect();
+        let connector = config
+            .tls
+            .as_ref()
+            .map(|tls| tls::connector(tls, &name))
+            .transpose()?;
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for address in &config.endpoints {
+            let tls = match (&connector, &config.tls) {
+                (Some(connector), Some(tls)) => {
+                    Some((connector.clone(), tls::server_name(tls, address)?))
+                }
+                _ => None,
+            };
+            let health = EndpointHealth::new(config.outlier.clone());
+            endpoints.push(Arc::new(Endpoint::new(address.clone(), health, tls)));
+        }
         let budget = RetryBudget::new(config.retry_budget_ratio, config.retry_budget_initial);
-        Pool {
+        Ok(Pool {
             name,
             config,
             endpoints,
             budget: Mutex::new(budget),
             stats: PoolStats::default(),
-        }
+        })
     }
 
     pub fn ready(&self) -> bool {
