@@ -113,7 +113,8 @@ unit: venv
 NATIVE_SUITE := tests/integration/test_native_engine.py tests/integration/test_metadata_rpcs.py \
   tests/integration/test_errors.py tests/integration/test_parity.py tests/integration/test_stream.py \
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
-  tests/integration/test_reload.py tests/integration/test_pools.py tests/e2e/test_shutdown.py \
+  tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
+  tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
   tests/e2e/test_perf_analyzer.py
 NATIVE_LACKS := cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer

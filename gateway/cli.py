@@ -211,11 +211,13 @@ def soak(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    engine: Annotated[str, typer.Option(help="The gateway's data plane: native (the Rust core) or python.")] = "native",
+) -> None:
     """Start a local Triton and the gateway, send every model a request through it, show a table."""
     from gateway.demo import run_demo
 
-    sys.exit(run_demo())
+    sys.exit(run_demo(engine))
 
 
 def main() -> None:

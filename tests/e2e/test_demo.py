@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
-def test_demo_runs_every_model_through_the_gateway() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo"], capture_output=True, text=True, timeout=180, check=False
-    )
+
+@pytest.mark.parametrize("engine", ["native", "python"])
+def test_demo_runs_every_model_through_the_gateway(engine: str) -> None:
+    command = [sys.executable, "-m", "gateway", "demo", "--engine", engine]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for model in ("identity_batched", "image", "add_sub_fp32", "text", "classifier", "slow", "counter", "stream"):
@@ -17,3 +19,4 @@ def test_demo_runs_every_model_through_the_gateway() -> None:
     assert "5 responses on ModelStreamInfer: [0, 1, 2, 3, 4]" in out
     assert "NOT_FOUND" in out and "INVALID_ARGUMENT" in out and "INTERNAL" in out
     assert "gateway exit code 0, triton exit code 0" in out
+    assert f"({engine} engine)" in out
