@@ -115,7 +115,8 @@ NATIVE_SUITE := tests/integration/test_native_engine.py tests/integration/test_m
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
   tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
   tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
-  tests/e2e/test_perf_analyzer.py
+  tests/e2e/test_perf_analyzer.py \
+  tests/integration/test_metrics_logs.py::test_payload_log_keeps_replayable_requests_and_responses
 NATIVE_LACKS := cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q

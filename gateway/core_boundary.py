@@ -25,6 +25,7 @@ __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_t
 def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) -> dict[str, Any]:
     """`observations`: capacity of the observation stream (0: off, as long as nothing reads it)."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
+    telemetry = config.telemetry
     keep = (
         "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms", "tls",
     )  # fmt: skip
@@ -37,9 +38,10 @@ def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) 
         "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
         "default_pool": config.default_pool,
         "threads": threads,
-        "access_log": config.telemetry.access_log,
+        "access_log": telemetry.access_log,
         "shadow": config.shadow.model_dump(mode="json"),
         "tls": config.tls.model_dump(mode="json") if config.tls else None,
+        "payload_log": telemetry.payload_log.model_dump(mode="json") if telemetry.payload_log else None,
         "observations": observations,
     }
 
@@ -121,7 +123,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
             pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
         ),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
-        "the payload log (telemetry.payload_log)": config.telemetry.payload_log is not None,
         "several workers (--workers)": config.workers > 1,
         "--max-connection-age": config.max_connection_age_s is not None,
     }

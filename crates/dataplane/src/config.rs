@@ -6,6 +6,7 @@
 use gateway_router::Route;
 
 pub use crate::shadow::ShadowConfig;
+pub use crate::telemetry::PayloadLogConfig;
 pub use crate::tls::{ListenerTls, UpstreamTls};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,8 @@ pub struct CoreConfig {
     /// TLS on the data port; none: plaintext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    #[serde(default)]
+    pub payload_log: Option<PayloadLogConfig>,
     /// Capacity of the observation stream (a record per RPC for the control plane); 0: off.
     #[serde(default)]
     pub observations: usize,

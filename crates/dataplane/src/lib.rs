@@ -14,6 +14,7 @@ pub mod flights;
 pub mod grpc;
 pub mod health;
 pub mod infer;
+pub mod jsonlog;
 pub mod messages;
 pub mod metadata;
 pub mod reflection;

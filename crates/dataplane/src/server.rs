@@ -127,6 +127,9 @@ async fn dispatch(
         (INFERENCE_SERVICE, "ModelInfer") => {
             let payload = read_unary(body, limit).await?;
             record.bytes_in = payload.len() as u64;
+            if record.sample_payload {
+                record.sampled_request = Some(payload.clone());
+            }
             let (response, attempt, job) =
                 infer::model_infer(&state, payload, &head.headers, deadline, record).await?;
             return Ok((response, Some(attempt), job));
@@ -140,6 +143,9 @@ async fn dispatch(
         (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
             let payload = read_unary(body, limit).await?;
             record.bytes_in = payload.len() as u64;
+            if record.sample_payload {
+                record.sampled_request = Some(payload.clone());
+            }
             let message = metadata::unary(&state, method, payload, deadline).await?;
             Ok(answer(&message))
         }
@@ -285,16 +291,26 @@ impl Ending {
 
 impl OnEnd for Ending {
     fn data(&mut self, chunk: &Bytes) {
-        if self.job.is_some() {
+        if self.job.is_some() || self.record.sampled_request.is_some() {
             self.captured.push(chunk.clone());
         }
     }
 
     fn ended(mut self: Box<Self>, code: Code, bytes: u64) {
-        if let (Some(job), Code::Ok) = (self.job.take(), code) {
-            let whole: Bytes = self.captured.concat().into();
-            if let Ok(message) = grpc::unary_message(whole) {
-                Shadows::submit(&self.state, job, message);
+        let answer = match code {
+            Code::Ok if !self.captured.is_empty() => {
+                grpc::unary_message(self.captured.concat().into()).ok()
+            }
+            _ => None,
+        };
+        if let Some(answer) = answer {
+            if let Some(request) = self.record.sampled_request.take() {
+                self.state
+                    .telemetry
+                    .log_payload(&self.record, code, &request, &answer);
+            }
+            if let Some(job) = self.job.take() {
+                Shadows::submit(&self.state, job, answer);
             }
         }
         if let Some(attempt) = self.attempt.take() {
@@ -319,6 +335,7 @@ async fn handle(
         method: path.rsplit('/').next().unwrap_or_default().to_owned(),
         request_id: id.clone(),
         started: Some(Instant::now()),
+        sample_payload: state.telemetry.sample_payload(),
         ..Record::default()
     };
     let timeout = request

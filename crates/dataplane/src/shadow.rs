@@ -6,9 +6,7 @@
 //! reads, and (sampled, when not byte-identical) in the discrepancy log, written by a thread.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::{as_f64, compare_responses, Comparison, InferResponse};
 use crate::infer::retarget;
+use crate::jsonlog::{JsonLog, Rotation};
 use crate::messages::ModelInferRequest;
 use crate::state::State;
 use crate::validate::validate;
@@ -88,7 +87,7 @@ pub struct Shadows {
     timeout: Duration,
     counters: Mutex<HashMap<Key, Counters>>,
     inflight: Mutex<HashMap<(String, String), u32>>,
-    log: Option<(SyncSender<serde_json::Value>, f64, bool)>, // writer, sample, tensors
+    log: Option<(JsonLog<serde_json::Value>, f64, bool)>, // writer, sample, tensors
 }
 
 struct Slot<'a> {
@@ -107,38 +106,6 @@ impl Drop for Slot<'_> {
             *count = count.saturating_sub(1);
         }
     }
-}
-
-/// JSON lines, rotated to `PATH.1` once past `max_bytes` (one backup, as the Python engine's).
-fn log_writer(path: PathBuf, max_bytes: u64) -> std::io::Result<SyncSender<serde_json::Value>> {
-    let open = |path: &PathBuf| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    };
-    let mut file = open(&path)?;
-    let (sender, receiver) = sync_channel::<serde_json::Value>(4096);
-    std::thread::Builder::new()
-        .name("gateway-discrepancies".into())
-        .spawn(move || {
-            for entry in receiver {
-                let mut line = entry.to_string();
-                line.push('\n');
-                let size = file.metadata().map_or(0, |m| m.len());
-                if size > 0 && size + line.len() as u64 > max_bytes {
-                    let mut backup = path.clone().into_os_string();
-                    backup.push(".1");
-                    let _ = std::fs::rename(&path, &backup);
-                    match open(&path) {
-                        Ok(reopened) => file = reopened,
-                        Err(_) => return,
-                    }
-                }
-                let _ = file.write_all(line.as_bytes());
-            }
-        })?;
-    Ok(sender)
 }
 
 /// A tensor for the log: nested lists in its shape, or hex for BYTES.
@@ -186,11 +153,19 @@ fn finite(value: f64) -> serde_json::Value {
 impl Shadows {
     pub fn new(config: &ShadowConfig) -> std::io::Result<Shadows> {
         let log = match &config.log_path {
-            Some(path) => Some((
-                log_writer(path.clone(), config.log_max_bytes)?,
-                config.log_sample,
-                config.log_tensors,
-            )),
+            Some(path) => {
+                let rotation = Rotation {
+                    max_bytes: config.log_max_bytes,
+                    backups: 1,
+                };
+                let log = JsonLog::open(
+                    &path.to_string_lossy(),
+                    Some(rotation),
+                    4096,
+                    "gateway-discrepancies",
+                )?;
+                Some((log, config.log_sample, config.log_tensors))
+            }
             None => None,
         };
         Ok(Shadows {
@@ -295,7 +270,7 @@ impl Shadows {
             entry["primary_outputs"] = outputs_json(primary);
             entry["shadow_outputs"] = outputs_json(shadow);
         }
-        let _ = writer.try_send(entry); // a full log queue drops the line
+        writer.write(entry); // a full log queue drops the line
     }
 
     /// Counters per (model, primary, shadow), sorted, for one model or all ("").

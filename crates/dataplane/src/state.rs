@@ -45,8 +45,11 @@ impl State {
             .collect();
         let observations =
             (config.observations > 0).then(|| Arc::new(Events::new(config.observations)));
-        let telemetry = Telemetry::new(config.access_log.as_deref(), observations.clone())
-            .map_err(|e| format!("telemetry.access_log: cannot open it: {e}"))?;
+        let telemetry = Telemetry::new(
+            config.access_log.as_deref(),
+            config.payload_log.as_ref(),
+            observations.clone(),
+        )?;
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         Ok(State {

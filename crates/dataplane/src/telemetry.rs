@@ -5,16 +5,16 @@
 //! records are dropped and counted, never waited for.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use crate::events::Events;
 use crate::grpc::Code;
+use crate::jsonlog::{JsonLog, Rotation};
 
 /// 100 µs to 10 s, as the Python engine's histograms.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -35,6 +35,9 @@ pub struct Record {
     pub pool: String,
     pub upstream: Duration,
     pub retries: u32,
+    /// Drawn for the payload log; then the request's bytes are kept until the answer is whole.
+    pub sample_payload: bool,
+    pub sampled_request: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -95,14 +98,34 @@ pub struct Observation<'a> {
     pub latency_ms: f64,
 }
 
+#[derive(Serialize)]
+struct PayloadEntry {
+    time: f64,
+    request_id: String,
+    model: String,
+    variant: String,
+    code: &'static str,
+    request: String,  // base64 of the serialized request
+    response: String, // base64 of the serialized answer
+}
+
+/// `telemetry.payload_log`: a sampled log of whole requests and answers, for audit and replay.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PayloadLogConfig {
+    pub path: String,
+    pub fraction: f64,
+    pub max_bytes: u64,
+    pub backups: u32,
+}
+
 pub struct Telemetry {
     series: Mutex<Series>,
-    access: Option<SyncSender<AccessEntry>>,
-    pub access_dropped: AtomicU64,
+    access: Option<JsonLog<AccessEntry>>,
+    payloads: Option<(JsonLog<PayloadEntry>, f64)>,
     observations: Option<Arc<Events>>,
 }
 
-fn unix_time() -> f64 {
+pub fn unix_time() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -112,56 +135,59 @@ fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
-/// The access log's writer: a thread that owns the file; "-" is standard output.
-fn access_writer(path: &str) -> std::io::Result<SyncSender<AccessEntry>> {
-    let mut out: Box<dyn Write + Send> = if path == "-" {
-        Box::new(std::io::stdout())
-    } else {
-        Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?,
-        )
-    };
-    let (sender, receiver) = sync_channel::<AccessEntry>(65_536);
-    std::thread::Builder::new()
-        .name("gateway-access-log".into())
-        .spawn(move || {
-            let mut writer = std::io::BufWriter::new(&mut out);
-            loop {
-                let first = match receiver.recv_timeout(Duration::from_millis(200)) {
-                    Ok(entry) => entry,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = writer.flush();
-                        continue;
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                };
-                for entry in std::iter::once(first).chain(receiver.try_iter()) {
-                    if serde_json::to_writer(&mut writer, &entry).is_ok() {
-                        let _ = writer.write_all(b"\n");
-                    }
-                }
-                let _ = writer.flush();
-            }
-            let _ = writer.flush();
-        })?;
-    Ok(sender)
-}
-
 impl Telemetry {
     pub fn new(
         access_log: Option<&str>,
+        payload_log: Option<&PayloadLogConfig>,
         observations: Option<Arc<Events>>,
-    ) -> std::io::Result<Telemetry> {
-        let access = access_log.map(access_writer).transpose()?;
+    ) -> Result<Telemetry, String> {
+        let access = access_log
+            .map(|path| JsonLog::open(path, None, 65_536, "gateway-access-log"))
+            .transpose()
+            .map_err(|e| format!("telemetry.access_log: cannot open it: {e}"))?;
+        let payloads = match payload_log {
+            None => None,
+            Some(config) => {
+                let rotation = Rotation {
+                    max_bytes: config.max_bytes,
+                    backups: config.backups,
+                };
+                let log = JsonLog::open(&config.path, Some(rotation), 1024, "gateway-payload-log")
+                    .map_err(|e| format!("telemetry.payload_log.path: cannot open it: {e}"))?;
+                Some((log, config.fraction))
+            }
+        };
         Ok(Telemetry {
             series: Mutex::new(Series::default()),
             access,
-            access_dropped: AtomicU64::new(0),
+            payloads,
             observations,
         })
+    }
+
+    /// Whether this RPC's request and answer go to the payload log (a draw per RPC).
+    pub fn sample_payload(&self) -> bool {
+        self.payloads
+            .as_ref()
+            .is_some_and(|(_, fraction)| fastrand::f64() < *fraction)
+    }
+
+    /// The sampled RPC's request and answer (serialized messages).
+    pub fn log_payload(&self, record: &Record, code: Code, request: &[u8], response: &[u8]) {
+        use base64::Engine;
+        let Some((log, _)) = &self.payloads else {
+            return;
+        };
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        log.write(PayloadEntry {
+            time: unix_time(),
+            request_id: record.request_id.clone(),
+            model: record.model.clone(),
+            variant: record.variant.clone(),
+            code: code.name(),
+            request: encode(request),
+            response: encode(response),
+        });
     }
 
     /// The RPC has ended with `code` after sending `bytes_out` bytes of answer.
@@ -206,11 +232,7 @@ impl Telemetry {
                 bytes_in: record.bytes_in,
                 bytes_out,
             };
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                access.try_send(entry)
-            {
-                self.access_dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            access.write(entry);
         }
         if let Some(observations) = &self.observations {
             let observation = Observation {
@@ -253,7 +275,8 @@ impl Telemetry {
             "durations": histograms(&series.durations, "method", "model"),
             "upstream": histograms(&series.upstream, "pool", "model"),
             "bounds": LATENCY_BUCKETS,
-            "access_log_dropped": self.access_dropped.load(Ordering::Relaxed),
+            "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),
+            "payload_log_dropped": self.payloads.as_ref().map_or(0, |(log, _)| log.dropped.load(Ordering::Relaxed)),
         })
     }
 }
