@@ -67,7 +67,12 @@ def serve(
         int | None, typer.Option(help="Rows per merged call (the model's own max_batch_size applies too).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes serving the port (SO_REUSEPORT), under a supervisor.")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Python engine: processes serving the port (SO_REUSEPORT), under a supervisor. "
+            "Native engine: the core's threads.",
+        ),
     ] = None,
     max_connection_age: Annotated[
         float | None, typer.Option(help="Seconds before a client connection is asked to reconnect (re-spreads load).")
@@ -97,7 +102,7 @@ def serve(
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
     try:
-        if settings.workers > 1:
+        if settings.workers > 1 and settings.engine == "python":  # the native core runs threads instead
             from gateway.workers import run_workers
 
             sys.exit(run_workers(settings, config, log_level.upper()))

@@ -276,7 +276,8 @@ class GatewayConfig(_Frozen):
     # have every feature (`gateway.native.unsupported` names what it lacks).
     engine: Engine = "python"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    # Processes serving the port (SO_REUSEPORT), under a supervisor; `gateway serve --workers`.
+    # Python engine: processes serving the port (SO_REUSEPORT), under a supervisor; native engine:
+    # the core's threads (`gateway serve --workers`).
     workers: int = Field(default=1, ge=1)
     # Clients are sent GOAWAY after this long on one connection, so they reconnect and are spread
     # again over workers and replicas (in-flight calls get as long again to finish); none: never.

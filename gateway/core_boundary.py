@@ -22,8 +22,10 @@ from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
 __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
 
 
-def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) -> dict[str, Any]:
-    """`observations`: capacity of the observation stream (0: off, as long as nothing reads it)."""
+def core_config(config: GatewayConfig, observations: int = 0) -> dict[str, Any]:
+    """`observations`: capacity of the observation stream (0: off, as long as nothing reads it).
+    The core runs `workers` threads (`--workers`): one by default, since on a box it shares with
+    Triton a second thread costs more in wake-ups than it serves."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
     telemetry = config.telemetry
     keep = (
@@ -37,7 +39,7 @@ def core_config(config: GatewayConfig, threads: int = 0, observations: int = 0) 
         "health_check_timeout_s": config.health_check_timeout_s,
         "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
         "default_pool": config.default_pool,
-        "threads": threads,
+        "threads": config.workers,
         "access_log": telemetry.access_log,
         "shadow": config.shadow.model_dump(mode="json"),
         "tls": config.tls.model_dump(mode="json") if config.tls else None,
@@ -123,7 +125,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
             pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
         ),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
-        "several workers (--workers)": config.workers > 1,
         "--max-connection-age": config.max_connection_age_s is not None,
     }
     return [feature for feature, asked in wanted.items() if asked]

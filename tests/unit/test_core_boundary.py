@@ -24,7 +24,7 @@ def _core(config: dict[str, object]) -> Core:
 
 
 def test_the_core_reads_the_configuration_python_validated() -> None:
-    handed = core_config(parse_config(CONFIG), threads=2)
+    handed = core_config(parse_config(CONFIG | {"workers": 2}), observations=100)
     understood = json.loads(_core(handed).config_json())
     assert understood == handed
     assert [pool["name"] for pool in understood["pools"]] == ["b", "a"]  # the file's order: ServerMetadata's pool
