@@ -22,8 +22,9 @@ from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
 __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
 
 
-def core_config(config: GatewayConfig, observations: int = 0) -> dict[str, Any]:
-    """`observations`: capacity of the observation stream (0: off, as long as nothing reads it).
+def core_config(config: GatewayConfig, observations: int = 0, observation_tensors: float = 0.0) -> dict[str, Any]:
+    """`observations`: capacity of the observation stream (0: off, as long as nothing reads it);
+    `observation_tensors`: the share of its records that carry the request and the answer.
     The core runs `workers` threads (`--workers`): one by default, since on a box it shares with
     Triton a second thread costs more in wake-ups than it serves."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
@@ -45,6 +46,7 @@ def core_config(config: GatewayConfig, observations: int = 0) -> dict[str, Any]:
         "tls": config.tls.model_dump(mode="json") if config.tls else None,
         "payload_log": telemetry.payload_log.model_dump(mode="json") if telemetry.payload_log else None,
         "observations": observations,
+        "observation_tensors": observation_tensors,
     }
 
 

@@ -73,11 +73,12 @@ class PerfAnalyzerRun:
 def measure(
     address: str, model: str, shape: str, concurrency: int, window_ms: int = 2000, connection_per_context: bool = False
 ) -> PerfAnalyzerRun:
-    """Closed loop at `concurrency` against `address` (gRPC), three windows of `window_ms`."""
+    """Closed loop at `concurrency` against `address` (gRPC), three stable windows of `window_ms`
+    (up to six tried: on a loaded 2-core box three in a row can take more)."""
     with tempfile.TemporaryDirectory(prefix="perf-analyzer-") as folder:
         table = Path(folder) / "result.csv"
         arguments = ["-m", model, "-i", "grpc", "-u", address, "--shape", shape,
-                     "--concurrency-range", str(concurrency), "-p", str(window_ms), "-s", "100", "-r", "3",
+                     "--concurrency-range", str(concurrency), "-p", str(window_ms), "-s", "100", "-r", "6",
                      "-f", str(table)]  # fmt: skip
         started = time.monotonic()
         run(arguments, connection_per_context)

@@ -4,10 +4,12 @@ process here, in front of the session's real Triton."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2 as pb
 
 from gateway._core import Core
 from gateway.config import parse_config
@@ -19,7 +21,7 @@ def test_observations_come_in_batches_and_the_overflow_is_counted(triton: Triton
     config = parse_config(
         {"listen": "127.0.0.1:0", "pools": {"p": {"endpoints": [triton.address]}}, "default_pool": "p"}
     )
-    core = Core(json.dumps(core_config(config, observations=5)), *reflection_descriptors())
+    core = Core(json.dumps(core_config(config, observations=5, observation_tensors=1.0)), *reflection_descriptors())
     port = core.start()
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
@@ -38,6 +40,10 @@ def test_observations_come_in_batches_and_the_overflow_is_counted(triton: Triton
             "1",
         )
         assert first["code"] == "OK" and first["latency_ms"] > 0
+        request = pb.ModelInferRequest.FromString(base64.b64decode(first["request"]))
+        response = pb.ModelInferResponse.FromString(base64.b64decode(first["response"]))
+        assert request.model_name == "identity" and request.raw_input_contents[0] == np.ones(4, np.float32).tobytes()
+        assert response.raw_output_contents[0] == np.ones(4, np.float32).tobytes()
         assert core.next_observations(100, 0.05) == []
         assert json.loads(core.stats())["observations_dropped"] == 3
     finally:
@@ -47,5 +53,5 @@ def test_observations_come_in_batches_and_the_overflow_is_counted(triton: Triton
 def test_without_a_reader_the_stream_is_off() -> None:
     config = parse_config({"pools": {"p": {"endpoints": ["127.0.0.1:1"]}}})
     core = Core(json.dumps(core_config(config)), *reflection_descriptors())
-    assert core.next_observations(10, 0.0) == []
+    assert core.next_observations(10, 0.0) == []  # nothing was asked for: no records are made
     assert json.loads(core.stats())["observations_dropped"] == 0

@@ -56,6 +56,9 @@ pub struct CoreConfig {
     /// Capacity of the observation stream (a record per RPC for the control plane); 0: off.
     #[serde(default)]
     pub observations: usize,
+    /// The share of observations that carry the request and the answer (tensors included).
+    #[serde(default)]
+    pub observation_tensors: f64,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

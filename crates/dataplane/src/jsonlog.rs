@@ -6,8 +6,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError};
 use std::time::Duration;
+
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 use serde::Serialize;
 
@@ -103,24 +105,32 @@ impl<T: Serialize + Send + 'static> JsonLog<T> {
             }
         };
         let (sender, receiver) = sync_channel::<T>(capacity);
+        // The writer wakes on a timer and drains what came meanwhile: a request's `write` never
+        // wakes a thread (no futex call per line), and lines go out in batches.
         std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || loop {
-                let first = match receiver.recv_timeout(Duration::from_millis(200)) {
-                    Ok(entry) => entry,
-                    Err(RecvTimeoutError::Timeout) => {
-                        sink.flush();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break sink.flush(),
-                };
-                for entry in std::iter::once(first).chain(receiver.try_iter()) {
-                    if let Ok(mut line) = serde_json::to_vec(&entry) {
-                        line.push(b'\n');
-                        let _ = sink.write(&line);
+                std::thread::sleep(FLUSH_EVERY);
+                let mut ended = false;
+                loop {
+                    match receiver.try_recv() {
+                        Ok(entry) => {
+                            if let Ok(mut line) = serde_json::to_vec(&entry) {
+                                line.push(b'\n');
+                                let _ = sink.write(&line);
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
                 sink.flush();
+                if ended {
+                    break;
+                }
             })?;
         Ok(JsonLog {
             sender,

@@ -127,7 +127,7 @@ async fn dispatch(
         (INFERENCE_SERVICE, "ModelInfer") => {
             let payload = read_unary(body, limit).await?;
             record.bytes_in = payload.len() as u64;
-            if record.sample_payload {
+            if record.sample_payload || record.sample_tensors {
                 record.sampled_request = Some(payload.clone());
             }
             let (response, attempt, job) =
@@ -143,7 +143,7 @@ async fn dispatch(
         (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
             let payload = read_unary(body, limit).await?;
             record.bytes_in = payload.len() as u64;
-            if record.sample_payload {
+            if record.sample_payload || record.sample_tensors {
                 record.sampled_request = Some(payload.clone());
             }
             let message = metadata::unary(&state, method, payload, deadline).await?;
@@ -303,21 +303,25 @@ impl OnEnd for Ending {
             }
             _ => None,
         };
-        if let Some(answer) = answer {
-            if let Some(request) = self.record.sampled_request.take() {
-                self.state
-                    .telemetry
-                    .log_payload(&self.record, code, &request, &answer);
-            }
-            if let Some(job) = self.job.take() {
-                Shadows::submit(&self.state, job, answer);
-            }
+        let request = self.record.sampled_request.take();
+        if let (Some(request), Some(answer), true) = (&request, &answer, self.record.sample_payload)
+        {
+            self.state
+                .telemetry
+                .log_payload(&self.record, code, request, answer);
         }
         if let Some(attempt) = self.attempt.take() {
             self.record.upstream = attempt.started.elapsed();
             attempt.finish(code.is_gateway_failure());
         }
-        self.state.telemetry.end(&self.record, code, bytes);
+        let tensors = match (&request, &answer, self.record.sample_tensors) {
+            (Some(request), Some(answer), true) => Some((&request[..], &answer[..])),
+            _ => None,
+        };
+        self.state.telemetry.end(&self.record, code, bytes, tensors);
+        if let (Some(job), Some(answer)) = (self.job.take(), answer) {
+            Shadows::submit(&self.state, job, answer);
+        }
     }
 }
 
@@ -336,6 +340,7 @@ async fn handle(
         request_id: id.clone(),
         started: Some(Instant::now()),
         sample_payload: state.telemetry.sample_payload(),
+        sample_tensors: state.telemetry.sample_tensors(),
         ..Record::default()
     };
     let timeout = request
@@ -388,7 +393,7 @@ async fn handle(
             GatewayError::Internal(format!("internal gateway error (request id {id})"))
         }
     };
-    state.telemetry.end(&record, error.code(), 0);
+    state.telemetry.end(&record, error.code(), 0, None);
     Ok(failure(&error, &trailing))
 }
 

@@ -49,6 +49,7 @@ impl State {
             config.access_log.as_deref(),
             config.payload_log.as_ref(),
             observations.clone(),
+            config.observation_tensors,
         )?;
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;

@@ -35,8 +35,10 @@ pub struct Record {
     pub pool: String,
     pub upstream: Duration,
     pub retries: u32,
-    /// Drawn for the payload log; then the request's bytes are kept until the answer is whole.
+    /// Drawn for the payload log / the observation's tensors; then the request's bytes are kept
+    /// until the answer is whole.
     pub sample_payload: bool,
+    pub sample_tensors: bool,
     pub sampled_request: Option<Bytes>,
 }
 
@@ -96,6 +98,11 @@ pub struct Observation<'a> {
     pub version: &'a str,
     pub code: &'static str,
     pub latency_ms: f64,
+    /// For a sampled fraction: the serialized request and answer, base64 (tensors included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -123,6 +130,12 @@ pub struct Telemetry {
     access: Option<JsonLog<AccessEntry>>,
     payloads: Option<(JsonLog<PayloadEntry>, f64)>,
     observations: Option<Arc<Events>>,
+    tensor_fraction: f64,
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub fn unix_time() -> f64 {
@@ -136,10 +149,12 @@ fn round3(value: f64) -> f64 {
 }
 
 impl Telemetry {
+    /// `tensor_fraction`: the share of observations that carry the request and the answer.
     pub fn new(
         access_log: Option<&str>,
         payload_log: Option<&PayloadLogConfig>,
         observations: Option<Arc<Events>>,
+        tensor_fraction: f64,
     ) -> Result<Telemetry, String> {
         let access = access_log
             .map(|path| JsonLog::open(path, None, 65_536, "gateway-access-log"))
@@ -162,7 +177,15 @@ impl Telemetry {
             access,
             payloads,
             observations,
+            tensor_fraction,
         })
+    }
+
+    /// Whether this RPC's observation carries its tensors (a draw per RPC).
+    pub fn sample_tensors(&self) -> bool {
+        self.observations.is_some()
+            && self.tensor_fraction > 0.0
+            && fastrand::f64() < self.tensor_fraction
     }
 
     /// Whether this RPC's request and answer go to the payload log (a draw per RPC).
@@ -174,11 +197,10 @@ impl Telemetry {
 
     /// The sampled RPC's request and answer (serialized messages).
     pub fn log_payload(&self, record: &Record, code: Code, request: &[u8], response: &[u8]) {
-        use base64::Engine;
         let Some((log, _)) = &self.payloads else {
             return;
         };
-        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let encode = base64;
         log.write(PayloadEntry {
             time: unix_time(),
             request_id: record.request_id.clone(),
@@ -190,8 +212,15 @@ impl Telemetry {
         });
     }
 
-    /// The RPC has ended with `code` after sending `bytes_out` bytes of answer.
-    pub fn end(&self, record: &Record, code: Code, bytes_out: u64) {
+    /// The RPC has ended with `code` after sending `bytes_out` bytes of answer; `tensors`: its
+    /// request and answer, when drawn for the observation stream.
+    pub fn end(
+        &self,
+        record: &Record,
+        code: Code,
+        bytes_out: u64,
+        tensors: Option<(&[u8], &[u8])>,
+    ) {
         let elapsed = record.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
         {
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,6 +274,8 @@ impl Telemetry {
                 version: &record.version,
                 code: code.name(),
                 latency_ms: round3(elapsed * 1000.0),
+                request: tensors.map(|(request, _)| base64(request)),
+                response: tensors.map(|(_, response)| base64(response)),
             };
             if let Ok(json) = serde_json::to_string(&observation) {
                 observations.push(json);
