@@ -41,6 +41,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
         "default_pool": config.default_pool,
         "threads": config.workers,
+        "max_connection_age_s": config.max_connection_age_s,
         "access_log": telemetry.access_log,
         "shadow": config.shadow.model_dump(mode="json"),
         "tls": config.tls.model_dump(mode="json") if config.tls else None,
@@ -127,6 +128,5 @@ def unsupported(config: GatewayConfig) -> list[str]:
             pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
         ),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
-        "--max-connection-age": config.max_connection_age_s is not None,
     }
     return [feature for feature, asked in wanted.items() if asked]

@@ -82,6 +82,11 @@ class CoreCollector(Collector):
         dropped.add_metric(["observations"], snapshot["observations_dropped"])
         dropped.add_metric(["events"], snapshot["events_dropped"])
         yield dropped
+        connections = CounterMetricFamily(
+            "gateway_connections_accepted", "Client connections accepted on the data port"
+        )
+        connections.add_metric([], snapshot["connections_accepted"])
+        yield connections
 
     @staticmethod
     def _pools(pools: list[dict[str, Any]]) -> Iterator[Family]:

@@ -213,3 +213,19 @@ def test_outlier_detection_counts_the_status_in_the_trailers(tmp_path: Path) -> 
             assert endpoint().ejections == 1  # failures while out do not eject it again
     finally:
         bad.stop(None)
+
+
+def test_max_connection_age_makes_a_long_lived_client_reconnect(triton: TritonCli, tmp_path: Path) -> None:
+    args = ["--engine", "native", "--upstream", triton.address, "--metrics-port", "0", "--max-connection-age", "0.3"]
+    with running_gateway(args, tmp_path / "gateway.log") as gateway:
+        client = grpcclient.InferenceServerClient(gateway.address)  # one channel throughout
+        tensor = _input(np.ones(4, dtype=np.float32))
+        deadline = time.monotonic() + 1.5
+        answered = 0
+        while time.monotonic() < deadline:
+            client.infer("identity", [tensor])  # none fails: GOAWAY lets the calls under way finish
+            answered += 1
+        client.close()
+        accepted = scrape_metrics(gateway.metrics_address)[("gateway_connections_accepted_total", frozenset())]
+    assert answered > 20
+    assert accepted >= 3, accepted

@@ -48,6 +48,10 @@ pub struct CoreConfig {
     #[serde(default)]
     pub access_log: Option<String>,
     pub shadow: ShadowConfig,
+    /// Clients are sent GOAWAY after this long on one connection (and get as long again to
+    /// finish their calls); none: never.
+    #[serde(default)]
+    pub max_connection_age_s: Option<f64>,
     /// TLS on the data port; none: plaintext.
     #[serde(default)]
     pub tls: Option<ListenerTls>,

@@ -282,6 +282,7 @@ impl Core {
         serde_json::json!({
             "pools": pools,
             "series": self.state.telemetry.snapshot(),
+            "connections_accepted": self.state.connections_accepted.load(Ordering::Relaxed),
             "events_dropped": dropped(&self.state.events),
             "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
             "serving": *self.state.health.status.borrow() == health::SERVING,

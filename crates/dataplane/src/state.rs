@@ -29,6 +29,7 @@ pub struct State {
     pub observations: Option<Arc<Events>>,
     pub telemetry: Telemetry,
     pub shadows: Shadows,
+    pub connections_accepted: std::sync::atomic::AtomicU64,
     pub reflection: Reflection,
 }
 
@@ -54,6 +55,7 @@ impl State {
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         Ok(State {
+            connections_accepted: std::sync::atomic::AtomicU64::new(0),
             shadows,
             signatures: Signatures::new(config.metadata_ttl_s),
             config,
