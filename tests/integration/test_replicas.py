@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +16,13 @@ from gateway_admin import admin_pb2 as apb
 from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, versions_route
 
+Replicas = tuple[GatewayProcess, GatewayProcess, RedisServer]
 
-@pytest.fixture
-def replicas(triton: TritonCli, tmp_path: Path) -> Iterator[tuple[GatewayProcess, GatewayProcess, RedisServer]]:
+
+@contextlib.contextmanager
+def _replicas(triton: TritonCli, tmp_path: Path, *flags: str) -> Iterator[Replicas]:
     with running_redis(tmp_path) as redis:
-        args = [
-            "--upstream",
-            triton.address,
-            "--redis",
-            redis.url,
-            "--cache",
-            "--admin-port",
-            "0",
-            "--admin-token",
-            TOKEN,
-        ]
+        args = ["--upstream", triton.address, "--redis", redis.url, "--admin-port", "0", "--admin-token", TOKEN, *flags]
         with (
             running_gateway(args, tmp_path / "a.log") as first,
             running_gateway(args, tmp_path / "b.log") as second,
@@ -37,12 +30,26 @@ def replicas(triton: TritonCli, tmp_path: Path) -> Iterator[tuple[GatewayProcess
             yield first, second, redis
 
 
+@pytest.fixture
+def replicas(triton: TritonCli, tmp_path: Path) -> Iterator[Replicas]:
+    """Sharing routes only (`--redis`: either engine)."""
+    with _replicas(triton, tmp_path) as shared:
+        yield shared
+
+
+@pytest.fixture
+def cached_replicas(triton: TritonCli, tmp_path: Path) -> Iterator[Replicas]:
+    """Sharing routes and the cache's second tier."""
+    with _replicas(triton, tmp_path, "--cache") as shared:
+        yield shared
+
+
 def _weights(admin: Admin, model: str) -> list[int]:
     return [v.weight for v in admin.routes(model).routes[0].variants]
 
 
 def test_a_change_through_one_replica_reaches_the_other_within_a_second(
-    replicas: tuple[GatewayProcess, GatewayProcess, RedisServer],
+    replicas: Replicas,
 ) -> None:
     first, second, _ = replicas
     admin_a, admin_b = Admin(first.admin_address), Admin(second.admin_address)
@@ -64,7 +71,7 @@ def test_a_change_through_one_replica_reaches_the_other_within_a_second(
 
 
 def test_sticky_keys_get_the_same_variant_on_both_replicas(
-    replicas: tuple[GatewayProcess, GatewayProcess, RedisServer],
+    replicas: Replicas,
 ) -> None:
     first, second, _ = replicas
     Admin(first.admin_address).set_route(versions_route("classifier", {"1": 50, "2": 50}, sticky_header="x-user-id"))
@@ -77,9 +84,7 @@ def test_sticky_keys_get_the_same_variant_on_both_replicas(
     b.close()
 
 
-def test_a_replica_started_later_loads_the_shared_routes(
-    replicas: tuple[GatewayProcess, GatewayProcess, RedisServer], triton: TritonCli, tmp_path: Path
-) -> None:
+def test_a_replica_started_later_loads_the_shared_routes(replicas: Replicas, triton: TritonCli, tmp_path: Path) -> None:
     first, _, redis = replicas
     Admin(first.admin_address).set_weights("classifier", **{"1": 40, "2": 60})
     time.sleep(0.3)
@@ -88,8 +93,8 @@ def test_a_replica_started_later_loads_the_shared_routes(
         assert _weights(Admin(third.admin_address), "classifier") == [40, 60]
 
 
-def test_the_cache_is_shared(replicas: tuple[GatewayProcess, GatewayProcess, RedisServer]) -> None:
-    first, second, _ = replicas
+def test_the_cache_is_shared(cached_replicas: Replicas) -> None:
+    first, second, _ = cached_replicas
     request = digit_request(np.random.default_rng().random(64))
     a, b = Client(first.address), Client(second.address)
     assert a.call(request)[1]["x-cache"] == "miss"

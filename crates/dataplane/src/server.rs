@@ -512,3 +512,38 @@ pub async fn serve(
         connections.abort_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a_bug() -> i32 {
+        panic!("a bug in a request's task")
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_error_value_not_an_unwind() {
+        assert_eq!(CatchUnwind(Box::pin(async { a_bug() })).await, Err(()));
+        assert_eq!(CatchUnwind(Box::pin(async { 7 })).await, Ok(7));
+    }
+
+    #[test]
+    fn failures_travel_trailers_only_with_the_request_id() {
+        let trailing = [(
+            HeaderName::from_static(REQUEST_ID_KEY),
+            HeaderValue::from_static("r-1"),
+        )];
+        let response = failure(
+            &GatewayError::Internal("internal gateway error (request id r-1)".into()),
+            &trailing,
+        );
+        let headers = response.headers();
+        assert_eq!(headers["grpc-status"], "13");
+        assert_eq!(
+            headers["grpc-message"],
+            "internal gateway error (request id r-1)"
+        );
+        assert_eq!(headers[REQUEST_ID_KEY], "r-1");
+        assert!(http_body::Body::is_end_stream(response.body()));
+    }
+}
