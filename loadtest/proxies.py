@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from gateway.localrun import GatewayProcess
@@ -36,12 +37,27 @@ ROWS = (
     Row("native engine: identity c=16 (perf_analyzer)", "native", IDENTITY, 16),
     Row("native engine: identity c=1 (perf_analyzer)", "native", IDENTITY, 1),
     Row("native engine: image 602KB c=16 (perf_analyzer)", "native", IMAGE, 16),
-    Row("native engine + metrics + access log: identity c=16 (perf_analyzer)", "native+features", IDENTITY, 16),
+    Row(
+        "native engine + rules, sticky key, metrics, access log: identity c=16 (perf_analyzer)",
+        "native+features",
+        IDENTITY,
+        16,
+    ),
     Row("nginx grpc_pass: identity c=16 (perf_analyzer)", "nginx", IDENTITY, 16),
     Row("nginx grpc_pass: identity c=1 (perf_analyzer)", "nginx", IDENTITY, 1),
     Row("nginx grpc_pass: image 602KB c=16 (perf_analyzer)", "nginx", IMAGE, 16),
     Row("python engine: identity c=16 (perf_analyzer)", "python", IDENTITY, 16),
 )
+
+
+def _features(triton: str) -> dict[str, object]:
+    """`identity` behind the per-request work a real route has: two variants by weight, an ordered
+    header rule and a sticky key (perf_analyzer sends neither header, so both are looked up and
+    the weights decide), with metrics and an access log of every request."""
+    variants = [{"name": name, "pool": "main", "version": "1", "weight": 50} for name in ("blue", "green")]
+    route = {"variants": variants, "match": [{"header": "x-tier", "prefix": "gold", "variant": "green"}],
+             "sticky_header": "x-user"}  # fmt: skip
+    return {"pools": {"main": {"endpoints": [triton]}}, "default_pool": "main", "routes": {"identity": route}}
 
 
 @contextlib.contextmanager
@@ -51,11 +67,14 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
         with running_nginx(triton) as (address, process):
             yield address, process.pid
         return
-    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
-    engine = "python" if kind == "python" else "native"
-    args += ["--engine", engine]
+    args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    args += ["--engine", "python" if kind == "python" else "native"]
     if kind == "native+features":
-        args += ["--metrics-port", "0", "--access-log", str(workdir / "access.jsonl")]
+        config = workdir / "features.yaml"
+        config.write_text(yaml.safe_dump(_features(triton)))
+        args += ["--config", str(config), "--metrics-port", "0", "--access-log", str(workdir / "access.jsonl")]
+    else:
+        args += ["--upstream", triton]
     gateway = GatewayProcess(args, workdir / f"gateway-{kind}.log")
     gateway.start()
     try:

@@ -229,3 +229,38 @@ def test_max_connection_age_makes_a_long_lived_client_reconnect(triton: TritonCl
         accepted = scrape_metrics(gateway.metrics_address)[("gateway_connections_accepted_total", frozenset())]
     assert answered > 20
     assert accepted >= 3, accepted
+
+
+class OtherStatesServer(OnlyMetadataServer):
+    """A repository index that ignores the `ready` filter and spells states its own way."""
+
+    def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        listed = [("1", "Ready"), ("2", "Unavailable"), ("3", "AVAILABLE"), ("4", "Loading")]
+        models = [pb.RepositoryIndexResponse.ModelIndex(name="doubler", version=v, state=s) for v, s in listed]
+        return pb.RepositoryIndexResponse(models=models)
+
+
+def test_model_states_in_other_spellings_are_understood(tmp_path: Path) -> None:
+    server, address = _serve(OtherStatesServer())
+    args = ["--engine", "native", "--upstream", address, "--admin-port", "0", "--admin-token", TOKEN]
+    try:
+        with (
+            running_gateway(args, tmp_path / "gateway.log") as gateway,
+            grpc.insecure_channel(gateway.address) as channel,
+            grpc.insecure_channel(gateway.admin_address) as admin_channel,
+        ):
+            request = pb.ModelInferRequest(model_name="doubler")
+            request.inputs.add(name="x", datatype="FP32", shape=[1])
+            request.raw_input_contents.append(np.ones(1, np.float32).tobytes())
+            _, call = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer.with_call(request, timeout=10)
+            assert dict(call.trailing_metadata())["x-gateway-variant"] == "3"  # the latest that serves
+            routes = admin_pb2_grpc.GatewayAdminStub(admin_channel).GetRoutes(
+                admin_pb2.GetRoutesRequest(model="doubler"),
+                metadata=(("authorization", f"Bearer {TOKEN}"),),
+                timeout=10,
+            )
+            assert [(v.name, v.weight) for v in routes.routes[0].variants] == [("1", 0), ("3", 100)]
+    finally:
+        server.stop(None)

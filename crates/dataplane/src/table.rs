@@ -120,6 +120,25 @@ impl Default for Table {
     }
 }
 
+/// A state string that says the version cannot serve. Servers other than Triton may ignore the
+/// index's `ready` filter and spell states their own way ("Ready", "AVAILABLE", "Loading"...):
+/// the ones that clearly mean "not serving" are left out, any other (or none) is taken as ready.
+pub fn not_ready(state: &str) -> bool {
+    let state = state.to_ascii_lowercase();
+    [
+        "unavailable",
+        "unloading",
+        "unloaded",
+        "loading",
+        "failed",
+        "error",
+        "not_ready",
+        "not ready",
+    ]
+    .iter()
+    .any(|word| state.starts_with(word))
+}
+
 /// A route from the pool's ready versions of `model`, all weight on the latest; for a server
 /// without a repository index, from the model's metadata.
 async fn discover(
@@ -138,7 +157,7 @@ async fn discover(
             let listed: Vec<&str> = index
                 .models
                 .iter()
-                .filter(|m| m.name == model)
+                .filter(|m| m.name == model && !not_ready(&m.state))
                 .map(|m| m.version.as_str())
                 .collect();
             if listed.is_empty() {
@@ -209,4 +228,26 @@ async fn discover(
         shadows: vec![],
         discovered: true,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_ready;
+
+    #[test]
+    fn states_that_mean_not_serving_in_any_spelling() {
+        for state in [
+            "UNAVAILABLE",
+            "Unavailable",
+            "LOADING",
+            "unloading",
+            "Failed",
+            "NOT_READY",
+        ] {
+            assert!(not_ready(state), "{state}");
+        }
+        for state in ["", "READY", "Ready", "AVAILABLE", "loaded", "serving"] {
+            assert!(!not_ready(state), "{state}");
+        }
+    }
 }
