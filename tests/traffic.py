@@ -74,7 +74,20 @@ def versions_route(model: str, weights: dict[str, int], **extra: object) -> apb.
     return apb.Route(model=model, variants=variants, **extra)  # type: ignore[arg-type]
 
 
-def scrape_metrics(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def sample_value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value, 0 when absent (then what the series has instead is printed, for
+    whoever reads a failure)."""
+    found = samples.get((name, frozenset(labels.items())), 0.0)
+    if found == 0.0:
+        similar = {tuple(sorted(key[1])): v for key, v in samples.items() if key[0] == name}
+        print(f"{name}{labels}: no such series; {name} has {similar}")
+    return found
+
+
+def scrape_metrics(address: str) -> Samples:
     """Every sample of a /metrics page, by name and labels."""
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
         text = response.read().decode()

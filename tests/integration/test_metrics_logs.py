@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from gateway.localrun import GatewayProcess
 from tests.procs import TritonCli, running_gateway
-from tests.traffic import Client, scrape_metrics
+from tests.traffic import Client, sample_value, scrape_metrics
 
 
 @pytest.fixture
@@ -64,11 +64,7 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     metrics = scrape_metrics(gateway.metrics_address)
 
     def value(name: str, **labels: str) -> float:
-        found = metrics.get((name, frozenset(labels.items())), 0.0)
-        if found == 0.0:  # say what there was instead, for whoever reads a failure
-            similar = {tuple(sorted(key[1])): v for key, v in metrics.items() if key[0] == name}
-            print(f"{name}{labels}: no such series; {name} has {similar}")
-        return found
+        return sample_value(metrics, name, **labels)
 
     infer = {"method": "ModelInfer"}
     assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5

@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 from gateway_admin import admin_pb2, admin_pb2_grpc
 from tests.integration.test_metrics_logs import _workload as workload
 from tests.procs import TritonCli, running_gateway
-from tests.traffic import Client, scrape_metrics
+from tests.traffic import Client, sample_value, scrape_metrics
 
 TOKEN = "native-test-token"
 
@@ -141,7 +141,7 @@ def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli
         metrics = scrape_metrics(gateway.metrics_address)
 
         def value(name: str, **labels: str) -> float:
-            return metrics.get((name, frozenset(labels.items())), 0.0)
+            return sample_value(metrics, name, **labels)
 
         infer = {"method": "ModelInfer"}
         assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5

@@ -7,23 +7,7 @@
 use bytes::Bytes;
 use prost::Message;
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct OutputTensor {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub datatype: String,
-    #[prost(int64, repeated, tag = "3")]
-    pub shape: Vec<i64>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InferResponse {
-    #[prost(message, repeated, tag = "5")]
-    pub outputs: Vec<OutputTensor>,
-    #[prost(bytes = "bytes", repeated, tag = "6")]
-    pub raw_output_contents: Vec<Bytes>,
-}
+pub use crate::messages::{ModelInferResponse as InferResponse, TensorMetadata as OutputTensor};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorComparison {

@@ -107,6 +107,15 @@ pub struct TensorMetadata {
     pub shape: Vec<i64>,
 }
 
+/// The outputs of a ModelInferResponse (its InferOutputTensor read as far as these fields go).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelInferResponse {
+    #[prost(message, repeated, tag = "5")]
+    pub outputs: Vec<TensorMetadata>,
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    pub raw_output_contents: Vec<Bytes>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelMetadataResponse {
     #[prost(string, tag = "1")]
