@@ -44,6 +44,11 @@ use crate::config::CoreConfig;
 use crate::reflection::{DescriptorFile, Reflection, ReflectionConfig};
 use crate::state::State;
 
+// The request path allocates and frees small buffers across tasks; mimalloc's thread-local
+// free lists cost less than glibc's malloc there (identity c=16: 82 -> 77 µs of CPU a request).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
