@@ -103,12 +103,12 @@ class NativeGateway:
         while not self._stopping:
             events = await asyncio.to_thread(self.core.next_events, 256, 0.5)
             for text in events:
-                event = json.loads(text)
-                if event.get("kind") == "discovered":
-                    try:
+                try:
+                    event = json.loads(text)
+                    if event.get("kind") == "discovered":
                         self.store.discovered(route_from_core(event["route"]))
-                    except RouteError as exc:
-                        log.warning("discovered route not installed: %s", exc)
+                except (RouteError, ValueError, KeyError, TypeError) as exc:  # one bad event, not the loop
+                    log.warning("event from the core not applied (%s): %s", exc, text[:200])
 
     async def start(self) -> tuple[int, int | None]:
         if self.metrics_server is not None:

@@ -264,3 +264,41 @@ def test_model_states_in_other_spellings_are_understood(tmp_path: Path) -> None:
             assert [(v.name, v.weight) for v in routes.routes[0].variants] == [("1", 0), ("3", 100)]
     finally:
         server.stop(None)
+
+
+def test_a_variant_named_by_the_caller_is_readdressed_in_metadata_rpcs(triton: TritonCli, tmp_path: Path) -> None:
+    """ModelReady for version "canary" asks Triton about the version that variant is pinned to."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:0\nengine: native\npools:\n  main:\n    endpoints: [{triton.address}]\n"
+        "routes:\n  digits:\n    variants:\n"
+        "      - {name: stable, pool: main, model: classifier, version: '1', weight: 100}\n"
+        "      - {name: canary, pool: main, model: classifier, version: '2', weight: 0}\n"
+    )
+    with running_gateway(["--config", str(config)], tmp_path / "gateway.log") as gateway:
+        client = grpcclient.InferenceServerClient(gateway.address)
+        assert client.is_model_ready("digits", "canary")
+        assert client.is_model_ready("digits", "stable")
+        assert client.is_model_ready("digits", "2")
+        assert client.get_model_metadata("digits", "canary").name == "digits"  # renamed back
+        assert not client.is_model_ready("digits", "7")  # no such version upstream
+
+
+def test_a_streamed_message_over_the_size_limit_ends_the_stream(triton: TritonCli, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f"listen: 127.0.0.1:0\nengine: native\nmax_message_bytes: 1000\ndefault_pool: main\n"
+        f"pools:\n  main:\n    endpoints: [{triton.address}]\n"
+    )
+    with (
+        running_gateway(["--config", str(config)], tmp_path / "gateway.log") as gateway,
+        grpc.insecure_channel(gateway.address) as channel,
+    ):
+        request = pb.ModelInferRequest(model_name="identity")
+        request.inputs.add(name="INPUT0", datatype="FP32", shape=[1000])
+        request.raw_input_contents.append(np.zeros(1000, np.float32).tobytes())
+        stream = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]), timeout=10)
+        with pytest.raises(grpc.RpcError) as error:
+            list(stream)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in str(error.value.details())

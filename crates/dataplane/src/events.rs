@@ -10,6 +10,7 @@ pub struct Events {
     capacity: usize,
     queue: Mutex<VecDeque<String>>,
     ready: Condvar,
+    closed: std::sync::atomic::AtomicBool,
     pub dropped: AtomicU64,
 }
 
@@ -19,6 +20,7 @@ impl Events {
             capacity,
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
     }
@@ -39,14 +41,18 @@ impl Events {
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let (mut queue, _) = self
             .ready
-            .wait_timeout_while(queue, timeout, |q| q.is_empty())
+            .wait_timeout_while(queue, timeout, |q| {
+                q.is_empty() && !self.closed.load(Ordering::Relaxed)
+            })
             .unwrap_or_else(|e| e.into_inner());
         let n = queue.len().min(max);
         queue.drain(..n).collect()
     }
 
-    /// Wake every waiter (at shutdown).
+    /// Wake every waiter, now and from now on (at shutdown).
     pub fn wake(&self) {
+        let _queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
         self.ready.notify_all();
     }
 }

@@ -12,6 +12,20 @@ use crate::error::GatewayError;
 
 type Outcome<V> = Option<Result<V, GatewayError>>;
 
+struct Forget<K: Eq + Hash, V> {
+    inflight: Arc<Mutex<HashMap<K, watch::Receiver<Outcome<V>>>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash, V> Drop for Forget<K, V> {
+    fn drop(&mut self) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 pub struct Flights<K, V> {
     inflight: Arc<Mutex<HashMap<K, watch::Receiver<Outcome<V>>>>>,
 }
@@ -44,11 +58,10 @@ where
                     let future = fetch();
                     let inflight = self.inflight.clone();
                     tokio::spawn(async move {
+                        // Removed however the fetch ends (a panic included), so the next miss
+                        // starts a new fetch instead of waiting on a dead one.
+                        let _done = Forget { inflight, key };
                         let outcome = future.await;
-                        inflight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&key);
                         let _ = sender.send(Some(outcome));
                     });
                     receiver

@@ -105,6 +105,7 @@ pub enum FrameError {
     Truncated,
     Compressed,
     Trailing,
+    TooLarge(usize),
 }
 
 /// One length-prefixed message (uncompressed).
@@ -116,15 +117,9 @@ pub fn frame(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The 5-byte prefix of a message of `len` bytes.
-pub fn frame_header(len: usize) -> [u8; 5] {
-    let mut header = [0u8; 5];
-    header[1..].copy_from_slice(&(len as u32).to_be_bytes());
-    header
-}
-
-/// Split complete messages off the front of `buffer`; a partial one stays for more bytes.
-pub fn next_message(buffer: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+/// Split complete messages off the front of `buffer`; a partial one stays for more bytes. A
+/// message announced longer than `limit` is refused before its bytes are buffered.
+pub fn next_message(buffer: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, FrameError> {
     if buffer.len() < 5 {
         return Ok(None);
     }
@@ -132,12 +127,31 @@ pub fn next_message(buffer: &mut BytesMut) -> Result<Option<Bytes>, FrameError> 
         return Err(FrameError::Compressed);
     }
     let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    if len > limit {
+        return Err(FrameError::TooLarge(len));
+    }
     if buffer.len() < 5 + len {
         return Ok(None);
     }
     let mut message = buffer.split_to(5 + len);
     let _ = message.split_to(5);
     Ok(Some(message.freeze()))
+}
+
+/// What a caller is told when its stream's framing is wrong.
+pub fn frame_error(error: FrameError, limit: usize) -> crate::error::GatewayError {
+    use crate::error::GatewayError;
+    match error {
+        FrameError::Compressed => GatewayError::NotSupported(
+            "compressed requests are not supported: send them uncompressed".into(),
+        ),
+        FrameError::TooLarge(len) => GatewayError::TooLarge(format!(
+            "received message larger than max ({len} vs. {limit} bytes)"
+        )),
+        other => {
+            GatewayError::InvalidRequest(format!("the request is not one gRPC message ({other:?})"))
+        }
+    }
 }
 
 /// The one message of a unary call's body.
@@ -283,15 +297,17 @@ mod tests {
         let mut buffer = BytesMut::new();
         let framed = frame(b"hello");
         buffer.extend_from_slice(&framed[..3]);
-        assert_eq!(next_message(&mut buffer), Ok(None));
+        assert_eq!(next_message(&mut buffer, 100), Ok(None));
         buffer.extend_from_slice(&framed[3..]);
         buffer.extend_from_slice(&frame(b"")[..]);
         assert_eq!(
-            next_message(&mut buffer),
+            next_message(&mut buffer, 100),
             Ok(Some(Bytes::from_static(b"hello")))
         );
-        assert_eq!(next_message(&mut buffer), Ok(Some(Bytes::new())));
-        assert_eq!(next_message(&mut buffer), Ok(None));
+        assert_eq!(next_message(&mut buffer, 100), Ok(Some(Bytes::new())));
+        assert_eq!(next_message(&mut buffer, 100), Ok(None));
+        buffer.extend_from_slice(&frame(b"too long")[..]);
+        assert_eq!(next_message(&mut buffer, 4), Err(FrameError::TooLarge(8)));
         assert_eq!(unary_message(frame(b"abc")), Ok(Bytes::from_static(b"abc")));
         assert_eq!(
             unary_message(Bytes::from_static(b"\0\0\0\0\x09abc")),

@@ -38,19 +38,24 @@ impl Health {
 
     /// NOT_SERVING from now on: load balancers stop sending.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-        self.status.send_replace(NOT_SERVING);
+        self.status.send_modify(|current| {
+            self.draining.store(true, Ordering::Relaxed);
+            *current = NOT_SERVING;
+        });
     }
 
     fn publish(&self, serving: bool) {
-        if !self.draining() {
-            self.status.send_if_modified(|current| {
-                let next = if serving { SERVING } else { NOT_SERVING };
-                let changed = *current != next;
-                *current = next;
-                changed
-            });
-        }
+        // `draining` is read under the channel's lock, which `drain` takes too: a probe round
+        // that ends as the drain starts cannot put SERVING back.
+        self.status.send_if_modified(|current| {
+            if self.draining() {
+                return false;
+            }
+            let next = if serving { SERVING } else { NOT_SERVING };
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
     }
 }
 

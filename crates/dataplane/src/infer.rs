@@ -93,16 +93,25 @@ pub async fn prepare(
         .iter()
         .map(|(variant, policy)| ((*variant).clone(), policy.max_inflight))
         .collect();
+    // A version the caller asked for that no variant names is labelled only once the upstream
+    // knew it (below): callers must not be able to mint metric series with made-up versions.
+    let named = matches!(decision.primary, std::borrow::Cow::Borrowed(_));
     let variant = decision.primary.into_owned();
     record.model.clone_from(&route.model);
-    record.variant.clone_from(&variant.name);
-    record.version.clone_from(&variant.version);
     record.pool.clone_from(&variant.pool);
+    if named {
+        record.variant.clone_from(&variant.name);
+        record.version.clone_from(&variant.version);
+    }
     let pool = state.pool(&variant.pool)?.clone();
     let signature = state
         .signatures
         .get(&pool, &variant.model, &variant.version, deadline)
         .await?;
+    if !named {
+        record.variant.clone_from(&variant.name);
+        record.version.clone_from(&variant.version);
+    }
     validate(&request, &signature)?;
     let original = payload.clone();
     let payload = retarget(&payload, &request, &variant)?;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use gateway_router::decide;
+use gateway_router::requested;
 use prost::Message;
 
 use crate::error::GatewayError;
@@ -86,7 +86,7 @@ async fn model_scoped(
     payload: Bytes,
     deadline: Option<Instant>,
 ) -> Result<Bytes, GatewayError> {
-    let Some((name_field, _)) = model_fields(method) else {
+    let Some((name_field, version_field)) = model_fields(method) else {
         return Err(GatewayError::NotSupported(format!(
             "unknown method {method}"
         )));
@@ -100,16 +100,26 @@ async fn model_scoped(
     let variant = if version.is_empty() {
         route.heaviest().clone()
     } else {
-        decide(&route, |_| None, &version, fastrand::f64)
-            .primary
-            .into_owned()
+        requested(&route, &version).into_owned()
     };
     let pool = state.pool(&variant.pool)?;
+    // Re-addressed as inference is: the variant's upstream model, and the version a variant
+    // named by the caller (by its name) is pinned to.
+    let mut readdressed = payload.clone();
+    if let Some(field) = version_field.filter(|_| !version.is_empty() && variant.version != version)
+    {
+        let malformed = |e: wire::WireError| {
+            GatewayError::InvalidRequest(format!("malformed {method}Request: {}", e.0))
+        };
+        let mut edited = wire::strip(&readdressed, field).map_err(malformed)?;
+        edited.extend_from_slice(&wire::string_field(field, variant.version.as_bytes()));
+        readdressed = edited.freeze();
+    }
     if variant.model == public {
-        return pool.call(method, payload, deadline).await;
+        return pool.call(method, readdressed, deadline).await;
     }
     let readdressed = wire::append(
-        &payload,
+        &readdressed,
         &wire::string_field(name_field, variant.model.as_bytes()),
     );
     let answer = pool.call(method, readdressed, deadline).await?;

@@ -100,14 +100,7 @@ async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError>
                 GatewayError::Unavailable(format!("the request broke off: {e}"))
             }
         })?;
-    grpc::unary_message(collected.to_bytes()).map_err(|e| match e {
-        grpc::FrameError::Compressed => GatewayError::NotSupported(
-            "compressed requests are not supported: send them uncompressed".into(),
-        ),
-        other => {
-            GatewayError::InvalidRequest(format!("the request is not one gRPC message ({other:?})"))
-        }
-    })
+    grpc::unary_message(collected.to_bytes()).map_err(|e| grpc::frame_error(e, limit))
 }
 
 async fn dispatch(
@@ -230,7 +223,7 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
                     };
                     buffer.extend_from_slice(&data);
                     loop {
-                        match grpc::next_message(&mut buffer) {
+                        match grpc::next_message(&mut buffer, state.config.max_message_bytes) {
                             Ok(Some(message)) => {
                                 let answer = state.reflection.answer(message);
                                 if sender
@@ -242,11 +235,10 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
                                 }
                             }
                             Ok(None) => break,
-                            Err(_) => {
-                                let trailers = status_trailers(
-                                    Code::InvalidArgument,
-                                    "malformed request stream",
-                                );
+                            Err(error) => {
+                                let error =
+                                    grpc::frame_error(error, state.config.max_message_bytes);
+                                let trailers = status_trailers(error.code(), error.message());
                                 let _ = sender.send(Frame::trailers(trailers)).await;
                                 return;
                             }
@@ -260,6 +252,32 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
             .await;
     });
     grpc_response(boxed(receiver))
+}
+
+/// The `method` label of an RPC: its name for the services served, "unknown" for any other path
+/// (a caller must not be able to mint metric series).
+fn method_label(path: &str) -> String {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", ""));
+    let served = matches!(
+        service,
+        INFERENCE_SERVICE
+            | HEALTH_SERVICE
+            | "grpc.reflection.v1alpha.ServerReflection"
+            | "grpc.reflection.v1.ServerReflection"
+    );
+    if served
+        && (service != INFERENCE_SERVICE
+            || metadata::is_unary(method)
+            || method == "ModelInfer"
+            || method == "ModelStreamInfer")
+    {
+        method.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
 }
 
 /// How an RPC whose answer is streamed ends: its attempt given back, its record closed.
@@ -336,7 +354,7 @@ async fn handle(
     }
     let path = request.uri().path();
     let mut record = Record {
-        method: path.rsplit('/').next().unwrap_or_default().to_owned(),
+        method: method_label(path),
         request_id: id.clone(),
         started: Some(Instant::now()),
         sample_payload: state.telemetry.sample_payload(),
@@ -476,7 +494,11 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 while connections.try_join_next().is_some() {} // reap the ended ones
-                let Ok((stream, _peer)) = accepted else { continue };
+                let Ok((stream, _peer)) = accepted else {
+                    // Out of file descriptors, say: wait a little instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 state.connections_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match &tls {

@@ -92,12 +92,7 @@ async fn pump(
     out: &ChannelSender,
 ) -> Result<(), GatewayError> {
     let endpoint = pool.pick(None, &[]);
-    let unreachable = |reason: String| {
-        GatewayError::Unavailable(format!(
-            "upstream pool '{}' is unavailable: {} unreachable ({reason})",
-            pool.name, endpoint.address
-        ))
-    };
+    let unreachable = |reason: String| pool.unreachable(&endpoint, &reason);
     let response = endpoint
         .send("ModelStreamInfer", boxed(requests), deadline)
         .await
@@ -123,9 +118,11 @@ async fn pump(
             Ok(data) => {
                 buffer.extend_from_slice(&data);
                 while let Some(message) =
-                    grpc::next_message(&mut buffer).map_err(|e| GatewayError::Upstream {
-                        code: Code::Internal,
-                        message: format!("malformed upstream stream: {e:?}"),
+                    grpc::next_message(&mut buffer, usize::MAX).map_err(|e| {
+                        GatewayError::Upstream {
+                            code: Code::Internal,
+                            message: format!("malformed upstream stream: {e:?}"),
+                        }
                     })?
                 {
                     if out.send(Frame::data(grpc::frame(&message))).await.is_err() {
@@ -179,8 +176,9 @@ async fn run(
             continue;
         };
         buffer.extend_from_slice(&data);
-        while let Some(message) = grpc::next_message(&mut buffer)
-            .map_err(|e| GatewayError::InvalidRequest(format!("malformed request stream: {e:?}")))?
+        let limit = state.config.max_message_bytes;
+        while let Some(message) =
+            grpc::next_message(&mut buffer, limit).map_err(|e| grpc::frame_error(e, limit))?
         {
             infer::parse(&message)?; // a malformed message ends the stream, as in Triton
             let prepared = match infer::prepare(
@@ -201,7 +199,8 @@ async fn run(
                 }
             };
             let key = (prepared.pool.name.clone(), prepared.variant.model.clone());
-            let sender = upstreams.entry(key).or_insert_with(|| {
+            let framed = Frame::data(grpc::frame(&prepared.payload));
+            let sender = upstreams.entry(key.clone()).or_insert_with(|| {
                 open(
                     prepared.pool.clone(),
                     deadline,
@@ -210,9 +209,23 @@ async fn run(
                     &mut pumps,
                 )
             });
-            let _ = sender
-                .send(Frame::data(grpc::frame(&prepared.payload)))
-                .await;
+            if let Err(unsent) = sender.send(framed).await {
+                // That upstream stream has ended (its server closed it): a new one takes this
+                // request, so none is lost.
+                let fresh = open(
+                    prepared.pool.clone(),
+                    deadline,
+                    out.clone(),
+                    failures.clone(),
+                    &mut pumps,
+                );
+                if fresh.send(unsent.0).await.is_err() {
+                    return Err(GatewayError::Internal(
+                        "an upstream stream closed at once".into(),
+                    ));
+                }
+                upstreams.insert(key, fresh);
+            }
         }
     }
     upstreams.clear(); // done writing: every upstream stream sees the end of its requests

@@ -104,8 +104,13 @@ impl Table {
             .flights
             .run(model.to_owned(), move || discover(pool, name, deadline))
             .await?;
+        // Every waiter of the flight comes here with the same route: the first installs it and
+        // tells the control plane; the others find it in the table.
+        if let Some(route) = self.routes.load().get(model) {
+            return Ok(route.clone());
+        }
         let installed = self.install_discovered((*route).clone());
-        if Arc::ptr_eq(&installed, &route) || installed.discovered {
+        if installed.discovered {
             if let Ok(json) = serde_json::to_string(&*installed) {
                 events.push(format!("{{\"kind\":\"discovered\",\"route\":{json}}}"));
             }

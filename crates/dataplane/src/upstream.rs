@@ -111,10 +111,6 @@ impl Endpoint {
         guard.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    pub fn connected(&self) -> bool {
-        self.live_sender().is_some()
-    }
-
     pub fn ejected(&self, now: f64) -> bool {
         self.health
             .lock()
@@ -344,7 +340,7 @@ impl Pool {
         true
     }
 
-    fn unreachable(&self, endpoint: &Endpoint, reason: &str) -> GatewayError {
+    pub fn unreachable(&self, endpoint: &Endpoint, reason: &str) -> GatewayError {
         GatewayError::Unavailable(format!(
             "upstream pool '{}' is unavailable: {} unreachable ({reason})",
             self.name, endpoint.address

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::GatewayError;
-use crate::messages::{InferInputTensor, ModelConfig, ModelInferRequest, ModelMetadataResponse};
+use crate::messages::{
+    InferInputTensor, InferTensorContents, ModelConfig, ModelInferRequest, ModelMetadataResponse,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -24,7 +26,6 @@ pub struct Signature {
     pub inputs: BTreeMap<String, TensorSpec>,
     pub outputs: BTreeSet<String>,
     pub max_batch_size: i64,
-    pub decoupled: bool,
 }
 
 impl Signature {
@@ -57,9 +58,6 @@ impl Signature {
             inputs,
             outputs: metadata.outputs.iter().map(|o| o.name.clone()).collect(),
             max_batch_size: config.map_or(0, |c| i64::from(c.max_batch_size)),
-            decoupled: config
-                .and_then(|c| c.model_transaction_policy.as_ref())
-                .is_some_and(|p| p.decoupled),
         }
     }
 }
@@ -208,7 +206,8 @@ fn check_typed_size(
     elements: u64,
     tensor: &InferInputTensor,
 ) -> Result<(), GatewayError> {
-    let contents = tensor.contents.clone().unwrap_or_default();
+    let empty = InferTensorContents::default();
+    let contents = tensor.contents.as_ref().unwrap_or(&empty);
     let (field, found) = match spec.datatype.as_str() {
         "BOOL" => ("bool_contents", contents.bool_contents.len()),
         "UINT8" | "UINT16" | "UINT32" => ("uint_contents", contents.uint_contents.len()),

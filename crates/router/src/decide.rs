@@ -106,7 +106,7 @@ fn primary<'r, 'm>(
 }
 
 /// The variant named (or pinned to) that version; otherwise that version of the heaviest one.
-fn requested<'r>(route: &'r Route, version: &str) -> Cow<'r, Variant> {
+pub fn requested<'r>(route: &'r Route, version: &str) -> Cow<'r, Variant> {
     if let Some(variant) = route
         .variants
         .iter()

@@ -10,5 +10,5 @@ pub mod decide;
 pub mod route;
 
 pub use check::{check_route, RouteError};
-pub use decide::{blake2b_64, decide, sticky_variant, weighted, Decision, Reason};
+pub use decide::{blake2b_64, decide, requested, sticky_variant, weighted, Decision, Reason};
 pub use route::{MatchOp, MatchRule, Route, ShadowPolicy, Variant};
