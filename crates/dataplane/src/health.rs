@@ -67,7 +67,7 @@ impl Default for Health {
 
 async fn ready(endpoint: &Endpoint, method: &str, request: Vec<u8>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let body = crate::body::boxed(http_body_util::Full::new(crate::grpc::frame(&request)));
+    let body = crate::body::message(&request.into());
     let probe = async {
         let response = endpoint.send(method, body, Some(deadline)).await.ok()?;
         let answer: Bytes = collect(response).await.ok()?;

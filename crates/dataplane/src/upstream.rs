@@ -20,7 +20,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::{boxed, BoxBody};
+use crate::body::BoxBody;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
@@ -360,11 +360,10 @@ impl Pool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .on_request();
-        let framed = grpc::frame(&payload);
         if let Some(delay_ms) = self.config.hedge_delay_ms {
             if method == "ModelInfer" && self.endpoints.len() > 1 {
                 let delay = Duration::from_secs_f64(delay_ms / 1000.0);
-                return self.hedged(framed, deadline, model, delay).await;
+                return self.hedged(payload, deadline, model, delay).await;
             }
         }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
@@ -372,7 +371,7 @@ impl Pool {
             let endpoint = self.pick(model, &tried);
             tried.push(endpoint.clone());
             match self
-                .attempt(&endpoint, method, &framed, deadline, tried.len() as u32)
+                .attempt(&endpoint, method, &payload, deadline, tried.len() as u32)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -390,7 +389,7 @@ impl Pool {
         self: &Arc<Self>,
         endpoint: &Arc<Endpoint>,
         method: &str,
-        framed: &Bytes,
+        payload: &Bytes,
         deadline: Option<Instant>,
         number: u32,
     ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
@@ -403,7 +402,7 @@ impl Pool {
             number,
             done: false,
         };
-        let body = boxed(http_body_util::Full::new(framed.clone()));
+        let body = crate::body::message(payload);
         match endpoint.send(method, body, deadline).await {
             Ok(response) => Ok((response, attempt)),
             Err(reason) => {
@@ -418,20 +417,20 @@ impl Pool {
     /// spends the retry budget, so a slow pool sees at most about (1 + ratio) times the traffic.
     async fn hedged(
         self: &Arc<Self>,
-        framed: Bytes,
+        payload: Bytes,
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
         delay: Duration,
     ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
         let first_endpoint = self.pick(model, &[]);
         let mut first =
-            std::pin::pin!(self.attempt(&first_endpoint, "ModelInfer", &framed, deadline, 1));
+            std::pin::pin!(self.attempt(&first_endpoint, "ModelInfer", &payload, deadline, 1));
         tokio::select! {
             answer = &mut first => {
                 return match answer {
                     Err(_) if self.retry_allowed(1, deadline) => {
                         let other = self.pick(model, std::slice::from_ref(&first_endpoint));
-                        self.attempt(&other, "ModelInfer", &framed, deadline, 2).await
+                        self.attempt(&other, "ModelInfer", &payload, deadline, 2).await
                     }
                     answer => answer,
                 };
@@ -449,7 +448,7 @@ impl Pool {
         self.stats.hedges.fetch_add(1, Ordering::Relaxed);
         let second_endpoint = self.pick(model, std::slice::from_ref(&first_endpoint));
         let mut second =
-            std::pin::pin!(self.attempt(&second_endpoint, "ModelInfer", &framed, deadline, 2));
+            std::pin::pin!(self.attempt(&second_endpoint, "ModelInfer", &payload, deadline, 2));
         tokio::select! {
             answer = &mut first => match answer {
                 Ok(answer) => Ok(answer),
