@@ -138,6 +138,20 @@ pub fn next_message(buffer: &mut BytesMut, limit: usize) -> Result<Option<Bytes>
     Ok(Some(message.freeze()))
 }
 
+/// The status a header map (an answer's headers, trailers-only, or its trailers) carries: None
+/// without `grpc-status`; an error other than OK as the server's own code and message.
+pub fn status_in(headers: &http::HeaderMap) -> Option<Result<(), crate::error::GatewayError>> {
+    let code = Code::parse(headers.get("grpc-status")?.as_bytes());
+    if code == Code::Ok {
+        return Some(Ok(()));
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|m| decode_message(m.as_bytes()))
+        .unwrap_or_default();
+    Some(Err(crate::error::GatewayError::Upstream { code, message }))
+}
+
 /// What a caller is told when its stream's framing is wrong.
 pub fn frame_error(error: FrameError, limit: usize) -> crate::error::GatewayError {
     use crate::error::GatewayError;

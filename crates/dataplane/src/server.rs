@@ -64,7 +64,7 @@ fn request_id(headers: &HeaderMap) -> String {
         )
 }
 
-fn grpc_response(body: BoxBody) -> Response<BoxBody> {
+pub(crate) fn grpc_response(body: BoxBody) -> Response<BoxBody> {
     let mut response = Response::new(body);
     response
         .headers_mut()
@@ -103,6 +103,21 @@ async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError>
     grpc::unary_message(collected.to_bytes()).map_err(|e| grpc::frame_error(e, limit))
 }
 
+/// A unary request's message, counted in its record (and kept, when drawn for the payload log
+/// or the observation's tensors).
+async fn read_recorded(
+    body: Incoming,
+    limit: usize,
+    record: &mut Record,
+) -> Result<Bytes, GatewayError> {
+    let payload = read_unary(body, limit).await?;
+    record.bytes_in = payload.len() as u64;
+    if record.sample_payload || record.sample_tensors {
+        record.sampled_request = Some(payload.clone());
+    }
+    Ok(payload)
+}
+
 async fn dispatch(
     state: Arc<State>,
     request: Request<Incoming>,
@@ -118,11 +133,7 @@ async fn dispatch(
     let limit = state.config.max_message_bytes;
     let response = match (service, method) {
         (INFERENCE_SERVICE, "ModelInfer") => {
-            let payload = read_unary(body, limit).await?;
-            record.bytes_in = payload.len() as u64;
-            if record.sample_payload || record.sample_tensors {
-                record.sampled_request = Some(payload.clone());
-            }
+            let payload = read_recorded(body, limit, record).await?;
             let (response, attempt, job) =
                 infer::model_infer(&state, payload, &head.headers, deadline, record).await?;
             return Ok((response, Some(attempt), job));
@@ -134,11 +145,7 @@ async fn dispatch(
             deadline,
         )),
         (INFERENCE_SERVICE, method) if metadata::is_unary(method) => {
-            let payload = read_unary(body, limit).await?;
-            record.bytes_in = payload.len() as u64;
-            if record.sample_payload || record.sample_tensors {
-                record.sampled_request = Some(payload.clone());
-            }
+            let payload = read_recorded(body, limit, record).await?;
             let message = metadata::unary(&state, method, payload, deadline).await?;
             Ok(answer(&message))
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Response};
+use http::{HeaderMap, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use prost::Message;
@@ -24,6 +24,7 @@ use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::infer;
 use crate::messages::{ModelInferResponseHead, ModelStreamInferResponse};
+use crate::server::grpc_response;
 use crate::state::State;
 use crate::telemetry::Record;
 use crate::upstream::Pool;
@@ -45,11 +46,7 @@ pub fn model_stream_infer(
             .send(Frame::trailers(status_trailers(code, &message)))
             .await;
     });
-    let mut response = Response::new(boxed(receiver));
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
-    response
+    grpc_response(boxed(receiver))
 }
 
 fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
@@ -98,18 +95,8 @@ async fn pump(
         .await
         .map_err(unreachable)?;
     let (head, mut answers) = response.into_parts();
-    if let Some(status) = head.headers.get("grpc-status") {
-        let code = Code::parse(status.as_bytes());
-        let message = head
-            .headers
-            .get("grpc-message")
-            .map(|m| grpc::decode_message(m.as_bytes()))
-            .unwrap_or_default();
-        return if code == Code::Ok {
-            Ok(())
-        } else {
-            Err(GatewayError::Upstream { code, message })
-        };
+    if let Some(status) = grpc::status_in(&head.headers) {
+        return status;
     }
     let mut buffer = BytesMut::new();
     while let Some(frame) = answers.frame().await {
@@ -132,17 +119,10 @@ async fn pump(
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    let code = trailers
-                        .get("grpc-status")
-                        .map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
-                    if code != Code::Ok {
-                        let message = trailers
-                            .get("grpc-message")
-                            .map(|m| grpc::decode_message(m.as_bytes()))
-                            .unwrap_or_default();
-                        return Err(GatewayError::Upstream { code, message });
-                    }
-                    return Ok(());
+                    return grpc::status_in(&trailers).unwrap_or(Err(GatewayError::Upstream {
+                        code: Code::Unknown,
+                        message: String::new(),
+                    }));
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -488,44 +488,27 @@ impl Pool {
 /// Err(Unavailable(reason)) when the stream broke off.
 pub async fn collect(response: Response<Incoming>) -> Result<Bytes, GatewayError> {
     let (head, body) = response.into_parts();
-    if let Some(status) = head.headers.get("grpc-status") {
-        return status_result(
-            Code::parse(status.as_bytes()),
-            head.headers.get("grpc-message"),
-            Bytes::new(),
-        );
+    if let Some(status) = grpc::status_in(&head.headers) {
+        status?;
+        return grpc::unary_message(Bytes::new()).map_err(not_one_message);
     }
     let collected = body
         .collect()
         .await
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let trailers = collected.trailers().cloned().unwrap_or_default();
-    let data = collected.to_bytes();
-    let Some(status) = trailers.get("grpc-status") else {
+    let Some(status) = grpc::status_in(&trailers) else {
         return Err(GatewayError::Unavailable(
             "the answer ended without a grpc-status".into(),
         ));
     };
-    status_result(
-        Code::parse(status.as_bytes()),
-        trailers.get("grpc-message"),
-        data,
-    )
+    status?;
+    grpc::unary_message(collected.to_bytes()).map_err(not_one_message)
 }
 
-fn status_result(
-    code: Code,
-    message: Option<&HeaderValue>,
-    data: Bytes,
-) -> Result<Bytes, GatewayError> {
-    if code != Code::Ok {
-        let message = message
-            .map(|m| grpc::decode_message(m.as_bytes()))
-            .unwrap_or_default();
-        return Err(GatewayError::Upstream { code, message });
-    }
-    grpc::unary_message(data).map_err(|e| GatewayError::Upstream {
+fn not_one_message(e: grpc::FrameError) -> GatewayError {
+    GatewayError::Upstream {
         code: Code::Internal,
         message: format!("upstream answer is not one gRPC message ({e:?})"),
-    })
+    }
 }
