@@ -1,7 +1,9 @@
-"""The admin API (proto/gateway_admin/admin.proto) on its own port, behind a bearer token.
+"""The admin API (proto/gateway_admin/admin.proto) on its own port, behind bearer tokens.
 
-Each RPC is a thin call into the RouteStore; RouteError → INVALID_ARGUMENT, an unknown model →
-NOT_FOUND. Authentication is the only interceptor: no business logic lives there.
+Each RPC is a thin call into the RouteStore, the rollout controller or the audit trail;
+RouteError → INVALID_ARGUMENT, an unknown model → NOT_FOUND. Authentication is the only
+interceptor: no business logic lives there. Every change runs as the token's name, which the
+audit trail records as its actor.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from gateway.admin_convert import (
     shadow_from_proto,
     stats_to_proto,
 )
+from gateway.audit import acting_as, verify
 from gateway.caching import InferenceCache
+from gateway.control_loop import ControlLoop
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotSupported
+from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_proto
 from gateway.shadow_stats import ShadowStats
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
 from router import Route, RouteError, RouteEvent, UnknownRoute
 
-__all__ = ["AdminServicer", "BearerTokenInterceptor"]
+__all__ = ["AdminServicer", "BearerTokenInterceptor", "token_names"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -47,7 +52,8 @@ def _statuses(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
     @functools.wraps(method)
     async def wrapper(self: AdminServicer, request: Any, context: Context) -> R:
         try:
-            return await method(self, request, context)
+            with acting_as(self.actor(context)):
+                return await method(self, request, context)
         except RouteError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except UnknownRoute as exc:
@@ -66,13 +72,26 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         stats: ShadowStats,
         cache: InferenceCache,
         pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
+        control: ControlLoop | None = None,
     ) -> None:
-        """`pool_stats`: where the pools' numbers come from when another engine holds the pools."""
+        """`pool_stats`: where the pools' numbers come from when another engine holds the pools;
+        `control`: the audit trail and rollouts (none: those RPCs answer UNIMPLEMENTED)."""
         self._pool_stats = pool_stats
+        self._control = control
+        self.actors: dict[str, str] = {}  # `authorization` value -> token name (set by admin_server)
         self._dataplane = dataplane
         self._store = dataplane.store
         self._stats = stats
         self._cache = cache
+
+    def actor(self, context: Context) -> str:
+        presented = dict(context.invocation_metadata() or ()).get("authorization", "")
+        return self.actors.get(str(presented), "admin")
+
+    def _loop(self) -> ControlLoop:
+        if self._control is None:
+            raise NotSupported("rollouts and the audit trail are not running in this gateway")
+        return self._control
 
     async def _route(self, model: str) -> Route:
         """The model's route; a model without one gets its zero-config route, as a request would."""
@@ -139,7 +158,65 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
             removed = await self._cache.tiers.invalidate(request.model, request.variant)
         except RedisUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"in-process entries dropped, but {exc}")
+        if self._control is not None:
+            what = {"variant": request.variant, "all": request.all, "removed": removed}
+            self._control.audit.record("cache.invalidate", request.model or "*", after=what)
         return pb.InvalidateCacheResponse(removed=removed)
+
+    def _status(self, state: Any) -> pb.RolloutStatus:
+        return status_to_proto(state, self._loop().rollouts.leading)
+
+    @_statuses
+    async def StartRollout(self, request: pb.StartRolloutRequest, context: Context) -> pb.RolloutStatus:
+        rollouts = self._loop().rollouts
+        if not request.spec.model or not request.spec.candidate:
+            raise RouteError("rollout: name the model and the candidate variant")
+        spec = spec_from_proto(request.spec, await self._route(request.spec.model))
+        return self._status(await rollouts.submit("start", spec.model, self.actor(context), spec))
+
+    async def _command(self, verb: str, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:
+        rollouts = self._loop().rollouts
+        return self._status(await rollouts.submit(verb, request.model, self.actor(context), reason=request.reason))
+
+    @_statuses
+    async def PauseRollout(self, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:
+        return await self._command("pause", request, context)
+
+    @_statuses
+    async def ResumeRollout(self, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:
+        return await self._command("resume", request, context)
+
+    @_statuses
+    async def AbortRollout(self, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:
+        return await self._command("abort", request, context)
+
+    @_statuses
+    async def PromoteRollout(self, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:
+        return await self._command("promote", request, context)
+
+    @_statuses
+    async def GetRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.RolloutStatus:
+        return self._status(self._loop().rollouts.get(request.model))
+
+    @_statuses
+    async def ListRollouts(self, request: pb.ListRolloutsRequest, context: Context) -> pb.ListRolloutsResponse:
+        return pb.ListRolloutsResponse(rollouts=[self._status(s) for s in self._loop().rollouts.list()])
+
+    @_statuses
+    async def GetAudit(self, request: pb.GetAuditRequest, context: Context) -> pb.GetAuditResponse:
+        records = await self._loop().audit.records()
+        answer = pb.GetAuditResponse()
+        if request.verify:
+            count, broken = verify(records)
+            answer.verified, answer.verified_count = broken is None, count
+            if broken is not None:
+                answer.broken_id, answer.broken_reason = str(broken.id), broken.reason
+        chosen = [r for r in records if (not request.model or r.get("target") == request.model)
+                  and (r.get("time") or 0) >= request.since]  # fmt: skip
+        if request.limit:
+            chosen = chosen[-request.limit :]
+        answer.records.extend(audit_to_proto(r) for r in chosen)
+        return answer
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Context) -> AsyncIterator[pb.RouteEvent]:
         events: asyncio.Queue[RouteEvent] = asyncio.Queue(maxsize=10_000)
@@ -156,11 +233,19 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
             unsubscribe()
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Every admin RPC needs `authorization: Bearer <token>`; anything else is UNAUTHENTICATED."""
+def token_names(token: str | None, tokens: dict[str, str]) -> dict[str, str]:
+    """`authorization` values accepted, each with the name it acts as (the single token: `admin`)."""
+    names = {f"Bearer {secret}": name for name, secret in tokens.items()}
+    if token:
+        names.setdefault(f"Bearer {token}", "admin")
+    return names
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Every admin RPC needs `authorization: Bearer <token>` with a known token; else UNAUTHENTICATED."""
+
+    def __init__(self, accepted: dict[str, str]) -> None:
+        self._expected = [value.encode() for value in accepted]
 
     async def intercept_service(
         self,
@@ -169,7 +254,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         presented = dict(details.invocation_metadata or ()).get("authorization", "")
-        if hmac.compare_digest(str(presented).encode(), self._expected):
+        offered = str(presented).encode()
+        if any([hmac.compare_digest(offered, expected) for expected in self._expected]):  # each compared: no early exit
             return handler
         reason = "missing bearer token" if not presented else "wrong bearer token"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cache import DEFAULT_IGNORED_PARAMETERS
 from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
@@ -255,8 +255,35 @@ class AdminConfig(_Frozen):
     """The admin API's own listener; every call needs `authorization: Bearer <token>`."""
 
     listen: Address
-    # Read from the environment (GATEWAY_ADMIN_TOKEN) when not set here; required either way.
+    # Read from the environment (GATEWAY_ADMIN_TOKEN) when not set here; acts as `admin` in the
+    # audit trail. Required unless `tokens` names some.
     token: str | None = Field(default=None, min_length=8)
+    tokens: dict[str, str] = Field(default_factory=dict)  # name -> token: who acted, in the audit trail
+
+    @field_validator("tokens")
+    @classmethod
+    def _named_tokens(cls, tokens: dict[str, str]) -> dict[str, str]:
+        for name, token in tokens.items():
+            if len(token) < 8:
+                raise ValueError(f"the token of {name!r} is shorter than 8 characters")
+        if len(set(tokens.values())) != len(tokens):
+            raise ValueError("two names share one token: the audit trail could not tell them apart")
+        return tokens
+
+
+class AuditConfig(_Frozen):
+    """The audit trail: JSON lines with a hash chain (and the shared Redis stream, with replicas)."""
+
+    path: Path | None = None  # none: the last `memory_records` are kept in memory
+    memory_records: int = Field(default=10_000, ge=1)
+
+
+class RolloutsConfig(_Frozen):
+    """The rollout controller. With `shared.redis_url`, state lives in Redis and one replica leads."""
+
+    state_file: Path | None = None  # without Redis: where state survives a restart; none: memory only
+    tick_s: float = Field(default=1.0, gt=0, le=60)  # how often windows are looked at
+    lease_s: float = Field(default=10.0, gt=0)  # a leader that stops renewing is replaced after this
 
 
 class ShadowConfig(_Frozen):
@@ -299,6 +326,8 @@ class GatewayConfig(_Frozen):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     shared: SharedConfig = Field(default_factory=SharedConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig)
     tls: TlsConfig | None = None
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@
     ├── ModelNotFound            NOT_FOUND          no route, or the upstream does not know it
     ├── InvalidRequest           INVALID_ARGUMENT   inputs do not match the model's metadata
     ├── NotSupported             UNIMPLEMENTED      an RPC the gateway cannot proxy
+    ├── Conflict                 FAILED_PRECONDITION the change does not fit the state (e.g. a rollout under way)
     ├── UpstreamUnavailable      UNAVAILABLE        no endpoint of a pool could be reached
     ├── Overloaded               RESOURCE_EXHAUSTED the pool's queue is full (with a retry-after hint)
     ├── DeadlineExceeded         DEADLINE_EXCEEDED  it could not be served in time; Triton never saw it
@@ -19,6 +20,7 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "Conflict",
     "DeadlineExceeded",
     "GatewayError",
     "InvalidRequest",
@@ -49,6 +51,10 @@ class InvalidRequest(GatewayError):
 
 class NotSupported(GatewayError):
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Conflict(GatewayError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class UpstreamUnavailable(GatewayError):

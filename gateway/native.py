@@ -23,12 +23,14 @@ from gateway._core import Core
 from gateway.admin import AdminServicer
 from gateway.caching import InferenceCache
 from gateway.config import GatewayConfig
+from gateway.control_loop import ControlLoop
 from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
 from gateway.core_metrics import CoreCollector
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
 from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
+from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
 from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
@@ -74,7 +76,10 @@ class NativeGateway:
             else None
         )
         self.shadow_stats = CoreShadowStats(self.core)
-        servicer = AdminServicer(self.control, self.shadow_stats, InferenceCache(config), self._pool_stats)
+        self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats)
+        servicer = AdminServicer(
+            self.control, self.shadow_stats, InferenceCache(config), self._pool_stats, control=self.loop
+        )
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
         self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
@@ -91,6 +96,9 @@ class NativeGateway:
     def _push(self) -> None:
         """The whole table to the core; the next request sees it."""
         self.core.set_routes(routes_to_core(self.store.snapshot().values()))
+
+    def _variant_totals(self) -> dict[tuple[str, str], VariantTotals]:
+        return totals_from_core(json.loads(self.core.stats()))
 
     def _pool_stats(self) -> list[pb.PoolStats]:
         pools = json.loads(self.core.stats())["pools"]
@@ -125,6 +133,7 @@ class NativeGateway:
             self._tasks.append(asyncio.create_task(self.route_sync.run()))
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
+        await self.loop.start()
         return port, admin_port
 
     async def stop(self) -> None:
@@ -135,6 +144,7 @@ class NativeGateway:
         await asyncio.to_thread(self.core.stop, self.config.grace_period_s)
         if self.admin_server is not None:
             await self.admin_server.stop(0)
+        await self.loop.stop()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -22,12 +22,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.admin import AdminServicer, BearerTokenInterceptor
+from gateway.admin import AdminServicer, BearerTokenInterceptor, token_names
 from gateway.admission import admissions
 from gateway.allocator import tune_allocator
 from gateway.batcher import Batchers
 from gateway.caching import InferenceCache
 from gateway.config import ConfigError, GatewayConfig
+from gateway.control_loop import ControlLoop
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
 from gateway.health import HealthMonitor
@@ -105,6 +106,7 @@ class Gateway:
             if telemetry_config.metrics_port is not None
             else None
         )
+        self.control = ControlLoop(config, self.store, self.telemetry.variants.snapshot, self.shadow_stats)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection((INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME), self.server)
         self.admin_server = self._admin_server() if config.admin else None
@@ -127,7 +129,8 @@ class Gateway:
         )
 
     def _admin_server(self) -> grpc.aio.Server:
-        return admin_server(self.config, AdminServicer(self.dataplane, self.shadow_stats, self.cache))
+        servicer = AdminServicer(self.dataplane, self.shadow_stats, self.cache, control=self.control)
+        return admin_server(self.config, servicer)
 
     async def start(self) -> tuple[int, int | None]:
         """Bind, run a first health round, start serving; the bound data and admin ports."""
@@ -146,6 +149,7 @@ class Gateway:
             self._tasks.append(asyncio.create_task(self.route_sync.run()))
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
+        await self.control.start()
         await self.server.start()
         return port, admin_port
 
@@ -166,6 +170,7 @@ class Gateway:
         await self.cache.close()
         if self.admin_server is not None:
             await self.admin_server.stop(0)
+        await self.control.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -182,9 +187,13 @@ def admin_server(config: GatewayConfig, servicer: AdminServicer) -> grpc.aio.Ser
     """The admin API's server, behind its bearer token (either engine)."""
     assert config.admin is not None
     token = config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
-    if not token:
-        raise ConfigError(f"admin: a bearer token is required (admin.token, --admin-token or {ADMIN_TOKEN_ENV})")
-    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(token)])
+    if not token and not config.admin.tokens:
+        raise ConfigError(
+            f"admin: a bearer token is required (admin.token, admin.tokens, --admin-token or {ADMIN_TOKEN_ENV})"
+        )
+    accepted = token_names(token, config.admin.tokens)
+    servicer.actors = accepted
+    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(accepted)])
     admin_pb2_grpc.add_GatewayAdminServicer_to_server(servicer, server)
     admin_service = admin_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
     reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)

@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.config import TelemetryConfig
 from gateway.metrics import GatewayMetrics
+from gateway.rollout.totals import VariantTally
 
 __all__ = ["REQUEST_ID_KEY", "RequestRecord", "Telemetry", "child_span", "current", "outgoing_metadata"]
 
@@ -157,6 +158,7 @@ class Telemetry:
         self._no_tracer = isinstance(self.provider, trace.NoOpTracerProvider)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
+        self.variants = VariantTally()  # ModelInfer per variant: what rollouts judge
         self._access = None
         if config.access_log:
             access_handler: logging.Handler = (
@@ -215,6 +217,8 @@ class Telemetry:
         metrics = self.metrics
         metrics.requests(record.method, record.model, record.variant, record.code).inc()
         metrics.duration(record.method, record.model).observe(elapsed)
+        if record.method == "ModelInfer" and record.variant:
+            self.variants.record(record.model, record.variant, record.code, elapsed)
         if record.upstream_s:
             metrics.upstream(record.pool, record.model).observe(record.upstream_s)
         if record.queue_wait_s:

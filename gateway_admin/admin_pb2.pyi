@@ -326,3 +326,194 @@ class GetPoolStatsResponse(_message.Message):
     POOLS_FIELD_NUMBER: _ClassVar[int]
     pools: _containers.RepeatedCompositeFieldContainer[PoolStats]
     def __init__(self, pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ...) -> None: ...
+
+class RolloutSpec(_message.Message):
+    __slots__ = ("model", "candidate", "baseline", "shadow_requests", "shadow_fraction", "steps", "interval_s", "min_requests", "failure_limit", "max_extensions", "analysis_yaml")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_YAML_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate: str
+    baseline: str
+    shadow_requests: int
+    shadow_fraction: float
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    interval_s: float
+    min_requests: int
+    failure_limit: int
+    max_extensions: int
+    analysis_yaml: str
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., baseline: _Optional[str] = ..., shadow_requests: _Optional[int] = ..., shadow_fraction: _Optional[float] = ..., steps: _Optional[_Iterable[int]] = ..., interval_s: _Optional[float] = ..., min_requests: _Optional[int] = ..., failure_limit: _Optional[int] = ..., max_extensions: _Optional[int] = ..., analysis_yaml: _Optional[str] = ...) -> None: ...
+
+class StartRolloutRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: RolloutSpec
+    def __init__(self, spec: _Optional[_Union[RolloutSpec, _Mapping]] = ...) -> None: ...
+
+class RolloutCommandRequest(_message.Message):
+    __slots__ = ("model", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListRolloutsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GateValue(_message.Message):
+    __slots__ = ("gate", "verdict", "values", "detail")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    gate: str
+    verdict: str
+    values: _containers.ScalarMap[str, float]
+    detail: str
+    def __init__(self, gate: _Optional[str] = ..., verdict: _Optional[str] = ..., values: _Optional[_Mapping[str, float]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RolloutTransition(_message.Message):
+    __slots__ = ("time", "to", "step", "reason")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    to: str
+    step: int
+    reason: str
+    def __init__(self, time: _Optional[float] = ..., to: _Optional[str] = ..., step: _Optional[int] = ..., reason: _Optional[str] = ..., **kwargs) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("model", "candidate", "baseline", "phase", "step", "steps", "weights", "shadow_fraction", "failures", "failure_limit", "extensions", "window_start", "window_end", "gates", "reason", "history", "created", "updated", "paused_from", "leading", "spec")
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    GATES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FROM_FIELD_NUMBER: _ClassVar[int]
+    LEADING_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    candidate: str
+    baseline: str
+    phase: str
+    step: int
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    weights: _containers.ScalarMap[str, int]
+    shadow_fraction: float
+    failures: int
+    failure_limit: int
+    extensions: int
+    window_start: float
+    window_end: float
+    gates: _containers.RepeatedCompositeFieldContainer[GateValue]
+    reason: str
+    history: _containers.RepeatedCompositeFieldContainer[RolloutTransition]
+    created: float
+    updated: float
+    paused_from: str
+    leading: bool
+    spec: RolloutSpec
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., baseline: _Optional[str] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., weights: _Optional[_Mapping[str, int]] = ..., shadow_fraction: _Optional[float] = ..., failures: _Optional[int] = ..., failure_limit: _Optional[int] = ..., extensions: _Optional[int] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gates: _Optional[_Iterable[_Union[GateValue, _Mapping]]] = ..., reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[RolloutTransition, _Mapping]]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., paused_from: _Optional[str] = ..., leading: _Optional[bool] = ..., spec: _Optional[_Union[RolloutSpec, _Mapping]] = ...) -> None: ...
+
+class ListRolloutsResponse(_message.Message):
+    __slots__ = ("rollouts",)
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutStatus]
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[RolloutStatus, _Mapping]]] = ...) -> None: ...
+
+class GetAuditRequest(_message.Message):
+    __slots__ = ("model", "since", "verify", "limit")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    since: float
+    verify: bool
+    limit: int
+    def __init__(self, model: _Optional[str] = ..., since: _Optional[float] = ..., verify: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("id", "time", "actor", "action", "target", "before_json", "after_json", "reason", "prev", "digest")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_JSON_FIELD_NUMBER: _ClassVar[int]
+    AFTER_JSON_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    time: float
+    actor: str
+    action: str
+    target: str
+    before_json: str
+    after_json: str
+    reason: str
+    prev: str
+    digest: str
+    def __init__(self, id: _Optional[int] = ..., time: _Optional[float] = ..., actor: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., before_json: _Optional[str] = ..., after_json: _Optional[str] = ..., reason: _Optional[str] = ..., prev: _Optional[str] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class GetAuditResponse(_message.Message):
+    __slots__ = ("records", "verified", "verified_count", "broken_id", "broken_reason")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_REASON_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    verified: bool
+    verified_count: int
+    broken_id: str
+    broken_reason: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., verified: _Optional[bool] = ..., verified_count: _Optional[int] = ..., broken_id: _Optional[str] = ..., broken_reason: _Optional[str] = ...) -> None: ...

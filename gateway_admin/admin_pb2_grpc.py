@@ -84,6 +84,46 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.InvalidateCacheResponse.FromString,
                 _registered_method=True)
+        self.StartRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/StartRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.ListRollouts = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/ListRollouts',
+                request_serializer=gateway__admin_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.ListRolloutsResponse.FromString,
+                _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/PauseRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/ResumeRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/AbortRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.PromoteRollout = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/PromoteRollout',
+                request_serializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.GetAudit = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetAudit',
+                request_serializer=gateway__admin_dot_admin__pb2.GetAuditRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetAuditResponse.FromString,
+                _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/gateway.admin.v1.GatewayAdmin/WatchEvents',
                 request_serializer=gateway__admin_dot_admin__pb2.WatchEventsRequest.SerializeToString,
@@ -154,6 +194,56 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartRollout(self, request, context):
+        """Rollouts the gateway drives: shadow phase, canary steps, promotion or automatic rollback.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRollouts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteRollout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAudit(self, request, context):
+        """The audit trail: every change of routes, weights, shadows, cache and rollouts, in a hash chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchEvents(self, request, context):
         """Each change from now on, as it happens.
         """
@@ -213,6 +303,46 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.InvalidateCache,
                     request_deserializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'StartRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.StartRolloutRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetRolloutRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'ListRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRollouts,
+                    request_deserializer=gateway__admin_dot_admin__pb2.ListRolloutsRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.ListRolloutsResponse.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'PromoteRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteRollout,
+                    request_deserializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'GetAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAudit,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetAuditRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetAuditResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
@@ -490,6 +620,222 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/InvalidateCache',
             gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/StartRollout',
+            gateway__admin_dot_admin__pb2.StartRolloutRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetRollout',
+            gateway__admin_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/ListRollouts',
+            gateway__admin_dot_admin__pb2.ListRolloutsRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.ListRolloutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/PauseRollout',
+            gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/ResumeRollout',
+            gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/AbortRollout',
+            gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/PromoteRollout',
+            gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetAudit',
+            gateway__admin_dot_admin__pb2.GetAuditRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,7 @@ class RouteEvent:
     kind: str  # set | weights | promote | shadow | rollback | reload | discovered
     model: str
     route: Route
+    previous: Route | None = None  # the model's route before this change
 
 
 Listener = Callable[[RouteEvent], None]
@@ -62,7 +63,7 @@ class RouteStore:
             self._history.setdefault(route.model, deque(maxlen=self._history_size)).append(previous)
         self._routes = MappingProxyType({**self._routes, route.model: route})
         self.revision += 1
-        event = RouteEvent(self.revision, kind, route.model, route)
+        event = RouteEvent(self.revision, kind, route.model, route, previous)
         for listener in list(self._listeners):
             listener(event)
         return route

@@ -67,6 +67,7 @@ struct Series {
     requests: HashMap<(String, String, String, Code), u64>, // method, model, variant, code
     durations: HashMap<(String, String), Histogram>,        // method, model
     upstream: HashMap<(String, String), Histogram>,         // pool, model
+    variants: HashMap<(String, String), Histogram>,         // model, variant (ModelInfer)
 }
 
 #[derive(Serialize)]
@@ -236,6 +237,13 @@ impl Telemetry {
                 .entry((record.method.clone(), record.model.clone()))
                 .or_default()
                 .observe(elapsed);
+            if record.method == "ModelInfer" && !record.variant.is_empty() {
+                series
+                    .variants
+                    .entry((record.model.clone(), record.variant.clone()))
+                    .or_default()
+                    .observe(elapsed);
+            }
             if !record.upstream.is_zero() {
                 series
                     .upstream
@@ -305,6 +313,7 @@ impl Telemetry {
             "requests": requests,
             "durations": histograms(&series.durations, "method", "model"),
             "upstream": histograms(&series.upstream, "pool", "model"),
+            "variants": histograms(&series.variants, "model", "variant"),
             "bounds": LATENCY_BUCKETS,
             "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),
             "payload_log_dropped": self.payloads.as_ref().map_or(0, |(log, _)| log.dropped.load(Ordering::Relaxed)),

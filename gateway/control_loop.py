@@ -1,0 +1,61 @@
+"""The control loop around either engine: the audit trail (every route change the RouteStore
+makes, whoever makes it) and the rollout controller, assembled once and run on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from gateway.admin_convert import route_to_proto
+from gateway.audit import AuditTrail, current_actor
+from gateway.config import GatewayConfig
+from gateway.rollout.controller import RolloutController, Totals
+from gateway.rollout.persistence import FileStates, RedisStates, RolloutStates
+from gateway.shadow_stats import ShadowStats
+from router import Route, RouteEvent, RouteStore
+
+__all__ = ["ControlLoop"]
+
+# Who made a change nobody claimed (no admin token, no controller): by the kind of change.
+_ACTORS = {"reload": "config", "discovered": "discovery"}
+
+
+def _route(route: Route | None) -> dict[str, Any] | None:
+    return None if route is None else MessageToDict(route_to_proto(route), preserving_proto_field_name=True)
+
+
+class ControlLoop:
+    def __init__(self, config: GatewayConfig, store: RouteStore, totals: Totals, shadows: ShadowStats) -> None:
+        shared = config.shared
+        self.audit = AuditTrail(config.audit.path, shared.redis_url, shared.namespace, config.audit.memory_records)
+        self.states: RolloutStates = (
+            RedisStates(shared.redis_url, shared.namespace, config.rollouts.lease_s)
+            if shared.redis_url
+            else FileStates(config.rollouts.state_file)
+        )
+        self.rollouts = RolloutController(store, totals, shadows, self.audit, self.states, config.rollouts.tick_s)
+        self._unsubscribe = store.subscribe(self._on_route_change)
+        self._task: asyncio.Task[None] | None = None
+
+    def _on_route_change(self, event: RouteEvent) -> None:
+        if event.kind == "remote":  # another replica's change: it recorded it
+            return
+        actor, reason = current_actor()
+        self.audit.record(f"route.{event.kind}", event.model, before=_route(event.previous), after=_route(event.route),
+                          reason=reason, actor=actor or _ACTORS.get(event.kind, "gateway"))  # fmt: skip
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.rollouts.run())
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.states.close()
+        await self.audit.close()

@@ -1,0 +1,282 @@
+"""The rollout controller: the I/O around the state machine. Every tick, the leading gateway
+reads each active rollout's window (the data plane's running totals and shadow counters),
+lets the machine decide, and carries out what it returns: weights and shadows through the
+RouteStore (so the admin API, Redis route sync and the data plane all see them), webhook
+calls, a new window. Every transition and webhook outcome goes to the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+
+from gateway.admin_convert import route_to_proto
+from gateway.audit import AuditTrail, acting_as
+from gateway.errors import Conflict, InvalidRequest, ModelNotFound
+from gateway.rollout.gates import Evidence, Gate, gates_for, shadow_delta
+from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
+from gateway.rollout.persistence import RolloutStates
+from gateway.rollout.phases import IllegalTransition, Phase
+from gateway.rollout.spec import RolloutSpec
+from gateway.rollout.totals import VariantTotals
+from gateway.rollout.webhooks import call_hook
+from gateway.shadow_stats import ShadowCounters, ShadowStats
+from router import RouteError, RouteStore, ShadowPolicy, UnknownRoute
+
+__all__ = ["RolloutController"]
+
+log = logging.getLogger(__name__)
+Totals = Callable[[], Mapping[tuple[str, str], VariantTotals]]
+VERBS = ("start", "pause", "resume", "abort", "promote")
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    time: float
+    candidate: VariantTotals
+    baseline: VariantTotals
+    shadow: ShadowCounters
+
+
+def _sum_shadows(stats: ShadowStats, model: str, variant: str) -> ShadowCounters:
+    total = ShadowCounters()
+    for (_, _, shadow), counters in stats.snapshot(model).items():
+        if shadow == variant:
+            total = ShadowCounters(
+                **{name: getattr(total, name) + getattr(counters, name) for name in
+                   ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared",
+                    "argmax_disagreements")},
+                max_abs_error=max(total.max_abs_error, counters.max_abs_error),
+                max_rel_error=max(total.max_rel_error, counters.max_rel_error),
+                abs_error_buckets=[a + b for a, b in zip(total.abs_error_buckets, counters.abs_error_buckets,
+                                                         strict=True)],
+            )  # fmt: skip
+    return total
+
+
+class RolloutController:
+    def __init__(
+        self,
+        store: RouteStore,
+        totals: Totals,
+        shadows: ShadowStats,
+        audit: AuditTrail,
+        states: RolloutStates,
+        tick_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        extra_gates: Sequence[Gate] = (),
+    ) -> None:
+        self._store, self._totals, self._shadows, self._audit = store, totals, shadows, audit
+        self._states_store = states
+        self._tick_s, self._clock, self._extra_gates = tick_s, clock, tuple(extra_gates)
+        self._view: dict[str, RolloutState] = {}
+        self._marks: dict[str, _Mark] = {}
+        self._lock = asyncio.Lock()
+        self.leading = False
+
+    # -- what the admin API calls ---------------------------------------------------------------
+
+    def get(self, model: str) -> RolloutState:
+        state = self._view.get(model)
+        if state is None:
+            raise ModelNotFound(f"no rollout of model '{model}' (gatewayctl rollout list shows them)")
+        return state
+
+    def list(self) -> list[RolloutState]:
+        return [self._view[model] for model in sorted(self._view)]
+
+    async def submit(self, verb: str, model: str, actor: str, spec: RolloutSpec | None = None,
+                     reason: str = "") -> RolloutState:  # fmt: skip
+        """Apply a person's command; a follower hands it to the leader and waits to see it applied."""
+        command: dict[str, Any] = {"verb": verb, "model": model, "actor": actor, "reason": reason,
+                   "spec": spec.model_dump(mode="json") if spec else None, "time": self._clock()}  # fmt: skip
+        self._check(command)
+        async with self._lock:
+            if await self._states_store.lead():
+                return await self._apply(command)
+        await self._states_store.push(command)
+        deadline = time.monotonic() + max(3 * self._tick_s, 3.0)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(self._tick_s, 0.2))
+            self._view = await self._states_store.load()
+            state = self._view.get(model)
+            if state is not None and state.updated >= command["time"]:
+                return state
+        raise Conflict(f"rollout {verb} for '{model}' was handed to the leading gateway, which has not applied it "
+                       "yet: check `gatewayctl rollout status`")  # fmt: skip
+
+    def _check(self, command: Mapping[str, Any]) -> None:
+        """Refuse what cannot work before anything changes (on the leader or a follower)."""
+        model, verb = command["model"], command["verb"]
+        if verb not in VERBS:
+            raise InvalidRequest(f"unknown rollout command {verb!r} (one of {', '.join(VERBS)})")
+        existing = self._view.get(model)
+        if verb != "start":
+            self.get(model)
+            return
+        spec = RolloutSpec.model_validate(command["spec"])
+        if existing is not None and not existing.done:
+            raise Conflict(f"a rollout of '{model}' is {existing.phase.value}: abort it first "
+                           f"(gatewayctl rollout abort {model})")  # fmt: skip
+        try:
+            route = self._store.require(model)
+        except UnknownRoute as exc:
+            raise ModelNotFound(f"{exc}: a rollout needs the model's route with both variants") from exc
+        names = [v.name for v in route.variants]
+        for role, name in (("candidate", spec.candidate), ("baseline", spec.baseline)):
+            if name not in names:
+                raise InvalidRequest(f"{role} {name!r} is not a variant of '{model}' (variants: {names})")
+
+    async def _apply(self, command: Mapping[str, Any]) -> RolloutState:
+        model, verb, now = command["model"], command["verb"], self._clock()
+        with acting_as(command["actor"], command.get("reason") or f"rollout {verb}"):
+            self._check(command)
+            if verb == "start":
+                state = start(RolloutSpec.model_validate(command["spec"]), now)
+                self._view[model] = state
+                self._audit.record("rollout.start", model, after=state.spec.model_dump(mode="json"))
+                await self._drive(state, now)
+            else:
+                state = self._view[model]
+                why = command.get("reason") or f"{verb} by {command['actor']}"
+                try:
+                    actions = {"pause": state.pause, "resume": state.resume, "abort": state.abort,
+                               "promote": state.promote_now}[verb](now, why)  # fmt: skip
+                except IllegalTransition as exc:
+                    raise Conflict(str(exc)) from exc
+                await self._execute(state, actions, now)
+                self._transition(state)
+            await self._states_store.save(state)
+        return state
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume saved rollouts, then advance them every tick until cancelled."""
+        while True:
+            try:
+                async with self._lock:
+                    await self._round()
+            except Exception:  # a bug in one round must not stop rollouts for good
+                log.exception("rollout round failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def _round(self) -> None:
+        if not await self._states_store.lead():
+            self.leading = False
+            self._view, self._marks = await self._states_store.load(), {}
+            return
+        if not self.leading:  # just started, or took over: carry on from the saved state
+            self.leading = True
+            self._view, self._marks = await self._states_store.load(), {}
+            for state in self._view.values():
+                if (state.active or state.phase is Phase.PAUSED) and state.weights:
+                    with acting_as(f"rollout/{state.spec.model}", "resumed after a restart or a change of leader"):
+                        self._set_traffic(state, SetTraffic(state.weights, state.shadow_fraction))
+        for command in await self._states_store.take():
+            try:
+                await self._apply(command)
+            except Exception as exc:  # a stale command from a follower: logged, not fatal
+                log.warning("rollout command %s not applied: %s", command, exc)
+        for state in list(self._view.values()):
+            if state.active:
+                with acting_as(f"rollout/{state.spec.model}"):
+                    await self._drive(state, self._clock())
+                await self._states_store.save(state)
+
+    async def _drive(self, state: RolloutState, now: float) -> None:
+        gates = gates_for(state.spec.gates, state.spec.shadow_requests, self._extra_gates)
+        for _ in range(8):  # hook answers can move it several times in one tick
+            evidence = self._evidence(state, now)
+            actions = state.tick(now, evidence, gates)
+            await self._execute(state, actions, now)
+            if not any(isinstance(a, CallHook) for a in actions):
+                break
+        self._transition(state)
+
+    def _transition(self, state: RolloutState) -> None:
+        """Every transition the machine made, once, into the audit trail."""
+        for entry in state.history[state.audited :]:
+            self._audit.record(
+                "rollout.transition", state.spec.model,
+                before={"phase": entry["from"]},
+                after={"phase": entry["to"], "step": entry["step"] + 1, "weights": state.weights},
+                reason=entry["reason"],
+            )  # fmt: skip
+        state.audited = len(state.history)
+
+    def _evidence(self, state: RolloutState, now: float) -> Evidence | None:
+        if state.phase not in (Phase.SHADOW, Phase.CANARY):
+            return None
+        mark = self._marks.get(state.spec.model)
+        if mark is None:  # after a restart or a change of leader: a fresh window
+            self._marks[state.spec.model] = self._mark(state, now)
+            state.window_start, state.window_end = now, now + state.spec.interval_s
+            return None
+        current = self._mark(state, now)
+        return Evidence(mark.time, now, current.candidate.minus(mark.candidate), current.baseline.minus(mark.baseline),
+                        shadow_delta(current.shadow, mark.shadow))  # fmt: skip
+
+    def _mark(self, state: RolloutState, now: float) -> _Mark:
+        spec, totals = state.spec, self._totals()
+        return _Mark(now, totals.get((spec.model, spec.candidate), VariantTotals()),
+                     totals.get((spec.model, spec.baseline), VariantTotals()),
+                     _sum_shadows(self._shadows, spec.model, spec.candidate))  # fmt: skip
+
+    async def _execute(self, state: RolloutState, actions: Sequence[Action], now: float) -> None:
+        for action in actions:
+            if isinstance(action, SetTraffic):
+                self._set_traffic(state, action)
+            elif isinstance(action, NewWindow):
+                self._marks[state.spec.model] = self._mark(state, now)
+            elif isinstance(action, CallHook):
+                ok, detail = await self._hooks(state, action.kind)
+                await self._execute(state, state.hook_answered(action.kind, ok, detail, now), now)
+            elif isinstance(action, Notify):
+                await self._hooks(state, action.kind)
+
+    async def _hooks(self, state: RolloutState, kind: str) -> tuple[bool, str]:
+        hooks = state.spec.hooks(kind)
+        if not hooks:
+            return True, "no webhook"
+        payload = self.payload(state)
+        outcomes = [await call_hook(hook, payload) for hook in hooks]
+        for outcome in outcomes:
+            self._audit.record("rollout.webhook", state.spec.model, after={
+                "name": outcome.name, "type": outcome.kind, "ok": outcome.ok, "status": outcome.status,
+                "elapsed_ms": round(outcome.elapsed_ms, 1)}, reason=outcome.detail)  # fmt: skip
+        return all(o.ok for o in outcomes), "; ".join(o.detail for o in outcomes)
+
+    @staticmethod
+    def payload(state: RolloutState) -> dict[str, Any]:
+        spec = state.spec
+        return {
+            "model": spec.model, "candidate": spec.candidate, "baseline": spec.baseline,
+            "phase": state.phase.value, "step": state.step + 1, "steps": list(spec.steps),
+            "weights": state.weights, "failures": state.failures, "reason": state.reason,
+            "gates": [g.to_dict() for g in state.gates], "time": time.time(),
+        }  # fmt: skip
+
+    def _set_traffic(self, state: RolloutState, traffic: SetTraffic) -> None:
+        model, candidate = state.spec.model, state.spec.candidate
+        try:
+            route = self._store.require(model)
+            weights = {v.name: 0 for v in route.variants} | dict(traffic.weights)
+            before = route_to_proto(route)
+            self._store.set_weights(model, weights)
+            current = next((s for s in route.shadows if s.variant == candidate), None)
+            if traffic.shadow_fraction > 0 or current is not None:
+                policy = ShadowPolicy(candidate, traffic.shadow_fraction, current.max_inflight if current else 16)
+                if policy != current:
+                    self._store.set_shadow(model, policy)
+            log.info("rollout %s: weights %s, shadow %.2f (was %s)", model, weights, traffic.shadow_fraction,
+                     MessageToDict(before).get("variants"))  # fmt: skip
+        except (RouteError, UnknownRoute) as exc:
+            log.error("rollout %s: traffic not changed: %s", model, exc)
+            state.reason = f"traffic not changed: {exc}"
