@@ -11,56 +11,40 @@
     gatewayctl cache-stats
     gatewayctl invalidate MODEL [--variant V] | --all
     gatewayctl watch [MODEL]
+    gatewayctl rollout start|status|pause|resume|abort|promote|list ...   # see gateway.ctl_rollouts
+    gatewayctl audit [--model M] [--since 10m] [--verify]
 
-Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN) and `--token` (env GATEWAY_ADMIN_TOKEN).
+Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN), `--token` (env GATEWAY_ADMIN_TOKEN)
+and `--json`, before the command or after it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import grpc
 import typer
 import yaml
 from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from gateway.admin_convert import route_to_proto
 from gateway.config import RouteConfig
+from gateway.ctl_common import (
+    AdminOption,
+    JsonOption,
+    TokenOption,
+    admin_stub,
+    app,
+    call,
+    connection_for,
+    console,
+    print_json,
+)
+from gateway.ctl_rollouts import audit, rollout_app
 from gateway_admin import admin_pb2 as pb
-from gateway_admin import admin_pb2_grpc
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Control a running gateway through its admin API.")
-console = Console()
-
-AdminOption = Annotated[str, typer.Option("--admin", envvar="GATEWAY_ADMIN", help="Admin API HOST:PORT.")]
-TokenOption = Annotated[
-    str, typer.Option("--token", envvar="GATEWAY_ADMIN_TOKEN", help="Admin bearer token.", show_default=False)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEFAULT_ADMIN = "127.0.0.1:8002"
-
-
-@contextmanager
-def _admin(address: str, token: str) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str]]]]:
-    with grpc.insecure_channel(address) as channel:
-        try:
-            yield admin_pb2_grpc.GatewayAdminStub(channel), (("authorization", f"Bearer {token}"),)
-        except grpc.RpcError as exc:
-            code = exc.code().name if exc.code() else "UNKNOWN"
-            typer.echo(f"error: {code}: {exc.details()}", err=True)
-            raise typer.Exit(1) from exc
-
-
-def _json(message: Message) -> None:
-    typer.echo(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True))
 
 
 def _routes_table(routes: list[pb.Route], title: str) -> Table:
@@ -85,27 +69,25 @@ def _routes_table(routes: list[pb.Route], title: str) -> Table:
 
 def _show_route(response: pb.RouteResponse, as_json: bool, what: str) -> None:
     if as_json:
-        _json(response)
+        print_json(response)
     else:
         console.print(_routes_table([response.route], f"{what} (revision {response.revision})"))
 
 
-def _call(admin: str, token: str, call: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any]) -> Any:
-    with _admin(admin, token) as (stub, metadata):
-        return call(stub, metadata)
-
-
 @app.command()
 def routes(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Only this model (its zero-config route is built if needed).")] = "",
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show the route table."""
-    response = _call(admin, token, lambda s, m: s.GetRoutes(pb.GetRoutesRequest(model=model), metadata=m))
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
+    response = call(conn, lambda s, m: s.GetRoutes(pb.GetRoutesRequest(model=model), metadata=m))
     if as_json:
-        _json(response)
+        print_json(response)
     else:
         console.print(_routes_table(list(response.routes), f"routes (revision {response.revision})"))
 
@@ -122,62 +104,80 @@ def _weights(assignments: list[str]) -> dict[str, int]:
 
 @app.command("set-weights")
 def set_weights(
+    ctx: typer.Context,
     model: str,
     assignments: Annotated[list[str], typer.Argument(help="VARIANT=WEIGHT pairs, e.g. 1=90 2=10.")],
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change the weights of some variants (the others keep theirs), atomically."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     request = pb.SetWeightsRequest(model=model, weights=_weights(assignments))
-    _show_route(_call(admin, token, lambda s, m: s.SetWeights(request, metadata=m)), as_json, "weights set")
+    _show_route(call(conn, lambda s, m: s.SetWeights(request, metadata=m)), as_json, "weights set")
 
 
 @app.command()
 def promote(
-    model: str, variant: str, admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False
+    ctx: typer.Context,
+    model: str,
+    variant: str,
+    admin: AdminOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Blue-green: move all weight to VARIANT in one change."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     request = pb.PromoteRequest(model=model, variant=variant)
-    _show_route(_call(admin, token, lambda s, m: s.Promote(request, metadata=m)), as_json, f"{variant} promoted")
+    _show_route(call(conn, lambda s, m: s.Promote(request, metadata=m)), as_json, f"{variant} promoted")
 
 
 @app.command()
 def rollback(
-    model: str, admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False
+    ctx: typer.Context, model: str, admin: AdminOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """Restore the route as it was before its last change."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     request = pb.RollbackRequest(model=model)
-    _show_route(_call(admin, token, lambda s, m: s.Rollback(request, metadata=m)), as_json, "rolled back")
+    _show_route(call(conn, lambda s, m: s.Rollback(request, metadata=m)), as_json, "rolled back")
 
 
 @app.command()
 def shadow(
+    ctx: typer.Context,
     model: str,
     variant: str,
     fraction: Annotated[float, typer.Option(help="Share of requests copied, 0..1; 0 stops shadowing.")] = 1.0,
     max_inflight: Annotated[int, typer.Option(help="Copies in flight at most; more are dropped.")] = 16,
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Mirror a fraction of MODEL's requests to VARIANT and compare its outputs."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     policy = pb.ShadowPolicy(variant=variant, fraction=fraction, max_inflight=max_inflight)
     request = pb.SetShadowRequest(model=model, shadow=policy)
-    _show_route(_call(admin, token, lambda s, m: s.SetShadow(request, metadata=m)), as_json, "shadow set")
+    _show_route(call(conn, lambda s, m: s.SetShadow(request, metadata=m)), as_json, "shadow set")
 
 
 @app.command("shadow-stats")
 def shadow_stats(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Only this model.")] = "",
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """How shadow variants compare with the primary."""
-    response = _call(admin, token, lambda s, m: s.GetShadowStats(pb.GetShadowStatsRequest(model=model), metadata=m))
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
+    response = call(conn, lambda s, m: s.GetShadowStats(pb.GetShadowStatsRequest(model=model), metadata=m))
     if as_json:
-        _json(response)
+        print_json(response)
         return
     table = Table(title="shadow comparisons")
     for column in (
@@ -205,11 +205,15 @@ def shadow_stats(
 
 
 @app.command("cache-stats")
-def cache_stats(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False) -> None:
+def cache_stats(
+    ctx: typer.Context, admin: AdminOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
     """Response cache hits and misses per tier, bytes, evictions, coalesced requests."""
-    stats = _call(admin, token, lambda s, m: s.GetCacheStats(pb.GetCacheStatsRequest(), metadata=m))
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
+    stats = call(conn, lambda s, m: s.GetCacheStats(pb.GetCacheStatsRequest(), metadata=m))
     if as_json:
-        _json(stats)
+        print_json(stats)
         return
     table = Table(title="response cache", show_header=False)
     lookups = stats.hits_l1 + stats.hits_l2 + stats.misses
@@ -230,11 +234,15 @@ def cache_stats(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_
 
 
 @app.command()
-def pools(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: JsonOption = False) -> None:
+def pools(
+    ctx: typer.Context, admin: AdminOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
     """Upstream pools: admission (in flight, queued, shed, expired), retries, endpoints' health."""
-    response = _call(admin, token, lambda s, m: s.GetPoolStats(pb.GetPoolStatsRequest(), metadata=m))
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
+    response = call(conn, lambda s, m: s.GetPoolStats(pb.GetPoolStatsRequest(), metadata=m))
     if as_json:
-        _json(response)
+        print_json(response)
         return
     for pool in response.pools:
         limit = f"limit {pool.limit}, queue ≤{pool.max_queue}" if pool.limit else "no admission limit"
@@ -254,52 +262,64 @@ def pools(admin: AdminOption = DEFAULT_ADMIN, token: TokenOption = "", as_json: 
 
 @app.command()
 def invalidate(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Drop this model's cached responses.")] = "",
     variant: Annotated[str, typer.Option(help="Only this variant's.")] = "",
     flush: Annotated[bool, typer.Option("--all", help="Drop every cached response.")] = False,
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Invalidate cached responses (both tiers) of a model, a variant, or all of them."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     request = pb.InvalidateCacheRequest(model=model, variant=variant, all=flush)
-    response = _call(admin, token, lambda s, m: s.InvalidateCache(request, metadata=m))
+    response = call(conn, lambda s, m: s.InvalidateCache(request, metadata=m))
     if as_json:
-        _json(response)
+        print_json(response)
     else:
         console.print(f"removed {response.removed} cached responses")
 
 
 @app.command("set-route")
 def set_route(
+    ctx: typer.Context,
     model: str,
     file: Annotated[Path, typer.Argument(help="YAML: the route as under `routes.MODEL` in the config file.")],
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Install a whole route (validated by the gateway; the running one stays if it is invalid)."""
+    conn = connection_for(ctx, admin, token, as_json)
+    as_json = conn.as_json
     try:
         route = RouteConfig.model_validate(yaml.safe_load(file.read_text())).to_route(model)
     except (OSError, yaml.YAMLError, ValidationError) as exc:
         raise typer.BadParameter(f"{file}: {exc}") from exc
     request = pb.SetRouteRequest(route=route_to_proto(route))
-    _show_route(_call(admin, token, lambda s, m: s.SetRoute(request, metadata=m)), as_json, "route set")
+    _show_route(call(conn, lambda s, m: s.SetRoute(request, metadata=m)), as_json, "route set")
 
 
 @app.command()
 def watch(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Only this model.")] = "",
-    admin: AdminOption = DEFAULT_ADMIN,
-    token: TokenOption = "",
+    admin: AdminOption = None,
+    token: TokenOption = None,
     count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
 ) -> None:
     """Print route changes as they happen (one JSON object per line)."""
-    with _admin(admin, token) as (stub, metadata):
+    conn = connection_for(ctx, admin, token)
+    with admin_stub(conn) as (stub, metadata):
         for index, event in enumerate(stub.WatchEvents(pb.WatchEventsRequest(model=model), metadata=metadata), 1):
             typer.echo(json.dumps(MessageToDict(event, preserving_proto_field_name=True), sort_keys=True), nl=True)
             if count and index >= count:
                 break
+
+
+app.add_typer(rollout_app, name="rollout")
+app.command("audit")(audit)
 
 
 def main() -> None:
