@@ -196,11 +196,15 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def GetRollout(self, request: pb.GetRolloutRequest, context: Context) -> pb.RolloutStatus:
-        return self._status(self._loop().rollouts.get(request.model))
+        rollouts = self._loop().rollouts
+        await rollouts.refresh()
+        return self._status(rollouts.get(request.model))
 
     @_statuses
     async def ListRollouts(self, request: pb.ListRolloutsRequest, context: Context) -> pb.ListRolloutsResponse:
-        return pb.ListRolloutsResponse(rollouts=[self._status(s) for s in self._loop().rollouts.list()])
+        rollouts = self._loop().rollouts
+        await rollouts.refresh()
+        return pb.ListRolloutsResponse(rollouts=[self._status(s) for s in rollouts.list()])
 
     @_statuses
     async def GetAudit(self, request: pb.GetAuditRequest, context: Context) -> pb.GetAuditResponse:

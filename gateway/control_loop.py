@@ -25,7 +25,9 @@ _ACTORS = {"reload": "config", "discovered": "discovery"}
 
 
 def _route(route: Route | None) -> dict[str, Any] | None:
-    return None if route is None else MessageToDict(route_to_proto(route), preserving_proto_field_name=True)
+    if route is None:
+        return None
+    return MessageToDict(route_to_proto(route), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 class ControlLoop:

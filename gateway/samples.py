@@ -62,6 +62,7 @@ def samples() -> list[Sample]:
         ),
         Sample("classifier", {"INPUT0": pixels}, ("LOGITS", "CLASS"), version="1"),
         Sample("classifier", {"INPUT0": pixels}, ("LOGITS", "CLASS"), version="2"),
+        Sample("classifier_broken", {"INPUT0": pixels}, ("CLASS",), version="2", note="100 ms late"),
         Sample("slow", {"DELAY_MS": np.array([[20.0]], dtype=np.float32)}, ("OUTPUT0",), note="20 ms"),
         Sample("flaky", {"INPUT0": vector, "FAIL": np.array([False])}, ("OUTPUT0",)),
         Sample("counter", {"INPUT0": vector}, ("OUTPUT0", "COUNT"), deterministic=False),

@@ -91,6 +91,11 @@ class RolloutController:
     def list(self) -> list[RolloutState]:
         return [self._view[model] for model in sorted(self._view)]
 
+    async def refresh(self) -> None:
+        """A follower reads what the leader saved (the leader's own view is the freshest)."""
+        if not self.leading:
+            self._view = await self._states_store.load()
+
     async def submit(self, verb: str, model: str, actor: str, spec: RolloutSpec | None = None,
                      reason: str = "") -> RolloutState:  # fmt: skip
         """Apply a person's command; a follower hands it to the leader and waits to see it applied."""
@@ -134,25 +139,30 @@ class RolloutController:
                 raise InvalidRequest(f"{role} {name!r} is not a variant of '{model}' (variants: {names})")
 
     async def _apply(self, command: Mapping[str, Any]) -> RolloutState:
-        model, verb, now = command["model"], command["verb"], self._clock()
-        with acting_as(command["actor"], command.get("reason") or f"rollout {verb}"):
-            self._check(command)
-            if verb == "start":
-                state = start(RolloutSpec.model_validate(command["spec"]), now)
-                self._view[model] = state
-                self._audit.record("rollout.start", model, after=state.spec.model_dump(mode="json"))
+        """The person's command is recorded as theirs; what the controller then does, as its own."""
+        model, verb, now, actor = command["model"], command["verb"], self._clock(), command["actor"]
+        self._check(command)
+        why = command.get("reason") or f"{verb} by {actor}"
+        if verb == "start":
+            state = start(RolloutSpec.model_validate(command["spec"]), now)
+            self._view[model] = state
+            self._audit.record(
+                "rollout.start", model, after=state.spec.model_dump(mode="json"), reason=why, actor=actor
+            )
+            with acting_as(f"rollout/{model}"):
                 await self._drive(state, now)
-            else:
-                state = self._view[model]
-                why = command.get("reason") or f"{verb} by {command['actor']}"
-                try:
-                    actions = {"pause": state.pause, "resume": state.resume, "abort": state.abort,
-                               "promote": state.promote_now}[verb](now, why)  # fmt: skip
-                except IllegalTransition as exc:
-                    raise Conflict(str(exc)) from exc
+        else:
+            state = self._view[model]
+            try:
+                actions = {"pause": state.pause, "resume": state.resume, "abort": state.abort,
+                           "promote": state.promote_now}[verb](now, why)  # fmt: skip
+            except IllegalTransition as exc:
+                raise Conflict(str(exc)) from exc
+            self._audit.record(f"rollout.{verb}", model, reason=why, actor=actor)
+            with acting_as(f"rollout/{model}", why):
                 await self._execute(state, actions, now)
                 self._transition(state)
-            await self._states_store.save(state)
+        await self._states_store.save(state)
         return state
 
     # -- the loop -------------------------------------------------------------------------------
@@ -185,18 +195,36 @@ class RolloutController:
             except Exception as exc:  # a stale command from a follower: logged, not fatal
                 log.warning("rollout command %s not applied: %s", command, exc)
         for state in list(self._view.values()):
+            if state.active or state.phase is Phase.PAUSED:
+                self._reconcile(state)
             if state.active:
                 with acting_as(f"rollout/{state.spec.model}"):
                     await self._drive(state, self._clock())
                 await self._states_store.save(state)
 
+    def _reconcile(self, state: RolloutState) -> None:
+        """While a rollout runs it owns its variants' weights and shadow: a change made under it
+        (a config reload, a person) is put back, as a Kubernetes controller reconciles."""
+        route = self._store.get(state.spec.model)
+        if route is None or not state.weights:
+            return
+        weights = {v.name: v.weight for v in route.variants}
+        shadow = next((s.fraction for s in route.shadows if s.variant == state.spec.candidate), 0.0)
+        expected = {name: 0 for name in weights} | state.weights
+        if weights != expected or shadow != state.shadow_fraction:
+            with acting_as(f"rollout/{state.spec.model}", "reconciled: the route changed under the rollout"):
+                self._set_traffic(state, SetTraffic(state.weights, state.shadow_fraction))
+
     async def _drive(self, state: RolloutState, now: float) -> None:
         gates = gates_for(state.spec.gates, state.spec.shadow_requests, self._extra_gates)
-        for _ in range(8):  # hook answers can move it several times in one tick
-            evidence = self._evidence(state, now)
-            actions = state.tick(now, evidence, gates)
+        for _ in range(8):  # a hook that passes can let it move on in the same tick; one that refuses, not
+            before = (state.phase, state.step, frozenset(state.passed))
+            actions = state.tick(now, self._evidence(state, now), gates)
             await self._execute(state, actions, now)
-            if not any(isinstance(a, CallHook) for a in actions):
+            if (
+                not any(isinstance(a, CallHook) for a in actions)
+                or (state.phase, state.step, frozenset(state.passed)) == before
+            ):
                 break
         self._transition(state)
 

@@ -1,0 +1,319 @@
+"""Rollouts the gateway drives, end to end: a real gateway in front of the session's Triton,
+digits sent by client threads, the admin API speaking gRPC. Windows are short (a second or two)
+so each rollout runs its whole course in a few seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+
+from gateway.localrun import GatewayProcess
+from gateway.samples import digits
+from gateway_admin import admin_pb2 as apb
+from tests.procs import TritonCli, running_gateway, running_redis
+from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request
+
+OPS_TOKEN = "ops-team-token-1"
+VARIANTS = {  # name: (upstream model, version)
+    "1": ("classifier", "1"), "2": ("classifier", "2"),
+    "errors": ("classifier_broken", "1"), "slow": ("classifier_broken", "2"),
+}  # fmt: skip
+GATES = {"shadow": {"min_agreement": 0.85}}  # versions 1 and 2 disagree on ~9% of these digits
+
+
+def _config(triton: TritonCli, tmp_path: Path, name: str, redis_url: str | None = None) -> Path:
+    variants = [{"name": n, "pool": "main", "model": m, "version": v, "weight": 100 if n == "1" else 0}
+                for n, (m, v) in VARIANTS.items()]  # fmt: skip
+    config: dict[str, Any] = {
+        "pools": {"main": {"endpoints": [triton.address]}},
+        "routes": {"classifier": {"variants": variants}},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN, "tokens": {"ops": OPS_TOKEN}},
+        "rollouts": {"tick_s": 0.2, "state_file": str(tmp_path / "rollouts.json")},
+        "audit": {"path": str(tmp_path / f"{name}-audit.jsonl")},
+    }
+    if redis_url:
+        config["shared"] = {"redis_url": redis_url}
+    path = tmp_path / f"{name}.yaml"  # one each: a gateway reloads its file when it changes
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextlib.contextmanager
+def _gateway(triton: TritonCli, tmp_path: Path, name: str = "gateway", redis_url: str | None = None) -> Iterator[GatewayProcess]:  # noqa: E501
+    with running_gateway(["--config", str(_config(triton, tmp_path, name, redis_url))], tmp_path / f"{name}.log") as gw:
+        yield gw
+
+
+@contextlib.contextmanager
+def _traffic(address: str, threads: int = 2) -> Iterator[list[int]]:
+    """Digits sent without pause until the block ends; yields [answered, failed]."""
+    counts, stop = [0, 0], threading.Event()
+    pixels = digits()["pixels"]
+
+    def send() -> None:
+        client = Client(address)
+        index = 0
+        while not stop.is_set():
+            try:
+                client.call(digit_request(pixels[index % len(pixels)]))
+                counts[0] += 1
+            except grpc.RpcError:
+                counts[1] += 1
+            index += 1
+        client.close()
+
+    workers = [threading.Thread(target=send, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(10)
+
+
+def _start(admin: Admin, candidate: str, token: str = TOKEN, gates: dict[str, Any] | None = None,
+           **fields: Any) -> apb.RolloutStatus:  # fmt: skip
+    spec = apb.RolloutSpec(model="classifier", candidate=candidate, baseline="1",
+                           analysis_yaml=yaml.safe_dump(gates or GATES), **fields)  # fmt: skip
+    metadata = (("authorization", f"Bearer {token}"),)
+    return admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=metadata, timeout=10)
+
+
+def _status(admin: Admin) -> apb.RolloutStatus:
+    return admin.stub.GetRollout(apb.GetRolloutRequest(model="classifier"), metadata=AUTH, timeout=10)
+
+
+def _wait(admin: Admin, done: Callable[[apb.RolloutStatus], bool], timeout_s: float = 30.0) -> apb.RolloutStatus:
+    deadline = time.monotonic() + timeout_s
+    status = _status(admin)
+    while not done(status) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = _status(admin)
+    assert done(status), f"rollout stuck: {status}"
+    return status
+
+
+def _ended(status: apb.RolloutStatus) -> bool:
+    return status.phase in ("Succeeded", "RolledBack", "Aborted", "Paused")
+
+
+def _weights(admin: Admin) -> dict[str, int]:
+    return {v.name: v.weight for v in admin.routes("classifier").routes[0].variants}
+
+
+FAST = {"steps": [20, 50], "interval_s": 1.5, "min_requests": 40}
+
+
+def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address) as counts:
+        admin = Admin(gateway.admin_address)
+        started = _start(admin, "2", shadow_requests=60, **FAST)
+        assert started.phase == "Shadow" and started.shadow_fraction == 1.0
+        status = _wait(admin, _ended)
+        assert status.phase == "Succeeded", status.reason
+        assert [h.to for h in status.history] == ["Shadow", "Canary", "Canary", "Promoting", "Succeeded"]
+        shadow_passed = status.history[1].reason
+        assert "argmax agreement" in shadow_passed  # the shadow phase judged v2's answers against v1's
+        assert _weights(admin) == {"1": 0, "2": 100, "errors": 0, "slow": 0}
+        assert not admin.routes("classifier").routes[0].shadows  # shadow off after promotion
+    assert counts[1] == 0  # nobody noticed
+
+
+@pytest.mark.parametrize(("candidate", "gate"), [("errors", "errors"), ("slow", "latency")])
+def test_a_bad_candidate_is_rolled_back_by_the_gate_it_fails(
+    triton: TritonCli, tmp_path: Path, candidate: str, gate: str
+) -> None:
+    with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address, threads=4):
+        admin = Admin(gateway.admin_address)
+        _start(admin, candidate, failure_limit=0, **FAST)
+        status = _wait(admin, _ended)
+        assert status.phase == "RolledBack", status.reason
+        failed = re.match(r"gate ([a-z, ]+) failed", status.reason)
+        assert failed and gate in failed.group(1).split(", ") and "window" in status.reason, status.reason
+        failing = next(g for g in status.gates if g.gate == gate)
+        assert failing.verdict == "fail" and failing.values
+        assert _weights(admin) == {"1": 100, "2": 0, "errors": 0, "slow": 0}
+
+
+def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    with _gateway(triton, tmp_path) as gateway:
+        admin = Admin(gateway.admin_address)
+        client = Client(gateway.address)
+        for index in range(20):  # some traffic, far from min_requests
+            client.call(digit_request(digits()["pixels"][index]))
+        _start(admin, "2", steps=[50], interval_s=0.5, min_requests=500, max_extensions=2)
+        held = _wait(admin, lambda s: "inconclusive" in s.reason, timeout_s=10)
+        assert held.phase == "Canary" and held.extensions >= 1
+        status = _wait(admin, _ended, timeout_s=10)
+        assert status.phase == "Paused" and status.paused_from == "Canary"
+        assert "inconclusive after 2 extensions" in status.reason
+        assert _weights(admin)["2"] == 50  # held where it was, never promoted
+        resumed = admin.stub.ResumeRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert resumed.phase == "Canary"
+        aborted = admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert aborted.phase == "Aborted" and _weights(admin)["1"] == 100
+        with pytest.raises(grpc.RpcError) as refused:
+            admin.stub.ResumeRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        client.close()
+
+
+def test_bad_requests_get_precise_statuses(triton: TritonCli, tmp_path: Path) -> None:
+    with _gateway(triton, tmp_path) as gateway:
+        admin = Admin(gateway.admin_address)
+        cases = [
+            ({"candidate": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "not a variant"),
+            ({"candidate": "2", "steps": [50, 20]}, grpc.StatusCode.INVALID_ARGUMENT, "strictly increasing"),
+            ({"candidate": "2", "gates": {"latency": {"factor": "x"}}}, grpc.StatusCode.INVALID_ARGUMENT,
+             "gates file: latency.factor"),
+        ]  # fmt: skip
+        for fields, code, text in cases:
+            with pytest.raises(grpc.RpcError) as error:
+                _start(admin, **fields)
+            assert error.value.code() == code and text in str(error.value.details()), error.value.details()
+        _start(admin, "2", interval_s=60)
+        with pytest.raises(grpc.RpcError) as twice:
+            _start(admin, "2")
+        assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        with pytest.raises(grpc.RpcError) as missing:
+            admin.stub.GetRollout(apb.GetRolloutRequest(model="nothing"), metadata=AUTH, timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_gateway_restarted_mid_rollout_resumes_where_it_was(triton: TritonCli, tmp_path: Path) -> None:
+    with _gateway(triton, tmp_path, "first") as gateway:
+        admin = Admin(gateway.admin_address)
+        _start(admin, "2", steps=[10, 60], interval_s=60, min_requests=40)
+        assert _status(admin).phase == "Canary" and _weights(admin)["2"] == 10
+    with _gateway(triton, tmp_path, "second") as gateway:  # the config still says 100/0
+        admin = Admin(gateway.admin_address)
+        status = _wait(admin, lambda s: s.leading)
+        assert (status.phase, status.step) == ("Canary", 1)
+        assert _wait_for(lambda: _weights(admin)["2"] == 10)
+        promoted = admin.stub.PromoteRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert promoted.phase == "Succeeded" and _weights(admin)["2"] == 100
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_two_gateways_sharing_redis_follow_one_leader(triton: TritonCli, tmp_path: Path) -> None:
+    with (
+        running_redis(tmp_path) as redis,
+        _gateway(triton, tmp_path, "a", redis.url) as first,
+        _gateway(triton, tmp_path, "b", redis.url) as second,
+    ):
+        admins = [Admin(first.admin_address), Admin(second.admin_address)]
+        follower = next((a for a in admins if not _leading(a)), admins[1])
+        started = _start(follower, "2", steps=[30, 60], interval_s=60)  # handed to the leader
+        assert started.phase == "Canary"
+        assert all(_wait_for(lambda a=a: _weights(a)["2"] == 30) for a in admins)  # type: ignore[misc]
+        leaders = [_status(a).leading for a in admins]
+        assert sorted(leaders) == [False, True]
+
+
+def _leading(admin: Admin) -> bool:
+    response = admin.stub.ListRollouts(apb.ListRolloutsRequest(), metadata=AUTH, timeout=10)
+    return bool(response.rollouts and response.rollouts[0].leading)
+
+
+class _Hooks(BaseHTTPRequestHandler):
+    calls: list[dict[str, Any]] = []
+    refuse_promotion = 2  # confirm-promotion answers 503 this many times
+    secret = "hook-secret"
+
+    def do_POST(self) -> None:  # http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        payload = json.loads(body)
+        expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
+        payload["signed"] = self.headers.get("X-Gateway-Signature") == expected
+        type(self).calls.append(payload)
+        status = 200
+        if payload["type"] == "confirm-promotion" and type(self).refuse_promotion > 0:
+            type(self).refuse_promotion -= 1
+            status = 503
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCli, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    kinds = ("confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout", "event")
+    hooks = [{"name": f"{k}-hook", "type": k, "url": url, "secret": _Hooks.secret} for k in kinds]
+    try:
+        with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address):
+            admin = Admin(gateway.admin_address)
+            _start(admin, "2", gates={**GATES, "webhooks": hooks}, **FAST)
+            held = _wait(admin, lambda s: s.phase == "Promoting" and "held" in s.reason)
+            assert _weights(admin)["2"] == 50  # not promoted while confirm-promotion says no
+            status = _wait(admin, _ended)
+            assert status.phase == "Succeeded" and held.reason.startswith("held: webhook confirm-promotion")
+    finally:
+        server.shutdown()
+        server.server_close()
+    gating = [c["type"] for c in _Hooks.calls if c["type"] != "event"]
+    assert gating == ["confirm-rollout", "pre-rollout", "rollout", "rollout", "confirm-promotion",
+                      "confirm-promotion", "confirm-promotion", "post-rollout"]  # fmt: skip
+    events = [c["phase"] for c in _Hooks.calls if c["type"] == "event"]
+    assert events == ["Canary", "Canary", "Promoting", "Succeeded"]
+    assert all(c["signed"] and c["model"] == "classifier" for c in _Hooks.calls)
+
+
+def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    with _gateway(triton, tmp_path) as gateway:
+        admin = Admin(gateway.admin_address)
+        ops = (("authorization", f"Bearer {OPS_TOKEN}"),)
+        admin.stub.SetWeights(apb.SetWeightsRequest(model="classifier", weights={"1": 90, "2": 10}), metadata=ops,
+                              timeout=10)  # fmt: skip
+        admin.set_weights("classifier", **{"1": 100, "2": 0})
+        _start(admin, "2", steps=[50], interval_s=60, token=OPS_TOKEN)
+        admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier", reason="wrong day"), metadata=ops,
+                                timeout=10)  # fmt: skip
+        trail = admin.stub.GetAudit(apb.GetAuditRequest(model="classifier", verify=True), metadata=AUTH, timeout=10)
+        assert trail.verified and trail.verified_count == len(trail.records) >= 6
+        seen = [(r.actor, r.action) for r in trail.records]
+        assert seen[:2] == [("ops", "route.weights"), ("admin", "route.weights")]
+        assert ("ops", "rollout.start") in seen and ("ops", "rollout.abort") in seen
+        assert ("rollout/classifier", "route.weights") in seen
+        assert any(r.action == "rollout.transition" and "wrong day" in r.reason for r in trail.records)
+        first = json.loads(trail.records[0].after_json)
+        assert [v["weight"] for v in first["variants"]][:2] == [90, 10]
+        path = tmp_path / "gateway-audit.jsonl"
+        lines = path.read_text().splitlines()
+        record = json.loads(lines[1])
+        record["actor"] = "somebody-else"
+        lines[1] = json.dumps(record, sort_keys=True)
+        path.write_text("\n".join(lines) + "\n")
+        broken = admin.stub.GetAudit(apb.GetAuditRequest(verify=True), metadata=AUTH, timeout=10)
+        assert not broken.verified and broken.broken_id == "2" and broken.verified_count == 1
+        assert "edited" in broken.broken_reason
