@@ -27,7 +27,8 @@ _ACTORS = {"reload": "config", "discovered": "discovery"}
 def _route(route: Route | None) -> dict[str, Any] | None:
     if route is None:
         return None
-    return MessageToDict(route_to_proto(route), preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    proto = route_to_proto(route)  # weights of 0 included: they matter
+    return MessageToDict(proto, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
 
 
 class ControlLoop:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -52,7 +52,9 @@ def _config(triton: TritonCli, tmp_path: Path, name: str, redis_url: str | None 
 
 
 @contextlib.contextmanager
-def _gateway(triton: TritonCli, tmp_path: Path, name: str = "gateway", redis_url: str | None = None) -> Iterator[GatewayProcess]:  # noqa: E501
+def _gateway(
+    triton: TritonCli, tmp_path: Path, name: str = "gateway", redis_url: str | None = None
+) -> Iterator[GatewayProcess]:  # noqa: E501
     with running_gateway(["--config", str(_config(triton, tmp_path, name, redis_url))], tmp_path / f"{name}.log") as gw:
         yield gw
 
@@ -116,7 +118,7 @@ def _weights(admin: Admin) -> dict[str, int]:
     return {v.name: v.weight for v in admin.routes("classifier").routes[0].variants}
 
 
-FAST = {"steps": [20, 50], "interval_s": 1.5, "min_requests": 40}
+FAST: dict[str, Any] = {"steps": [20, 50], "interval_s": 1.5, "min_requests": 40}
 
 
 def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
@@ -152,9 +154,7 @@ def test_a_bad_candidate_is_rolled_back_by_the_gate_it_fails(
         assert _weights(admin) == {"1": 100, "2": 0, "errors": 0, "slow": 0}
 
 
-def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(
-    triton: TritonCli, tmp_path: Path
-) -> None:
+def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
         client = Client(gateway.address)
@@ -180,7 +180,7 @@ def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(
 def test_bad_requests_get_precise_statuses(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
-        cases = [
+        cases: list[tuple[dict[str, Any], grpc.StatusCode, str]] = [
             ({"candidate": "nope"}, grpc.StatusCode.INVALID_ARGUMENT, "not a variant"),
             ({"candidate": "2", "steps": [50, 20]}, grpc.StatusCode.INVALID_ARGUMENT, "strictly increasing"),
             ({"candidate": "2", "gates": {"latency": {"factor": "x"}}}, grpc.StatusCode.INVALID_ARGUMENT,
@@ -241,7 +241,7 @@ def _leading(admin: Admin) -> bool:
 
 
 class _Hooks(BaseHTTPRequestHandler):
-    calls: list[dict[str, Any]] = []
+    calls: ClassVar[list[dict[str, Any]]] = []
     refuse_promotion = 2  # confirm-promotion answers 503 this many times
     secret = "hook-secret"
 
@@ -287,9 +287,7 @@ def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCl
     assert all(c["signed"] and c["model"] == "classifier" for c in _Hooks.calls)
 
 
-def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(
-    triton: TritonCli, tmp_path: Path
-) -> None:
+def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
         ops = (("authorization", f"Bearer {OPS_TOKEN}"),)

@@ -1,5 +1,8 @@
 """The rollout state machine and its gates, fed made-up windows and an injected clock."""
 
+# mypy narrows `state.phase` after one assert and does not see the next call change it.
+# mypy: disable-error-code="comparison-overlap"
+
 from __future__ import annotations
 
 import math
@@ -233,8 +236,8 @@ def test_regressions_are_judged_on_errors_above_the_tolerance() -> None:
     gate = ShadowGate(ShadowSettings(max_abs_error=1e-4), min_pairs=10)
     buckets = [0] * len(ABS_ERROR_BUCKETS)
     buckets[ABS_ERROR_BUCKETS.index(1e-6)] = 10
-    assert gate.evaluate(evidence(VariantTotals(), VariantTotals(),
-                                  ShadowCounters(compared=10, abs_error_buckets=buckets))).verdict is Verdict.PASS  # fmt: skip
+    close = ShadowCounters(compared=10, abs_error_buckets=list(buckets))
+    assert gate.evaluate(evidence(VariantTotals(), VariantTotals(), close)).verdict is Verdict.PASS
     buckets[ABS_ERROR_BUCKETS.index(1.0)] = 1
     result = gate.evaluate(evidence(VariantTotals(), VariantTotals(),
                                     ShadowCounters(compared=11, abs_error_buckets=buckets)))  # fmt: skip
