@@ -8,7 +8,10 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request
 
+GATEWAYCTL = str(Path(sys.executable).parent / "gatewayctl")  # the installed console script
 OPS_TOKEN = "ops-team-token-1"
 VARIANTS = {  # name: (upstream model, version)
     "1": ("classifier", "1"), "2": ("classifier", "2"),
@@ -54,7 +58,7 @@ def _config(triton: TritonCli, tmp_path: Path, name: str, redis_url: str | None 
 @contextlib.contextmanager
 def _gateway(
     triton: TritonCli, tmp_path: Path, name: str = "gateway", redis_url: str | None = None
-) -> Iterator[GatewayProcess]:  # noqa: E501
+) -> Iterator[GatewayProcess]:
     with running_gateway(["--config", str(_config(triton, tmp_path, name, redis_url))], tmp_path / f"{name}.log") as gw:
         yield gw
 
@@ -315,3 +319,42 @@ def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(trit
         broken = admin.stub.GetAudit(apb.GetAuditRequest(verify=True), metadata=AUTH, timeout=10)
         assert not broken.verified and broken.broken_id == "2" and broken.verified_count == 1
         assert "edited" in broken.broken_reason
+
+
+def test_gatewayctl_drives_a_rollout_with_options_before_or_after_the_command(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates.yaml"
+    gates.write_text(yaml.safe_dump({"latency": {"factor": 1.5, "offset_ms": 20}}))
+    with _gateway(triton, tmp_path) as gateway:
+        where = ["--admin", gateway.admin_address, "--token", TOKEN]
+
+        def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([GATEWAYCTL, *args], capture_output=True, text=True, check=False, timeout=30,
+                                  env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+        started = ctl(*where, "rollout", "start", "classifier", "2", "--steps", "10,50", "--interval", "2m",
+                      "--min-requests", "100", "--gates", str(gates))  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        assert "Canary" in started.stdout and "step 1 of 2 (10%)" in started.stdout
+        status = ctl("rollout", "status", "classifier", *where, "--json")
+        shown = json.loads(status.stdout)
+        assert (shown["phase"], shown["step"], shown["weights"]) == ("Canary", 1, {"1": 90, "2": 10})
+        assert shown["spec"]["interval_s"] == 120.0 and "factor: 1.5" in shown["spec"]["analysis_yaml"]
+        listed = ctl(*where, "--json", "rollout", "list")
+        assert json.loads(listed.stdout)["rollouts"][0]["model"] == "classifier"
+        paused = ctl(*where, "rollout", "pause", "classifier", "--reason", "lunch")
+        assert paused.returncode == 0 and "Paused" in paused.stdout
+        aborted = ctl("rollout", "abort", "classifier", *where)
+        assert aborted.returncode == 0 and "Aborted" in aborted.stdout
+        again = ctl(*where, "rollout", "resume", "classifier")
+        assert again.returncode == 1 and "FAILED_PRECONDITION" in again.stderr
+        audit = ctl(*where, "audit", "--model", "classifier", "--verify")
+        assert audit.returncode == 0 and "chain verified" in audit.stdout and "rollout.pause" in audit.stdout
+    trail = tmp_path / "gateway-audit.jsonl"
+    lines = trail.read_text().splitlines()
+    del lines[2]  # a record removed: the one after it no longer links
+    trail.write_text("\n".join(lines) + "\n")
+    broken = subprocess.run([GATEWAYCTL, "audit", "--file", str(trail), "--verify"], capture_output=True, text=True,
+                            check=False, timeout=30)  # fmt: skip
+    assert broken.returncode == 1 and "chain broken at record 4" in broken.stdout.replace("\n", " ")
