@@ -30,6 +30,7 @@ from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
 from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
+from gateway.rollout.metrics import RolloutCollector
 from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
@@ -88,6 +89,7 @@ class NativeGateway:
         if telemetry.metrics_port is not None:
             registry = CollectorRegistry()
             registry.register(CoreCollector(self.core.stats, self.shadow_stats))
+            registry.register(RolloutCollector(self.loop.rollouts))
             self.metrics_server = MetricsServer(registry, telemetry.metrics_host, telemetry.metrics_port)
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -35,6 +35,7 @@ from gateway.health import HealthMonitor
 from gateway.metrics import StatsCollector
 from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
+from gateway.rollout.metrics import RolloutCollector
 from gateway.route_sync import RouteSync
 from gateway.servicer import InFlight, inference_handler
 from gateway.shadow import ShadowRunner
@@ -107,6 +108,7 @@ class Gateway:
             else None
         )
         self.control = ControlLoop(config, self.store, self.telemetry.variants.snapshot, self.shadow_stats)
+        self.telemetry.registry.register(RolloutCollector(self.control.rollouts))
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection((INFERENCE_SERVICE, _HEALTH_SERVICE, reflection.SERVICE_NAME), self.server)
         self.admin_server = self._admin_server() if config.admin else None

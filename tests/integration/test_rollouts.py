@@ -27,7 +27,7 @@ from gateway.localrun import GatewayProcess
 from gateway.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway, running_redis
-from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request
+from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics
 
 GATEWAYCTL = str(Path(sys.executable).parent / "gatewayctl")  # the installed console script
 OPS_TOKEN = "ops-team-token-1"
@@ -47,6 +47,7 @@ def _config(triton: TritonCli, tmp_path: Path, name: str, redis_url: str | None 
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN, "tokens": {"ops": OPS_TOKEN}},
         "rollouts": {"tick_s": 0.2, "state_file": str(tmp_path / "rollouts.json")},
         "audit": {"path": str(tmp_path / f"{name}-audit.jsonl")},
+        "telemetry": {"metrics_port": 0, "metrics_host": "127.0.0.1"},
     }
     if redis_url:
         config["shared"] = {"redis_url": redis_url}
@@ -139,6 +140,11 @@ def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
         assert "argmax agreement" in shadow_passed  # the shadow phase judged v2's answers against v1's
         assert _weights(admin) == {"1": 0, "2": 100, "errors": 0, "slow": 0}
         assert not admin.routes("classifier").routes[0].shadows  # shadow off after promotion
+        metrics = scrape_metrics(gateway.metrics_address)
+        assert sample_value(metrics, "gateway_rollout_phase", model="classifier", phase="Succeeded") == 1
+        assert sample_value(metrics, "gateway_rollout_phase", model="classifier", phase="Canary") == 0
+        assert sample_value(metrics, "gateway_rollout_weight", model="classifier", variant="2") == 100
+        assert sample_value(metrics, "gateway_rollout_leader") == 1
     assert counts[1] == 0  # nobody noticed
 
 
