@@ -1,4 +1,5 @@
-"""`make demo`: a real Triton, the gateway in front of it, one request per model, a table."""
+"""`make demo`: a real Triton, the gateway in front of it, one request per model (a table), then
+the gateway rolling a new classifier out by itself, and a broken one back (`demo_rollout`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import yaml
 from rich.console import Console
 from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
+from gateway.demo_rollout import DEMO_TOKEN, demo_route, tell_the_rollout_story
 from gateway.localrun import GatewayProcess, free_port
 from gateway.samples import Sample, infer_inputs, samples
 from gateway.triton import TritonOptions, TritonProcess
@@ -84,10 +87,15 @@ def run_demo(engine: str = "native") -> int:
     started = time.monotonic()
     with (workdir / "triton.log").open("wb") as triton_log:
         triton.start(triton_log)
-    gateway = GatewayProcess(
-        ["--upstream", triton.options.grpc_target, "--engine", engine, "--host", "127.0.0.1", "--port", "0"],
-        workdir / "gateway.log",
-    )
+    config = {
+        "listen": "127.0.0.1:0", "pools": {"main": {"endpoints": [triton.options.grpc_target]}},
+        "default_pool": "main", "routes": {"classifier": demo_route("main")},
+        "admin": {"listen": "127.0.0.1:0", "tokens": {"demo": DEMO_TOKEN}},
+        "audit": {"path": str(workdir / "audit.jsonl")},
+        "rollouts": {"tick_s": 0.25, "state_file": str(workdir / "rollouts.json")},
+    }  # fmt: skip
+    (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))
+    gateway = GatewayProcess(["--config", str(workdir / "gateway.yaml"), "--engine", engine], workdir / "gateway.log")
     try:
         models = triton.wait_ready()
         ready_after = time.monotonic() - started
@@ -104,6 +112,8 @@ def run_demo(engine: str = "native") -> int:
             metadata = client.get_server_metadata()
         console.print(table)
         console.print(f"Server metadata through the gateway: {metadata.name} {metadata.version}")
-        return 0 if ok else 1
+        told = tell_the_rollout_story(console, address, gateway.admin_address)
+        console.print(f"took {time.monotonic() - started:.0f}s; the audit trail is in {workdir / 'audit.jsonl'}")
+        return 0 if ok and told else 1
     finally:
         console.print(f"gateway exit code {gateway.stop()}, triton exit code {triton.stop()}")

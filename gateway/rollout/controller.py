@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf.json_format import MessageToDict
 
 from gateway.admin_convert import route_to_proto
-from gateway.audit import AuditTrail, acting_as
+from gateway.audit import AuditTrail, acting_as, current_actor
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.rollout.gates import Evidence, Gate, gates_for, shadow_delta
 from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
@@ -293,6 +293,11 @@ class RolloutController:
 
     def _set_traffic(self, state: RolloutState, traffic: SetTraffic) -> None:
         model, candidate = state.spec.model, state.spec.candidate
+        actor, reason = current_actor()
+        with acting_as(actor or f"rollout/{model}", reason or state.reason):
+            self._apply_traffic(state, traffic, model, candidate)
+
+    def _apply_traffic(self, state: RolloutState, traffic: SetTraffic, model: str, candidate: str) -> None:
         try:
             route = self._store.require(model)
             weights = {v.name: 0 for v in route.variants} | dict(traffic.weights)

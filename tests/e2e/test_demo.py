@@ -1,4 +1,5 @@
-"""`gateway demo` (what `make demo` runs) shows real Triton answers through the gateway."""
+"""`gateway demo` (what `make demo` runs) shows real Triton answers through the gateway, then a
+rollout the gateway drives to promotion and a broken candidate it rolls back by itself."""
 
 from __future__ import annotations
 
@@ -20,3 +21,7 @@ def test_demo_runs_every_model_through_the_gateway(engine: str) -> None:
     assert "NOT_FOUND" in out and "INVALID_ARGUMENT" in out and "INTERNAL" in out
     assert "gateway exit code 0, triton exit code 0" in out
     assert f"({engine} engine)" in out
+    assert "Shadow → Canary: shadow phase passed: argmax agreement" in out
+    assert "Promoting → Succeeded: promoted" in out
+    assert "Canary → RolledBack: gate errors failed" in out
+    assert "v2 promoted: yes; broken build rolled back by its errors gate: yes; audit chain verified: yes" in out
