@@ -14,6 +14,7 @@ promotes on too little data.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +207,8 @@ class RolloutState:
         self.failures += 1
         names = ", ".join(r.gate for r in failing)
         numbers = "; ".join(r.detail for r in failing)
-        window = f"window {evidence.until - evidence.since:.1f}s from {evidence.since:.3f}"
+        since = dt.datetime.fromtimestamp(evidence.since, dt.UTC).strftime("%H:%M:%S")
+        window = f"window of {evidence.until - evidence.since:.1f}s from {since} UTC"
         if self.failures > self.spec.failure_limit:
             reason = (f"gate {names} failed: {numbers} ({window}; {self.failures} failed windows, "
                       f"limit {self.spec.failure_limit})")  # fmt: skip

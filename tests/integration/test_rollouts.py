@@ -243,6 +243,11 @@ def test_two_gateways_sharing_redis_follow_one_leader(triton: TritonCli, tmp_pat
         assert all(_wait_for(lambda a=a: _weights(a)["2"] == 30) for a in admins)  # type: ignore[misc]
         leaders = [_status(a).leading for a in admins]
         assert sorted(leaders) == [False, True]
+        trails = [a.stub.GetAudit(apb.GetAuditRequest(verify=True), metadata=AUTH, timeout=10) for a in admins]
+        assert all(t.verified for t in trails)  # one chain in the shared stream, whoever wrote each record
+        assert [r.digest for r in trails[0].records] == [r.digest for r in trails[1].records]
+        actions = [r.action for r in trails[0].records]
+        assert "rollout.start" in actions and "rollout.transition" in actions
 
 
 def _leading(admin: Admin) -> bool:
@@ -261,7 +266,7 @@ class _Hooks(BaseHTTPRequestHandler):
         expected = "sha256=" + hmac.new(self.secret.encode(), body, hashlib.sha256).hexdigest()
         payload["signed"] = self.headers.get("X-Gateway-Signature") == expected
         type(self).calls.append(payload)
-        status = 200
+        status = 404 if payload["type"] == "rollback" else 200  # "no need to roll back"
         if payload["type"] == "confirm-promotion" and type(self).refuse_promotion > 0:
             type(self).refuse_promotion -= 1
             status = 503
@@ -276,7 +281,7 @@ def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCl
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/"
-    kinds = ("confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout", "event")
+    kinds = ("confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback", "event")
     hooks = [{"name": f"{k}-hook", "type": k, "url": url, "secret": _Hooks.secret} for k in kinds]
     try:
         with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address):
@@ -290,8 +295,8 @@ def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCl
         server.shutdown()
         server.server_close()
     gating = [c["type"] for c in _Hooks.calls if c["type"] != "event"]
-    assert gating == ["confirm-rollout", "pre-rollout", "rollout", "rollout", "confirm-promotion",
-                      "confirm-promotion", "confirm-promotion", "post-rollout"]  # fmt: skip
+    assert gating == ["confirm-rollout", "pre-rollout", "rollback", "rollout", "rollback", "rollout",
+                      "confirm-promotion", "confirm-promotion", "confirm-promotion", "post-rollout"]  # fmt: skip
     events = [c["phase"] for c in _Hooks.calls if c["type"] == "event"]
     assert events == ["Canary", "Canary", "Promoting", "Succeeded"]
     assert all(c["signed"] and c["model"] == "classifier" for c in _Hooks.calls)
