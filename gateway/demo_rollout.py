@@ -26,7 +26,7 @@ from gateway.samples import digits
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
 
-__all__ = ["DEMO_TOKEN", "demo_route", "tell_the_rollout_story"]
+__all__ = ["DEMO_TOKEN", "DigitTraffic", "demo_route", "digit_traffic", "tell_the_rollout_story"]
 
 DEMO_TOKEN = "demo-admin-token"
 _AUTH = (("authorization", f"Bearer {DEMO_TOKEN}"),)
@@ -40,7 +40,7 @@ def demo_route(pool: str) -> dict[str, Any]:
 
 
 @dataclass
-class _Traffic:
+class DigitTraffic:
     """Digits sent by client threads without pause; what came back, per variant."""
 
     address: str
@@ -76,8 +76,8 @@ class _Traffic:
 
 
 @contextmanager
-def _traffic(address: str, threads: int = 3) -> Iterator[_Traffic]:
-    traffic = _Traffic(address)
+def digit_traffic(address: str, threads: int = 3) -> Iterator[DigitTraffic]:
+    traffic = DigitTraffic(address)
     workers = [threading.Thread(target=traffic.send, daemon=True) for _ in range(threads)]
     for worker in workers:
         worker.start()
@@ -90,7 +90,7 @@ def _traffic(address: str, threads: int = 3) -> Iterator[_Traffic]:
 
 
 def _follow(
-    console: Console, admin: admin_pb2_grpc.GatewayAdminStub, traffic: _Traffic, timeout_s: float
+    console: Console, admin: admin_pb2_grpc.GatewayAdminStub, traffic: DigitTraffic, timeout_s: float
 ) -> pb.RolloutStatus:
     """The rollout live until it ends: its status, and each transition printed as it happens."""
     seen, deadline = 0, time.monotonic() + timeout_s
@@ -135,7 +135,7 @@ def _audit(console: Console, admin: admin_pb2_grpc.GatewayAdminStub) -> bool:
 def tell_the_rollout_story(console: Console, address: str, admin_address: str) -> bool:
     """True when what it shows happened: v2 promoted, the broken build rolled back by its gate,
     the audit chain verified."""
-    with grpc.insecure_channel(admin_address) as channel, _traffic(address) as traffic:
+    with grpc.insecure_channel(admin_address) as channel, digit_traffic(address) as traffic:
         admin = admin_pb2_grpc.GatewayAdminStub(channel)
         time.sleep(1.0)
         console.rule("[bold]1. Rolling classifier v2 out: shadow phase, canary steps, promotion")
