@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench clean
+.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench clean
 
 all: test
 
@@ -90,6 +90,10 @@ nginx:
 # Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
 bench: venv triton-venv perf-analyzer nginx
 	$(BIN)/gateway bench --out results
+
+# How fast a bad candidate is rolled back at the default rollout settings (about a minute).
+rollback-bench: venv triton-venv
+	$(BIN)/python -m loadtest.rollback_time --out results
 
 # cargo test and clippy in the release profile: the dependencies compiled for the extension
 # module are reused instead of built a second time.
