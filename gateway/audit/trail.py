@@ -24,6 +24,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError, WatchError
 
 from gateway.audit.chain import GENESIS, link
+from gateway.errors import UpstreamUnavailable
 
 __all__ = ["AuditTrail", "acting_as", "current_actor"]
 
@@ -133,7 +134,10 @@ class AuditTrail:
         if self._redis is not None:
             if self._writer is not None:
                 await asyncio.wait([self._writer], timeout=2.0)
-            entries = await self._redis.xrange(self._stream) or []
+            try:
+                entries = await self._redis.xrange(self._stream) or []
+            except (RedisError, OSError) as exc:
+                raise UpstreamUnavailable(f"the shared audit trail cannot be read: redis: {exc}") from exc
             return [json.loads(fields[b"record"]) for _id, fields in entries if fields]
         if self.path is not None:
             return _read_file(self.path) if self.path.exists() else []

@@ -195,25 +195,36 @@ class RolloutController:
             except Exception as exc:  # a stale command from a follower: logged, not fatal
                 log.warning("rollout command %s not applied: %s", command, exc)
         for state in list(self._view.values()):
-            if state.active or state.phase is Phase.PAUSED:
-                self._reconcile(state)
+            stopped = (state.active or state.phase is Phase.PAUSED) and await self._reconcile(state)
             if state.active:
                 with acting_as(f"rollout/{state.spec.model}"):
                     await self._drive(state, self._clock())
+            if state.active or stopped:
                 await self._states_store.save(state)
 
-    def _reconcile(self, state: RolloutState) -> None:
+    async def _reconcile(self, state: RolloutState) -> bool:
         """While a rollout runs it owns its variants' weights and shadow: a change made under it
-        (a config reload, a person) is put back, as a Kubernetes controller reconciles."""
+        (a config reload, a person) is put back, as a Kubernetes controller reconciles. True when
+        the rollout had to stop because its variants are gone."""
         route = self._store.get(state.spec.model)
         if route is None or not state.weights:
-            return
+            return False
+        names = {v.name for v in route.variants}
+        gone = [name for name in (state.spec.baseline, state.spec.candidate) if name not in names]
+        if gone:  # nothing to roll out to or back to: stopped, for a person to look at
+            log.error("rollout %s aborted: variant(s) %s no longer in its route", state.spec.model, gone)
+            with acting_as(f"rollout/{state.spec.model}"):
+                actions = state.abort(self._clock(), f"aborted: variant(s) {gone} are no longer in the route")
+                await self._execute(state, [a for a in actions if not isinstance(a, SetTraffic)], self._clock())
+                self._transition(state)
+            return True
         weights = {v.name: v.weight for v in route.variants}
         shadow = next((s.fraction for s in route.shadows if s.variant == state.spec.candidate), 0.0)
         expected = {name: 0 for name in weights} | state.weights
         if weights != expected or shadow != state.shadow_fraction:
             with acting_as(f"rollout/{state.spec.model}", "reconciled: the route changed under the rollout"):
                 self._set_traffic(state, SetTraffic(state.weights, state.shadow_fraction))
+        return False
 
     async def _drive(self, state: RolloutState, now: float) -> None:
         gates = gates_for(state.spec.gates, state.spec.shadow_requests, self._extra_gates)

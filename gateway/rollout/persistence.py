@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from gateway.errors import UpstreamUnavailable
 from gateway.rollout.machine import RolloutState
 
 __all__ = ["FileStates", "RedisStates", "RolloutStates"]
@@ -49,8 +50,15 @@ class FileStates:
 
     async def load(self) -> dict[str, RolloutState]:
         if self.path is not None and self.path.exists():
-            data = json.loads(self.path.read_text() or "{}")
-            self._states = {model: RolloutState.from_dict(state) for model, state in data.items()}
+            try:
+                data = json.loads(self.path.read_text() or "{}")
+                self._states = {model: RolloutState.from_dict(state) for model, state in data.items()}
+            except (ValueError, KeyError, TypeError) as exc:  # kept aside for a person, not lost
+                aside = self.path.with_suffix(self.path.suffix + ".unreadable")
+                os.replace(self.path, aside)
+                log.error(
+                    "rollout state in %s unreadable (%s): moved to %s, starting without it", self.path, exc, aside
+                )
         return dict(self._states)
 
     async def save(self, state: RolloutState) -> None:
@@ -122,7 +130,12 @@ class RedisStates:
 
     async def push(self, command: dict[str, Any]) -> None:
         """A command for the leader (a follower's admin API received it)."""
-        await self._client.rpush(self._commands_key, json.dumps(command))
+        try:
+            await self._client.rpush(self._commands_key, json.dumps(command))
+        except (RedisError, OSError) as exc:
+            raise UpstreamUnavailable(
+                f"the rollout command was not handed to the leading gateway: redis: {exc}"
+            ) from exc
 
     async def take(self) -> list[dict[str, Any]]:
         try:

@@ -8,6 +8,7 @@ The data plane keeps the totals (the native core in its stats snapshot, the Pyth
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +96,7 @@ class VariantTally:
         codes = self._codes.setdefault(key, {})
         codes[code] = codes.get(code, 0) + 1
         buckets = self._buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
-        buckets[next((i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound), len(LATENCY_BUCKETS))] += 1
+        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds; past all: +Inf
 
     def snapshot(self) -> dict[Key, VariantTotals]:
         return {

@@ -369,3 +369,18 @@ def test_gatewayctl_drives_a_rollout_with_options_before_or_after_the_command(
     broken = subprocess.run([GATEWAYCTL, "audit", "--file", str(trail), "--verify"], capture_output=True, text=True,
                             check=False, timeout=30)  # fmt: skip
     assert broken.returncode == 1 and "chain broken at record 4" in broken.stdout.replace("\n", " ")
+
+
+def test_a_rollout_owns_its_weights_and_stops_when_its_variants_go(triton: TritonCli, tmp_path: Path) -> None:
+    with _gateway(triton, tmp_path) as gateway:
+        admin = Admin(gateway.admin_address)
+        _start(admin, "2", steps=[10, 50], interval_s=60)
+        admin.set_weights("classifier", **{"1": 100, "2": 0})  # a person, under the rollout
+        assert _wait_for(lambda: _weights(admin)["2"] == 10)
+        trail = admin.stub.GetAudit(apb.GetAuditRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert any(r.reason.startswith("reconciled") and r.actor == "rollout/classifier" for r in trail.records)
+        route = admin.routes("classifier").routes[0]
+        del route.variants[1]  # variant "2", the candidate
+        admin.set_route(route)
+        status = _wait(admin, _ended, timeout_s=10)
+        assert status.phase == "Aborted" and "no longer in the route" in status.reason
