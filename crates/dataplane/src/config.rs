@@ -63,6 +63,12 @@ pub struct CoreConfig {
     /// The share of observations that carry the request and the answer (tensors included).
     #[serde(default)]
     pub observation_tensors: f64,
+    /// Every OK ModelInfer's observation carries a summary of its answer (`prediction`), for
+    /// joining ground truth; `prediction_output` names the output (none: the first float one).
+    #[serde(default)]
+    pub predictions: bool,
+    #[serde(default)]
+    pub prediction_output: Option<String>,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

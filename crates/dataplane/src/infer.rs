@@ -99,6 +99,8 @@ pub async fn prepare(
     let variant = decision.primary.into_owned();
     record.model.clone_from(&route.model);
     record.pool.clone_from(&variant.pool);
+    record.infer_id.clone_from(&request.id);
+    record.predict = state.telemetry.predicts();
     if named {
         record.variant.clone_from(&variant.name);
         record.version.clone_from(&variant.version);

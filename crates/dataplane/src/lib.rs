@@ -17,6 +17,7 @@ pub mod infer;
 pub mod jsonlog;
 pub mod messages;
 pub mod metadata;
+pub mod prediction;
 pub mod reflection;
 pub mod resilience;
 pub mod server;

@@ -316,7 +316,7 @@ impl Ending {
 
 impl OnEnd for Ending {
     fn data(&mut self, chunk: &Bytes) {
-        if self.job.is_some() || self.record.sampled_request.is_some() {
+        if self.job.is_some() || self.record.sampled_request.is_some() || self.record.predict {
             self.captured.push(chunk.clone());
         }
     }
@@ -343,7 +343,13 @@ impl OnEnd for Ending {
             (Some(request), Some(answer), true) => Some((&request[..], &answer[..])),
             _ => None,
         };
-        self.state.telemetry.end(&self.record, code, bytes, tensors);
+        let prediction = match (&answer, self.record.predict) {
+            (Some(answer), true) => self.state.telemetry.summarize(answer),
+            _ => None,
+        };
+        self.state
+            .telemetry
+            .end(&self.record, code, bytes, tensors, prediction);
         if let (Some(job), Some(answer)) = (self.job.take(), answer) {
             Shadows::submit(&self.state, job, answer);
         }
@@ -418,7 +424,7 @@ async fn handle(
             GatewayError::Internal(format!("internal gateway error (request id {id})"))
         }
     };
-    state.telemetry.end(&record, error.code(), 0, None);
+    state.telemetry.end(&record, error.code(), 0, None, None);
     Ok(failure(&error, &trailing))
 }
 

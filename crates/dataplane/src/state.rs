@@ -51,7 +51,8 @@ impl State {
             config.payload_log.as_ref(),
             observations.clone(),
             config.observation_tensors,
-        )?;
+        )?
+        .with_predictions(config.predictions, config.prediction_output.clone());
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         Ok(State {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::events::Events;
 use crate::grpc::Code;
 use crate::jsonlog::{JsonLog, Rotation};
+use crate::prediction::{summarize, Prediction};
 
 /// 100 µs to 10 s, as the Python engine's histograms.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -40,6 +41,10 @@ pub struct Record {
     pub sample_payload: bool,
     pub sample_tensors: bool,
     pub sampled_request: Option<Bytes>,
+    /// The caller's `ModelInferRequest.id` (the join key for ground truth, before `request_id`).
+    pub infer_id: String,
+    /// The answer is kept until it is whole, to be summarized for the observation.
+    pub predict: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,6 +104,11 @@ pub struct Observation<'a> {
     pub version: &'a str,
     pub code: &'static str,
     pub latency_ms: f64,
+    /// The caller's ModelInferRequest.id, when it gave one.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<Prediction>,
     /// For a sampled fraction: the serialized request and answer, base64 (tensors included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
@@ -132,6 +142,7 @@ pub struct Telemetry {
     payloads: Option<(JsonLog<PayloadEntry>, f64)>,
     observations: Option<Arc<Events>>,
     tensor_fraction: f64,
+    predictions: Option<Option<String>>, // on, with the output to summarize (none: the first float one)
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -179,7 +190,27 @@ impl Telemetry {
             payloads,
             observations,
             tensor_fraction,
+            predictions: None,
         })
+    }
+
+    /// With `on` (and an observation stream), ModelInfer answers are summarized for it.
+    #[must_use]
+    pub fn with_predictions(mut self, on: bool, output: Option<String>) -> Telemetry {
+        self.predictions = (on && self.observations.is_some()).then_some(output);
+        self
+    }
+
+    /// Whether this ModelInfer's answer is kept to be summarized.
+    pub fn predicts(&self) -> bool {
+        self.predictions.is_some()
+    }
+
+    /// The summary of an answer, when predictions are on.
+    pub fn summarize(&self, answer: &[u8]) -> Option<Prediction> {
+        self.predictions
+            .as_ref()
+            .and_then(|output| summarize(answer, output.as_deref()))
     }
 
     /// Whether this RPC's observation carries its tensors (a draw per RPC).
@@ -221,6 +252,7 @@ impl Telemetry {
         code: Code,
         bytes_out: u64,
         tensors: Option<(&[u8], &[u8])>,
+        prediction: Option<Prediction>,
     ) {
         let elapsed = record.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
         {
@@ -282,6 +314,8 @@ impl Telemetry {
                 version: &record.version,
                 code: code.name(),
                 latency_ms: round3(elapsed * 1000.0),
+                id: &record.infer_id,
+                prediction,
                 request: tensors.map(|(request, _)| base64(request)),
                 response: tensors.map(|(_, response)| base64(response)),
             };
