@@ -33,6 +33,8 @@ from gateway.caching import InferenceCache
 from gateway.control_loop import ControlLoop
 from gateway.dataplane import DataPlane
 from gateway.errors import GatewayError, NotSupported
+from gateway.feedback.loop import Feedback
+from gateway.feedback.messages import outcome_from_proto, outcomes_to_proto
 from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_proto
 from gateway.shadow_stats import ShadowStats
 from gateway_admin import admin_pb2 as pb
@@ -73,11 +75,13 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         cache: InferenceCache,
         pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
         control: ControlLoop | None = None,
+        feedback: Feedback | None = None,
     ) -> None:
         """`pool_stats`: where the pools' numbers come from when another engine holds the pools;
         `control`: the audit trail and rollouts (none: those RPCs answer UNIMPLEMENTED)."""
         self._pool_stats = pool_stats
         self._control = control
+        self._feedback = feedback
         self.actors: dict[str, str] = {}  # `authorization` value -> token name (set by admin_server)
         self._dataplane = dataplane
         self._store = dataplane.store
@@ -205,6 +209,25 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         rollouts = self._loop().rollouts
         await rollouts.refresh()
         return pb.ListRolloutsResponse(rollouts=[self._status(s) for s in rollouts.list()])
+
+    def _outcomes(self) -> Feedback:
+        if self._feedback is None:
+            raise NotSupported("outcomes are not joined here: set feedback.enabled (native engine)")
+        return self._feedback
+
+    @_statuses
+    async def ReportOutcomes(self, request: pb.ReportOutcomesRequest, context: Context) -> pb.ReportOutcomesResponse:
+        feedback = self._outcomes()
+        outcomes = [outcome_from_proto(o, index) for index, o in enumerate(request.outcomes)]
+        reported = await feedback.report(outcomes)
+        return pb.ReportOutcomesResponse(accepted=reported.accepted, unmatched=reported.unmatched,
+                                         late=reported.late, duplicate=reported.duplicate)  # fmt: skip
+
+    @_statuses
+    async def GetOutcomes(self, request: pb.GetOutcomesRequest, context: Context) -> pb.GetOutcomesResponse:
+        feedback = self._outcomes()
+        await feedback.store.refresh()
+        return outcomes_to_proto(request.model, feedback.totals(), feedback.store.unmatched)
 
     @_statuses
     async def GetAudit(self, request: pb.GetAuditRequest, context: Context) -> pb.GetAuditResponse:

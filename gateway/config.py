@@ -278,6 +278,18 @@ class AuditConfig(_Frozen):
     memory_records: int = Field(default=10_000, ge=1)
 
 
+class FeedbackConfig(_Frozen):
+    """Ground truth joined to predictions: every OK ModelInfer answer is summarized (its class
+    and top probability, or its value) and kept until its outcome comes; native engine only."""
+
+    enabled: bool = False
+    output: str | None = None  # the output summarized; none: the first floating-point one
+    ttl_s: float = Field(default=86_400.0, gt=0)  # predictions wait this long for their outcome
+    max_records: int = Field(default=1_000_000, ge=1)  # in memory (without shared Redis)
+    max_label_lag_s: float = Field(default=86_400.0, gt=0)  # outcomes observed later: late, not judged
+    queue: int = Field(default=65_536, ge=1)  # the core's observation stream; beyond: dropped, counted
+
+
 class RolloutsConfig(_Frozen):
     """The rollout controller. With `shared.redis_url`, state lives in Redis and one replica leads."""
 
@@ -328,10 +340,13 @@ class GatewayConfig(_Frozen):
     shared: SharedConfig = Field(default_factory=SharedConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     tls: TlsConfig | None = None
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:
+        if self.feedback.enabled and self.engine != "native":
+            raise ValueError("feedback.enabled: outcomes are joined by the native engine (engine: native)")
         if self.default_pool is not None and self.default_pool not in self.pools:
             raise ValueError(f"default_pool: unknown pool {self.default_pool!r} (pools: {sorted(self.pools)})")
         for model, route in self.routes.items():

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from gateway.admin_convert import route_to_proto
 from gateway.audit import AuditTrail, current_actor
 from gateway.config import GatewayConfig
-from gateway.rollout.controller import RolloutController, Totals
+from gateway.rollout.controller import Quality, RolloutController, Totals
 from gateway.rollout.persistence import FileStates, RedisStates, RolloutStates
 from gateway.shadow_stats import ShadowStats
 from router import Route, RouteEvent, RouteStore
@@ -32,7 +32,10 @@ def _route(route: Route | None) -> dict[str, Any] | None:
 
 
 class ControlLoop:
-    def __init__(self, config: GatewayConfig, store: RouteStore, totals: Totals, shadows: ShadowStats) -> None:
+    def __init__(
+        self, config: GatewayConfig, store: RouteStore, totals: Totals, shadows: ShadowStats,
+        quality: Quality | None = None,
+    ) -> None:  # fmt: skip
         shared = config.shared
         self.audit = AuditTrail(config.audit.path, shared.redis_url, shared.namespace, config.audit.memory_records)
         self.states: RolloutStates = (
@@ -40,7 +43,9 @@ class ControlLoop:
             if shared.redis_url
             else FileStates(config.rollouts.state_file)
         )
-        self.rollouts = RolloutController(store, totals, shadows, self.audit, self.states, config.rollouts.tick_s)
+        self.rollouts = RolloutController(
+            store, totals, shadows, self.audit, self.states, config.rollouts.tick_s, quality=quality
+        )
         self._unsubscribe = store.subscribe(self._on_route_change)
         self._task: asyncio.Task[None] | None = None
 

@@ -13,6 +13,8 @@
     gatewayctl watch [MODEL]
     gatewayctl rollout start|status|pause|resume|abort|promote|list ...   # see gateway.ctl_rollouts
     gatewayctl audit [--model M] [--since 10m] [--verify]
+    gatewayctl report-outcomes FILE.jsonl        # ground truth; see gateway.ctl_feedback
+    gatewayctl outcomes MODEL                    # accuracy, errors, rewards, confidence per variant
 
 Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN), `--token` (env GATEWAY_ADMIN_TOKEN)
 and `--json`, before the command or after it.
@@ -43,6 +45,7 @@ from gateway.ctl_common import (
     console,
     print_json,
 )
+from gateway.ctl_feedback import outcomes, report_outcomes
 from gateway.ctl_rollouts import audit, rollout_app
 from gateway_admin import admin_pb2 as pb
 
@@ -320,6 +323,8 @@ def watch(
 
 app.add_typer(rollout_app, name="rollout")
 app.command("audit")(audit)
+app.command("outcomes")(outcomes)
+app.command("report-outcomes")(report_outcomes)
 
 
 def main() -> None:

@@ -28,6 +28,8 @@ from gateway.core_boundary import core_config, reflection_descriptors, route_fro
 from gateway.core_metrics import CoreCollector
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
+from gateway.feedback.loop import Feedback
+from gateway.feedback.metrics import FeedbackCollector
 from gateway.metrics_server import MetricsServer
 from gateway.reload import ConfigReloader
 from gateway.rollout.metrics import RolloutCollector
@@ -68,7 +70,9 @@ class NativeGateway:
         discovery = Discovery(self.store, default_pool) if default_pool else None
         signatures = SignatureCache(self.pools, config.metadata_ttl_s)
         self.control = DataPlane(self.store, Router(), self.pools, signatures, discovery)
-        self.core = Core(json.dumps(core_config(config)), *reflection_descriptors())
+        self.feedback = Feedback(config) if config.feedback.enabled else None
+        observations = config.feedback.queue if self.feedback else 0
+        self.core = Core(json.dumps(core_config(config, observations=observations)), *reflection_descriptors())
         self._push()
         self.store.subscribe(lambda _event: self._push())
         self.reloader = (
@@ -77,10 +81,12 @@ class NativeGateway:
             else None
         )
         self.shadow_stats = CoreShadowStats(self.core)
-        self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats)
+        quality = self.feedback.totals if self.feedback else None
+        self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats, quality)
         servicer = AdminServicer(
-            self.control, self.shadow_stats, InferenceCache(config), self._pool_stats, control=self.loop
-        )
+            self.control, self.shadow_stats, InferenceCache(config), self._pool_stats, control=self.loop,
+            feedback=self.feedback,
+        )  # fmt: skip
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
         self.route_sync = RouteSync(self.store, shared.redis_url, shared.namespace) if shared.redis_url else None
@@ -90,6 +96,8 @@ class NativeGateway:
             registry = CollectorRegistry()
             registry.register(CoreCollector(self.core.stats, self.shadow_stats))
             registry.register(RolloutCollector(self.loop.rollouts))
+            if self.feedback is not None:
+                registry.register(FeedbackCollector(self.feedback))
             self.metrics_server = MetricsServer(registry, telemetry.metrics_host, telemetry.metrics_port)
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,6 +144,8 @@ class NativeGateway:
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         await self.loop.start()
+        if self.feedback is not None:
+            self.feedback.start(self.core.next_observations)
         return port, admin_port
 
     async def stop(self) -> None:
@@ -147,6 +157,8 @@ class NativeGateway:
         if self.admin_server is not None:
             await self.admin_server.stop(0)
         await self.loop.stop()
+        if self.feedback is not None:
+            await self.feedback.stop()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -517,3 +517,99 @@ class GetAuditResponse(_message.Message):
     broken_id: str
     broken_reason: str
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., verified: _Optional[bool] = ..., verified_count: _Optional[int] = ..., broken_id: _Optional[str] = ..., broken_reason: _Optional[str] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("request_id", "class_label", "value", "reward", "observed_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    class_label: int
+    value: float
+    reward: float
+    observed_time: float
+    def __init__(self, request_id: _Optional[str] = ..., class_label: _Optional[int] = ..., value: _Optional[float] = ..., reward: _Optional[float] = ..., observed_time: _Optional[float] = ...) -> None: ...
+
+class ReportOutcomesRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class ReportOutcomesResponse(_message.Message):
+    __slots__ = ("accepted", "unmatched", "late", "duplicate")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    unmatched: int
+    late: int
+    duplicate: int
+    def __init__(self, accepted: _Optional[int] = ..., unmatched: _Optional[int] = ..., late: _Optional[int] = ..., duplicate: _Optional[int] = ...) -> None: ...
+
+class GetOutcomesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class VariantQuality(_message.Message):
+    __slots__ = ("variant", "predictions", "labelled", "accuracy", "valued", "mae", "rmse", "rewarded", "mean_reward", "coverage", "late", "duplicate", "mean_top_probability", "predicted_classes", "label_lag_histogram")
+    class PredictedClassesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    class LabelLagHistogramEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    VALUED_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    RMSE_FIELD_NUMBER: _ClassVar[int]
+    REWARDED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_REWARD_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TOP_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    LABEL_LAG_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    predictions: int
+    labelled: int
+    accuracy: float
+    valued: int
+    mae: float
+    rmse: float
+    rewarded: int
+    mean_reward: float
+    coverage: float
+    late: int
+    duplicate: int
+    mean_top_probability: float
+    predicted_classes: _containers.ScalarMap[int, int]
+    label_lag_histogram: _containers.ScalarMap[str, int]
+    def __init__(self, variant: _Optional[str] = ..., predictions: _Optional[int] = ..., labelled: _Optional[int] = ..., accuracy: _Optional[float] = ..., valued: _Optional[int] = ..., mae: _Optional[float] = ..., rmse: _Optional[float] = ..., rewarded: _Optional[int] = ..., mean_reward: _Optional[float] = ..., coverage: _Optional[float] = ..., late: _Optional[int] = ..., duplicate: _Optional[int] = ..., mean_top_probability: _Optional[float] = ..., predicted_classes: _Optional[_Mapping[int, int]] = ..., label_lag_histogram: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GetOutcomesResponse(_message.Message):
+    __slots__ = ("model", "variants", "unmatched")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    UNMATCHED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    variants: _containers.RepeatedCompositeFieldContainer[VariantQuality]
+    unmatched: int
+    def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantQuality, _Mapping]]] = ..., unmatched: _Optional[int] = ...) -> None: ...

@@ -119,6 +119,16 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
                 _registered_method=True)
+        self.ReportOutcomes = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/ReportOutcomes',
+                request_serializer=gateway__admin_dot_admin__pb2.ReportOutcomesRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.ReportOutcomesResponse.FromString,
+                _registered_method=True)
+        self.GetOutcomes = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetOutcomes',
+                request_serializer=gateway__admin_dot_admin__pb2.GetOutcomesRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetOutcomesResponse.FromString,
+                _registered_method=True)
         self.GetAudit = channel.unary_unary(
                 '/gateway.admin.v1.GatewayAdmin/GetAudit',
                 request_serializer=gateway__admin_dot_admin__pb2.GetAuditRequest.SerializeToString,
@@ -237,6 +247,19 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcomes(self, request, context):
+        """Ground truth joined to predictions; per-variant accuracy, errors, rewards, label-free confidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOutcomes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAudit(self, request, context):
         """The audit trail: every change of routes, weights, shadows, cache and rollouts, in a hash chain.
         """
@@ -338,6 +361,16 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.PromoteRollout,
                     request_deserializer=gateway__admin_dot_admin__pb2.RolloutCommandRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'ReportOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcomes,
+                    request_deserializer=gateway__admin_dot_admin__pb2.ReportOutcomesRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.ReportOutcomesResponse.SerializeToString,
+            ),
+            'GetOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOutcomes,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetOutcomesRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetOutcomesResponse.SerializeToString,
             ),
             'GetAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAudit,
@@ -809,6 +842,60 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/PromoteRollout',
             gateway__admin_dot_admin__pb2.RolloutCommandRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/ReportOutcomes',
+            gateway__admin_dot_admin__pb2.ReportOutcomesRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.ReportOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetOutcomes',
+            gateway__admin_dot_admin__pb2.GetOutcomesRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,

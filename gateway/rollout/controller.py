@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from gateway.admin_convert import route_to_proto
 from gateway.audit import AuditTrail, acting_as, current_actor
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
+from gateway.feedback.quality import QualityTotals
 from gateway.rollout.gates import Evidence, Gate, gates_for, shadow_delta
 from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
 from gateway.rollout.persistence import RolloutStates
@@ -33,6 +34,7 @@ __all__ = ["RolloutController"]
 
 log = logging.getLogger(__name__)
 Totals = Callable[[], Mapping[tuple[str, str], VariantTotals]]
+Quality = Callable[[], Mapping[tuple[str, str], QualityTotals]]
 VERBS = ("start", "pause", "resume", "abort", "promote")
 
 
@@ -42,6 +44,8 @@ class _Mark:
     candidate: VariantTotals
     baseline: VariantTotals
     shadow: ShadowCounters
+    candidate_quality: QualityTotals
+    baseline_quality: QualityTotals
 
 
 def _sum_shadows(stats: ShadowStats, model: str, variant: str) -> ShadowCounters:
@@ -71,7 +75,10 @@ class RolloutController:
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         extra_gates: Sequence[Gate] = (),
+        quality: Quality | None = None,
     ) -> None:
+        """`quality`: predictions and outcomes per (model, variant), for the quality gates."""
+        self._quality = quality or dict
         self._store, self._totals, self._shadows, self._audit = store, totals, shadows, audit
         self._states_store = states
         self._tick_s, self._clock, self._extra_gates = tick_s, clock, tuple(extra_gates)
@@ -260,13 +267,17 @@ class RolloutController:
             return None
         current = self._mark(state, now)
         return Evidence(mark.time, now, current.candidate.minus(mark.candidate), current.baseline.minus(mark.baseline),
-                        shadow_delta(current.shadow, mark.shadow))  # fmt: skip
+                        shadow_delta(current.shadow, mark.shadow),
+                        current.candidate_quality.minus(mark.candidate_quality),
+                        current.baseline_quality.minus(mark.baseline_quality))  # fmt: skip
 
     def _mark(self, state: RolloutState, now: float) -> _Mark:
-        spec, totals = state.spec, self._totals()
+        spec, totals, quality = state.spec, self._totals(), self._quality()
         return _Mark(now, totals.get((spec.model, spec.candidate), VariantTotals()),
                      totals.get((spec.model, spec.baseline), VariantTotals()),
-                     _sum_shadows(self._shadows, spec.model, spec.candidate))  # fmt: skip
+                     _sum_shadows(self._shadows, spec.model, spec.candidate),
+                     quality.get((spec.model, spec.candidate), QualityTotals()),
+                     quality.get((spec.model, spec.baseline), QualityTotals()))  # fmt: skip
 
     async def _execute(self, state: RolloutState, actions: Sequence[Action], now: float) -> None:
         for action in actions:

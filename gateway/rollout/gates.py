@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.feedback.quality import QualityTotals
 from gateway.rollout.totals import VariantTotals
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 
@@ -27,6 +28,7 @@ __all__ = [
     "GateResult",
     "GateSettings",
     "Verdict",
+    "class_psi",
     "gates_for",
     "one_sided_p_value",
     "shadow_delta",
@@ -63,6 +65,9 @@ class Evidence:
     candidate: VariantTotals
     baseline: VariantTotals
     shadow: ShadowCounters = field(default_factory=ShadowCounters)
+    # Predictions and joined outcomes in the window (feedback on), per variant.
+    candidate_quality: QualityTotals = field(default_factory=QualityTotals)
+    baseline_quality: QualityTotals = field(default_factory=QualityTotals)
 
 
 class Gate(Protocol):
@@ -98,6 +103,35 @@ class ShadowSettings(BaseModel):
     max_failed: float = Field(default=0.01, ge=0, le=1)  # share of copies the candidate failed
 
 
+class OutcomesSettings(BaseModel):
+    """Ground truth (feedback on): accuracy from class labels, else MAE from numeric outcomes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False  # labels often come late: a rollout asks for this gate explicitly
+    min_labels: int = Field(default=100, ge=1)  # per variant and window, else inconclusive
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    tolerance: float = Field(default=0.01, ge=0, le=1)  # accuracy points the candidate may lose
+    max_mae_ratio: float = Field(default=1.1, ge=1)  # candidate MAE <= this x baseline's
+
+
+class ConfidenceSettings(BaseModel):
+    """Label-free: the mean probability of the predicted class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    min_predictions: int = Field(default=100, ge=1)
+    max_drop: float = Field(default=0.05, ge=0, le=1)
+
+
+class OutputDriftSettings(BaseModel):
+    """The candidate's predicted-class distribution against the baseline's, as PSI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    min_predictions: int = Field(default=100, ge=1)
+    max_psi: float = Field(default=0.25, gt=0)
+
+
 class GateSettings(BaseModel):
     """The gates file (`--gates FILE`, YAML): each gate's thresholds, or `enabled: false`."""
 
@@ -105,6 +139,9 @@ class GateSettings(BaseModel):
     errors: ErrorsSettings = Field(default_factory=ErrorsSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    output_drift: OutputDriftSettings = Field(default_factory=OutputDriftSettings)
 
 
 def one_sided_p_value(failed_a: int, total_a: int, failed_b: int, total_b: int, margin: float) -> float:
@@ -204,6 +241,82 @@ class ShadowGate:
         return GateResult(self.name, Verdict.FAIL if over else Verdict.PASS, values, detail)
 
 
+@dataclass(frozen=True, slots=True)
+class OutcomesGate:
+    settings: OutcomesSettings
+    name: str = "outcomes"
+    shadow_phase: bool = False
+
+    def evaluate(self, evidence: Evidence) -> GateResult:
+        candidate, baseline, settings = evidence.candidate_quality, evidence.baseline_quality, self.settings
+        values: dict[str, float] = {"candidate_labelled": candidate.labelled, "baseline_labelled": baseline.labelled}
+        if candidate.labelled >= settings.min_labels and baseline.labelled >= settings.min_labels:
+            c, b = candidate.accuracy or 0.0, baseline.accuracy or 0.0
+            wrong_c, wrong_b = candidate.labelled - candidate.correct, baseline.labelled - baseline.correct
+            p = one_sided_p_value(wrong_c, candidate.labelled, wrong_b, baseline.labelled, settings.tolerance)
+            values |= {"candidate_accuracy": c, "baseline_accuracy": b, "p_value": p}
+            detail = (f"accuracy {c:.2%} against {b:.2%} on {candidate.labelled} and {baseline.labelled} labels "
+                      f"(p={p:.3g}, tolerance {settings.tolerance:.2%})")  # fmt: skip
+            return GateResult(self.name, Verdict.FAIL if p < settings.alpha else Verdict.PASS, values, detail)
+        if candidate.valued >= settings.min_labels and baseline.valued >= settings.min_labels:
+            c, b = candidate.mae or 0.0, baseline.mae or 0.0
+            values |= {"candidate_mae": c, "baseline_mae": b}
+            failed = c > settings.max_mae_ratio * b
+            detail = f"MAE {c:.4g} against {b:.4g} (limit {settings.max_mae_ratio:g} x baseline)"
+            return GateResult(self.name, Verdict.FAIL if failed else Verdict.PASS, values, detail)
+        return GateResult(self.name, Verdict.INCONCLUSIVE, values,
+                          f"{candidate.labelled + candidate.valued} and {baseline.labelled + baseline.valued} "
+                          f"outcomes joined (min {settings.min_labels} each)")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceGate:
+    settings: ConfidenceSettings
+    name: str = "confidence"
+    shadow_phase: bool = False
+
+    def evaluate(self, evidence: Evidence) -> GateResult:
+        candidate, baseline = evidence.candidate_quality, evidence.baseline_quality
+        c, b = candidate.mean_top, baseline.mean_top
+        if c is None or b is None or min(candidate.with_top, baseline.with_top) < self.settings.min_predictions:
+            return GateResult(self.name, Verdict.INCONCLUSIVE,
+                              detail=f"{candidate.with_top} and {baseline.with_top} class predictions")  # fmt: skip
+        values = {"candidate_confidence": c, "baseline_confidence": b}
+        detail = f"mean top probability {c:.3f} against {b:.3f} (max drop {self.settings.max_drop:g})"
+        return GateResult(self.name, Verdict.FAIL if c < b - self.settings.max_drop else Verdict.PASS, values, detail)
+
+
+def class_psi(candidate: Mapping[int, int], baseline: Mapping[int, int], floor: float = 1e-4) -> float:
+    """Population stability index of two class histograms (shares floored, so an empty class
+    weighs a lot but finitely)."""
+    classes = set(candidate) | set(baseline)
+    total_c, total_b = sum(candidate.values()) or 1, sum(baseline.values()) or 1
+    psi = 0.0
+    for cls in classes:
+        p = max(candidate.get(cls, 0) / total_c, floor)
+        q = max(baseline.get(cls, 0) / total_b, floor)
+        psi += (p - q) * math.log(p / q)
+    return psi
+
+
+@dataclass(frozen=True, slots=True)
+class OutputDriftGate:
+    settings: OutputDriftSettings
+    name: str = "output_drift"
+    shadow_phase: bool = False
+
+    def evaluate(self, evidence: Evidence) -> GateResult:
+        candidate, baseline = evidence.candidate_quality, evidence.baseline_quality
+        counted = min(sum(candidate.classes.values()), sum(baseline.classes.values()))
+        if counted < self.settings.min_predictions:
+            return GateResult(self.name, Verdict.INCONCLUSIVE, detail=f"{counted} class predictions in the window")
+        psi = class_psi(candidate.classes, baseline.classes)
+        detail = f"predicted-class PSI {psi:.3f} against the baseline (max {self.settings.max_psi:g})"
+        return GateResult(
+            self.name, Verdict.FAIL if psi > self.settings.max_psi else Verdict.PASS, {"psi": psi}, detail
+        )
+
+
 def shadow_delta(now: ShadowCounters, earlier: ShadowCounters) -> ShadowCounters:
     """The comparisons made between two snapshots of the counters (maxima are not windowed)."""
     if now.compared < earlier.compared:  # reset by a restart
@@ -231,4 +344,10 @@ def gates_for(settings: GateSettings, shadow_pairs: int, extra: Sequence[Gate] =
         gates.append(LatencyGate(settings.latency))
     if settings.shadow.enabled and shadow_pairs > 0:
         gates.append(ShadowGate(settings.shadow, shadow_pairs))
+    if settings.outcomes.enabled:
+        gates.append(OutcomesGate(settings.outcomes))
+    if settings.confidence.enabled:
+        gates.append(ConfidenceGate(settings.confidence))
+    if settings.output_drift.enabled:
+        gates.append(OutputDriftGate(settings.output_drift))
     return [*gates, *extra]

@@ -1,0 +1,113 @@
+"""`gatewayctl outcomes MODEL` and `gatewayctl report-outcomes FILE`: ground truth and how each
+variant fares against it (accuracy, MAE/RMSE, mean reward, coverage, label lag, and the
+label-free confidence estimate before labels arrive).
+
+    gatewayctl report-outcomes labels.jsonl   # {"request_id": "...", "label": 3, "time": ...}
+                                              # ("value": 2.5 or "reward": 1 instead of "label")
+    gatewayctl outcomes classifier [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from gateway.ctl_common import (
+    AdminOption,
+    JsonOption,
+    TokenOption,
+    admin_stub,
+    call,
+    connection_for,
+    console,
+    print_json,
+)
+from gateway_admin import admin_pb2 as pb
+
+__all__ = ["outcomes", "report_outcomes"]
+
+_BATCH = 1000
+
+
+def _outcome(line: str, number: int) -> pb.Outcome:
+    try:
+        data: dict[str, Any] = json.loads(line)
+        outcome = pb.Outcome(request_id=str(data["request_id"]), observed_time=float(data.get("time", 0.0)))
+        if "label" in data:
+            outcome.class_label = int(data["label"])
+        elif "value" in data:
+            outcome.value = float(data["value"])
+        elif "reward" in data:
+            outcome.reward = float(data["reward"])
+        else:
+            raise KeyError("label, value or reward")
+        return outcome
+    except (ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(
+            f"line {number}: {exc!r} (expected request_id and one of label, value, reward)"
+        ) from exc
+
+
+def report_outcomes(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="JSON lines: request_id and one of label, value, reward; time optional.")
+    ],
+    admin: AdminOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Report ground truth for requests the gateway answered (idempotent per request)."""
+    conn = connection_for(ctx, admin, token, as_json)
+    try:
+        lines = [line for line in file.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise typer.BadParameter(f"{file}: {exc}") from exc
+    outcomes = [_outcome(line, number) for number, line in enumerate(lines, 1)]
+    totals = {"accepted": 0, "unmatched": 0, "late": 0, "duplicate": 0}
+    with admin_stub(conn) as (stub, metadata):
+        for start in range(0, len(outcomes), _BATCH):
+            request = pb.ReportOutcomesRequest(outcomes=outcomes[start : start + _BATCH])
+            answer = stub.ReportOutcomes(request, metadata=metadata, timeout=30)
+            for key in totals:
+                totals[key] += getattr(answer, key)
+    if conn.as_json:
+        typer.echo(json.dumps(totals))
+    else:
+        console.print(", ".join(f"{n} {key}" for key, n in totals.items()))
+
+
+def _shown(value: float, percent: bool = False) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{100 * value:.2f}%" if percent else f"{value:.4g}"
+
+
+def outcomes(
+    ctx: typer.Context,
+    model: str,
+    admin: AdminOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How each variant of MODEL fares against ground truth, and its label-free confidence."""
+    conn = connection_for(ctx, admin, token, as_json)
+    response = call(conn, lambda s, m: s.GetOutcomes(pb.GetOutcomesRequest(model=model), metadata=m))
+    if conn.as_json:
+        print_json(response)
+        return
+    table = Table(title=f"outcomes of {model} ({response.unmatched} unmatched outcomes, any model)")
+    for column in ("variant", "predictions", "labelled", "accuracy", "MAE", "RMSE", "mean reward", "coverage",
+                   "late", "dup", "confidence", "top classes"):  # fmt: skip
+        table.add_column(column)
+    for v in response.variants:
+        top = sorted(v.predicted_classes.items(), key=lambda item: -item[1])[:3]
+        table.add_row(v.variant, str(v.predictions), str(v.labelled), _shown(v.accuracy, True), _shown(v.mae),
+                      _shown(v.rmse), _shown(v.mean_reward), _shown(v.coverage, True), str(v.late), str(v.duplicate),
+                      _shown(v.mean_top_probability), ", ".join(f"{c}: {n}" for c, n in top))  # fmt: skip
+    console.print(table)
