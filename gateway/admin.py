@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import io
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 
 from cache import RedisUnavailable
 from gateway.admin_convert import (
@@ -32,7 +34,9 @@ from gateway.audit import acting_as, verify
 from gateway.caching import InferenceCache
 from gateway.control_loop import ControlLoop
 from gateway.dataplane import DataPlane
-from gateway.errors import GatewayError, NotSupported
+from gateway.drift.loop import Drift
+from gateway.drift.messages import drift_to_proto
+from gateway.errors import GatewayError, InvalidRequest, NotSupported
 from gateway.feedback.loop import Feedback
 from gateway.feedback.messages import outcome_from_proto, outcomes_to_proto
 from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_proto
@@ -76,12 +80,14 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
         control: ControlLoop | None = None,
         feedback: Feedback | None = None,
+        drift: Drift | None = None,
     ) -> None:
         """`pool_stats`: where the pools' numbers come from when another engine holds the pools;
         `control`: the audit trail and rollouts (none: those RPCs answer UNIMPLEMENTED)."""
         self._pool_stats = pool_stats
         self._control = control
         self._feedback = feedback
+        self._drift = drift
         self.actors: dict[str, str] = {}  # `authorization` value -> token name (set by admin_server)
         self._dataplane = dataplane
         self._store = dataplane.store
@@ -228,6 +234,31 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         feedback = self._outcomes()
         await feedback.store.refresh()
         return outcomes_to_proto(request.model, feedback.totals(), feedback.store.unmatched)
+
+    def _drifts(self) -> Drift:
+        if self._drift is None:
+            raise NotSupported("drift is not computed here: set drift.enabled (native engine)")
+        return self._drift
+
+    @_statuses
+    async def GetDrift(self, request: pb.GetDriftRequest, context: Context) -> pb.GetDriftResponse:
+        return drift_to_proto(self._drifts(), request.model)
+
+    @_statuses
+    async def SetDriftReference(self, request: pb.SetDriftReferenceRequest, context: Context) -> pb.GetDriftResponse:
+        drift = self._drifts()
+        if not request.model:
+            raise RouteError("drift reference: name the model")
+        try:
+            with np.load(io.BytesIO(request.npz), allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            reference = drift.upload_reference(request.model, arrays)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidRequest(f"drift reference for {request.model}: not a usable .npz ({exc})") from exc
+        if self._control is not None:
+            self._control.audit.record("drift.reference", request.model, after={"source": reference.source,
+                                       "samples": reference.samples, "features": len(reference.features)})  # fmt: skip
+        return drift_to_proto(drift, request.model)
 
     @_statuses
     async def GetAudit(self, request: pb.GetAuditRequest, context: Context) -> pb.GetAuditResponse:

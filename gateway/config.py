@@ -290,6 +290,36 @@ class FeedbackConfig(_Frozen):
     queue: int = Field(default=65_536, ge=1)  # the core's observation stream; beyond: dropped, counted
 
 
+class DriftWebhookConfig(_Frozen):
+    """The retraining trigger: POSTed when a variant's inputs or outputs have drifted."""
+
+    url: str = Field(pattern=r"^https?://")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    secret: str | None = None  # signs the body: X-Gateway-Signature: sha256=<HMAC>
+    secret_env: str | None = None
+    retries: int = Field(default=3, ge=0, le=10)  # with exponential back-off from 0.5 s
+    cooldown_s: float = Field(default=3600.0, ge=0)  # per model and variant, between triggers
+
+
+class DriftConfig(_Frozen):
+    """Drift of inputs and outputs, on a sampled share of requests (their tensors); native engine."""
+
+    enabled: bool = False
+    sample: float = Field(default=0.05, gt=0, le=1)  # share of requests whose tensors are looked at
+    reference_samples: int = Field(default=1000, ge=10)  # frozen from the main variant's first ones
+    window_samples: int = Field(default=500, ge=10)  # a window closes after this many samples ...
+    window_s: float | None = Field(default=None, gt=0)  # ... or after this long (with min_samples)
+    min_samples: int = Field(default=50, ge=2)
+    bins: int = Field(default=10, ge=2, le=100)
+    psi_warn: float = Field(default=0.1, gt=0)
+    psi_alert: float = Field(default=0.25, gt=0)
+    ks_alpha: float = Field(default=0.05, gt=0, lt=1)  # Bonferroni-corrected over the features
+    drifted_share: float = Field(default=0.5, gt=0, le=1)  # of features, for the dataset to count as drifted
+    consecutive: int = Field(default=3, ge=1)  # drifted windows in a row before the trigger
+    max_elements: int = Field(default=64, ge=1)  # per input row; larger inputs: mean and std
+    webhook: DriftWebhookConfig | None = None
+
+
 class RolloutsConfig(_Frozen):
     """The rollout controller. With `shared.redis_url`, state lives in Redis and one replica leads."""
 
@@ -341,12 +371,15 @@ class GatewayConfig(_Frozen):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     tls: TlsConfig | None = None
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:
         if self.feedback.enabled and self.engine != "native":
             raise ValueError("feedback.enabled: outcomes are joined by the native engine (engine: native)")
+        if self.drift.enabled and self.engine != "native":
+            raise ValueError("drift.enabled: drift is computed on the native engine's observations (engine: native)")
         if self.default_pool is not None and self.default_pool not in self.pools:
             raise ValueError(f"default_pool: unknown pool {self.default_pool!r} (pools: {sorted(self.pools)})")
         for model, route in self.routes.items():

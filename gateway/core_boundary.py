@@ -48,7 +48,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "payload_log": telemetry.payload_log.model_dump(mode="json") if telemetry.payload_log else None,
         "observations": observations,
         "observation_tensors": observation_tensors,
-        "predictions": config.feedback.enabled,
+        "predictions": config.feedback.enabled or config.drift.enabled,
         "prediction_output": config.feedback.output,
     }
 

@@ -15,6 +15,7 @@
     gatewayctl audit [--model M] [--since 10m] [--verify]
     gatewayctl report-outcomes FILE.jsonl        # ground truth; see gateway.ctl_feedback
     gatewayctl outcomes MODEL                    # accuracy, errors, rewards, confidence per variant
+    gatewayctl drift MODEL | drift reference MODEL FILE.npz
 
 Every command takes `--admin HOST:PORT` (env GATEWAY_ADMIN), `--token` (env GATEWAY_ADMIN_TOKEN)
 and `--json`, before the command or after it.
@@ -45,7 +46,7 @@ from gateway.ctl_common import (
     console,
     print_json,
 )
-from gateway.ctl_feedback import outcomes, report_outcomes
+from gateway.ctl_feedback import drift, outcomes, report_outcomes
 from gateway.ctl_rollouts import audit, rollout_app
 from gateway_admin import admin_pb2 as pb
 
@@ -325,6 +326,7 @@ app.add_typer(rollout_app, name="rollout")
 app.command("audit")(audit)
 app.command("outcomes")(outcomes)
 app.command("report-outcomes")(report_outcomes)
+app.command("drift")(drift)
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ label-free confidence estimate before labels arrive).
     gatewayctl report-outcomes labels.jsonl   # {"request_id": "...", "label": 3, "time": ...}
                                               # ("value": 2.5 or "reward": 1 instead of "label")
     gatewayctl outcomes classifier [--json]
+    gatewayctl drift classifier                # per variant, the worst features first
+    gatewayctl drift reference classifier reference.npz
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from gateway.ctl_common import (
 )
 from gateway_admin import admin_pb2 as pb
 
-__all__ = ["outcomes", "report_outcomes"]
+__all__ = ["drift", "outcomes", "report_outcomes"]
 
 _BATCH = 1000
 
@@ -111,3 +113,48 @@ def outcomes(
                       _shown(v.rmse), _shown(v.mean_reward), _shown(v.coverage, True), str(v.late), str(v.duplicate),
                       _shown(v.mean_top_probability), ", ".join(f"{c}: {n}" for c, n in top))  # fmt: skip
     console.print(table)
+
+
+def drift(
+    ctx: typer.Context,
+    args: Annotated[list[str], typer.Argument(help="MODEL, or: reference MODEL FILE.npz", show_default=False)],
+    limit: Annotated[int, typer.Option(help="Features shown per variant (the worst first).")] = 10,
+    admin: AdminOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Drift of MODEL's inputs and outputs per variant, the worst features first; or upload a
+    reference (`drift reference MODEL FILE.npz`: arrays by input name, first axis = records)."""
+    conn = connection_for(ctx, admin, token, as_json)
+    if args and args[0] == "reference":
+        if len(args) != 3:
+            raise typer.BadParameter("usage: gatewayctl drift reference MODEL FILE.npz")
+        try:
+            data = Path(args[2]).read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(f"{args[2]}: {exc}") from exc
+        request = pb.SetDriftReferenceRequest(model=args[1], npz=data)
+        response = call(conn, lambda s, m: s.SetDriftReference(request, metadata=m))
+    elif len(args) == 1:
+        response = call(conn, lambda s, m: s.GetDrift(pb.GetDriftRequest(model=args[0]), metadata=m))
+    else:
+        raise typer.BadParameter("usage: gatewayctl drift MODEL | gatewayctl drift reference MODEL FILE.npz")
+    if conn.as_json:
+        print_json(response)
+        return
+    reference = f"reference: collecting ({response.collecting} samples so far)"
+    if response.reference_source:
+        reference = f"reference: {response.reference_source} ({response.reference_samples} samples)"
+    console.print(f"[bold]{response.model}[/] {reference}; retraining triggers: {response.triggers_fired} sent, "
+                  f"{response.triggers_skipped} in cooldown")  # fmt: skip
+    for v in response.variants:
+        state = "DRIFTED" if v.drifted else "ok"
+        table = Table(title=f"variant {v.variant}: {state}, {100 * v.drifted_share:.0f}% of features drifted, "
+                            f"{v.consecutive} window(s) in a row; {v.windows} windows, {v.collecting} samples in the "
+                            "current one")  # fmt: skip
+        for column in ("feature", "PSI", "KS p", "level", "drifted"):
+            table.add_column(column)
+        for f in v.features[:limit]:
+            table.add_row(f.feature, f"{f.psi:.3f}", "-" if math.isnan(f.ks_p) else f"{f.ks_p:.2g}", f.level,
+                          "yes" if f.drifted else "")  # fmt: skip
+        console.print(table)

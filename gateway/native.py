@@ -28,9 +28,12 @@ from gateway.core_boundary import core_config, reflection_descriptors, route_fro
 from gateway.core_metrics import CoreCollector
 from gateway.dataplane import DataPlane
 from gateway.discovery import Discovery
+from gateway.drift.loop import Drift
+from gateway.drift.metrics import DriftCollector
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
 from gateway.metrics_server import MetricsServer
+from gateway.observations import ObservationReader
 from gateway.reload import ConfigReloader
 from gateway.rollout.metrics import RolloutCollector
 from gateway.rollout.totals import VariantTotals, totals_from_core
@@ -71,8 +74,10 @@ class NativeGateway:
         signatures = SignatureCache(self.pools, config.metadata_ttl_s)
         self.control = DataPlane(self.store, Router(), self.pools, signatures, discovery)
         self.feedback = Feedback(config) if config.feedback.enabled else None
-        observations = config.feedback.queue if self.feedback else 0
-        self.core = Core(json.dumps(core_config(config, observations=observations)), *reflection_descriptors())
+        observed = config.feedback.enabled or config.drift.enabled
+        handed = core_config(config, observations=config.feedback.queue if observed else 0,
+                             observation_tensors=config.drift.sample if config.drift.enabled else 0.0)  # fmt: skip
+        self.core = Core(json.dumps(handed), *reflection_descriptors())
         self._push()
         self.store.subscribe(lambda _event: self._push())
         self.reloader = (
@@ -83,9 +88,12 @@ class NativeGateway:
         self.shadow_stats = CoreShadowStats(self.core)
         quality = self.feedback.totals if self.feedback else None
         self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats, quality)
+        self.drift = Drift(config, self._main_variant, self.loop.audit) if config.drift.enabled else None
+        sinks = [sink.consume for sink in (self.feedback, self.drift) if sink is not None]
+        self.observations = ObservationReader(self.core.next_observations, sinks) if sinks else None
         servicer = AdminServicer(
             self.control, self.shadow_stats, InferenceCache(config), self._pool_stats, control=self.loop,
-            feedback=self.feedback,
+            feedback=self.feedback, drift=self.drift,
         )  # fmt: skip
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared
@@ -98,6 +106,8 @@ class NativeGateway:
             registry.register(RolloutCollector(self.loop.rollouts))
             if self.feedback is not None:
                 registry.register(FeedbackCollector(self.feedback))
+            if self.drift is not None:
+                registry.register(DriftCollector(self.drift))
             self.metrics_server = MetricsServer(registry, telemetry.metrics_host, telemetry.metrics_port)
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,6 +116,11 @@ class NativeGateway:
     def _push(self) -> None:
         """The whole table to the core; the next request sees it."""
         self.core.set_routes(routes_to_core(self.store.snapshot().values()))
+
+    def _main_variant(self, model: str) -> str | None:
+        """The variant with the most weight: its first samples become the drift reference."""
+        route = self.store.get(model)
+        return max(route.variants, key=lambda v: v.weight).name if route and route.variants else None
 
     def _variant_totals(self) -> dict[tuple[str, str], VariantTotals]:
         return totals_from_core(json.loads(self.core.stats()))
@@ -144,8 +159,8 @@ class NativeGateway:
         if self.reloader is not None:
             self._tasks.append(asyncio.create_task(self.reloader.watch()))
         await self.loop.start()
-        if self.feedback is not None:
-            self.feedback.start(self.core.next_observations)
+        if self.observations is not None:
+            self.observations.start()
         return port, admin_port
 
     async def stop(self) -> None:
@@ -157,8 +172,11 @@ class NativeGateway:
         if self.admin_server is not None:
             await self.admin_server.stop(0)
         await self.loop.stop()
-        if self.feedback is not None:
-            await self.feedback.stop()
+        if self.observations is not None:
+            await self.observations.stop()
+        for sink in (self.feedback, self.drift):
+            if sink is not None:
+                await sink.close()
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

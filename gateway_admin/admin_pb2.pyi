@@ -613,3 +613,73 @@ class GetOutcomesResponse(_message.Message):
     variants: _containers.RepeatedCompositeFieldContainer[VariantQuality]
     unmatched: int
     def __init__(self, model: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantQuality, _Mapping]]] = ..., unmatched: _Optional[int] = ...) -> None: ...
+
+class GetDriftRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("feature", "psi", "ks_p", "level", "drifted")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    KS_P_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    psi: float
+    ks_p: float
+    level: str
+    drifted: bool
+    def __init__(self, feature: _Optional[str] = ..., psi: _Optional[float] = ..., ks_p: _Optional[float] = ..., level: _Optional[str] = ..., drifted: _Optional[bool] = ...) -> None: ...
+
+class VariantDrift(_message.Message):
+    __slots__ = ("variant", "windows", "collecting", "last_start", "last_end", "last_samples", "drifted_share", "drifted", "consecutive", "features")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTING_FIELD_NUMBER: _ClassVar[int]
+    LAST_START_FIELD_NUMBER: _ClassVar[int]
+    LAST_END_FIELD_NUMBER: _ClassVar[int]
+    LAST_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    windows: int
+    collecting: int
+    last_start: float
+    last_end: float
+    last_samples: int
+    drifted_share: float
+    drifted: bool
+    consecutive: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    def __init__(self, variant: _Optional[str] = ..., windows: _Optional[int] = ..., collecting: _Optional[int] = ..., last_start: _Optional[float] = ..., last_end: _Optional[float] = ..., last_samples: _Optional[int] = ..., drifted_share: _Optional[float] = ..., drifted: _Optional[bool] = ..., consecutive: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ...) -> None: ...
+
+class GetDriftResponse(_message.Message):
+    __slots__ = ("model", "reference_source", "reference_samples", "collecting", "variants", "triggers_fired", "triggers_skipped")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTING_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIRED_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    reference_source: str
+    reference_samples: int
+    collecting: int
+    variants: _containers.RepeatedCompositeFieldContainer[VariantDrift]
+    triggers_fired: int
+    triggers_skipped: int
+    def __init__(self, model: _Optional[str] = ..., reference_source: _Optional[str] = ..., reference_samples: _Optional[int] = ..., collecting: _Optional[int] = ..., variants: _Optional[_Iterable[_Union[VariantDrift, _Mapping]]] = ..., triggers_fired: _Optional[int] = ..., triggers_skipped: _Optional[int] = ...) -> None: ...
+
+class SetDriftReferenceRequest(_message.Message):
+    __slots__ = ("model", "npz")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NPZ_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    npz: bytes
+    def __init__(self, model: _Optional[str] = ..., npz: _Optional[bytes] = ...) -> None: ...

@@ -129,6 +129,16 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.GetOutcomesRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.GetOutcomesResponse.FromString,
                 _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetDrift',
+                request_serializer=gateway__admin_dot_admin__pb2.GetDriftRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
+        self.SetDriftReference = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/SetDriftReference',
+                request_serializer=gateway__admin_dot_admin__pb2.SetDriftReferenceRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
         self.GetAudit = channel.unary_unary(
                 '/gateway.admin.v1.GatewayAdmin/GetAudit',
                 request_serializer=gateway__admin_dot_admin__pb2.GetAuditRequest.SerializeToString,
@@ -260,6 +270,19 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDrift(self, request, context):
+        """Drift of inputs and outputs against a reference, per variant; a reference may be uploaded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDriftReference(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAudit(self, request, context):
         """The audit trail: every change of routes, weights, shadows, cache and rollouts, in a hash chain.
         """
@@ -371,6 +394,16 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.GetOutcomes,
                     request_deserializer=gateway__admin_dot_admin__pb2.GetOutcomesRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.GetOutcomesResponse.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetDriftRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetDriftResponse.SerializeToString,
+            ),
+            'SetDriftReference': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDriftReference,
+                    request_deserializer=gateway__admin_dot_admin__pb2.SetDriftReferenceRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetDriftResponse.SerializeToString,
             ),
             'GetAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAudit,
@@ -896,6 +929,60 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/GetOutcomes',
             gateway__admin_dot_admin__pb2.GetOutcomesRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.GetOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetDrift',
+            gateway__admin_dot_admin__pb2.GetDriftRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDriftReference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/SetDriftReference',
+            gateway__admin_dot_admin__pb2.SetDriftReferenceRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetDriftResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,22 +7,16 @@ The call runs on a worker thread (urllib), at control rate: a rollout calls a fe
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.http_hooks import post_json, secret_of
 from gateway.rollout.spec import WebhookSpec
 
-__all__ = ["SIGNATURE_HEADER", "HookOutcome", "call_hook", "sign"]
-
-SIGNATURE_HEADER = "X-Gateway-Signature"
+__all__ = ["HookOutcome", "call_hook"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,24 +29,8 @@ class HookOutcome:
     elapsed_ms: float
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def _post(hook: WebhookSpec, body: bytes) -> tuple[int, str]:
-    headers = {"Content-Type": "application/json", "User-Agent": "triton-gateway-rollouts"}
-    secret = hook.secret or (os.environ.get(hook.secret_env) if hook.secret_env else None)
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, body)
-    request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=hook.timeout_s) as answer:  # http(s) only, checked
-            return answer.status, answer.read(200).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(200).decode(errors="replace")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return 0, f"no answer: {reason}"
+    return post_json(hook.url, body, hook.timeout_s, secret_of(hook.secret, hook.secret_env))
 
 
 async def call_hook(hook: WebhookSpec, payload: Mapping[str, Any]) -> HookOutcome:
