@@ -216,6 +216,39 @@ def soak(
 
 
 @app.command()
+def batch(
+    model: Annotated[str, typer.Option(help="The model to run every record through.")],
+    input: Annotated[Path, typer.Option("--input", help=".jsonl (named tensors, custom_id), .npz or .parquet.")],
+    output: Annotated[Path, typer.Option(help="JSON lines, one per record, in input order.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 8,
+    target: Annotated[str, typer.Option(help="The gateway (or a v2 server) HOST:PORT.")] = "127.0.0.1:8001",
+    version: Annotated[str, typer.Option(help="Model version; empty: the server's choice.")] = "",
+    priority: Annotated[
+        str, typer.Option(help="x-priority sent (default: the lowest class); empty: none, for a v2 server.")
+    ] = "999999",
+    resume: Annotated[bool, typer.Option(help="Carry on a killed run from its last checkpoint.")] = False,
+) -> None:
+    """Run a file of records through a model: one output per record in input order, failures in
+    OUTPUT.failures.jsonl with their status, a checkpoint in OUTPUT.manifest.json to resume."""
+    import asyncio
+
+    from gateway.batch.records import RecordsError
+    from gateway.batch.runner import BatchError, BatchOptions, run_batch
+
+    options = BatchOptions(model=model, input=input, output=output, target=target, version=version,
+                           concurrency=concurrency, priority=priority, resume=resume)  # fmt: skip
+    try:
+        summary = asyncio.run(run_batch(options, show_progress=sys.stderr.isatty()))
+    except (BatchError, RecordsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    resumed = f" (resumed at {summary.resumed_from})" if summary.resumed_from else ""
+    typer.echo(f"{summary.records} records{resumed}: {summary.succeeded} succeeded, {summary.failed} failed "
+               f"(in {options.failures}); {summary.seconds:.1f}s, {summary.rate:.0f} records/s")  # fmt: skip
+    sys.exit(0 if summary.failed == 0 else 1)
+
+
+@app.command()
 def demo(
     engine: Annotated[str, typer.Option(help="The gateway's data plane: native (the Rust core) or python.")] = "native",
 ) -> None:
