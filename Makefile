@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench clean
+.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
 
 all: test
 
@@ -94,6 +94,10 @@ bench: venv triton-venv perf-analyzer nginx
 # How fast a bad candidate is rolled back at the default rollout settings (about a minute).
 rollback-bench: venv triton-venv
 	$(BIN)/python -m loadtest.rollback_time --out results
+
+# Drift statistics' cost per sampled request; gateway batch against perf_analyzer (a minute).
+quality-bench: venv triton-venv perf-analyzer
+	$(BIN)/python -m loadtest.quality_bench --out results
 
 # cargo test and clippy in the release profile: the dependencies compiled for the extension
 # module are reused instead of built a second time.
