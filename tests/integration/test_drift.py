@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -96,6 +99,11 @@ def test_shifted_inputs_raise_the_alert_and_the_webhook_fires_once_per_cooldown(
         assert variant.drifted and variant.consecutive == 4 and variant.drifted_share >= 0.5
         assert variant.features[0].drifted and variant.features[0].psi >= variant.features[-1].psi
         assert alerted.triggers_skipped >= 1
+        ctl = [str(Path(sys.executable).parent / "gatewayctl"), "--admin", gateway.admin_address, "--token", TOKEN]
+        shown = subprocess.run([*ctl, "drift", "classifier"], capture_output=True, text=True, check=False,
+                               env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+        assert shown.returncode == 0 and "variant 1: DRIFTED" in shown.stdout, shown.stderr
+        assert variant.features[0].feature in shown.stdout
         client.close()
     assert len(_Retrain.calls) == 1
     call = _Retrain.calls[0]

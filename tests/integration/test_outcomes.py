@@ -4,6 +4,8 @@ split over classifier versions 1 and 2, their true labels reported back."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -197,3 +199,29 @@ def test_a_candidate_that_loses_accuracy_is_rolled_back_by_the_outcome_gate(trit
         assert status.reason.startswith("gate outcomes failed: accuracy"), status.reason
         gate = next(g for g in status.gates if g.gate == "outcomes")
         assert gate.values["candidate_accuracy"] < gate.values["baseline_accuracy"]
+
+
+def test_gatewayctl_reports_outcomes_from_a_file_and_shows_them(triton: TritonCli, tmp_path: Path) -> None:
+    ctl = str(Path(sys.executable).parent / "gatewayctl")
+    data = digits()
+    with _gateway(triton, tmp_path, weights={"1": 100, "2": 0}) as gateway:
+        client, admin = Client(gateway.address), Admin(gateway.admin_address)
+        keys = [_send(client, i)[0] for i in range(20)]
+        _wait_predictions(admin, 20)
+        labels = tmp_path / "labels.jsonl"
+        labels.write_text("\n".join(json.dumps({"request_id": k, "label": int(data["labels"][i])})
+                                    for i, k in enumerate(keys)) + "\n")  # fmt: skip
+        where = ["--admin", gateway.admin_address, "--token", TOKEN]
+        env = {**os.environ, "COLUMNS": "200"}
+        reported = subprocess.run([ctl, *where, "report-outcomes", str(labels)], capture_output=True, text=True,
+                                  check=False, env=env)  # fmt: skip
+        assert reported.returncode == 0 and "20 accepted, 0 unmatched" in reported.stdout, reported.stderr
+        shown = subprocess.run([ctl, *where, "outcomes", "classifier", "--json"], capture_output=True, text=True,
+                               check=False, env=env)  # fmt: skip
+        variant = json.loads(shown.stdout)["variants"][0]
+        expected = float((data["class_v1"][:20] == data["labels"][:20]).mean())
+        assert (variant["variant"], variant["labelled"], variant["accuracy"]) == ("1", "20", expected)
+        table = subprocess.run([ctl, *where, "outcomes", "classifier"], capture_output=True, text=True, check=False,
+                               env=env)  # fmt: skip
+        assert f"{100 * expected:.2f}%" in table.stdout
+        client.close()
