@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -32,6 +33,7 @@ __all__ = [
     "connection_for",
     "console",
     "print_json",
+    "read_bytes",
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Control a running gateway through its admin API.")
@@ -86,6 +88,14 @@ def admin_stub(conn: Connection) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminSt
 def call(conn: Connection, rpc: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any]) -> Any:
     with admin_stub(conn) as (stub, metadata):
         return rpc(stub, metadata)
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file the command was given; a usage error naming it when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"{path}: {exc}") from exc
 
 
 def print_json(message: Message) -> None:

@@ -28,6 +28,7 @@ from gateway.ctl_common import (
     connection_for,
     console,
     print_json,
+    read_bytes,
 )
 from gateway_admin import admin_pb2 as pb
 
@@ -66,10 +67,7 @@ def report_outcomes(
 ) -> None:
     """Report ground truth for requests the gateway answered (idempotent per request)."""
     conn = connection_for(ctx, admin, token, as_json)
-    try:
-        lines = [line for line in file.read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise typer.BadParameter(f"{file}: {exc}") from exc
+    lines = [line for line in read_bytes(file).decode().splitlines() if line.strip()]
     outcomes = [_outcome(line, number) for number, line in enumerate(lines, 1)]
     totals = {"accepted": 0, "unmatched": 0, "late": 0, "duplicate": 0}
     with admin_stub(conn) as (stub, metadata):
@@ -129,11 +127,7 @@ def drift(
     if args and args[0] == "reference":
         if len(args) != 3:
             raise typer.BadParameter("usage: gatewayctl drift reference MODEL FILE.npz")
-        try:
-            data = Path(args[2]).read_bytes()
-        except OSError as exc:
-            raise typer.BadParameter(f"{args[2]}: {exc}") from exc
-        request = pb.SetDriftReferenceRequest(model=args[1], npz=data)
+        request = pb.SetDriftReferenceRequest(model=args[1], npz=read_bytes(Path(args[2])))
         response = call(conn, lambda s, m: s.SetDriftReference(request, metadata=m))
     elif len(args) == 1:
         response = call(conn, lambda s, m: s.GetDrift(pb.GetDriftRequest(model=args[0]), metadata=m))

@@ -33,6 +33,7 @@ from gateway.ctl_common import (
     connection_for,
     console,
     print_json,
+    read_bytes,
 )
 from gateway_admin import admin_pb2 as pb
 
@@ -120,10 +121,7 @@ def start(
 ) -> None:
     """Start rolling CANDIDATE out for MODEL: shadow phase, canary steps, then promotion."""
     conn = connection_for(ctx, admin, token, as_json)
-    try:
-        analysis = gates.read_text() if gates else ""
-    except OSError as exc:
-        raise typer.BadParameter(f"{gates}: {exc}") from exc
+    analysis = read_bytes(gates).decode() if gates else ""
     spec = pb.RolloutSpec(model=model, candidate=candidate, baseline=baseline, shadow_requests=shadow_requests,
                           shadow_fraction=shadow_fraction, steps=_steps(steps), interval_s=parse_duration(interval),
                           min_requests=min_requests, failure_limit=failure_limit, max_extensions=max_extensions,
