@@ -317,6 +317,7 @@ class DriftConfig(_Frozen):
     drifted_share: float = Field(default=0.5, gt=0, le=1)  # of features, for the dataset to count as drifted
     consecutive: int = Field(default=3, ge=1)  # drifted windows in a row before the trigger
     max_elements: int = Field(default=64, ge=1)  # per input row; larger inputs: mean and std
+    reference_dir: Path | None = None  # references kept here survive a restart; none: memory only
     webhook: DriftWebhookConfig | None = None
 
 

@@ -133,7 +133,7 @@ def start(
 def status(
     ctx: typer.Context,
     model: str,
-    watch: Annotated[bool, typer.Option(help="Refresh every second until the rollout ends.")] = False,
+    watch: Annotated[bool, typer.Option(help="Refresh every second until the rollout ends or pauses.")] = False,
     admin: AdminOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -151,7 +151,7 @@ def status(
         while True:
             current = fetch()
             live.update(status_view(current))
-            if current.phase in ("Succeeded", "RolledBack", "Aborted"):
+            if current.phase in ("Succeeded", "RolledBack", "Aborted", "Paused"):  # ended, or waiting for a person
                 break
             time.sleep(1.0)
 

@@ -58,7 +58,7 @@ def _gateway(triton: TritonCli, tmp_path: Path, hook: str) -> Any:
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
         "audit": {"path": str(tmp_path / "audit.jsonl")},
         "drift": {"enabled": True, "sample": 1.0, "reference_samples": 150, "window_samples": 60, "consecutive": 2,
-                  "webhook": {"url": hook, "cooldown_s": 3600}},
+                  "webhook": {"url": hook, "cooldown_s": 3600}, "reference_dir": str(tmp_path / "references")},
     }  # fmt: skip
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -125,3 +125,6 @@ def test_an_uploaded_reference_replaces_the_frozen_one(triton: TritonCli, tmp_pa
             admin.stub.SetDriftReference(apb.SetDriftReferenceRequest(model="classifier", npz=b"not npz"),
                                          metadata=AUTH, timeout=10)  # fmt: skip
         assert "not a usable .npz" in str(bad.value)
+    with _gateway(triton, tmp_path, retrain_hook) as gateway:  # restarted: the uploaded reference is still there
+        answer = _drift(Admin(gateway.admin_address))
+        assert (answer.reference_source, answer.reference_samples) == ("uploaded", 300)
