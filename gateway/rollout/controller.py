@@ -20,14 +20,15 @@ from gateway.admin_convert import route_to_proto
 from gateway.audit import AuditTrail, acting_as, current_actor
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.feedback.quality import QualityTotals
-from gateway.rollout.gates import Evidence, Gate, gates_for, shadow_delta
+from gateway.rollout.cluster import Snapshot, shadow_totals, window
+from gateway.rollout.gates import Evidence, Gate, gates_for
 from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
 from gateway.rollout.persistence import RolloutStates
 from gateway.rollout.phases import IllegalTransition, Phase
 from gateway.rollout.spec import RolloutSpec
 from gateway.rollout.totals import VariantTotals
 from gateway.rollout.webhooks import call_hook
-from gateway.shadow_stats import ShadowCounters, ShadowStats
+from gateway.shadow_stats import ShadowStats
 from router import RouteError, RouteStore, ShadowPolicy, UnknownRoute
 
 __all__ = ["RolloutController"]
@@ -41,27 +42,9 @@ VERBS = ("start", "pause", "resume", "abort", "promote")
 @dataclass(frozen=True, slots=True)
 class _Mark:
     time: float
-    candidate: VariantTotals
-    baseline: VariantTotals
-    shadow: ShadowCounters
+    cluster: Mapping[str, Snapshot]  # every replica's totals at the window's start
     candidate_quality: QualityTotals
     baseline_quality: QualityTotals
-
-
-def _sum_shadows(stats: ShadowStats, model: str, variant: str) -> ShadowCounters:
-    total = ShadowCounters()
-    for (_, _, shadow), counters in stats.snapshot(model).items():
-        if shadow == variant:
-            total = ShadowCounters(
-                **{name: getattr(total, name) + getattr(counters, name) for name in
-                   ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared",
-                    "argmax_disagreements")},
-                max_abs_error=max(total.max_abs_error, counters.max_abs_error),
-                max_rel_error=max(total.max_rel_error, counters.max_rel_error),
-                abs_error_buckets=[a + b for a, b in zip(total.abs_error_buckets, counters.abs_error_buckets,
-                                                         strict=True)],
-            )  # fmt: skip
-    return total
 
 
 class RolloutController:
@@ -84,6 +67,7 @@ class RolloutController:
         self._tick_s, self._clock, self._extra_gates = tick_s, clock, tuple(extra_gates)
         self._view: dict[str, RolloutState] = {}
         self._marks: dict[str, _Mark] = {}
+        self._cluster: dict[str, Snapshot] = {}  # every replica's totals, as of this round
         self._lock = asyncio.Lock()
         self.leading = False
 
@@ -151,6 +135,7 @@ class RolloutController:
         self._check(command)
         why = command.get("reason") or f"{verb} by {actor}"
         if verb == "start":
+            await self._exchange(model)  # the first window starts from every replica's totals now
             state = start(RolloutSpec.model_validate(command["spec"]), now)
             self._view[model] = state
             self._audit.record(
@@ -185,7 +170,9 @@ class RolloutController:
             await asyncio.sleep(self._tick_s)
 
     async def _round(self) -> None:
-        if not await self._states_store.lead():
+        leading = await self._states_store.lead()
+        await self._exchange()
+        if not leading:
             self.leading = False
             self._view, self._marks = await self._states_store.load(), {}
             return
@@ -265,19 +252,25 @@ class RolloutController:
             self._marks[state.spec.model] = self._mark(state, now)
             state.window_start, state.window_end = now, now + state.spec.interval_s
             return None
-        current = self._mark(state, now)
-        return Evidence(mark.time, now, current.candidate.minus(mark.candidate), current.baseline.minus(mark.baseline),
-                        shadow_delta(current.shadow, mark.shadow),
+        current, spec = self._mark(state, now), state.spec
+        candidate, shadow = window(self._cluster, mark.cluster, (spec.model, spec.candidate))
+        baseline, _ = window(self._cluster, mark.cluster, (spec.model, spec.baseline))
+        return Evidence(mark.time, now, candidate, baseline, shadow,
                         current.candidate_quality.minus(mark.candidate_quality),
                         current.baseline_quality.minus(mark.baseline_quality))  # fmt: skip
 
     def _mark(self, state: RolloutState, now: float) -> _Mark:
-        spec, totals, quality = state.spec, self._totals(), self._quality()
-        return _Mark(now, totals.get((spec.model, spec.candidate), VariantTotals()),
-                     totals.get((spec.model, spec.baseline), VariantTotals()),
-                     _sum_shadows(self._shadows, spec.model, spec.candidate),
-                     quality.get((spec.model, spec.candidate), QualityTotals()),
+        spec, quality = state.spec, self._quality()
+        return _Mark(now, dict(self._cluster), quality.get((spec.model, spec.candidate), QualityTotals()),
                      quality.get((spec.model, spec.baseline), QualityTotals()))  # fmt: skip
+
+    async def _exchange(self, *extra: str) -> None:
+        """This replica's totals of the models under a rollout out, every replica's in."""
+        models = {s.spec.model for s in self._view.values() if s.active or s.phase is Phase.PAUSED} | set(extra)
+        totals = {key: value for key, value in self._totals().items() if key[0] in models}
+        mine = Snapshot(totals, shadow_totals(self._shadows, models))
+        shared = await self._states_store.exchange(mine.to_json())
+        self._cluster = {owner: Snapshot.from_json(text) for owner, text in shared.items()}
 
     async def _execute(self, state: RolloutState, actions: Sequence[Action], now: float) -> None:
         for action in actions:

@@ -31,6 +31,7 @@ class RolloutStates(Protocol):
     async def lead(self) -> bool: ...
     async def load(self) -> dict[str, RolloutState]: ...
     async def save(self, state: RolloutState) -> None: ...
+    async def exchange(self, snapshot: str) -> dict[str, str]: ...  # own totals out, every replica's back
     async def push(self, command: dict[str, Any]) -> None: ...
     async def take(self) -> list[dict[str, Any]]: ...
     async def close(self) -> None: ...
@@ -69,6 +70,9 @@ class FileStates:
         temporary = self.path.with_suffix(self.path.suffix + ".tmp")
         temporary.write_text(json.dumps({m: s.to_dict() for m, s in self._states.items()}, indent=1))
         os.replace(temporary, self.path)
+
+    async def exchange(self, snapshot: str) -> dict[str, str]:
+        return {self.owner: snapshot}
 
     async def push(self, command: dict[str, Any]) -> None:
         self._commands.append(command)
@@ -127,6 +131,23 @@ class RedisStates:
             await self._client.hset(self._states_key, state.spec.model, json.dumps(state.to_dict()))
         except (RedisError, OSError) as exc:
             log.error("rollout state for %s not saved: %s", state.spec.model, exc)
+
+    async def exchange(self, snapshot: str) -> dict[str, str]:
+        """Publish this replica's totals (kept for a lease) and read every live replica's."""
+        prefix = f"{self._states_key}:totals:"
+        try:
+            await self._client.set(prefix + self.owner, snapshot, px=self._lease_ms)
+            keys = [key async for key in self._client.scan_iter(match=prefix + "*", count=500)]
+            values = await self._client.mget(keys) if keys else []
+        except (RedisError, OSError) as exc:
+            log.warning("rollout totals not shared: redis unavailable (%s); this replica's only", exc)
+            return {self.owner: snapshot}
+        found = {}
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                found[name.removeprefix(prefix)] = value.decode() if isinstance(value, bytes) else str(value)
+        return found | {self.owner: snapshot}
 
     async def push(self, command: dict[str, Any]) -> None:
         """A command for the leader (a follower's admin API received it)."""

@@ -384,3 +384,21 @@ def test_a_rollout_owns_its_weights_and_stops_when_its_variants_go(triton: Trito
         admin.set_route(route)
         status = _wait(admin, _ended, timeout_s=10)
         assert status.phase == "Aborted" and "no longer in the route" in status.reason
+
+
+def test_the_leader_judges_on_every_replicas_traffic(triton: TritonCli, tmp_path: Path) -> None:
+    """All the traffic goes to the replica that does not lead: the leader's windows still fill."""
+    with (
+        running_redis(tmp_path) as redis,
+        _gateway(triton, tmp_path, "a", redis.url) as first,
+        _gateway(triton, tmp_path, "b", redis.url) as second,
+    ):
+        admins = {first.address: Admin(first.admin_address), second.address: Admin(second.admin_address)}
+        started = _start(admins[first.address], "2", steps=[50], interval_s=2.0, min_requests=40)
+        leader = first.address if started.leading else second.address
+        follower = second.address if leader == first.address else first.address
+        with _traffic(follower):
+            status = _wait(admins[leader], _ended)
+        assert status.phase == "Succeeded", status.reason
+        errors = next(g for g in status.gates if g.gate == "errors")
+        assert errors.values["candidate_failures"] == 0 and "fails 0.00%" in errors.detail
