@@ -130,7 +130,7 @@ NATIVE_SUITE := tests/integration/test_metadata_rpcs.py \
 NATIVE_LACKS := cache_hits or test_the_cache_is_shared
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
-	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))"
+	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))" -m "not engine_agnostic"
 
 test: proto-check lint rust-test pytest
 

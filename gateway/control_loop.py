@@ -5,7 +5,6 @@ makes, whoever makes it) and the rollout controller, assembled once and run on t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -61,9 +60,11 @@ class ControlLoop:
 
     async def stop(self) -> None:
         self._unsubscribe()
+        self.rollouts.stop()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait([self._task], timeout=3.0)  # the round under way finishes
+            if not done:
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=2.0)
         await self.states.close()
         await self.audit.close()

@@ -8,6 +8,7 @@ calls, a new window. Every transition and webhook outcome goes to the audit trai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ class RolloutController:
         self._marks: dict[str, _Mark] = {}
         self._cluster: dict[str, Snapshot] = {}  # every replica's totals, as of this round
         self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self.leading = False
 
     # -- what the admin API calls ---------------------------------------------------------------
@@ -160,14 +162,19 @@ class RolloutController:
     # -- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Resume saved rollouts, then advance them every tick until cancelled."""
-        while True:
+        """Resume saved rollouts, then advance them every tick until `stop`. (A flag, not only
+        cancellation: a library that swallows a CancelledError mid-call must not keep it going.)"""
+        while not self._stopping.is_set():
             try:
                 async with self._lock:
                     await self._round()
             except Exception:  # a bug in one round must not stop rollouts for good
                 log.exception("rollout round failed")
-            await asyncio.sleep(self._tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._tick_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def _round(self) -> None:
         leading = await self._states_store.lead()

@@ -6,11 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
-
-@pytest.mark.parametrize("engine", ["native", "python"])
-def test_demo_runs_every_model_through_the_gateway(engine: str) -> None:
+def test_demo_runs_every_model_through_the_gateway() -> None:
+    engine = "native"  # what `make demo` runs; the Python engine serves the rest of the suite
     command = [sys.executable, "-m", "gateway", "demo", "--engine", engine]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
