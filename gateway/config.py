@@ -21,6 +21,7 @@ __all__ = [
     "PoolConfig",
     "RouteConfig",
     "config_for_upstreams",
+    "describe_errors",
     "load_config",
     "parse_config",
 ]
@@ -391,17 +392,18 @@ class GatewayConfig(_Frozen):
         return self
 
 
-def _describe(error: ValidationError) -> str:
+def describe_errors(error: ValidationError, where: str = "") -> str:
+    """Each error as `KEY: message (got VALUE)`, the key after `where` (e.g. "gates file: ")."""
     lines = []
     for item in error.errors():
         message = item["msg"].removeprefix("Value error, ")
         if not item["loc"]:  # cross-key checks name their keys themselves
-            lines.append(message)
+            lines.append(f"{where.rstrip(' .:')}: {message}" if where else message)
             continue
         key = ".".join(str(part) for part in item["loc"])
         value = item.get("input")
         shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-        lines.append(f"{key}: {message}{shown}")
+        lines.append(f"{where}{key}: {message}{shown}")
     return "; ".join(lines)
 
 
@@ -409,7 +411,7 @@ def parse_config(data: Any) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from exc
+        raise ConfigError(describe_errors(exc)) from exc
 
 
 def load_config(path: Path) -> GatewayConfig:

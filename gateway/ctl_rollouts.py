@@ -10,7 +10,6 @@ gatewayctl audit [--model M] [--since 10m|2026-12-01T10:00:00] [--verify] [--lim
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
@@ -23,7 +22,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from gateway.audit import verify
+from gateway.audit import read_trail, verify
 from gateway.ctl_common import (
     AdminOption,
     Connection,
@@ -261,9 +260,7 @@ def audit(
 
 
 def _read_local(file: Path, verify_chain: bool) -> tuple[list[dict[str, Any]], str, int]:
-    from gateway.audit.trail import AuditTrail
-
-    records = asyncio.run(AuditTrail(file).records()) if file.exists() else []
+    records = read_trail(file) if file.exists() else []
     count, broken = verify(records) if verify_chain else (0, None)
     return records, f"record {broken.id}: {broken.reason}" if broken else "", count
 

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, WatchError
 from gateway.audit.chain import GENESIS, link
 from gateway.errors import UpstreamUnavailable
 
-__all__ = ["AuditTrail", "acting_as", "current_actor"]
+__all__ = ["AuditTrail", "acting_as", "current_actor", "read_trail"]
 
 log = logging.getLogger(__name__)
 _ACTOR: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar("audit_actor", default=("", ""))
@@ -45,7 +45,8 @@ def current_actor() -> tuple[str, str]:
     return _ACTOR.get()
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
+def read_trail(path: Path) -> list[dict[str, Any]]:
+    """A trail file's records, oldest first (a line that is not JSON stays, named by its line)."""
     records = []
     with path.open() as handle:
         for number, line in enumerate(handle, 1):
@@ -66,7 +67,7 @@ class AuditTrail:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists():  # carry on the chain a previous run wrote
-                existing = _read_file(path)
+                existing = read_trail(path)
                 if existing and "digest" in existing[-1]:
                     self._seq, self._prev = int(existing[-1]["id"]), existing[-1]["digest"]
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=2.0) if redis_url else None
@@ -140,7 +141,7 @@ class AuditTrail:
                 raise UpstreamUnavailable(f"the shared audit trail cannot be read: redis: {exc}") from exc
             return [json.loads(fields[b"record"]) for _id, fields in entries if fields]
         if self.path is not None:
-            return _read_file(self.path) if self.path.exists() else []
+            return read_trail(self.path) if self.path.exists() else []
         return list(self._memory)
 
     async def close(self) -> None:

@@ -15,9 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
-from gateway.admin_convert import route_to_proto
 from gateway.audit import AuditTrail, acting_as, current_actor
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.feedback.quality import QualityTotals
@@ -259,22 +256,28 @@ class RolloutController:
             self._marks[state.spec.model] = self._mark(state, now)
             state.window_start, state.window_end = now, now + state.spec.interval_s
             return None
-        current, spec = self._mark(state, now), state.spec
+        spec = state.spec
         candidate, shadow = window(self._cluster, mark.cluster, (spec.model, spec.candidate))
         baseline, _ = window(self._cluster, mark.cluster, (spec.model, spec.baseline))
+        candidate_quality, baseline_quality = self._quality_of(spec)
         return Evidence(mark.time, now, candidate, baseline, shadow,
-                        current.candidate_quality.minus(mark.candidate_quality),
-                        current.baseline_quality.minus(mark.baseline_quality))  # fmt: skip
+                        candidate_quality.minus(mark.candidate_quality),
+                        baseline_quality.minus(mark.baseline_quality))  # fmt: skip
+
+    def _quality_of(self, spec: RolloutSpec) -> tuple[QualityTotals, QualityTotals]:
+        quality = self._quality()
+        return (quality.get((spec.model, spec.candidate), QualityTotals()),
+                quality.get((spec.model, spec.baseline), QualityTotals()))  # fmt: skip
 
     def _mark(self, state: RolloutState, now: float) -> _Mark:
-        spec, quality = state.spec, self._quality()
-        return _Mark(now, dict(self._cluster), quality.get((spec.model, spec.candidate), QualityTotals()),
-                     quality.get((spec.model, spec.baseline), QualityTotals()))  # fmt: skip
+        # The cluster's totals are replaced each round, never changed in place: no copy needed.
+        return _Mark(now, self._cluster, *self._quality_of(state.spec))
 
     async def _exchange(self, *extra: str) -> None:
         """This replica's totals of the models under a rollout out, every replica's in."""
         models = {s.spec.model for s in self._view.values() if s.active or s.phase is Phase.PAUSED} | set(extra)
-        totals = {key: value for key, value in self._totals().items() if key[0] in models}
+        # Without a rollout there is nothing to count: the data plane's snapshot is not even read.
+        totals = {key: value for key, value in self._totals().items() if key[0] in models} if models else {}
         mine = Snapshot(totals, shadow_totals(self._shadows, models))
         shared = await self._states_store.exchange(mine.to_json())
         self._cluster = {owner: Snapshot.from_json(text) for owner, text in shared.items()}
@@ -316,22 +319,17 @@ class RolloutController:
     def _set_traffic(self, state: RolloutState, traffic: SetTraffic) -> None:
         model, candidate = state.spec.model, state.spec.candidate
         actor, reason = current_actor()
-        with acting_as(actor or f"rollout/{model}", reason or state.reason):
-            self._apply_traffic(state, traffic, model, candidate)
-
-    def _apply_traffic(self, state: RolloutState, traffic: SetTraffic, model: str, candidate: str) -> None:
         try:
-            route = self._store.require(model)
-            weights = {v.name: 0 for v in route.variants} | dict(traffic.weights)
-            before = route_to_proto(route)
-            self._store.set_weights(model, weights)
-            current = next((s for s in route.shadows if s.variant == candidate), None)
-            if traffic.shadow_fraction > 0 or current is not None:
-                policy = ShadowPolicy(candidate, traffic.shadow_fraction, current.max_inflight if current else 16)
-                if policy != current:
-                    self._store.set_shadow(model, policy)
-            log.info("rollout %s: weights %s, shadow %.2f (was %s)", model, weights, traffic.shadow_fraction,
-                     MessageToDict(before).get("variants"))  # fmt: skip
+            with acting_as(actor or f"rollout/{model}", reason or state.reason):
+                route = self._store.require(model)
+                weights = {v.name: 0 for v in route.variants} | dict(traffic.weights)
+                self._store.set_weights(model, weights)
+                current = next((s for s in route.shadows if s.variant == candidate), None)
+                if traffic.shadow_fraction > 0 or current is not None:
+                    policy = ShadowPolicy(candidate, traffic.shadow_fraction, current.max_inflight if current else 16)
+                    if policy != current:
+                        self._store.set_shadow(model, policy)
+            log.info("rollout %s: weights %s, shadow %.2f", model, weights, traffic.shadow_fraction)
         except (RouteError, UnknownRoute) as exc:
             log.error("rollout %s: traffic not changed: %s", model, exc)
             state.reason = f"traffic not changed: {exc}"

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from gateway.config import describe_errors
 from gateway.errors import InvalidRequest
 from gateway.rollout.gates import GateSettings
 from gateway.rollout.machine import RolloutState
@@ -16,16 +17,6 @@ from gateway_admin import admin_pb2 as pb
 from router import Route
 
 __all__ = ["audit_to_proto", "parse_analysis", "spec_from_proto", "spec_to_proto", "status_to_proto"]
-
-
-def _describe(error: ValidationError, where: str) -> str:
-    parts = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        value = item.get("input")
-        shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-        parts.append(f"{where}{key}: {item['msg'].removeprefix('Value error, ')}{shown}")
-    return "; ".join(parts)
 
 
 def parse_analysis(text: str) -> dict[str, Any]:
@@ -42,7 +33,7 @@ def parse_analysis(text: str) -> dict[str, Any]:
     try:
         gates = GateSettings.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(_describe(exc, "gates file: ")) from exc
+        raise InvalidRequest(describe_errors(exc, "gates file: ")) from exc
     return {"gates": gates, "webhooks": webhooks}
 
 
@@ -70,7 +61,7 @@ def spec_from_proto(spec: pb.RolloutSpec, route: Route) -> RolloutSpec:
     try:
         return RolloutSpec.model_validate(fields)
     except ValidationError as exc:
-        raise InvalidRequest(_describe(exc, "rollout ")) from exc
+        raise InvalidRequest(describe_errors(exc, "rollout.")) from exc
 
 
 def spec_to_proto(spec: RolloutSpec) -> pb.RolloutSpec:

@@ -25,6 +25,7 @@ import grpc
 import pytest
 import yaml
 
+from gateway.demo_rollout import digit_traffic
 from gateway.localrun import GatewayProcess
 from gateway.samples import digits
 from gateway_admin import admin_pb2 as apb
@@ -66,35 +67,6 @@ def _gateway(
         yield gw
 
 
-@contextlib.contextmanager
-def _traffic(address: str, threads: int = 2) -> Iterator[list[int]]:
-    """Digits sent without pause until the block ends; yields [answered, failed]."""
-    counts, stop = [0, 0], threading.Event()
-    pixels = digits()["pixels"]
-
-    def send() -> None:
-        client = Client(address)
-        index = 0
-        while not stop.is_set():
-            try:
-                client.call(digit_request(pixels[index % len(pixels)]))
-                counts[0] += 1
-            except grpc.RpcError:
-                counts[1] += 1
-            index += 1
-        client.close()
-
-    workers = [threading.Thread(target=send, daemon=True) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    try:
-        yield counts
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(10)
-
-
 def _start(admin: Admin, candidate: str, token: str = TOKEN, gates: dict[str, Any] | None = None,
            **fields: Any) -> apb.RolloutStatus:  # fmt: skip
     spec = apb.RolloutSpec(model="classifier", candidate=candidate, baseline="1",
@@ -131,7 +103,7 @@ FAST: dict[str, Any] = {"steps": [20, 50], "interval_s": 1.5, "min_requests": 40
 def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
     triton: TritonCli, tmp_path: Path
 ) -> None:
-    with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address) as counts:
+    with _gateway(triton, tmp_path) as gateway, digit_traffic(gateway.address, threads=2) as traffic:
         admin = Admin(gateway.admin_address)
         started = _start(admin, "2", shadow_requests=60, **FAST)
         assert started.phase == "Shadow" and started.shadow_fraction == 1.0
@@ -147,14 +119,14 @@ def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
         assert sample_value(metrics, "gateway_rollout_phase", model="classifier", phase="Canary") == 0
         assert sample_value(metrics, "gateway_rollout_weight", model="classifier", variant="2") == 100
         assert sample_value(metrics, "gateway_rollout_leader") == 1
-    assert counts[1] == 0  # nobody noticed
+    assert not traffic.failed  # nobody noticed
 
 
 @pytest.mark.parametrize(("candidate", "gate"), [("errors", "errors"), ("slow", "latency")])
 def test_a_bad_candidate_is_rolled_back_by_the_gate_it_fails(
     triton: TritonCli, tmp_path: Path, candidate: str, gate: str
 ) -> None:
-    with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address, threads=4):
+    with _gateway(triton, tmp_path) as gateway, digit_traffic(gateway.address, threads=4):
         admin = Admin(gateway.admin_address)
         _start(admin, candidate, failure_limit=0, **FAST)
         status = _wait(admin, _ended)
@@ -290,7 +262,7 @@ def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCl
     kinds = ("confirm-rollout", "pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback", "event")
     hooks = [{"name": f"{k}-hook", "type": k, "url": url, "secret": _Hooks.secret} for k in kinds]
     try:
-        with _gateway(triton, tmp_path) as gateway, _traffic(gateway.address):
+        with _gateway(triton, tmp_path) as gateway, digit_traffic(gateway.address, threads=2):
             admin = Admin(gateway.admin_address)
             _start(admin, "2", gates={**GATES, "webhooks": hooks}, **FAST)
             held = _wait(admin, lambda s: s.phase == "Promoting" and "held" in s.reason)
@@ -406,7 +378,7 @@ def test_the_leader_judges_on_every_replicas_traffic(triton: TritonCli, tmp_path
         started = _start(admins[first.address], "2", steps=[50], interval_s=2.0, min_requests=40)
         leader = first.address if started.leading else second.address
         follower = second.address if leader == first.address else first.address
-        with _traffic(follower):
+        with digit_traffic(follower, threads=2):
             status = _wait(admins[leader], _ended)
         assert status.phase == "Succeeded", status.reason
         errors = next(g for g in status.gates if g.gate == "errors")
