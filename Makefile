@@ -123,11 +123,11 @@ NATIVE_SUITE := tests/integration/test_metadata_rpcs.py \
   tests/integration/test_errors.py tests/integration/test_parity.py tests/integration/test_stream.py \
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
   tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
-  tests/integration/test_replicas.py tests/integration/test_rollouts.py \
+  tests/integration/test_replicas.py tests/integration/test_rollouts.py tests/integration/test_cache.py \
   tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
   tests/e2e/test_perf_analyzer.py \
   tests/integration/test_metrics_logs.py::test_payload_log_keeps_replayable_requests_and_responses
-NATIVE_LACKS := cache_hits or test_the_cache_is_shared
+NATIVE_LACKS := cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))" -m "not engine_agnostic"

@@ -31,7 +31,7 @@ from gateway.admin_convert import (
     stats_to_proto,
 )
 from gateway.audit import acting_as, verify
-from gateway.caching import InferenceCache
+from gateway.cache_admin import CacheAdmin
 from gateway.control_loop import ControlLoop
 from gateway.dataplane import DataPlane
 from gateway.drift.loop import Drift
@@ -76,7 +76,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         self,
         dataplane: DataPlane,
         stats: ShadowStats,
-        cache: InferenceCache,
+        cache: CacheAdmin,
         pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
         control: ControlLoop | None = None,
         feedback: Feedback | None = None,
@@ -147,7 +147,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def GetCacheStats(self, request: pb.GetCacheStatsRequest, context: Context) -> pb.CacheStats:
-        return cache_stats_to_proto(self._cache)
+        return cache_stats_to_proto(self._cache.snapshot())
 
     @_statuses
     async def GetPoolStats(self, request: pb.GetPoolStatsRequest, context: Context) -> pb.GetPoolStatsResponse:
@@ -165,7 +165,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         if request.variant and not request.model:
             raise RouteError("invalidate: a variant needs its model")
         try:
-            removed = await self._cache.tiers.invalidate(request.model, request.variant)
+            removed = await self._cache.invalidate(request.model, request.variant)
         except RedisUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"in-process entries dropped, but {exc}")
         if self._control is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from gateway.admission import Admission
-from gateway.caching import InferenceCache
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.upstream import Pool
 from gateway_admin import admin_pb2 as pb
@@ -70,27 +72,9 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
     )
 
 
-def cache_stats_to_proto(cache: InferenceCache) -> pb.CacheStats:
-    stats, l1 = cache.stats, cache.tiers.l1
-    return pb.CacheStats(
-        enabled_by_default=cache.default.enabled,
-        redis_configured=cache.tiers.l2 is not None,
-        redis_breaker=cache.breaker.state,
-        hits_l1=stats.hits_l1,
-        hits_l2=stats.hits_l2,
-        misses=stats.misses,
-        bypassed=stats.bypassed,
-        stores=stats.stores,
-        too_large=stats.too_large,
-        coalesced=stats.coalesced,
-        l1_entries=len(l1) if l1 else 0,
-        l1_bytes=l1.bytes if l1 else 0,
-        l1_max_bytes=l1.max_bytes if l1 else 0,
-        evictions=l1.evictions if l1 else 0,
-        l2_errors=stats.l2_errors,
-        l2_skipped=stats.l2_skipped,
-        invalidated=stats.invalidated,
-    )
+def cache_stats_to_proto(stats: Mapping[str, Any]) -> pb.CacheStats:
+    """`stats`: a cache's snapshot (either engine's), field for field."""
+    return pb.CacheStats(**stats)
 
 
 def pool_stats_to_proto(pool: Pool, admission: Admission | None, now: float) -> pb.PoolStats:

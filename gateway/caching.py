@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tritonclient.grpc import service_pb2
 
@@ -29,7 +29,8 @@ from cache import (
     cache_key,
     fold_hits,
 )
-from gateway.config import CacheConfig, GatewayConfig, RouteCacheConfig
+from gateway.cache_policies import policies
+from gateway.config import GatewayConfig
 from gateway.retarget import append_string_field
 
 if TYPE_CHECKING:
@@ -53,25 +54,6 @@ def without_id(response: bytes, request_id: str) -> bytes:
     message = service_pb2.ModelInferResponse.FromString(response)
     message.id = ""
     return message.SerializeToString()
-
-
-def _policy(defaults: CacheConfig, route: RouteCacheConfig | None, redis: bool) -> CachePolicy:
-    tiers = (route.tiers if route and route.tiers is not None else None) or defaults.tiers
-    return CachePolicy(
-        enabled=route.enabled if route else defaults.enabled,
-        ttl_s=(route.ttl_s if route and route.ttl_s else None) or defaults.ttl_s,
-        max_entry_bytes=(route.max_entry_bytes if route and route.max_entry_bytes else None)
-        or defaults.max_entry_bytes,
-        l1="l1" in tiers,
-        l2="l2" in tiers and redis,
-    )
-
-
-def policies(config: GatewayConfig) -> tuple[CachePolicy, dict[str, CachePolicy]]:
-    """The default policy and each configured route's own."""
-    redis = config.cache.redis_url is not None
-    default = _policy(config.cache, None, redis)
-    return default, {model: _policy(config.cache, route.cache, redis) for model, route in config.routes.items()}
 
 
 class InferenceCache:
@@ -138,6 +120,23 @@ class InferenceCache:
         if outcome == Outcome.HIT_L2:
             self._hit(prepared, started)
         return with_id(response, request.id), outcome
+
+    def snapshot(self) -> dict[str, Any]:
+        """The admin API's CacheStats fields (as the core's `cache_stats` has them)."""
+        stats, l1 = self.stats, self.tiers.l1
+        return {
+            "enabled_by_default": self.default.enabled, "redis_configured": self.tiers.l2 is not None,
+            "redis_breaker": self.breaker.state, "hits_l1": stats.hits_l1, "hits_l2": stats.hits_l2,
+            "misses": stats.misses, "bypassed": stats.bypassed, "stores": stats.stores, "too_large": stats.too_large,
+            "coalesced": stats.coalesced, "l1_entries": len(l1) if l1 else 0, "l1_bytes": l1.bytes if l1 else 0,
+            "l1_max_bytes": l1.max_bytes if l1 else 0, "evictions": l1.evictions if l1 else 0,
+            "l2_errors": stats.l2_errors, "l2_skipped": stats.l2_skipped, "invalidated": stats.invalidated,
+        }  # fmt: skip
+
+    async def invalidate(self, model: str, variant: str) -> int:
+        """Drop a model's (variant's) entries, or all when no model is named; RedisUnavailable
+        when Redis could not be reached."""
+        return await self.tiers.invalidate(model, variant)
 
     def _hit(self, prepared: Prepared, started_ns: int) -> None:
         """Counted for the model's statistics (ModelStatistics through the gateway)."""

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from tritonclient.grpc import service_pb2
 
+from gateway.cache_policies import policies_for_core
 from gateway.config import GatewayConfig
 from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
 
@@ -50,6 +51,11 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "observation_tensors": observation_tensors,
         "predictions": config.feedback.enabled or config.drift.enabled,
         "prediction_output": config.feedback.output,
+        "cache": {
+            key: getattr(config.cache, key)
+            for key in ("l1_max_bytes", "redis_url", "redis_timeout_ms", "namespace", "compress", "ignored_parameters")
+        }
+        | {"policies": policies_for_core(config)},
     }
 
 
@@ -122,8 +128,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
     """The features `config` asks for that the native core does not have yet (they move into it
     in part 2 of the engine move); each as the key or flag that asks for it."""
     wanted = {
-        "cache (--cache, cache.enabled, routes.*.cache)": config.cache.enabled
-        or any(route.cache is not None and route.cache.enabled for route in config.routes.values()),
         "micro-batching (--batching, batching.enabled, routes.*.batching)": config.batching.enabled
         or any(route.batching is not None and route.batching.enabled for route in config.routes.values()),
         "admission control (--max-inflight, pools.*.max_inflight, pools.*.adaptive)": any(

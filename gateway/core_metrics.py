@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.cache_admin import cache_series
 from gateway.metrics import shadow_series
 from gateway.shadow_stats import ShadowStats
 
@@ -74,6 +75,15 @@ class CoreCollector(Collector):
             bounds,
         )
         yield from self._pools(snapshot["pools"])
+        lookups = CounterMetricFamily(
+            "gateway_cache_lookups",
+            "Cache outcomes of ModelInfer, by model and result (hit-l1, hit-l2, miss, bypass)",
+            labels=["model", "result"],
+        )
+        for row in series["cache"]:
+            lookups.add_metric([row["model"], row["result"]], row["count"])
+        yield lookups
+        yield from cache_series(snapshot["cache"])
         yield from shadow_series(self._shadows)
         dropped = CounterMetricFamily(
             "gateway_core_dropped", "Records the core dropped because a bounded queue was full", labels=["queue"]

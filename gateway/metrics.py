@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from gateway.cache_admin import cache_series
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         yield from self._pool_series()
-        yield from self._cache_series()
+        yield from cache_series(self._cache.snapshot())
         yield from shadow_series(self._shadows)
         yield from self._batch_series()
 
@@ -169,26 +170,6 @@ class StatsCollector(Collector):
                 ejected.add_metric([name, endpoint.address], float(endpoint.health.ejected()))
         yield from families.values()
         yield from (depth, in_flight, limit, ready, ejected)
-
-    def _cache_series(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats, l1 = self._cache.stats, self._cache.tiers.l1
-        for name, text in (
-            ("coalesced", "Requests that shared another's upstream call"), ("stores", "Responses stored"),
-            ("redis_errors", "Redis calls that failed (never surfaced to callers)"),
-            ("redis_skipped", "Redis calls skipped while the breaker was open"),
-        ):  # fmt: skip
-            family = CounterMetricFamily(f"gateway_cache_{name}", text)
-            family.add_metric(
-                [], getattr(stats, {"redis_errors": "l2_errors", "redis_skipped": "l2_skipped"}.get(name, name))
-            )
-            yield family
-        evictions = CounterMetricFamily("gateway_cache_l1_evictions", "Entries evicted from the in-process tier")
-        evictions.add_metric([], l1.evictions if l1 else 0)
-        size = GaugeMetricFamily("gateway_cache_l1_bytes", "Bytes held by the in-process tier")
-        size.add_metric([], l1.bytes if l1 else 0)
-        breaker = GaugeMetricFamily("gateway_cache_redis_breaker_open", "1 while Redis is being skipped")
-        breaker.add_metric([], float(self._cache.breaker.state == "open"))
-        yield from (evictions, size, breaker)
 
 
 def shadow_series(shadows: ShadowStats) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:

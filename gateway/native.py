@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway._core import Core
 from gateway.admin import AdminServicer
-from gateway.caching import InferenceCache
+from gateway.cache_admin import CoreCache
+from gateway.cache_policies import policies_for_core
 from gateway.config import GatewayConfig
 from gateway.control_loop import ControlLoop
 from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
@@ -81,9 +82,7 @@ class NativeGateway:
         self._push()
         self.store.subscribe(lambda _event: self._push())
         self.reloader = (
-            ConfigReloader(config_path, config, self.store, on_reload=lambda _config: self._push())
-            if config_path
-            else None
+            ConfigReloader(config_path, config, self.store, on_reload=self._reloaded) if config_path else None
         )
         self.shadow_stats = CoreShadowStats(self.core)
         quality = self.feedback.totals if self.feedback else None
@@ -92,7 +91,7 @@ class NativeGateway:
         sinks = [sink.consume for sink in (self.feedback, self.drift) if sink is not None]
         self.observations = ObservationReader(self.core.next_observations, sinks) if sinks else None
         servicer = AdminServicer(
-            self.control, self.shadow_stats, InferenceCache(config), self._pool_stats, control=self.loop,
+            self.control, self.shadow_stats, CoreCache(self.core), self._pool_stats, control=self.loop,
             feedback=self.feedback, drift=self.drift,
         )  # fmt: skip
         self.admin_server = admin_server(config, servicer) if config.admin else None
@@ -112,6 +111,10 @@ class NativeGateway:
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    def _reloaded(self, config: GatewayConfig) -> None:
+        self.core.set_cache_policies(json.dumps(policies_for_core(config)))
+        self._push()
 
     def _push(self) -> None:
         """The whole table to the core; the next request sees it."""

@@ -69,6 +69,9 @@ pub struct CoreConfig {
     pub predictions: bool,
     #[serde(default)]
     pub prediction_output: Option<String>,
+    /// The response cache's tiers and the routes' policies.
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

@@ -43,15 +43,16 @@ where
     K: Eq + Hash + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The result of the fetch under way for `key`, or of a new one made by `fetch`.
-    pub async fn run<F>(&self, key: K, fetch: impl FnOnce() -> F) -> Result<V, GatewayError>
+    /// The result of the fetch under way for `key`, or of a new one made by `fetch`; and
+    /// whether this caller started it (the leader).
+    pub async fn run<F>(&self, key: K, fetch: impl FnOnce() -> F) -> (Result<V, GatewayError>, bool)
     where
         F: Future<Output = Result<V, GatewayError>> + Send + 'static,
     {
-        let mut receiver = {
+        let (mut receiver, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             match inflight.get(&key) {
-                Some(receiver) => receiver.clone(),
+                Some(receiver) => (receiver.clone(), false),
                 None => {
                     let (sender, receiver) = watch::channel(None);
                     inflight.insert(key.clone(), receiver.clone());
@@ -64,17 +65,19 @@ where
                         let outcome = future.await;
                         let _ = sender.send(Some(outcome));
                     });
-                    receiver
+                    (receiver, true)
                 }
             }
         };
-        let outcome = receiver
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| GatewayError::Internal("a shared fetch ended without an answer".into()))?;
-        outcome
-            .clone()
-            .unwrap_or_else(|| Err(GatewayError::Internal("no answer".into())))
+        let outcome = match receiver.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome
+                .clone()
+                .unwrap_or_else(|| Err(GatewayError::Internal("no answer".into()))),
+            Err(_) => Err(GatewayError::Internal(
+                "a shared fetch ended without an answer".into(),
+            )),
+        };
+        (outcome, leader)
     }
 }
 
@@ -97,7 +100,7 @@ mod tests {
         };
         let leaver = {
             let (flights, fetches) = (flights.clone(), fetches.clone());
-            tokio::spawn(async move { flights.run("k", fetch(fetches)).await })
+            tokio::spawn(async move { flights.run("k", fetch(fetches)).await.0 })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         leaver.abort();
@@ -105,7 +108,8 @@ mod tests {
             flights.run("k", fetch(fetches.clone())),
             flights.run("k", fetch(fetches.clone()))
         );
-        assert_eq!((a, b), (Ok(7), Ok(7)));
+        assert_eq!((a.0, b.0), (Ok(7), Ok(7)));
+        assert!(!(a.1 && b.1)); // one leader at most (the leaver may have been it)
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
 }

@@ -10,9 +10,12 @@ use gateway_router::{decide, Variant};
 use http::{HeaderMap, Response};
 use prost::Message;
 
-use crate::body::{boxed, BoxBody};
+use crate::body::{boxed, status_trailers, BoxBody, Unary};
+use crate::cache::{with_id, Directives, Outcome, CACHE_CONTROL};
 use crate::error::GatewayError;
+use crate::grpc::Code;
 use crate::messages::ModelInferRequest;
+use crate::server::grpc_response;
 use crate::shadow::Job;
 use crate::state::State;
 use crate::telemetry::Record;
@@ -32,6 +35,9 @@ pub struct Prepared {
     pub original: Bytes,
     pub route_model: String,
     pub shadows: Vec<(Variant, u32)>,
+    /// From the model's signature: what the cache needs to know.
+    pub decoupled: bool,
+    pub rows: u64,
 }
 
 pub fn parse(payload: &Bytes) -> Result<ModelInferRequest, GatewayError> {
@@ -117,7 +123,14 @@ pub async fn prepare(
     validate(&request, &signature)?;
     let original = payload.clone();
     let payload = retarget(&payload, &request, &variant)?;
+    // Triton counts each row of a batched request as an inference.
+    let rows = match (signature.max_batch_size > 0, request.inputs.first()) {
+        (true, Some(input)) => input.shape.first().map_or(1, |r| (*r).max(1) as u64),
+        _ => 1,
+    };
     Ok(Prepared {
+        decoupled: signature.decoupled,
+        rows,
         original,
         route_model: route.model.clone(),
         shadows,
@@ -128,26 +141,75 @@ pub async fn prepare(
     })
 }
 
-/// Forward a ModelInfer upstream: the answer's head and body as they come, and its attempt.
+/// Serve a ModelInfer: from the cache when the route caches it, else forwarded upstream with
+/// the answer's head and body streamed back as they come. The answer, the attempt (of a
+/// streamed answer) and the shadow copies to make.
 pub async fn model_infer(
-    state: &State,
+    state: &Arc<State>,
     payload: Bytes,
     headers: &HeaderMap,
     deadline: Option<Instant>,
     record: &mut Record,
-) -> Result<(Response<BoxBody>, Attempt, Option<Job>), GatewayError> {
+) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Job>), GatewayError> {
     let prepared = prepare(state, payload, headers, deadline, record).await?;
     let model = (
         prepared.variant.model.clone(),
         prepared.variant.version.clone(),
     );
-    let (response, attempt) = prepared
-        .pool
-        .send("ModelInfer", prepared.payload, deadline, Some(&model))
-        .await?;
-    record.retries = attempt.number - 1;
-    let (mut head, body) = response.into_parts();
-    head.headers.remove("content-length");
+    let policy =
+        state
+            .cache
+            .policy_for(&prepared.route_model, prepared.decoupled, &prepared.request);
+    let (response, attempt) = match policy {
+        None => {
+            record.cache = Some(Outcome::Bypass);
+            let (response, attempt) = prepared
+                .pool
+                .send(
+                    "ModelInfer",
+                    prepared.payload.clone(),
+                    deadline,
+                    Some(&model),
+                )
+                .await?;
+            record.retries = attempt.number - 1;
+            let (mut head, body) = response.into_parts();
+            head.headers.remove("content-length");
+            (Response::from_parts(head, boxed(body)), Some(attempt))
+        }
+        Some(policy) => {
+            let directives = Directives::parse(header(headers, CACHE_CONTROL));
+            let call = {
+                let (pool, payload) = (prepared.pool.clone(), prepared.payload.clone());
+                move || async move {
+                    let started = Instant::now();
+                    let (answer, attempts) = pool
+                        .call_for("ModelInfer", payload, deadline, Some(&model))
+                        .await?;
+                    Ok((answer, started.elapsed(), attempts - 1))
+                }
+            };
+            let answer = state
+                .cache
+                .fetch(
+                    policy,
+                    &prepared.route_model,
+                    &prepared.variant,
+                    &prepared.request,
+                    directives,
+                    prepared.rows,
+                    call,
+                )
+                .await?;
+            record.cache = Some(answer.outcome);
+            if let Some((upstream, retries)) = answer.upstream {
+                (record.upstream, record.retries) = (upstream, retries);
+            }
+            let message = with_id(&answer.message, &prepared.request.id);
+            let body = Unary::new(&message, status_trailers(Code::Ok, ""));
+            (grpc_response(boxed(body)), None)
+        }
+    };
     let job = (!prepared.shadows.is_empty()).then(|| Job {
         model: prepared.route_model,
         primary: prepared.variant.name.clone(),
@@ -156,7 +218,7 @@ pub async fn model_infer(
         payload: prepared.original,
         shadows: prepared.shadows,
     });
-    Ok((Response::from_parts(head, boxed(body)), attempt, job))
+    Ok((response, attempt, job))
 }
 
 #[cfg(test)]

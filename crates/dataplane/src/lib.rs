@@ -6,6 +6,7 @@
 //! and never calls Python, nor holds the GIL, while serving.
 
 pub mod body;
+pub mod cache;
 pub mod compare;
 pub mod config;
 pub mod error;
@@ -172,6 +173,33 @@ impl Core {
             .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
+    /// The routes' cache policies (JSON: `{"default": policy, "routes": {model: policy}}`).
+    fn set_cache_policies(&self, policies: &str) -> PyResult<()> {
+        let policies = serde_json::from_str(policies)
+            .map_err(|e| PyValueError::new_err(format!("cache policies: {e}")))?;
+        self.state.cache.set_policies(policies);
+        Ok(())
+    }
+
+    /// The response cache's counters and tiers (the admin API's CacheStats), as JSON.
+    fn cache_stats(&self) -> String {
+        self.state.cache.stats().to_string()
+    }
+
+    /// Drop the cached answers of `model` (and `variant`), or all of them when `model` is "":
+    /// the count dropped. OSError when Redis could not be reached (the in-process ones are
+    /// gone by then). The GIL is released meanwhile.
+    fn invalidate_cache(&self, py: Python<'_>, model: &str, variant: &str) -> PyResult<u64> {
+        let handle = locked(&self.runtime)
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
+        let cache = self.state.cache.clone();
+        let (model, variant) = (model.to_owned(), variant.to_owned());
+        py.detach(move || handle.block_on(async move { cache.invalidate(&model, &variant).await }))
+            .map_err(PyOSError::new_err)
+    }
+
     /// The core's route table, as JSON.
     fn routes(&self) -> PyResult<String> {
         let table: Vec<_> = self
@@ -292,6 +320,7 @@ impl Core {
             "events_dropped": dropped(&self.state.events),
             "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
             "serving": *self.state.health.status.borrow() == health::SERVING,
+            "cache": self.state.cache.stats(),
         })
         .to_string()
     }

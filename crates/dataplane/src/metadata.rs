@@ -72,6 +72,10 @@ pub async fn unary(
         "ServerReady" => Ok(Flag { value: state.all_pools_ready() }.encode_to_vec().into()),
         "ServerMetadata" => state.pool_order[0].call(method, payload, deadline).await,
         "RepositoryIndex" | "LogSettings" => fan_out(state, method, payload, deadline).await,
+        "ModelStatistics" | "ModelConfig" => {
+            let answer = model_scoped(state, method, payload.clone(), deadline).await?;
+            Ok(as_cached(state, method, &payload, answer))
+        }
         _ if SHARED_MEMORY_RPCS.contains(&method) => Err(GatewayError::NotSupported(format!(
             "{method} is not available through the gateway: shared-memory regions live on the Triton host, \
              which the gateway may not share with you; send tensors in the request (raw_input_contents) instead"
@@ -124,6 +128,30 @@ async fn model_scoped(
     );
     let answer = pool.call(method, readdressed, deadline).await?;
     Ok(rename(method, answer, &public))
+}
+
+/// What the gateway's cache changes in Triton's answers: its hits counted in ModelStatistics,
+/// and `response_cache { enable: true }` in the ModelConfig of a route it caches.
+fn as_cached(state: &State, method: &str, payload: &Bytes, answer: Bytes) -> Bytes {
+    match method {
+        "ModelStatistics" => {
+            let hits = state.cache.hits.snapshot();
+            match crate::cache::hits::fold_hits(&answer, &hits) {
+                Ok(Some(folded)) => folded,
+                _ => answer,
+            }
+        }
+        "ModelConfig" => {
+            let route = name_and_version(method, payload).map(|(name, _)| name);
+            let cached = route.is_ok_and(|r| state.cache.policies().of(&r).enabled);
+            if cached {
+                crate::cache::hits::show_cached(&answer)
+            } else {
+                answer
+            }
+        }
+        _ => answer,
+    }
 }
 
 /// Show the caller the public model name where the server answered with the upstream one.

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, boxed, status_trailers, BoxBody, Observed, OnEnd, Unary};
+use crate::cache::CACHE_KEY;
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::health::SERVICE_UNKNOWN;
@@ -136,7 +137,7 @@ async fn dispatch(
             let payload = read_recorded(body, limit, record).await?;
             let (response, attempt, job) =
                 infer::model_infer(&state, payload, &head.headers, deadline, record).await?;
-            return Ok((response, Some(attempt), job));
+            return Ok((response, attempt, job));
         }
         (INFERENCE_SERVICE, "ModelStreamInfer") => Ok(stream::model_stream_infer(
             state,
@@ -401,6 +402,12 @@ async fn handle(
                 if let Ok(value) = HeaderValue::from_str(&record.variant) {
                     trailing.push((HeaderName::from_static(VARIANT_KEY), value));
                 }
+            }
+            if let Some(outcome) = record.cache {
+                trailing.push((
+                    HeaderName::from_static(CACHE_KEY),
+                    HeaderValue::from_static(outcome.name()),
+                ));
             }
             let (mut head, body) = response.into_parts();
             if let Some(status) = head.headers.get("grpc-status") {

@@ -54,7 +54,8 @@ impl Signatures {
         let signature = self
             .flights
             .run(key.clone(), move || fetch(pool, model, version, deadline))
-            .await?;
+            .await
+            .0?;
         let expiry = Instant::now() + self.ttl;
         self.entries
             .lock()

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use gateway_router::Route;
 
+use crate::cache::ResponseCache;
 use crate::config::CoreConfig;
 use crate::error::GatewayError;
 use crate::events::Events;
@@ -19,6 +20,7 @@ use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 
 pub struct State {
+    pub cache: Arc<ResponseCache>,
     pub config: CoreConfig,
     pub pools: HashMap<String, Arc<Pool>>,
     pub pool_order: Vec<Arc<Pool>>,
@@ -55,7 +57,9 @@ impl State {
         .with_predictions(config.predictions, config.prediction_output.clone());
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
+        let cache = Arc::new(ResponseCache::new(&config.cache)?);
         Ok(State {
+            cache,
             connections_accepted: std::sync::atomic::AtomicU64::new(0),
             shadows,
             signatures: Signatures::new(config.metadata_ttl_s),

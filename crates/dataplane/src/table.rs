@@ -103,7 +103,8 @@ impl Table {
         let route = self
             .flights
             .run(model.to_owned(), move || discover(pool, name, deadline))
-            .await?;
+            .await
+            .0?;
         // Every waiter of the flight comes here with the same route: the first installs it and
         // tells the control plane; the others find it in the table.
         if let Some(route) = self.routes.load().get(model) {

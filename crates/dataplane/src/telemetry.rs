@@ -45,6 +45,8 @@ pub struct Record {
     pub infer_id: String,
     /// The answer is kept until it is whole, to be summarized for the observation.
     pub predict: bool,
+    /// How the response cache answered (ModelInfer only).
+    pub cache: Option<crate::cache::Outcome>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,6 +75,7 @@ struct Series {
     durations: HashMap<(String, String), Histogram>,        // method, model
     upstream: HashMap<(String, String), Histogram>,         // pool, model
     variants: HashMap<(String, String), Histogram>,         // model, variant (ModelInfer)
+    cache: HashMap<(String, &'static str), u64>,            // model, outcome (ModelInfer)
 }
 
 #[derive(Serialize)]
@@ -276,6 +279,12 @@ impl Telemetry {
                     .or_default()
                     .observe(elapsed);
             }
+            if let Some(outcome) = record.cache {
+                *series
+                    .cache
+                    .entry((record.model.clone(), outcome.name()))
+                    .or_default() += 1;
+            }
             if !record.upstream.is_zero() {
                 series
                     .upstream
@@ -295,7 +304,7 @@ impl Telemetry {
                 variant: record.variant.clone(),
                 code: code.name(),
                 latency_ms: round3(elapsed * 1000.0),
-                cache: None,
+                cache: record.cache.map(crate::cache::Outcome::name),
                 queue_wait_ms: 0.0,
                 retries: record.retries,
                 bytes_in: record.bytes_in,
@@ -343,8 +352,14 @@ impl Telemetry {
                 .map(|((a, b), h)| serde_json::json!({first: a, second: b, "buckets": h.buckets, "count": h.count, "sum": h.sum}))
                 .collect()
         };
+        let cache: Vec<serde_json::Value> = series
+            .cache
+            .iter()
+            .map(|((model, result), count)| serde_json::json!({"model": model, "result": result, "count": count}))
+            .collect();
         serde_json::json!({
             "requests": requests,
+            "cache": cache,
             "durations": histograms(&series.durations, "method", "model"),
             "upstream": histograms(&series.upstream, "pool", "model"),
             "variants": histograms(&series.variants, "model", "variant"),

@@ -468,8 +468,20 @@ impl Pool {
         payload: Bytes,
         deadline: Option<Instant>,
     ) -> Result<Bytes, GatewayError> {
-        let (response, attempt) = self.send(method, payload, deadline, None).await?;
-        let endpoint = attempt.endpoint.clone();
+        Ok(self.call_for(method, payload, deadline, None).await?.0)
+    }
+
+    /// A unary call for `model` (its endpoints' readiness counts): the answer, and the attempts
+    /// it took.
+    pub async fn call_for(
+        self: &Arc<Self>,
+        method: &str,
+        payload: Bytes,
+        deadline: Option<Instant>,
+        model: Option<&ModelKey>,
+    ) -> Result<(Bytes, u32), GatewayError> {
+        let (response, attempt) = self.send(method, payload, deadline, model).await?;
+        let (endpoint, attempts) = (attempt.endpoint.clone(), attempt.number);
         let collected = collect(response).await;
         let failed = match &collected {
             Err(GatewayError::Unavailable(_)) => true,
@@ -477,10 +489,11 @@ impl Pool {
             _ => false,
         };
         attempt.finish(failed);
-        collected.map_err(|e| match e {
+        let answer = collected.map_err(|e| match e {
             GatewayError::Unavailable(reason) => self.unreachable(&endpoint, &reason),
             other => other,
-        })
+        })?;
+        Ok((answer, attempts))
     }
 }
 

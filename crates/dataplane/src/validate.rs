@@ -26,6 +26,8 @@ pub struct Signature {
     pub inputs: BTreeMap<String, TensorSpec>,
     pub outputs: BTreeSet<String>,
     pub max_batch_size: i64,
+    /// Answers as many (or as few) responses as it likes per request: never cached.
+    pub decoupled: bool,
 }
 
 impl Signature {
@@ -58,6 +60,9 @@ impl Signature {
             inputs,
             outputs: metadata.outputs.iter().map(|o| o.name.clone()).collect(),
             max_batch_size: config.map_or(0, |c| i64::from(c.max_batch_size)),
+            decoupled: config
+                .and_then(|c| c.model_transaction_policy.as_ref())
+                .is_some_and(|p| p.decoupled),
         }
     }
 }

@@ -134,6 +134,41 @@ pub fn string_of(message: &[u8], number: u32) -> Result<&[u8], WireError> {
     Ok(value)
 }
 
+/// The varint value of field `number` (the last occurrence wins), or 0.
+pub fn uint_of(message: &[u8], number: u32) -> Result<u64, WireError> {
+    let mut value = 0;
+    for field in fields(message)? {
+        if field.number == number && field.payload.is_none() {
+            let (_, after_tag) = varint(message, field.start)?;
+            value = varint(message, after_tag)?.0;
+        }
+    }
+    Ok(value)
+}
+
+/// The message field `number` as one message: its occurrences' payloads, merged by concatenation.
+pub fn message_of(message: &[u8], number: u32) -> Result<Vec<u8>, WireError> {
+    let mut merged = Vec::new();
+    for field in fields(message)? {
+        if let (true, Some((start, end))) = (field.number == number, field.payload) {
+            merged.extend_from_slice(&message[start..end]);
+        }
+    }
+    Ok(merged)
+}
+
+/// A varint field.
+pub fn uint_field(out: &mut BytesMut, number: u32, value: u64) {
+    put_varint(out, u64::from(number) << 3);
+    put_varint(out, value);
+}
+
+/// A message field holding `payload`.
+pub fn message_field(out: &mut BytesMut, number: u32, payload: &[u8]) {
+    put_field_header(out, number, payload.len());
+    out.put_slice(payload);
+}
+
 /// Answers of several servers merged: protobuf concatenation merges (the first answer listed
 /// wins on scalars, being last), then entries of the repeated field `entries` that share a
 /// (name = 1, version = 2) key are kept once: the first position, the last value.
