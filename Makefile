@@ -124,6 +124,7 @@ NATIVE_SUITE := tests/integration/test_metadata_rpcs.py \
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
   tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
   tests/integration/test_replicas.py tests/integration/test_rollouts.py tests/integration/test_cache.py \
+  tests/integration/test_admission.py \
   tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
   tests/e2e/test_perf_analyzer.py \
   tests/integration/test_metrics_logs.py::test_payload_log_keeps_replayable_requests_and_responses

@@ -32,6 +32,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
     telemetry = config.telemetry
     keep = (
         "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms", "tls",
+        "max_inflight", "max_queue", "adaptive",
     )  # fmt: skip
     return {
         "listen": config.listen,
@@ -51,6 +52,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "observation_tensors": observation_tensors,
         "predictions": config.feedback.enabled or config.drift.enabled,
         "prediction_output": config.feedback.output,
+        "admission": config.admission.model_dump(mode="json"),
         "cache": {
             key: getattr(config.cache, key)
             for key in ("l1_max_bytes", "redis_url", "redis_timeout_ms", "namespace", "compress", "ignored_parameters")
@@ -130,9 +132,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
     wanted = {
         "micro-batching (--batching, batching.enabled, routes.*.batching)": config.batching.enabled
         or any(route.batching is not None and route.batching.enabled for route in config.routes.values()),
-        "admission control (--max-inflight, pools.*.max_inflight, pools.*.adaptive)": any(
-            pool.max_inflight > 0 or pool.adaptive is not None for pool in config.pools.values()
-        ),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
     }
     return [feature for feature, asked in wanted.items() if asked]

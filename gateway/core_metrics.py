@@ -27,6 +27,9 @@ _POOL_COUNTERS = {
     "retries_denied": "Retries the retry budget refused",
     "ejections": "Outlier ejections",
     "hedges": "Second attempts sent because the first was slow (hedging)",
+    "shed": "Requests shed with RESOURCE_EXHAUSTED (queue full)",
+    "expired": "Requests answered DEADLINE_EXCEEDED before reaching Triton",
+    "cancelled": "Callers that left the queue",
 }
 
 
@@ -74,7 +77,7 @@ class CoreCollector(Collector):
             series["upstream"],
             bounds,
         )
-        yield from self._pools(snapshot["pools"])
+        yield from self._pools(snapshot["pools"], bounds)
         lookups = CounterMetricFamily(
             "gateway_cache_lookups",
             "Cache outcomes of ModelInfer, by model and result (hit-l1, hit-l2, miss, bypass)",
@@ -99,12 +102,17 @@ class CoreCollector(Collector):
         yield connections
 
     @staticmethod
-    def _pools(pools: list[dict[str, Any]]) -> Iterator[Family]:
+    def _pools(pools: list[dict[str, Any]], bounds: list[float]) -> Iterator[Family]:
         counters = {
             name: CounterMetricFamily(f"gateway_pool_{name}", text, labels=["pool"])
             for name, text in _POOL_COUNTERS.items()
         }
         in_flight = GaugeMetricFamily("gateway_pool_in_flight", "Requests under way towards the pool", labels=["pool"])
+        depth = GaugeMetricFamily("gateway_queue_depth", "Requests waiting in the admission queue", labels=["pool"])
+        limit = GaugeMetricFamily("gateway_pool_limit", "Concurrency limit (0: none)", labels=["pool"])
+        waits = [
+            {"pool": pool["name"]} | pool["queue_wait"] for pool in pools if pool.get("queue_wait", {}).get("count")
+        ]
         ready = GaugeMetricFamily(
             "gateway_upstream_ready", "1 when the endpoint's last probe said ready", labels=["pool", "endpoint"]
         )
@@ -113,10 +121,15 @@ class CoreCollector(Collector):
         )
         for pool in pools:
             for name, family in counters.items():
-                family.add_metric([pool["name"]], pool[name])
+                family.add_metric([pool["name"]], pool.get(name, 0))
             in_flight.add_metric([pool["name"]], pool["in_flight"])
+            depth.add_metric([pool["name"]], pool.get("queued", 0))
+            limit.add_metric([pool["name"]], pool.get("limit", 0))
             for endpoint in pool["endpoints"]:
                 ready.add_metric([pool["name"], endpoint["address"]], float(endpoint["ready"]))
                 ejected.add_metric([pool["name"], endpoint["address"]], float(endpoint["ejected"]))
         yield from counters.values()
-        yield from (in_flight, ready, ejected)
+        yield from (in_flight, depth, limit, ready, ejected)
+        yield _histogram(
+            "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue", ["pool"], waits, bounds
+        )

@@ -131,7 +131,11 @@ class NativeGateway:
     def _pool_stats(self) -> list[pb.PoolStats]:
         pools = json.loads(self.core.stats())["pools"]
         return [
-            pb.PoolStats(**(pool | {"endpoints": [pb.EndpointStats(**e) for e in pool["endpoints"]]})) for pool in pools
+            pb.PoolStats(
+                **{key: value for key, value in pool.items() if key not in ("queue_wait", "endpoints")},
+                endpoints=[pb.EndpointStats(**e) for e in pool["endpoints"]],
+            )
+            for pool in pools
         ]
 
     async def _pull_events(self) -> None:

@@ -125,7 +125,17 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
 
 
 def test_features_the_core_lacks_are_refused_at_start(triton: TritonCli) -> None:
-    command = [sys.executable, "-m", "gateway", "serve", "--engine", "native", "--upstream", triton.address, "--batching"]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--engine",
+        "native",
+        "--upstream",
+        triton.address,
+        "--batching",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "--engine native does not have micro-batching" in done.stderr

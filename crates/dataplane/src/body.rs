@@ -233,6 +233,39 @@ pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
     trailers
 }
 
+/// A body that keeps `T` alive until it is dropped: an admission slot, held until the answer
+/// has been sent.
+pub struct Holding<B, T> {
+    inner: B,
+    _held: T,
+}
+
+impl<B, T> Holding<B, T> {
+    pub fn new(inner: B, held: T) -> Holding<B, T> {
+        Holding { inner, _held: held }
+    }
+}
+
+impl<B: Body + Unpin, T: Unpin> Body for Holding<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,18 @@ pub struct PoolConfig {
     pub hedge_delay_ms: Option<f64>,
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// Admission control: requests under way towards the pool (0: no limit, unless adaptive),
+    /// the queue beyond it, and the adaptive limit.
+    #[serde(default)]
+    pub max_inflight: usize,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    #[serde(default)]
+    pub adaptive: Option<crate::admission::AdaptiveConfig>,
+}
+
+fn default_max_queue() -> usize {
+    100
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -72,6 +84,9 @@ pub struct CoreConfig {
     /// The response cache's tiers and the routes' policies.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// Priority classes and tenants of the pools' queues.
+    #[serde(default)]
+    pub admission: crate::admission::AdmissionConfig,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

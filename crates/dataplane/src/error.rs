@@ -8,6 +8,7 @@
 //! ├── NotSupported         UNIMPLEMENTED      an RPC the gateway cannot proxy
 //! ├── Unavailable          UNAVAILABLE        no endpoint of a pool could be reached
 //! ├── TooLarge             RESOURCE_EXHAUSTED a message over the size limit
+//! ├── Overloaded           RESOURCE_EXHAUSTED the pool's queue is full (with a retry-after hint)
 //! ├── DeadlineExceeded     DEADLINE_EXCEEDED  it could not be served in time
 //! ├── Upstream             (upstream's code)  the server answered with an error: code and text kept
 //! └── Internal             INTERNAL           a bug; the message names the request id
@@ -22,8 +23,15 @@ pub enum GatewayError {
     NotSupported(String),
     Unavailable(String),
     TooLarge(String),
+    Overloaded {
+        message: String,
+        retry_after_ms: u64,
+    },
     DeadlineExceeded(String),
-    Upstream { code: Code, message: String },
+    Upstream {
+        code: Code,
+        message: String,
+    },
     Internal(String),
 }
 
@@ -34,7 +42,7 @@ impl GatewayError {
             GatewayError::InvalidRequest(_) => Code::InvalidArgument,
             GatewayError::NotSupported(_) => Code::Unimplemented,
             GatewayError::Unavailable(_) => Code::Unavailable,
-            GatewayError::TooLarge(_) => Code::ResourceExhausted,
+            GatewayError::TooLarge(_) | GatewayError::Overloaded { .. } => Code::ResourceExhausted,
             GatewayError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             GatewayError::Upstream { code, .. } => *code,
             GatewayError::Internal(_) => Code::Internal,
@@ -50,7 +58,9 @@ impl GatewayError {
             | GatewayError::TooLarge(m)
             | GatewayError::DeadlineExceeded(m)
             | GatewayError::Internal(m) => m,
-            GatewayError::Upstream { message, .. } => message,
+            GatewayError::Upstream { message, .. } | GatewayError::Overloaded { message, .. } => {
+                message
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use gateway_router::{decide, Variant};
 use http::{HeaderMap, Response};
 use prost::Message;
 
-use crate::body::{boxed, status_trailers, BoxBody, Unary};
+use crate::admission::{Admission, Permit};
+use crate::body::{boxed, status_trailers, BoxBody, Holding, Unary};
 use crate::cache::{with_id, Directives, Outcome, CACHE_CONTROL};
 use crate::error::GatewayError;
 use crate::grpc::Code;
@@ -141,6 +142,42 @@ pub async fn prepare(
     })
 }
 
+/// What a request asks of its pool's admission control: a slot, at its priority, for its tenant.
+struct Slot {
+    admission: Arc<Admission>,
+    priority: usize,
+    tenant: String,
+}
+
+impl Slot {
+    /// None when the pool has no limit.
+    fn of(state: &State, prepared: &Prepared, headers: &HeaderMap) -> Option<Slot> {
+        let admission = state.admissions.get(&prepared.pool.name)?.clone();
+        let settings = &state.config.admission;
+        let priority = settings.priority(
+            header(headers, &settings.priority_header),
+            &prepared.request,
+        );
+        let tenant = header(headers, &settings.tenant_header)
+            .unwrap_or("")
+            .to_owned();
+        Some(Slot {
+            admission,
+            priority,
+            tenant,
+        })
+    }
+
+    async fn take(
+        self,
+        deadline: Option<Instant>,
+    ) -> Result<(Permit, std::time::Duration), GatewayError> {
+        self.admission
+            .slot(self.priority, &self.tenant, deadline)
+            .await
+    }
+}
+
 /// Serve a ModelInfer: from the cache when the route caches it, else forwarded upstream with
 /// the answer's head and body streamed back as they come. The answer, the attempt (of a
 /// streamed answer) and the shadow copies to make.
@@ -160,9 +197,18 @@ pub async fn model_infer(
         state
             .cache
             .policy_for(&prepared.route_model, prepared.decoupled, &prepared.request);
+    let slot = Slot::of(state, &prepared, headers);
     let (response, attempt) = match policy {
         None => {
             record.cache = Some(Outcome::Bypass);
+            let permit = match slot {
+                None => None,
+                Some(slot) => {
+                    let (permit, waited) = slot.take(deadline).await?;
+                    record.queue_wait = waited;
+                    Some(permit)
+                }
+            };
             let (response, attempt) = prepared
                 .pool
                 .send(
@@ -175,13 +221,22 @@ pub async fn model_infer(
             record.retries = attempt.number - 1;
             let (mut head, body) = response.into_parts();
             head.headers.remove("content-length");
-            (Response::from_parts(head, boxed(body)), Some(attempt))
+            let body = match permit {
+                None => boxed(body),
+                Some(permit) => boxed(Holding::new(body, permit)),
+            };
+            (Response::from_parts(head, body), Some(attempt))
         }
         Some(policy) => {
             let directives = Directives::parse(header(headers, CACHE_CONTROL));
             let call = {
                 let (pool, payload) = (prepared.pool.clone(), prepared.payload.clone());
+                // Identical misses share this call, and its one slot of the pool.
                 move || async move {
+                    let _permit = match slot {
+                        None => None,
+                        Some(slot) => Some(slot.take(deadline).await?.0),
+                    };
                     let started = Instant::now();
                     let (answer, attempts) = pool
                         .call_for("ModelInfer", payload, deadline, Some(&model))

@@ -5,6 +5,7 @@
 //! Python thread that releases the GIL while it waits. The core runs on its own tokio threads
 //! and never calls Python, nor holds the GIL, while serving.
 
+pub mod admission;
 pub mod body;
 pub mod cache;
 pub mod compare;
@@ -299,8 +300,9 @@ impl Core {
                     .iter()
                     .map(|e| e.outstanding.load(Ordering::Relaxed))
                     .sum();
-                // The admin API's PoolStats, field for field (proto/gateway_admin/admin.proto).
-                serde_json::json!({
+                // The admin API's PoolStats, field for field (proto/gateway_admin/admin.proto),
+                // with the queue-wait histogram for the metrics.
+                let mut row = serde_json::json!({
                     "name": pool.name,
                     "in_flight": in_flight,
                     "endpoints": endpoints,
@@ -309,7 +311,15 @@ impl Core {
                     "retries_denied": stats.retries_denied.load(Ordering::Relaxed),
                     "hedges": stats.hedges.load(Ordering::Relaxed),
                     "ejections": stats.ejections.load(Ordering::Relaxed),
-                })
+                });
+                if let (Some(admission), Some(fields)) =
+                    (self.state.admissions.get(&pool.name), row.as_object_mut())
+                {
+                    if let serde_json::Value::Object(admitted) = admission.stats() {
+                        fields.extend(admitted);
+                    }
+                }
+                row
             })
             .collect();
         let dropped = |events: &events::Events| events.dropped.load(Ordering::Relaxed);

@@ -36,6 +36,8 @@ use crate::upstream::{Attempt, INFERENCE_SERVICE};
 use crate::{infer, metadata, stream};
 
 pub const REQUEST_ID_KEY: &str = "x-request-id";
+/// Trailing metadata of RESOURCE_EXHAUSTED from a full queue: when to try again.
+pub const RETRY_AFTER_KEY: &str = "retry-after-ms";
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// A future that turns a panic into an error value instead of unwinding through hyper.
@@ -78,6 +80,9 @@ pub fn failure(error: &GatewayError, trailing: &[(HeaderName, HeaderValue)]) -> 
     let mut response = grpc_response(body::empty());
     let headers = response.headers_mut();
     headers.extend(status_trailers(error.code(), error.message()));
+    if let GatewayError::Overloaded { retry_after_ms, .. } = error {
+        headers.insert(RETRY_AFTER_KEY, HeaderValue::from(*retry_after_ms));
+    }
     for (name, value) in trailing {
         headers.insert(name.clone(), value.clone());
     }

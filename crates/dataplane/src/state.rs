@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use gateway_router::Route;
 
+use crate::admission::Admission;
 use crate::cache::ResponseCache;
 use crate::config::CoreConfig;
 use crate::error::GatewayError;
@@ -20,6 +21,8 @@ use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 
 pub struct State {
+    /// Admission control of the pools that have a limit.
+    pub admissions: HashMap<String, Arc<Admission>>,
     pub cache: Arc<ResponseCache>,
     pub config: CoreConfig,
     pub pools: HashMap<String, Arc<Pool>>,
@@ -58,7 +61,24 @@ impl State {
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         let cache = Arc::new(ResponseCache::new(&config.cache)?);
+        let levels = config.admission.priority_levels;
+        let admissions = config
+            .pools
+            .iter()
+            .filter(|p| p.max_inflight > 0 || p.adaptive.is_some())
+            .map(|p| {
+                let admission = Admission::new(
+                    &p.name,
+                    p.max_inflight,
+                    p.max_queue,
+                    p.adaptive.as_ref(),
+                    levels,
+                );
+                (p.name.clone(), Arc::new(admission))
+            })
+            .collect();
         Ok(State {
+            admissions,
             cache,
             connections_accepted: std::sync::atomic::AtomicU64::new(0),
             shadows,

@@ -47,6 +47,8 @@ pub struct Record {
     pub predict: bool,
     /// How the response cache answered (ModelInfer only).
     pub cache: Option<crate::cache::Outcome>,
+    /// Time spent in the pool's admission queue.
+    pub queue_wait: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -57,7 +59,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, seconds: f64) {
+    pub fn observe(&mut self, seconds: f64) {
         if self.buckets.is_empty() {
             self.buckets = vec![0; LATENCY_BUCKETS.len()];
         }
@@ -66,6 +68,23 @@ impl Histogram {
         }
         self.count += 1;
         self.sum += seconds;
+    }
+
+    /// The `q` quantile, interpolated inside its bucket as Prometheus does; 0 when empty.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = q * self.count as f64;
+        let (mut seen, mut lower) = (0u64, 0.0);
+        for (count, bound) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if (seen + count) as f64 >= rank && *count > 0 {
+                return lower + (bound - lower) * (rank - seen as f64) / *count as f64;
+            }
+            seen += count;
+            lower = bound;
+        }
+        lower // beyond the last bound
     }
 }
 
@@ -305,7 +324,7 @@ impl Telemetry {
                 code: code.name(),
                 latency_ms: round3(elapsed * 1000.0),
                 cache: record.cache.map(crate::cache::Outcome::name),
-                queue_wait_ms: 0.0,
+                queue_wait_ms: round3(record.queue_wait.as_secs_f64() * 1000.0),
                 retries: record.retries,
                 bytes_in: record.bytes_in,
                 bytes_out,

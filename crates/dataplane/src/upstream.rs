@@ -56,6 +56,10 @@ where
         .max_frame_size(1 << 20)
         .keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
+        // Callers whose deadline passes reset their streams; frames the server still sends on
+        // one it no longer remembers would be a protocol error that closes the connection
+        // with every call on it (h2 remembers 10 by default).
+        .max_concurrent_reset_streams(4096)
         .handshake(io)
         .await
         .map_err(|e| e.to_string())?;
@@ -63,6 +67,30 @@ where
         let _ = connection.await; // ends when the server or the network closes it
     });
     Ok(sender)
+}
+
+/// The timeout propagated upstream: the caller's remaining time and a little more, so the
+/// gateway's own timer ends a late call (resetting the stream, which Triton takes as a
+/// cancellation) before the upstream's deadline fires. Triton 2.51's gRPC frontend answers an
+/// expired deadline with its trailers more than once on the same stream, a protocol error that
+/// would close the connection with every call on it.
+pub fn upstream_timeout(remaining: Duration) -> Duration {
+    let grace = (remaining / 50).clamp(Duration::from_millis(2), Duration::from_millis(20));
+    remaining.max(Duration::from_millis(1)) + grace
+}
+
+/// An error with what caused it ("http2 error: stream error received: refused stream").
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 pub struct Endpoint {
@@ -171,16 +199,17 @@ impl Endpoint {
         .header("content-type", "application/grpc")
         .header("te", "trailers");
         if let Some(deadline) = deadline {
-            let remaining = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            request = request.header("grpc-timeout", grpc::format_timeout(remaining));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            request = request.header(
+                "grpc-timeout",
+                grpc::format_timeout(upstream_timeout(remaining)),
+            );
         }
         let request = request.body(body).map_err(|e| e.to_string())?;
         sender
             .send_request(request)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| with_causes(&e))
     }
 }
 

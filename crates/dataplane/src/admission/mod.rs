@@ -1,0 +1,440 @@
+//! Admission control on the request path: the async side of `policy`.
+//!
+//! A ModelInfer takes a slot of its pool before going upstream. With the pool at its limit it
+//! waits in the queue (by priority, tenants taking turns) until a slot is free, its deadline
+//! passes (DEADLINE_EXCEEDED, never reaching Triton), or the caller leaves (taken out of the
+//! queue). A full queue sheds at once with RESOURCE_EXHAUSTED and a retry-after hint: a shed
+//! answer takes one lock and no wait. The slot is held until the answer has been sent.
+
+pub mod adaptive;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::error::GatewayError;
+use crate::messages::{ModelInferRequest, ParameterChoice};
+use crate::telemetry::Histogram;
+use adaptive::GradientLimit;
+use policy::{Decision, Policy, Ticket};
+
+/// The `admission` section: priority classes and tenants.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AdmissionConfig {
+    pub priority_levels: usize,
+    pub default_priority: usize,
+    pub priority_header: String,
+    pub tenant_header: String,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            priority_levels: 3,
+            default_priority: 2,
+            priority_header: "x-priority".into(),
+            tenant_header: "x-tenant".into(),
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// From the priority header, else the request's `priority` parameter (Triton's: 1 is the
+    /// highest, 0 the default); out of range values are clamped to the configured levels.
+    pub fn priority(&self, header: Option<&str>, request: &ModelInferRequest) -> usize {
+        let value: i64 = match header {
+            Some(given) => given.trim().parse().unwrap_or(0),
+            None => match request
+                .parameters
+                .get("priority")
+                .and_then(|p| p.choice.as_ref())
+            {
+                Some(ParameterChoice::Int64(v)) => *v,
+                Some(ParameterChoice::Uint64(v)) => i64::try_from(*v).unwrap_or(i64::MAX),
+                Some(ParameterChoice::Double(v)) => *v as i64,
+                Some(ParameterChoice::String(v)) => v.trim().parse().unwrap_or(0),
+                _ => 0,
+            },
+        };
+        if value <= 0 {
+            self.default_priority
+        } else {
+            usize::try_from(value).map_or(self.priority_levels, |v| v.min(self.priority_levels))
+        }
+    }
+}
+
+/// A pool's limits (`pools.*.max_inflight`, `max_queue`, `adaptive`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AdaptiveConfig {
+    pub min_limit: usize,
+    pub max_limit: usize,
+    pub window: usize,
+}
+
+#[derive(Default)]
+pub struct AdmissionStats {
+    pub admitted: AtomicU64,
+    /// Admitted after waiting in the queue.
+    pub queued: AtomicU64,
+    /// RESOURCE_EXHAUSTED: the queue was full.
+    pub shed: AtomicU64,
+    /// DEADLINE_EXCEEDED before reaching the upstream.
+    pub expired: AtomicU64,
+    /// Callers that left the queue.
+    pub cancelled: AtomicU64,
+    pub waits: Mutex<Histogram>,
+}
+
+struct Inner {
+    policy: Policy,
+    waiters: HashMap<u64, oneshot::Sender<()>>,
+    adaptive: Option<GradientLimit>,
+}
+
+pub struct Admission {
+    pub pool: String,
+    inner: Mutex<Inner>,
+    epoch: Instant,
+    next_id: AtomicU64,
+    pub stats: AdmissionStats,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A slot of the pool: given back (and passed to the next in the queue) when dropped.
+pub struct Permit {
+    admission: Arc<Admission>,
+    started: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.admission.finished(Some(self.started.elapsed()));
+    }
+}
+
+/// A ticket in the queue; dropped before it was decided (the caller left), it is taken out,
+/// or the slot it was just granted is passed on.
+struct Waiting {
+    admission: Arc<Admission>,
+    ticket: Ticket,
+    granted: oneshot::Receiver<()>,
+    decided: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.decided {
+            return;
+        }
+        let admission = &self.admission;
+        let mut inner = locked(&admission.inner);
+        let ticket = &self.ticket;
+        if inner
+            .policy
+            .remove(ticket.id, ticket.priority, &ticket.tenant)
+        {
+            inner.waiters.remove(&ticket.id);
+            bump(&admission.stats.cancelled);
+        } else if self.granted.try_recv().is_ok() {
+            drop(inner);
+            admission.finished(None); // admitted just as the caller left: pass the slot on
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(
+        pool: &str,
+        max_inflight: usize,
+        max_queue: usize,
+        adaptive: Option<&AdaptiveConfig>,
+        priority_levels: usize,
+    ) -> Admission {
+        let limit = match adaptive {
+            Some(a) if max_inflight == 0 => a.min_limit,
+            _ => max_inflight,
+        };
+        let adaptive =
+            adaptive.map(|a| GradientLimit::new(a.min_limit, a.max_limit, a.window, limit));
+        Admission {
+            pool: pool.to_owned(),
+            inner: Mutex::new(Inner {
+                policy: Policy::new(limit, max_queue, priority_levels),
+                waiters: HashMap::new(),
+                adaptive,
+            }),
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+            stats: AdmissionStats::default(),
+        }
+    }
+
+    fn clock(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.epoch).as_secs_f64()
+    }
+
+    /// A slot, once one is free; the time waited for it. Errors: shed (queue full), or the
+    /// deadline cannot be met.
+    pub async fn slot(
+        self: &Arc<Self>,
+        priority: usize,
+        tenant: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(Permit, Duration), GatewayError> {
+        let arrived = Instant::now();
+        let ticket = Ticket {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            priority,
+            tenant: tenant.to_owned(),
+            deadline: deadline.map(|d| self.clock(d)),
+        };
+        let (sender, granted) = oneshot::channel();
+        let (decision, latest_start) = {
+            let mut inner = locked(&self.inner);
+            let decision = inner.policy.offer(ticket.clone(), self.clock(arrived));
+            match decision {
+                Decision::Queued => {
+                    inner.waiters.insert(ticket.id, sender);
+                }
+                Decision::RejectFull => {
+                    bump(&self.stats.shed);
+                    let policy = &inner.policy;
+                    let retry_after_ms = (policy.retry_after_s() * 1000.0).round().max(1.0) as u64;
+                    return Err(GatewayError::Overloaded {
+                        message: format!(
+                            "pool '{}' is at capacity ({} in flight, {} queued, max_queue {}): retry after ~{retry_after_ms} ms",
+                            self.pool, policy.in_flight, policy.queued, policy.max_queue
+                        ),
+                        retry_after_ms,
+                    });
+                }
+                Decision::RejectDeadline => {
+                    bump(&self.stats.expired);
+                    let policy = &inner.policy;
+                    let left_ms = deadline.map_or(0.0, |d| {
+                        d.saturating_duration_since(arrived).as_secs_f64() * 1000.0
+                    });
+                    let wait_ms = policy.estimated_wait_s(policy.queued) * 1000.0;
+                    return Err(GatewayError::DeadlineExceeded(format!(
+                        "pool '{}' could not serve the request before its deadline ({left_ms:.0} ms left, ~{wait_ms:.0} ms expected in the queue)",
+                        self.pool
+                    )));
+                }
+                Decision::Admit => {}
+            }
+            let latest = ticket.deadline.map(|d| inner.policy.latest_start(d));
+            (decision, latest)
+        };
+        if decision == Decision::Admit {
+            bump(&self.stats.admitted);
+            return Ok((self.permit(), Duration::ZERO));
+        }
+        let mut waiting = Waiting {
+            admission: self.clone(),
+            ticket,
+            granted,
+            decided: false,
+        };
+        let granted = match latest_start {
+            None => Some((&mut waiting.granted).await.is_ok()),
+            Some(latest) => {
+                let until = self.epoch + Duration::from_secs_f64(latest.max(0.0));
+                tokio::time::timeout_at(until.into(), &mut waiting.granted)
+                    .await
+                    .ok()
+                    .map(|r| r.is_ok())
+            }
+        };
+        let admitted = match granted {
+            Some(admitted) => admitted,
+            None => {
+                // Out of time: taken out of the queue, or granted in the same instant (the
+                // slot is given back: too little time is left to use it).
+                let mut inner = locked(&self.inner);
+                let t = &waiting.ticket;
+                if inner.policy.remove(t.id, t.priority, &t.tenant) {
+                    inner.waiters.remove(&t.id);
+                } else if waiting.granted.try_recv().is_ok() {
+                    drop(inner);
+                    self.finished(None);
+                }
+                false
+            }
+        };
+        waiting.decided = true;
+        let waited = arrived.elapsed();
+        if !admitted {
+            bump(&self.stats.expired);
+            let service_ms = locked(&self.inner).policy.service_time_s * 1000.0;
+            return Err(GatewayError::DeadlineExceeded(format!(
+                "pool '{}': after {:.0} ms in the queue, too little time was left before the deadline to be served (~{service_ms:.0} ms per request)",
+                self.pool,
+                waited.as_secs_f64() * 1000.0
+            )));
+        }
+        bump(&self.stats.admitted);
+        bump(&self.stats.queued);
+        locked(&self.stats.waits).observe(waited.as_secs_f64());
+        Ok((self.permit(), waited))
+    }
+
+    fn permit(self: &Arc<Self>) -> Permit {
+        Permit {
+            admission: self.clone(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A slot is given back (`served`: how long it was held, for the estimates): the next
+    /// tickets are granted, the expired ones told.
+    fn finished(&self, served: Option<Duration>) {
+        let now = self.clock(Instant::now());
+        let mut inner = locked(&self.inner);
+        if let Some(served) = served {
+            inner.policy.observe_service_time(served.as_secs_f64());
+        }
+        let mut batch = inner.policy.release(now);
+        let limit = match (&mut inner.adaptive, served) {
+            (Some(adaptive), Some(served)) => adaptive.sample(served.as_secs_f64()),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            let (more, late) = inner.policy.set_limit(limit, now);
+            batch.0.extend(more);
+            batch.1.extend(late);
+        }
+        loop {
+            let (admitted, expired) = batch;
+            for ticket in expired {
+                inner.waiters.remove(&ticket.id); // its waiter hears the sender go
+            }
+            let mut freed = 0;
+            for ticket in admitted {
+                let delivered = inner
+                    .waiters
+                    .remove(&ticket.id)
+                    .is_some_and(|sender| sender.send(()).is_ok());
+                if !delivered {
+                    freed += 1; // its caller already left: the slot goes to the next
+                }
+            }
+            if freed == 0 {
+                return;
+            }
+            inner.policy.in_flight = inner.policy.in_flight.saturating_sub(freed);
+            batch = inner.policy.fill(now);
+        }
+    }
+
+    /// The admin API's PoolStats admission fields, as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        let (limit, in_flight, queued, max_queue) = {
+            let inner = locked(&self.inner);
+            let p = &inner.policy;
+            (p.limit, p.in_flight, p.queued, p.max_queue)
+        };
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let waits = locked(&self.stats.waits).clone();
+        serde_json::json!({
+            "limit": limit,
+            "in_flight": in_flight,
+            "queued": queued,
+            "max_queue": max_queue,
+            "admitted": get(&self.stats.admitted),
+            "admitted_after_queueing": get(&self.stats.queued),
+            "shed": get(&self.stats.shed),
+            "expired": get(&self.stats.expired),
+            "cancelled": get(&self.stats.cancelled),
+            "queue_wait_p50_ms": waits.quantile(0.5) * 1000.0,
+            "queue_wait_p99_ms": waits.quantile(0.99) * 1000.0,
+            "queue_wait": waits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waits_for_a_slot_sheds_when_full_and_passes_on_a_leavers_slot() {
+        let admission = Arc::new(Admission::new("p", 1, 1, None, 3));
+        let (first, _) = admission.slot(2, "", None).await.unwrap();
+        let queued = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.slot(2, "", None).await.map(|(_, w)| w) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let shed = admission.slot(2, "", None).await.err().unwrap();
+        assert!(
+            matches!(shed, GatewayError::Overloaded { retry_after_ms, .. } if retry_after_ms >= 1)
+        );
+        drop(first);
+        assert!(queued.await.unwrap().unwrap() >= Duration::from_millis(15));
+        // A caller that leaves the queue is taken out; the next one gets the slot.
+        let (held, _) = admission.slot(2, "", None).await.unwrap();
+        let leaver = {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.slot(2, "", None).await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        leaver.abort();
+        let _ = leaver.await;
+        assert_eq!(admission.stats.cancelled.load(Ordering::Relaxed), 1);
+        drop(held);
+        let deadline = Some(Instant::now() + Duration::from_secs(1));
+        assert!(admission.slot(2, "", deadline).await.is_ok());
+        let stats = admission.stats();
+        assert_eq!(
+            (stats["in_flight"].as_u64(), stats["queued"].as_u64()),
+            (Some(0), Some(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_request_leaves_when_it_can_no_longer_be_served_in_time() {
+        let admission = Arc::new(Admission::new("p", 1, 10, None, 3));
+        let held = admission.slot(2, "", None).await.unwrap();
+        let started = Instant::now();
+        let error = admission
+            .slot(2, "", Some(started + Duration::from_millis(50)))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, GatewayError::DeadlineExceeded(ref m) if m.contains("in the queue"))
+        );
+        assert!(started.elapsed() < Duration::from_millis(50));
+        drop(held);
+    }
+
+    #[test]
+    fn priorities_come_from_the_header_then_the_parameter() {
+        let config = AdmissionConfig::default();
+        let mut request = ModelInferRequest::default();
+        assert_eq!(config.priority(None, &request), 2);
+        assert_eq!(config.priority(Some("1"), &request), 1);
+        assert_eq!(config.priority(Some("9"), &request), 3);
+        assert_eq!(config.priority(Some("x"), &request), 2);
+        request.parameters.insert(
+            "priority".into(),
+            crate::messages::InferParameter {
+                choice: Some(ParameterChoice::Uint64(1)),
+            },
+        );
+        assert_eq!(config.priority(None, &request), 1);
+    }
+}
