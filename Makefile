@@ -124,14 +124,13 @@ NATIVE_SUITE := tests/integration/test_metadata_rpcs.py \
   tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
   tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
   tests/integration/test_replicas.py tests/integration/test_rollouts.py tests/integration/test_cache.py \
-  tests/integration/test_admission.py \
+  tests/integration/test_admission.py tests/integration/test_batching.py \
   tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
   tests/e2e/test_perf_analyzer.py \
   tests/integration/test_metrics_logs.py::test_payload_log_keeps_replayable_requests_and_responses
-NATIVE_LACKS := cache_hits
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
-	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -k "not ($(NATIVE_LACKS))" -m "not engine_agnostic"
+	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -m "not engine_agnostic"
 
 test: proto-check lint rust-test pytest
 

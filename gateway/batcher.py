@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Hashable
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING
 from tritonclient.grpc import service_pb2
 
 from batching import BatchQueue, MergeError, Pending, merge, merge_key, rows, split
-from gateway.config import BatchingConfig, GatewayConfig, RouteBatchingConfig
+from gateway.config import GatewayConfig
 from gateway.errors import DeadlineExceeded, GatewayError
+from gateway.route_policies import BatchSettings, batch_settings
 from gateway.signature import ModelSignature
 from gateway.telemetry import current, detached
 from gateway.upstream import ModelKey, Pool
@@ -165,20 +167,6 @@ class ModelBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-@dataclass(frozen=True, slots=True)
-class BatchSettings:
-    max_rows: int
-    max_inflight: int
-
-
-def _settings(defaults: BatchingConfig, route: RouteBatchingConfig | None) -> BatchSettings | None:
-    if not (route.enabled if route else defaults.enabled):
-        return None
-    max_rows = (route.max_batch_size if route else None) or defaults.max_batch_size
-    max_inflight = (route.max_inflight if route else None) or defaults.max_inflight
-    return BatchSettings(max_rows, max_inflight)
-
-
 class Batchers:
     """The batchers of a gateway, made on first use; requests that cannot merge pass through."""
 
@@ -189,16 +177,15 @@ class Batchers:
 
     def reconfigure(self, config: GatewayConfig) -> None:
         """Routes' batching settings (after a reload, for the batchers made from then on)."""
-        self._default = _settings(config.batching, None)
-        self._per_route = {model: _settings(config.batching, route.batching) for model, route in config.routes.items()}
+        self._default, self._per_route = batch_settings(config)
 
     def settings(self, route: str, signature: ModelSignature) -> BatchSettings | None:
         """How to batch a route's requests to a model; None: not at all (off, or the model does not batch)."""
         settings = self._per_route.get(route, self._default)
         if settings is None or signature.max_batch_size <= 0 or signature.decoupled:
             return None
-        if settings.max_rows > signature.max_batch_size:
-            return BatchSettings(signature.max_batch_size, settings.max_inflight)
+        if settings.max_batch_size > signature.max_batch_size:
+            return dataclasses.replace(settings, max_batch_size=signature.max_batch_size)
         return settings
 
     async def call(
@@ -211,13 +198,13 @@ class Batchers:
     ) -> bytes:
         key = merge_key(prepared.request, prepared.tensors)
         size = rows(prepared.request)
-        if key is None or size is None or size >= settings.max_rows:
+        if key is None or size is None or size >= settings.max_batch_size:
             return await pool.call("ModelInfer", prepared.payload, timeout, model)
         where = (pool.name, model, key)
         batcher = self._batchers.get(where)
         if batcher is None:
             batcher = ModelBatcher(
-                pool, model, settings.max_rows, settings.max_inflight, self.stats,
+                pool, model, settings.max_batch_size, settings.max_inflight, self.stats,
                 on_idle=lambda: self._forget(where),
             )  # fmt: skip
             self._batchers[where] = batcher

@@ -29,9 +29,9 @@ from cache import (
     cache_key,
     fold_hits,
 )
-from gateway.cache_policies import policies
 from gateway.config import GatewayConfig
 from gateway.retarget import append_string_field
+from gateway.route_policies import policies
 
 if TYPE_CHECKING:
     from gateway.dataplane import Prepared

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from tritonclient.grpc import service_pb2
 
-from gateway.cache_policies import policies_for_core
 from gateway.config import GatewayConfig
+from gateway.route_policies import batching_for_core, policies_for_core
 from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
 
 __all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
@@ -53,6 +53,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "predictions": config.feedback.enabled or config.drift.enabled,
         "prediction_output": config.feedback.output,
         "admission": config.admission.model_dump(mode="json"),
+        "batching": batching_for_core(config),
         "cache": {
             key: getattr(config.cache, key)
             for key in ("l1_max_bytes", "redis_url", "redis_timeout_ms", "namespace", "compress", "ignored_parameters")
@@ -130,8 +131,6 @@ def unsupported(config: GatewayConfig) -> list[str]:
     """The features `config` asks for that the native core does not have yet (they move into it
     in part 2 of the engine move); each as the key or flag that asks for it."""
     wanted = {
-        "micro-batching (--batching, batching.enabled, routes.*.batching)": config.batching.enabled
-        or any(route.batching is not None and route.batching.enabled for route in config.routes.values()),
         "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
     }
     return [feature for feature, asked in wanted.items() if asked]

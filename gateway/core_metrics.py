@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from gateway.cache_admin import cache_series
-from gateway.metrics import shadow_series
+from gateway.metrics import batch_series, shadow_series
 from gateway.shadow_stats import ShadowStats
 
 __all__ = ["CoreCollector"]
@@ -87,6 +87,7 @@ class CoreCollector(Collector):
             lookups.add_metric([row["model"], row["result"]], row["count"])
         yield lookups
         yield from cache_series(snapshot["cache"])
+        yield from batch_series(snapshot["batching"])
         yield from shadow_series(self._shadows)
         dropped = CounterMetricFamily(
             "gateway_core_dropped", "Records the core dropped because a bounded queue was full", labels=["queue"]

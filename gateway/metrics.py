@@ -6,8 +6,9 @@ Per-request series are recorded as requests finish; everything the stats objects
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -112,27 +113,7 @@ class StatsCollector(Collector):
         yield from self._pool_series()
         yield from cache_series(self._cache.snapshot())
         yield from shadow_series(self._shadows)
-        yield from self._batch_series()
-
-    def _batch_series(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-        stats = self._batches
-        for name, value, text in (
-            ("calls", stats.calls, "Upstream calls made by micro-batching"),
-            ("merged_calls", stats.merged_calls, "Of those, calls that carried several requests"),
-            ("requests", stats.requests, "Requests served through micro-batching"),
-            ("expired", stats.expired, "Requests whose deadline passed while they waited for a batch"),
-        ):
-            family = CounterMetricFamily(f"gateway_batch_{name}", text)
-            family.add_metric([], value)
-            yield family
-        sizes = HistogramMetricFamily("gateway_batch_size", "Requests per upstream call made by micro-batching")
-        cumulative, buckets = 0, []
-        for bound in BATCH_SIZE_BUCKETS:
-            cumulative = sum(count for size, count in stats.sizes.items() if size <= bound)
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        total = sum(size * count for size, count in stats.sizes.items())
-        sizes.add_metric([], buckets, sum_value=total)
-        yield sizes
+        yield from batch_series(dataclasses.asdict(self._batches))
 
     def _pool_series(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         counters = {
@@ -170,6 +151,28 @@ class StatsCollector(Collector):
                 ejected.add_metric([name, endpoint.address], float(endpoint.health.ejected()))
         yield from families.values()
         yield from (depth, in_flight, limit, ready, ejected)
+
+
+def batch_series(stats: Mapping[str, Any]) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+    """Micro-batching counters as Prometheus series (either engine's: `sizes` maps callers per call
+    to calls, as a dict or as pairs)."""
+    for name, text in (
+        ("calls", "Upstream calls made by micro-batching"),
+        ("merged_calls", "Of those, calls that carried several requests"),
+        ("requests", "Requests served through micro-batching"),
+        ("expired", "Requests whose deadline passed while they waited for a batch"),
+    ):
+        family = CounterMetricFamily(f"gateway_batch_{name}", text)
+        family.add_metric([], stats[name])
+        yield family
+    sizes = dict(stats["sizes"])
+    histogram = HistogramMetricFamily("gateway_batch_size", "Requests per upstream call made by micro-batching")
+    buckets = []
+    for bound in BATCH_SIZE_BUCKETS:
+        cumulative = sum(count for size, count in sizes.items() if size <= bound)
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    histogram.add_metric([], buckets, sum_value=sum(size * count for size, count in sizes.items()))
+    yield histogram
 
 
 def shadow_series(shadows: ShadowStats) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:

@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from gateway._core import Core
 from gateway.admin import AdminServicer
 from gateway.cache_admin import CoreCache
-from gateway.cache_policies import policies_for_core
 from gateway.config import GatewayConfig
 from gateway.control_loop import ControlLoop
 from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
@@ -38,6 +37,7 @@ from gateway.observations import ObservationReader
 from gateway.reload import ConfigReloader
 from gateway.rollout.metrics import RolloutCollector
 from gateway.rollout.totals import VariantTotals, totals_from_core
+from gateway.route_policies import batching_for_core, policies_for_core
 from gateway.route_sync import RouteSync
 from gateway.server import admin_server, listen
 from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
@@ -114,6 +114,7 @@ class NativeGateway:
 
     def _reloaded(self, config: GatewayConfig) -> None:
         self.core.set_cache_policies(json.dumps(policies_for_core(config)))
+        self.core.set_batching_policies(json.dumps(batching_for_core(config)))
         self._push()
 
     def _push(self) -> None:

@@ -125,20 +125,11 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
 
 
 def test_features_the_core_lacks_are_refused_at_start(triton: TritonCli) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--engine",
-        "native",
-        "--upstream",
-        triton.address,
-        "--batching",
-    ]
+    engine = [sys.executable, "-m", "gateway", "serve", "--engine", "native", "--upstream", triton.address]
+    command = [*engine, "--otlp-endpoint", "127.0.0.1:4317"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
-    assert "--engine native does not have micro-batching" in done.stderr
+    assert "--engine native does not have tracing" in done.stderr
 
 
 def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli, tmp_path: Path) -> None:

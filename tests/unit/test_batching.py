@@ -262,7 +262,7 @@ def test_batching_is_configured_per_route() -> None:
     batchers = Batchers(config)
     signature = ModelSignature("m", {}, frozenset(), max_batch_size=32, decoupled=False)
     settings = batchers.settings("m", signature)
-    assert settings is not None and settings.max_rows == 32  # the model's own cap
+    assert settings is not None and settings.max_batch_size == 32  # the model's own cap
     assert batchers.settings("other", signature) is None  # off by default
     assert batchers.settings("m", ModelSignature("m", {}, frozenset(), 0, False)) is None  # model does not batch
     with pytest.raises(ConfigError, match=r"batching\.max_inflight"):

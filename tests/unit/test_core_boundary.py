@@ -49,9 +49,9 @@ def test_route_tables_round_trip_and_bad_ones_are_refused() -> None:
 
 def test_features_the_core_lacks_are_named_not_ignored() -> None:
     assert unsupported(parse_config(CONFIG)) == []
-    with pytest.raises(UsageError, match=r"does not have micro-batching .*tracing"):
-        flags = ServeFlags(upstream=("127.0.0.1:1",), otlp_endpoint="127.0.0.1:4317", batching=True, engine="native")
-        serve_config(flags)
+    with pytest.raises(UsageError, match=r"does not have tracing \(--otlp-endpoint"):
+        serve_config(ServeFlags(upstream=("127.0.0.1:1",), otlp_endpoint="127.0.0.1:4317", engine="native"))
+    assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), batching=True, engine="native")).batching.enabled
     assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), cache=True, engine="native")).cache.enabled
     assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), cache=True)).engine == "python"
 

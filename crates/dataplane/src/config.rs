@@ -84,6 +84,9 @@ pub struct CoreConfig {
     /// The response cache's tiers and the routes' policies.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// Micro-batching of the routes.
+    #[serde(default)]
+    pub batching: crate::batching::BatchPolicies,
     /// Priority classes and tenants of the pools' queues.
     #[serde(default)]
     pub admission: crate::admission::AdmissionConfig,

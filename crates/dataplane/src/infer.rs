@@ -11,7 +11,8 @@ use http::{HeaderMap, Response};
 use prost::Message;
 
 use crate::admission::{Admission, Permit};
-use crate::body::{boxed, status_trailers, BoxBody, Holding, Unary};
+use crate::batching::{BatchSettings, CallInfo};
+use crate::body::{boxed, status_trailers, BoxBody, Holding, Unary as UnaryBody};
 use crate::cache::{with_id, Directives, Outcome, CACHE_CONTROL};
 use crate::error::GatewayError;
 use crate::grpc::Code;
@@ -20,7 +21,7 @@ use crate::server::grpc_response;
 use crate::shadow::Job;
 use crate::state::State;
 use crate::telemetry::Record;
-use crate::upstream::{Attempt, Pool};
+use crate::upstream::{Attempt, ModelKey, Pool};
 use crate::validate::validate;
 use crate::wire;
 
@@ -39,6 +40,7 @@ pub struct Prepared {
     /// From the model's signature: what the cache needs to know.
     pub decoupled: bool,
     pub rows: u64,
+    pub max_batch_size: i64,
 }
 
 pub fn parse(payload: &Bytes) -> Result<ModelInferRequest, GatewayError> {
@@ -131,6 +133,7 @@ pub async fn prepare(
     };
     Ok(Prepared {
         decoupled: signature.decoupled,
+        max_batch_size: signature.max_batch_size,
         rows,
         original,
         route_model: route.model.clone(),
@@ -178,6 +181,96 @@ impl Slot {
     }
 }
 
+/// A whole answer the core holds (a cached one, or one cut out of a merged call).
+fn answer(message: &[u8]) -> Response<BoxBody> {
+    grpc_response(boxed(UnaryBody::new(
+        message,
+        status_trailers(Code::Ok, ""),
+    )))
+}
+
+/// The upstream call of one request: through its pool's admission control, and merged with
+/// others' when its route batches.
+struct Unary {
+    state: Arc<State>,
+    pool: Arc<Pool>,
+    model: ModelKey,
+    slot: Option<Slot>,
+    batch: Option<BatchSettings>,
+    deadline: Option<Instant>,
+}
+
+impl Unary {
+    /// The answer streamed back as it comes (its head, and its attempt to finish at its end);
+    /// the pool's slot is held until then.
+    async fn stream(
+        self,
+        payload: Bytes,
+        record: &mut Record,
+    ) -> Result<(Response<BoxBody>, Attempt), GatewayError> {
+        let permit = match self.slot {
+            None => None,
+            Some(slot) => {
+                let (permit, waited) = slot.take(self.deadline).await?;
+                record.queue_wait = waited;
+                Some(permit)
+            }
+        };
+        let (response, attempt) = self
+            .pool
+            .send("ModelInfer", payload, self.deadline, Some(&self.model))
+            .await?;
+        record.retries = attempt.number - 1;
+        let (mut head, body) = response.into_parts();
+        head.headers.remove("content-length");
+        let body = match permit {
+            None => boxed(body),
+            Some(permit) => boxed(Holding::new(body, permit)),
+        };
+        Ok((Response::from_parts(head, body), attempt))
+    }
+
+    /// The whole answer, and how the call went.
+    async fn call(
+        self,
+        request: ModelInferRequest,
+        payload: Bytes,
+    ) -> Result<(Bytes, CallInfo), GatewayError> {
+        let _permit = match self.slot {
+            None => None,
+            Some(slot) => Some(slot.take(self.deadline).await?.0),
+        };
+        match self.batch {
+            Some(settings) => {
+                let batchers = &self.state.batchers;
+                batchers
+                    .call(
+                        &self.pool,
+                        self.model,
+                        request,
+                        payload,
+                        settings,
+                        self.deadline,
+                    )
+                    .await
+            }
+            None => {
+                let started = Instant::now();
+                let (answer, attempts) = self
+                    .pool
+                    .call_for("ModelInfer", payload, self.deadline, Some(&self.model))
+                    .await?;
+                let info = CallInfo {
+                    upstream: started.elapsed(),
+                    retries: attempts - 1,
+                    shared: None,
+                };
+                Ok((answer, info))
+            }
+        }
+    }
+}
+
 /// Serve a ModelInfer: from the cache when the route caches it, else forwarded upstream with
 /// the answer's head and body streamed back as they come. The answer, the attempt (of a
 /// streamed answer) and the shadow copies to make.
@@ -198,52 +291,38 @@ pub async fn model_infer(
             .cache
             .policy_for(&prepared.route_model, prepared.decoupled, &prepared.request);
     let slot = Slot::of(state, &prepared, headers);
-    let (response, attempt) = match policy {
-        None => {
+    let batch = state.batchers.settings(
+        &prepared.route_model,
+        prepared.max_batch_size,
+        prepared.decoupled,
+    );
+    let unary = Unary {
+        state: state.clone(),
+        pool: prepared.pool.clone(),
+        model,
+        slot,
+        batch,
+        deadline,
+    };
+    let (response, attempt) = match (policy, batch) {
+        (None, None) => {
             record.cache = Some(Outcome::Bypass);
-            let permit = match slot {
-                None => None,
-                Some(slot) => {
-                    let (permit, waited) = slot.take(deadline).await?;
-                    record.queue_wait = waited;
-                    Some(permit)
-                }
-            };
-            let (response, attempt) = prepared
-                .pool
-                .send(
-                    "ModelInfer",
-                    prepared.payload.clone(),
-                    deadline,
-                    Some(&model),
-                )
-                .await?;
-            record.retries = attempt.number - 1;
-            let (mut head, body) = response.into_parts();
-            head.headers.remove("content-length");
-            let body = match permit {
-                None => boxed(body),
-                Some(permit) => boxed(Holding::new(body, permit)),
-            };
-            (Response::from_parts(head, body), Some(attempt))
+            let (response, attempt) = unary.stream(prepared.payload.clone(), record).await?;
+            (response, Some(attempt))
         }
-        Some(policy) => {
+        (None, Some(_)) => {
+            record.cache = Some(Outcome::Bypass);
+            let (message, info) = unary
+                .call(prepared.request.clone(), prepared.payload.clone())
+                .await?;
+            record.took(info);
+            (answer(&message), None)
+        }
+        (Some(policy), _) => {
             let directives = Directives::parse(header(headers, CACHE_CONTROL));
-            let call = {
-                let (pool, payload) = (prepared.pool.clone(), prepared.payload.clone());
-                // Identical misses share this call, and its one slot of the pool.
-                move || async move {
-                    let _permit = match slot {
-                        None => None,
-                        Some(slot) => Some(slot.take(deadline).await?.0),
-                    };
-                    let started = Instant::now();
-                    let (answer, attempts) = pool
-                        .call_for("ModelInfer", payload, deadline, Some(&model))
-                        .await?;
-                    Ok((answer, started.elapsed(), attempts - 1))
-                }
-            };
+            let (request, payload) = (prepared.request.clone(), prepared.payload.clone());
+            // Identical misses share this call, and its one slot of the pool.
+            let call = move || unary.call(request, payload);
             let answer = state
                 .cache
                 .fetch(
@@ -257,12 +336,11 @@ pub async fn model_infer(
                 )
                 .await?;
             record.cache = Some(answer.outcome);
-            if let Some((upstream, retries)) = answer.upstream {
-                (record.upstream, record.retries) = (upstream, retries);
+            if let Some(info) = answer.call {
+                record.took(info);
             }
             let message = with_id(&answer.message, &prepared.request.id);
-            let body = Unary::new(&message, status_trailers(Code::Ok, ""));
-            (grpc_response(boxed(body)), None)
+            (self::answer(&message), None)
         }
     };
     let job = (!prepared.shadows.is_empty()).then(|| Job {

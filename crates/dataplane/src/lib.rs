@@ -6,6 +6,7 @@
 //! and never calls Python, nor holds the GIL, while serving.
 
 pub mod admission;
+pub mod batching;
 pub mod body;
 pub mod cache;
 pub mod compare;
@@ -182,6 +183,15 @@ impl Core {
         Ok(())
     }
 
+    /// The routes' micro-batching (JSON: `{"default": settings, "routes": {model: settings}}`,
+    /// null for off).
+    fn set_batching_policies(&self, policies: &str) -> PyResult<()> {
+        let policies = serde_json::from_str(policies)
+            .map_err(|e| PyValueError::new_err(format!("batching policies: {e}")))?;
+        self.state.batchers.set_policies(policies);
+        Ok(())
+    }
+
     /// The response cache's counters and tiers (the admin API's CacheStats), as JSON.
     fn cache_stats(&self) -> String {
         self.state.cache.stats().to_string()
@@ -331,6 +341,7 @@ impl Core {
             "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
             "serving": *self.state.health.status.borrow() == health::SERVING,
             "cache": self.state.cache.stats(),
+            "batching": self.state.batchers.snapshot(),
         })
         .to_string()
     }

@@ -241,3 +241,35 @@ pub struct HealthCheckResponse {
     #[prost(int32, tag = "1")]
     pub status: i32,
 }
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InferOutputTensor {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub datatype: String,
+    #[prost(int64, repeated, tag = "3")]
+    pub shape: Vec<i64>,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(message, optional, tag = "5")]
+    pub contents: Option<InferTensorContents>,
+}
+
+/// A ModelInferResponse whole (micro-batching decodes the merged answer and re-encodes each
+/// caller's part).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ModelInferAnswer {
+    #[prost(string, tag = "1")]
+    pub model_name: String,
+    #[prost(string, tag = "2")]
+    pub model_version: String,
+    #[prost(string, tag = "3")]
+    pub id: String,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(message, repeated, tag = "5")]
+    pub outputs: Vec<InferOutputTensor>,
+    #[prost(bytes = "bytes", repeated, tag = "6")]
+    pub raw_output_contents: Vec<Bytes>,
+}

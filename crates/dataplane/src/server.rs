@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::batching::BATCH_KEY;
 use crate::body::{self, boxed, status_trailers, BoxBody, Observed, OnEnd, Unary};
 use crate::cache::CACHE_KEY;
 use crate::error::GatewayError;
@@ -407,6 +408,12 @@ async fn handle(
                 if let Ok(value) = HeaderValue::from_str(&record.variant) {
                     trailing.push((HeaderName::from_static(VARIANT_KEY), value));
                 }
+            }
+            if let Some(shared) = record.batch {
+                trailing.push((
+                    HeaderName::from_static(BATCH_KEY),
+                    HeaderValue::from(shared),
+                ));
             }
             if let Some(outcome) = record.cache {
                 trailing.push((

@@ -8,6 +8,7 @@ use std::time::Instant;
 use gateway_router::Route;
 
 use crate::admission::Admission;
+use crate::batching::Batchers;
 use crate::cache::ResponseCache;
 use crate::config::CoreConfig;
 use crate::error::GatewayError;
@@ -24,6 +25,7 @@ pub struct State {
     /// Admission control of the pools that have a limit.
     pub admissions: HashMap<String, Arc<Admission>>,
     pub cache: Arc<ResponseCache>,
+    pub batchers: Batchers,
     pub config: CoreConfig,
     pub pools: HashMap<String, Arc<Pool>>,
     pub pool_order: Vec<Arc<Pool>>,
@@ -78,6 +80,7 @@ impl State {
             })
             .collect();
         Ok(State {
+            batchers: Batchers::new(config.batching.clone()),
             admissions,
             cache,
             connections_accepted: std::sync::atomic::AtomicU64::new(0),

@@ -49,6 +49,17 @@ pub struct Record {
     pub cache: Option<crate::cache::Outcome>,
     /// Time spent in the pool's admission queue.
     pub queue_wait: Duration,
+    /// Callers that shared the upstream call, when micro-batching served it.
+    pub batch: Option<usize>,
+}
+
+impl Record {
+    /// What the upstream call of a whole answer tells this RPC's record.
+    pub fn took(&mut self, call: crate::batching::CallInfo) {
+        self.upstream = call.upstream;
+        self.retries = call.retries;
+        self.batch = call.shared;
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use gateway_router::Variant;
 use serde::{Deserialize, Serialize};
 
+use crate::batching::CallInfo;
 use crate::error::GatewayError;
 use crate::flights::Flights;
 use crate::messages::ModelInferRequest;
@@ -83,16 +84,16 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// What the upstream call of a miss gives: the answer, its time upstream, its retries.
-pub type Fresh = (Bytes, Duration, u32);
+/// What the upstream call of a miss gives: the answer, and how the call went.
+pub type Fresh = (Bytes, CallInfo);
 
 /// A cached or fresh answer (without the caller's id), how it was found, and (for the caller
-/// whose call it was) its time upstream and retries.
+/// whose call it was) how the call went.
 #[derive(Clone)]
 pub struct Answer {
     pub message: Bytes,
     pub outcome: Outcome,
-    pub upstream: Option<(Duration, u32)>,
+    pub call: Option<CallInfo>,
 }
 
 pub struct ResponseCache {
@@ -195,7 +196,7 @@ impl ResponseCache {
                 return Ok(Answer {
                     message,
                     outcome: Outcome::HitL1,
-                    upstream: None,
+                    call: None,
                 });
             }
         }
@@ -213,7 +214,7 @@ impl ResponseCache {
             let mut answer = answer?;
             if !leader {
                 bump(&self.counters.coalesced);
-                answer.upstream = None;
+                answer.call = None;
             }
             answer
         };
@@ -242,12 +243,12 @@ impl ResponseCache {
                 return Ok(Answer {
                     message,
                     outcome: Outcome::HitL2,
-                    upstream: None,
+                    call: None,
                 });
             }
         }
         bump(&self.counters.misses);
-        let (message, upstream, retries) = call.await?;
+        let (message, info) = call.await?;
         // Triton echoes the request's id: the stored answer has none.
         let message = if id.is_empty() {
             message
@@ -262,7 +263,7 @@ impl ResponseCache {
         Ok(Answer {
             message,
             outcome: Outcome::Miss,
-            upstream: Some((upstream, retries)),
+            call: Some(info),
         })
     }
 
