@@ -343,8 +343,8 @@ Engine = Literal["python", "native"]
 
 class GatewayConfig(_Frozen):
     listen: Address = "0.0.0.0:8001"
-    # The data plane: the Python one, or the native core (crates/dataplane), which does not yet
-    # have every feature (`gateway.native.unsupported` names what it lacks).
+    # The data plane: the Python one, or the native core (crates/dataplane), which has every
+    # feature; the Python one goes once nothing needs it.
     engine: Engine = "python"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Python engine: processes serving the port (SO_REUSEPORT), under a supervisor; native engine:

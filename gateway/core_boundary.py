@@ -53,6 +53,12 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "predictions": config.feedback.enabled or config.drift.enabled,
         "prediction_output": config.feedback.output,
         "admission": config.admission.model_dump(mode="json"),
+        "tracing": {
+            "exporter": telemetry.exporter,
+            "otlp_endpoint": telemetry.otlp_endpoint,
+            "sample_ratio": telemetry.trace_sample_ratio,
+            "service_name": telemetry.service_name,
+        },
         "batching": batching_for_core(config),
         "cache": {
             key: getattr(config.cache, key)
@@ -125,12 +131,3 @@ def reflection_descriptors() -> tuple[list[str], list[tuple[str, bytes, list[str
     services = [service.full_name for root in roots for service in root.services_by_name.values()]
     listed = [(f.name, f.serialized_pb, [d.name for d in f.dependencies]) for f in files.values()]
     return services, listed, symbols
-
-
-def unsupported(config: GatewayConfig) -> list[str]:
-    """The features `config` asks for that the native core does not have yet (they move into it
-    in part 2 of the engine move); each as the key or flag that asks for it."""
-    wanted = {
-        "tracing (--otlp-endpoint, telemetry.trace_exporter)": config.telemetry.exporter != "none",
-    }
-    return [feature for feature, asked in wanted.items() if asked]

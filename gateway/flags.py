@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, config_for_upstreams, load_config, parse_config
-from gateway.core_boundary import unsupported
 
 __all__ = ["ServeFlags", "UsageError", "serve_config"]
 
@@ -80,7 +79,4 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
         data["telemetry"], metrics_port=flags.metrics_port, otlp_endpoint=flags.otlp_endpoint,
         trace_sample_ratio=flags.trace_sample_ratio, access_log=flags.access_log,
     )  # fmt: skip
-    config = parse_config(data)
-    if config.engine == "native" and (missing := unsupported(config)):
-        raise UsageError(f"--engine native does not have {', '.join(missing)} yet: use --engine python for those")
-    return config
+    return parse_config(data)

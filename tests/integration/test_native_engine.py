@@ -8,8 +8,6 @@ Triton, malformed bytes, and the features the core refuses until it has them.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -122,14 +120,6 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
         # ... and the gateway still serves.
         client = grpcclient.InferenceServerClient(gateway.address)
         assert client.infer("identity", [_input(np.ones(4, dtype=np.float32))]).as_numpy("OUTPUT0").tolist() == [1] * 4
-
-
-def test_features_the_core_lacks_are_refused_at_start(triton: TritonCli) -> None:
-    engine = [sys.executable, "-m", "gateway", "serve", "--engine", "native", "--upstream", triton.address]
-    command = [*engine, "--otlp-endpoint", "127.0.0.1:4317"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 2
-    assert "--engine native does not have tracing" in done.stderr
 
 
 def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli, tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ import pytest
 
 from gateway._core import Core
 from gateway.config import parse_config
-from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core, unsupported
-from gateway.flags import ServeFlags, UsageError, serve_config
+from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
 from router import MatchOp, MatchRule, Route, Variant
 
 CONFIG = {
@@ -45,15 +44,6 @@ def test_route_tables_round_trip_and_bad_ones_are_refused() -> None:
     with pytest.raises(ValueError, match="all weights are 0"):
         core.set_routes(routes_to_core([Route("m", (Variant("1", "a", "m", weight=0),))]))
     assert [route_from_core(r) for r in json.loads(core.routes())] == [route]  # the old table stands
-
-
-def test_features_the_core_lacks_are_named_not_ignored() -> None:
-    assert unsupported(parse_config(CONFIG)) == []
-    with pytest.raises(UsageError, match=r"does not have tracing \(--otlp-endpoint"):
-        serve_config(ServeFlags(upstream=("127.0.0.1:1",), otlp_endpoint="127.0.0.1:4317", engine="native"))
-    assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), batching=True, engine="native")).batching.enabled
-    assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), cache=True, engine="native")).cache.enabled
-    assert serve_config(ServeFlags(upstream=("127.0.0.1:1",), cache=True)).engine == "python"
 
 
 def test_reflection_knows_every_served_service_and_its_files() -> None:

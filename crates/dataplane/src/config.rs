@@ -84,6 +84,9 @@ pub struct CoreConfig {
     /// The response cache's tiers and the routes' policies.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// Traces: exporter, OTLP endpoint, sampling.
+    #[serde(default)]
+    pub tracing: crate::traces::TraceConfig,
     /// Micro-batching of the routes.
     #[serde(default)]
     pub batching: crate::batching::BatchPolicies,

@@ -56,7 +56,7 @@ where
                 None => {
                     let (sender, receiver) = watch::channel(None);
                     inflight.insert(key.clone(), receiver.clone());
-                    let future = fetch();
+                    let future = crate::traces::within(crate::traces::current(), fetch());
                     let inflight = self.inflight.clone();
                     tokio::spawn(async move {
                         // Removed however the fetch ends (a panic included), so the next miss

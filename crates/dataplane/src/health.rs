@@ -69,7 +69,10 @@ async fn ready(endpoint: &Endpoint, method: &str, request: Vec<u8>, timeout: Dur
     let deadline = Instant::now() + timeout;
     let body = crate::body::message(&request.into());
     let probe = async {
-        let response = endpoint.send(method, body, Some(deadline)).await.ok()?;
+        let response = endpoint
+            .send(method, body, Some(deadline), None)
+            .await
+            .ok()?;
         let answer: Bytes = collect(response).await.ok()?;
         Flag::decode(answer).ok().map(|f| f.value)
     };

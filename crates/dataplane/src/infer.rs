@@ -21,6 +21,7 @@ use crate::server::grpc_response;
 use crate::shadow::Job;
 use crate::state::State;
 use crate::telemetry::Record;
+use crate::traces::{self, ChildSpan, INTERNAL};
 use crate::upstream::{Attempt, ModelKey, Pool};
 use crate::validate::validate;
 use crate::wire;
@@ -90,6 +91,7 @@ pub async fn prepare(
     record: &mut Record,
 ) -> Result<Prepared, GatewayError> {
     let request = parse(&payload)?;
+    let routing = ChildSpan::start("route", INTERNAL);
     let route = state.route(&request.model_name, deadline).await?;
     let decision = decide(
         &route,
@@ -114,7 +116,9 @@ pub async fn prepare(
         record.variant.clone_from(&variant.name);
         record.version.clone_from(&variant.version);
     }
+    drop(routing);
     let pool = state.pool(&variant.pool)?.clone();
+    let mut validating = ChildSpan::start("validate", INTERNAL);
     let signature = state
         .signatures
         .get(&pool, &variant.model, &variant.version, deadline)
@@ -123,7 +127,13 @@ pub async fn prepare(
         record.variant.clone_from(&variant.name);
         record.version.clone_from(&variant.version);
     }
-    validate(&request, &signature)?;
+    if let Err(error) = validate(&request, &signature) {
+        if let Some(span) = &mut validating {
+            span.fail(error.message());
+        }
+        return Err(error);
+    }
+    drop(validating);
     let original = payload.clone();
     let payload = retarget(&payload, &request, &variant)?;
     // Triton counts each row of a batched request as an inference.
@@ -344,6 +354,7 @@ pub async fn model_infer(
         }
     };
     let job = (!prepared.shadows.is_empty()).then(|| Job {
+        trace: traces::current(),
         model: prepared.route_model,
         primary: prepared.variant.name.clone(),
         request_id: record.request_id.clone(),

@@ -31,6 +31,7 @@ pub mod stream;
 pub mod table;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 pub mod upstream;
 pub mod validate;
 pub mod wire;
@@ -155,9 +156,13 @@ impl Core {
                             }
                         })
                     };
+                    let exporter = {
+                        let (state, stop) = (state.clone(), stop.clone());
+                        tokio::spawn(async move { state.tracer.export(stop).await })
+                    };
                     let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
                     let serving = tokio::spawn(server::serve(state, listener, acceptor, stop));
-                    Ok::<_, String>((port, vec![probes, serving]))
+                    Ok::<_, String>((port, vec![probes, serving, exporter]))
                 })
             })
             .map_err(PyOSError::new_err)?;

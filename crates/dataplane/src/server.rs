@@ -34,7 +34,7 @@ use crate::shadow::{Job, Shadows};
 use crate::state::State;
 use crate::telemetry::Record;
 use crate::upstream::{Attempt, INFERENCE_SERVICE};
-use crate::{infer, metadata, stream};
+use crate::{infer, metadata, stream, traces};
 
 pub const REQUEST_ID_KEY: &str = "x-request-id";
 /// Trailing metadata of RESOURCE_EXHAUSTED from a full queue: when to try again.
@@ -294,6 +294,18 @@ fn method_label(path: &str) -> String {
     }
 }
 
+/// The service of a served path, for the RPC's span name ("unknown" for any other).
+fn service_label(path: &str) -> &'static str {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match service {
+        INFERENCE_SERVICE => INFERENCE_SERVICE,
+        HEALTH_SERVICE => HEALTH_SERVICE,
+        "grpc.reflection.v1alpha.ServerReflection" => "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection" => "grpc.reflection.v1.ServerReflection",
+        _ => "unknown",
+    }
+}
+
 /// How an RPC whose answer is streamed ends: its attempt given back, its record closed.
 struct Ending {
     record: Record,
@@ -373,8 +385,11 @@ async fn handle(
         trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
     }
     let path = request.uri().path();
+    let trace = state.tracer.begin(request.headers());
     let mut record = Record {
         method: method_label(path),
+        service: service_label(path),
+        trace: trace.clone(),
         request_id: id.clone(),
         started: Some(Instant::now()),
         sample_payload: state.telemetry.sample_payload(),
@@ -387,11 +402,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(grpc::parse_timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
-    let work = CatchUnwind(Box::pin(dispatch(
-        state.clone(),
-        request,
-        deadline,
-        &mut record,
+    let work = CatchUnwind(Box::pin(traces::within(
+        trace,
+        dispatch(state.clone(), request, deadline, &mut record),
     )));
     let outcome = match deadline {
         None => work.await,

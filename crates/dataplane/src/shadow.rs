@@ -20,6 +20,8 @@ use crate::infer::retarget;
 use crate::jsonlog::{JsonLog, Rotation};
 use crate::messages::ModelInferRequest;
 use crate::state::State;
+use crate::traces::otlp::{attribute, Value};
+use crate::traces::{self, Trace, Tracer};
 use crate::validate::validate;
 
 /// Upper bounds of the absolute-error histogram; infinity is the last (the Python engine's).
@@ -73,6 +75,8 @@ impl Counters {
 
 /// A primary's request, kept until its answer is complete, with the copies it should get.
 pub struct Job {
+    /// The primary's trace (when sampled): each copy's own trace links to it.
+    pub trace: Option<Arc<Trace>>,
     pub model: String,
     pub primary: String,
     pub request_id: String,
@@ -82,6 +86,38 @@ pub struct Job {
 }
 
 type Key = (String, String, String); // model, primary, shadow
+
+/// A shadow copy's own span ("shadow ModelInfer"), linked to the primary's; ends with the copy.
+struct ShadowSpan {
+    own: Arc<Trace>,
+    primary: Arc<Trace>,
+    model: String,
+    variant: String,
+}
+
+impl Drop for ShadowSpan {
+    fn drop(&mut self) {
+        let attributes = vec![
+            attribute(
+                "gateway.model",
+                Value::String(std::mem::take(&mut self.model)),
+            ),
+            attribute(
+                "gateway.variant",
+                Value::String(std::mem::take(&mut self.variant)),
+            ),
+        ];
+        let links = [&*self.primary];
+        Tracer::finish(
+            &self.own,
+            "shadow ModelInfer",
+            traces::INTERNAL,
+            attributes,
+            &links,
+            None,
+        );
+    }
+}
 
 pub struct Shadows {
     timeout: Duration,
@@ -207,13 +243,23 @@ impl Shadows {
                 variant.clone(),
                 response.clone(),
             );
+            let linked = job.trace.as_ref().map(|t| state.tracer.linked(t));
             tokio::spawn(async move {
+                let _span = linked
+                    .as_ref()
+                    .zip(job.trace.as_ref())
+                    .map(|(own, primary)| ShadowSpan {
+                        own: own.clone(),
+                        primary: primary.clone(),
+                        model: job.model.clone(),
+                        variant: variant.name.clone(),
+                    });
                 let shadows = &state.shadows;
                 let _slot = Slot {
                     shadows,
                     key: slot_key,
                 };
-                match copy(&state, &job, &variant).await {
+                match traces::within(linked, copy(&state, &job, &variant)).await {
                     Ok(answer) => {
                         let comparison = compare_responses(&response, &answer);
                         shadows.with_counters(&key, |c| c.record(&comparison));

@@ -19,6 +19,7 @@ use crate::shadow::Shadows;
 use crate::signatures::Signatures;
 use crate::table::Table;
 use crate::telemetry::Telemetry;
+use crate::traces::Tracer;
 use crate::upstream::Pool;
 
 pub struct State {
@@ -26,6 +27,7 @@ pub struct State {
     pub admissions: HashMap<String, Arc<Admission>>,
     pub cache: Arc<ResponseCache>,
     pub batchers: Batchers,
+    pub tracer: Tracer,
     pub config: CoreConfig,
     pub pools: HashMap<String, Arc<Pool>>,
     pub pool_order: Vec<Arc<Pool>>,
@@ -81,6 +83,7 @@ impl State {
             .collect();
         Ok(State {
             batchers: Batchers::new(config.batching.clone()),
+            tracer: Tracer::new(config.tracing.clone()),
             admissions,
             cache,
             connections_accepted: std::sync::atomic::AtomicU64::new(0),

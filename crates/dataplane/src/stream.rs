@@ -27,6 +27,7 @@ use crate::messages::{ModelInferResponseHead, ModelStreamInferResponse};
 use crate::server::grpc_response;
 use crate::state::State;
 use crate::telemetry::Record;
+use crate::traces::{self, ChildSpan};
 use crate::upstream::Pool;
 
 pub fn model_stream_infer(
@@ -90,8 +91,15 @@ async fn pump(
 ) -> Result<(), GatewayError> {
     let endpoint = pool.pick(None, &[]);
     let unreachable = |reason: String| pool.unreachable(&endpoint, &reason);
+    let span = ChildSpan::start("upstream ModelStreamInfer", traces::CLIENT);
+    let traceparent = span.as_ref().map(ChildSpan::traceparent);
     let response = endpoint
-        .send("ModelStreamInfer", boxed(requests), deadline)
+        .send(
+            "ModelStreamInfer",
+            boxed(requests),
+            deadline,
+            traceparent.as_deref(),
+        )
         .await
         .map_err(unreachable)?;
     let (head, mut answers) = response.into_parts();

@@ -23,6 +23,33 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// The RPC's server span ends, with what the record knows.
+fn end_span(trace: &crate::traces::Trace, record: &Record, code: Code) {
+    use crate::traces::otlp::{attribute, Value};
+    let text = |s: &str| Value::String(s.to_owned());
+    let attributes = vec![
+        attribute("rpc.system", text("grpc")),
+        attribute("rpc.service", text(record.service)),
+        attribute("rpc.method", text(&record.method)),
+        attribute("gateway.request_id", text(&record.request_id)),
+        attribute("rpc.grpc.status_code", text(code.name())),
+        attribute("gateway.model", text(&record.model)),
+        attribute("gateway.variant", text(&record.variant)),
+        attribute(
+            "gateway.cache",
+            text(record.cache.map_or("", crate::cache::Outcome::name)),
+        ),
+        attribute(
+            "gateway.queue_wait_ms",
+            Value::Double(record.queue_wait.as_secs_f64() * 1000.0),
+        ),
+        attribute("gateway.retries", Value::Int(i64::from(record.retries))),
+    ];
+    let name = format!("{}/{}", record.service, record.method);
+    let error = (code != Code::Ok).then(|| code.name().to_owned());
+    crate::traces::Tracer::finish(trace, &name, crate::traces::SERVER, attributes, &[], error);
+}
+
 /// One RPC as it goes: filled in by the stages that know each part.
 #[derive(Debug, Clone, Default)]
 pub struct Record {
@@ -51,6 +78,9 @@ pub struct Record {
     pub queue_wait: Duration,
     /// Callers that shared the upstream call, when micro-batching served it.
     pub batch: Option<usize>,
+    /// The RPC's trace, when sampled; `service` names its server span with `method`.
+    pub trace: Option<Arc<crate::traces::Trace>>,
+    pub service: &'static str,
 }
 
 impl Record {
@@ -112,7 +142,7 @@ struct Series {
 struct AccessEntry {
     time: f64,
     request_id: String,
-    trace_id: &'static str,
+    trace_id: String,
     method: String,
     model: String,
     variant: String,
@@ -288,6 +318,9 @@ impl Telemetry {
         prediction: Option<Prediction>,
     ) {
         let elapsed = record.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        if let Some(trace) = &record.trace {
+            end_span(trace, record, code);
+        }
         {
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
             let key = (
@@ -328,7 +361,11 @@ impl Telemetry {
             let entry = AccessEntry {
                 time: now,
                 request_id: record.request_id.clone(),
-                trace_id: "",
+                trace_id: record
+                    .trace
+                    .as_ref()
+                    .map(|t| crate::traces::context::hex_id(&t.trace_id))
+                    .unwrap_or_default(),
                 method: record.method.clone(),
                 model: record.model.clone(),
                 variant: record.variant.clone(),

@@ -26,6 +26,7 @@ use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::resilience::{choose, ewma, EndpointHealth, RetryBudget};
 use crate::tls;
+use crate::traces::{self, otlp::Value, ChildSpan};
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
@@ -124,6 +125,17 @@ impl Endpoint {
         }
     }
 
+    /// A plaintext endpoint outside any pool (the OTLP collector).
+    pub fn plain(address: String) -> Endpoint {
+        let outlier = crate::config::OutlierConfig {
+            consecutive_failures: u32::MAX,
+            base_ejection_s: 0.0,
+            max_ejection_s: 0.0,
+            max_ejection_percent: 0,
+        };
+        Endpoint::new(address, EndpointHealth::new(outlier), None)
+    }
+
     pub fn latency_ewma(&self) -> f64 {
         f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed))
     }
@@ -185,25 +197,37 @@ impl Endpoint {
         method: &str,
         body: BoxBody,
         deadline: Option<Instant>,
+        traceparent: Option<&str>,
+    ) -> Result<Response<Incoming>, String> {
+        self.post(&method_path(method), body, deadline, traceparent)
+            .await
+    }
+
+    /// A gRPC request to `path`.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: BoxBody,
+        deadline: Option<Instant>,
+        traceparent: Option<&str>,
     ) -> Result<Response<Incoming>, String> {
         let mut sender = match self.live_sender() {
             Some(sender) => sender,
             None => self.connect().await?,
         };
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut request = Request::post(format!(
-            "{scheme}://{}{}",
-            self.address,
-            method_path(method)
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers");
+        let mut request = Request::post(format!("{scheme}://{}{path}", self.address))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
         if let Some(deadline) = deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             request = request.header(
                 "grpc-timeout",
                 grpc::format_timeout(upstream_timeout(remaining)),
             );
+        }
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
         }
         let request = request.body(body).map_err(|e| e.to_string())?;
         sender
@@ -239,6 +263,8 @@ pub struct Attempt {
     /// 1 for the first try; more after retries on other endpoints.
     pub number: u32,
     done: bool,
+    /// Its span, when the RPC is traced: ends with the attempt.
+    span: Option<ChildSpan>,
 }
 
 impl Attempt {
@@ -246,6 +272,9 @@ impl Attempt {
     /// failure status such as UNAVAILABLE), which counts towards its ejection.
     pub fn finish(mut self, failed: bool) {
         self.done = true;
+        if let (true, Some(span)) = (failed, &mut self.span) {
+            span.fail("the endpoint failed");
+        }
         self.endpoint.outstanding.fetch_sub(1, Ordering::Relaxed);
         let now = now_s();
         if failed {
@@ -424,19 +453,35 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
         endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        let mut span = ChildSpan::start(&format!("upstream {method}"), traces::CLIENT);
+        if let Some(span) = &mut span {
+            span.set("server.address", Value::String(endpoint.address.clone()));
+            span.set("gateway.pool", Value::String(self.name.clone()));
+            span.set("gateway.attempt", Value::Int(i64::from(number)));
+        }
+        let traceparent = span.as_ref().map(ChildSpan::traceparent);
         let attempt = Attempt {
             endpoint: endpoint.clone(),
             pool: self.clone(),
             started: Instant::now(),
             number,
             done: false,
+            span,
         };
         let body = crate::body::message(payload);
-        match endpoint.send(method, body, deadline).await {
+        match endpoint
+            .send(method, body, deadline, traceparent.as_deref())
+            .await
+        {
             Ok(response) => Ok((response, attempt)),
             Err(reason) => {
+                let error = self.unreachable(endpoint, &reason);
+                let mut attempt = attempt;
+                if let Some(span) = &mut attempt.span {
+                    span.fail(error.message());
+                }
                 attempt.finish(true);
-                Err(self.unreachable(endpoint, &reason))
+                Err(error)
             }
         }
     }

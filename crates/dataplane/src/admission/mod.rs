@@ -20,6 +20,8 @@ use tokio::sync::oneshot;
 use crate::error::GatewayError;
 use crate::messages::{ModelInferRequest, ParameterChoice};
 use crate::telemetry::Histogram;
+use crate::traces::otlp::Value;
+use crate::traces::ChildSpan;
 use adaptive::GradientLimit;
 use policy::{Decision, Policy, Ticket};
 
@@ -242,6 +244,12 @@ impl Admission {
             bump(&self.stats.admitted);
             return Ok((self.permit(), Duration::ZERO));
         }
+        let mut span = ChildSpan::start("queue", crate::traces::INTERNAL);
+        if let Some(span) = &mut span {
+            span.set("gateway.pool", Value::String(self.pool.clone()));
+            span.set("gateway.priority", Value::Int(priority as i64));
+            span.set("gateway.tenant", Value::String(tenant.to_owned()));
+        }
         let mut waiting = Waiting {
             admission: self.clone(),
             ticket,
@@ -276,6 +284,10 @@ impl Admission {
         };
         waiting.decided = true;
         let waited = arrived.elapsed();
+        if let (false, Some(span)) = (admitted, &mut span) {
+            span.fail("the deadline passed in the queue");
+        }
+        drop(span);
         if !admitted {
             bump(&self.stats.expired);
             let service_ms = locked(&self.inner).policy.service_time_s * 1000.0;

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::error::GatewayError;
 use crate::messages::ModelInferRequest;
+use crate::traces::{self, Trace};
 use crate::upstream::{ModelKey, Pool};
 use merge::{merge, merge_key, rows, split};
 use queue::{BatchQueue, Pending};
@@ -68,6 +69,8 @@ pub struct CallInfo {
 pub type Answer = Result<(Bytes, CallInfo), GatewayError>;
 
 struct Caller {
+    /// Its trace: the merged call is traced under the first caller's.
+    trace: Option<Arc<Trace>>,
     request: ModelInferRequest,
     payload: Bytes,
     answer: oneshot::Sender<Answer>,
@@ -107,6 +110,7 @@ impl ModelBatcher {
             let mut queue = locked(&self.queue);
             queue.add(
                 Caller {
+                    trace: traces::current(),
                     request,
                     payload,
                     answer: sender,
@@ -147,7 +151,10 @@ impl ModelBatcher {
                 return;
             }
             let turn = Turn(self.clone());
-            tokio::spawn(async move { turn.0.clone().send(batch, turn).await });
+            let trace = batch[0].item.trace.clone();
+            tokio::spawn(traces::within(trace, async move {
+                turn.0.clone().send(batch, turn).await
+            }));
         }
     }
 
