@@ -65,6 +65,11 @@ class TritonInstall:
     def backends(self) -> Path:
         return self.server_dir / "backends"
 
+    @property
+    def caches(self) -> Path:
+        """Triton's response-cache implementations (`--cache-config local,size=...`)."""
+        return self.server_dir / "caches"
+
     def prepare(self) -> None:
         """Put the Python-backend stub matching the venv's Python where the backend looks for it."""
         stub = self.backends / "python" / _STUB
@@ -99,6 +104,7 @@ class TritonOptions:
             str(install.binary),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={install.backends}",
+            f"--cache-directory={install.caches}",
             f"--grpc-address={self.address}",
             f"--grpc-port={self.grpc_port}",
             f"--exit-timeout-secs={self.exit_timeout_s}",

@@ -322,9 +322,10 @@ pub async fn model_infer(
         }
         (None, Some(_)) => {
             record.cache = Some(Outcome::Bypass);
-            let (message, info) = unary
-                .call(prepared.request.clone(), prepared.payload.clone())
-                .await?;
+            // Boxed, as the cached path below: a large future inline would be copied with every
+            // request's, the streamed path's included.
+            let (message, info) =
+                Box::pin(unary.call(prepared.request.clone(), prepared.payload.clone())).await?;
             record.took(info);
             (answer(&message), None)
         }
@@ -333,18 +334,16 @@ pub async fn model_infer(
             let (request, payload) = (prepared.request.clone(), prepared.payload.clone());
             // Identical misses share this call, and its one slot of the pool.
             let call = move || unary.call(request, payload);
-            let answer = state
-                .cache
-                .fetch(
-                    policy,
-                    &prepared.route_model,
-                    &prepared.variant,
-                    &prepared.request,
-                    directives,
-                    prepared.rows,
-                    call,
-                )
-                .await?;
+            let answer = Box::pin(state.cache.fetch(
+                policy,
+                &prepared.route_model,
+                &prepared.variant,
+                &prepared.request,
+                directives,
+                prepared.rows,
+                call,
+            ))
+            .await?;
             record.cache = Some(answer.outcome);
             if let Some(info) = answer.call {
                 record.took(info);

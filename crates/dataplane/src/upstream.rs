@@ -213,7 +213,9 @@ impl Endpoint {
     ) -> Result<Response<Incoming>, String> {
         let mut sender = match self.live_sender() {
             Some(sender) => sender,
-            None => self.connect().await?,
+            // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future large;
+            // inline it would be copied with every request's future.
+            None => Box::pin(self.connect()).await?,
         };
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut request = Request::post(format!("{scheme}://{}{path}", self.address))
@@ -421,7 +423,7 @@ impl Pool {
         if let Some(delay_ms) = self.config.hedge_delay_ms {
             if method == "ModelInfer" && self.endpoints.len() > 1 {
                 let delay = Duration::from_secs_f64(delay_ms / 1000.0);
-                return self.hedged(payload, deadline, model, delay).await;
+                return Box::pin(self.hedged(payload, deadline, model, delay)).await;
             }
         }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();

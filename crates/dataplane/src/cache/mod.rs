@@ -234,7 +234,7 @@ impl ResponseCache {
         call: impl Future<Output = Result<Fresh, GatewayError>>,
     ) -> Result<Answer, GatewayError> {
         if let (false, true, Some(l2)) = (directives.no_cache, policy.l2, &self.l2) {
-            if let Some(message) = l2.get(&key).await {
+            if let Some(message) = Box::pin(l2.get(&key)).await {
                 bump(&self.counters.hits_l2);
                 if policy.l1 {
                     self.l1
