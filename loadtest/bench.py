@@ -10,7 +10,9 @@ naive passthrough proxy (`loadtest.passthrough`), each against Triton and the ga
 Two workers against one on the cache-hit path: with the Python generator, and with perf_analyzer
 (`make perf-analyzer`), a connection per concurrency context. The plain-proxy rows with
 perf_analyzer (`loadtest.proxies`): the native engine, the Python engine and nginx `grpc_pass`,
-each against direct Triton.
+each against direct Triton; and the rows against the best-configured Triton (`loadtest.tuned_triton`:
+Triton's own response cache, its dynamic batcher): the gateway's cache against Triton's cache, the
+gateway's micro-batching in front of the dynamic batcher against the batcher alone.
 Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 

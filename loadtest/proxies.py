@@ -1,6 +1,10 @@
-"""The bench's plain-proxy rows, driven by perf_analyzer (C++, a connection per context): the native
-engine, the Python engine and Debian's nginx `grpc_pass`, each against direct Triton in the same
-run, interleaved, with each proxy's CPU per request from its own process."""
+"""The bench's perf_analyzer rows (C++, a connection per context), each against direct Triton in the
+same run, interleaved, with each proxy's CPU per request from its own process: the plain-proxy
+rows (the native engine, the Python engine and Debian's nginx `grpc_pass` against plain Triton),
+and the rows against the best-configured Triton a user would pick (`loadtest.tuned_triton`): the
+gateway's cache against Triton's own response cache, the gateway's micro-batching in front of
+Triton's dynamic batcher against the batcher alone. perf_analyzer sends one input (random, made
+once) over and over: every request after the first is a cache hit, in both."""
 
 from __future__ import annotations
 
@@ -18,19 +22,23 @@ from gateway.localrun import GatewayProcess
 from loadtest.compare import interleaved
 from loadtest.nginx import running_nginx
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
+from loadtest.tuned_triton import running_tuned_triton
 
 __all__ = ["proxy_rows"]
 
 IDENTITY = ("identity", "INPUT0:16")
 IMAGE = ("image", "INPUT0:1,3,224,224")
+BATCHED = ("identity_batched", "INPUT0:16")
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
     name: str
-    proxy: str  # native | python | nginx | native+features
+    proxy: str  # native | python | nginx | native+features | native+cache | native+batching
     model: tuple[str, str]  # model, perf_analyzer --shape
     concurrency: int
+    # The direct baseline: "plain" Triton, or "tuned" (response cache on, dynamic batcher on).
+    direct: str = "plain"
 
 
 ROWS = (
@@ -47,6 +55,20 @@ ROWS = (
     Row("nginx grpc_pass: identity c=1 (perf_analyzer)", "nginx", IDENTITY, 1),
     Row("nginx grpc_pass: image 602KB c=16 (perf_analyzer)", "nginx", IMAGE, 16),
     Row("python engine: identity c=16 (perf_analyzer)", "python", IDENTITY, 16),
+    Row(
+        "cache hits: gateway --cache vs Triton's own response cache, identity c=16 (perf_analyzer)",
+        "native+cache",
+        IDENTITY,
+        16,
+        direct="tuned",
+    ),
+    Row(
+        "gateway --batching in front of Triton's dynamic batcher vs the batcher alone, "
+        "identity_batched c=16 (perf_analyzer)",
+        "native+batching",
+        BATCHED,
+        16,  # identity_batched has the dynamic batcher in the plain repository too (no cache)
+    ),
 )
 
 
@@ -75,6 +97,7 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
         args += ["--config", str(config), "--metrics-port", "0", "--access-log", str(workdir / "access.jsonl")]
     else:
         args += ["--upstream", triton]
+    args += {"native+cache": ["--cache"], "native+batching": ["--batching"]}.get(kind, [])
     gateway = GatewayProcess(args, workdir / f"gateway-{kind}.log")
     gateway.start()
     try:
@@ -87,25 +110,35 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
 def proxy_rows(
     console: Console, triton: str, workdir: Path, rounds: int, wanted: Callable[[str], bool]
 ) -> list[dict[str, object]]:
+    """`triton`: plain Triton, behind every proxy; the best-configured one, a baseline of some
+    rows, is started here when one of them is wanted."""
     rows: list[dict[str, object]] = []
     selected = [row for row in ROWS if wanted(row.name)]
     if selected and not BINARY.exists():
         console.print(f"[yellow]perf_analyzer rows skipped: {BINARY} is missing (make perf-analyzer)[/]")
         return rows
-    for row in selected:
-        model, shape = row.model
-
-        async def perf_analyzer(
-            target: str, model: str = model, shape: str = shape, c: int = row.concurrency
-        ) -> PerfAnalyzerRun:
-            return await asyncio.to_thread(measure, target, model, shape, c, connection_per_context=True)
-
-        console.print(f"[bold]{row.name}[/]: direct vs {row.proxy}, {rounds} rounds")
-        try:
-            with _proxy(row.proxy, triton, workdir) as (address, pid):
-                comparison = asyncio.run(interleaved(row.name, perf_analyzer, triton, address, pid, rounds))
-        except (RuntimeError, FileNotFoundError, subprocess.SubprocessError) as exc:  # reported; others count
-            console.print(f"[red]{row.name}: {exc}[/]")
-            continue
-        rows.append(comparison.summary())
+    with contextlib.ExitStack() as stack:
+        tuned = ""
+        if any(row.direct == "tuned" for row in selected):
+            tuned = stack.enter_context(running_tuned_triton(workdir)).options.grpc_target
+        for row in selected:
+            rows.extend(_row(console, row, triton, tuned, workdir, rounds))
     return rows
+
+
+def _row(console: Console, row: Row, triton: str, tuned: str, workdir: Path, rounds: int) -> list[dict[str, object]]:
+    """One row, compared interleaved (none when it could not be measured: reported)."""
+    model, shape = row.model
+
+    async def perf_analyzer(target: str) -> PerfAnalyzerRun:
+        return await asyncio.to_thread(measure, target, model, shape, row.concurrency, connection_per_context=True)
+
+    direct = tuned if row.direct == "tuned" else triton
+    console.print(f"[bold]{row.name}[/]: direct ({row.direct} Triton) vs {row.proxy}, {rounds} rounds")
+    try:
+        with _proxy(row.proxy, triton, workdir) as (address, pid):
+            comparison = asyncio.run(interleaved(row.name, perf_analyzer, direct, address, pid, rounds))
+    except (RuntimeError, FileNotFoundError, subprocess.SubprocessError) as exc:  # reported; others count
+        console.print(f"[red]{row.name}: {exc}[/]")
+        return []
+    return [comparison.summary()]
