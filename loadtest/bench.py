@@ -30,6 +30,7 @@ from rich.console import Console
 from gateway.localrun import GatewayProcess, free_port
 from gateway.triton import TritonOptions, TritonProcess
 from loadtest.compare import compare, interleaved
+from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
 from loadtest.plot import plot_bench
 from loadtest.proxies import proxy_rows
@@ -86,7 +87,9 @@ def _table_markdown(rows: list[dict[str, object]]) -> str:
 
 
 def _gateway(triton: str, flags: tuple[str, ...], log: Path) -> GatewayProcess:
-    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *flags]
+    """The native engine (the Python one is measured in its perf_analyzer row alone)."""
+    args = ["--engine", "native", "--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    args += flags
     return GatewayProcess(args, log)
 
 
@@ -107,6 +110,13 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
             gateway.start()
             try:
                 rows.append(_compare(console, scenario, triton.options.grpc_target, gateway, rounds, duration_s))
+            finally:
+                gateway.stop()
+        if only is None or "overload" in only:
+            gateway = _gateway(triton.options.grpc_target, GATEWAY_FLAGS, workdir / "gateway-overload.log")
+            gateway.start()
+            try:
+                rows.append(overload_row(console, triton.options.grpc_target, gateway, rounds, duration_s))
             finally:
                 gateway.stop()
         workers = _workers_scenario(duration_s)

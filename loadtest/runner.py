@@ -35,6 +35,7 @@ class Result:
     target: str
     seconds: float
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))
+    accepted: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, _MAX_US, 3))  # OK answers alone
     codes: Counter[str] = field(default_factory=Counter)
     cache: Counter[str] = field(default_factory=Counter)  # `x-cache` of the answers, when a gateway sent one
     timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds since start, latency s)
@@ -49,6 +50,10 @@ class Result:
 
     def percentile_ms(self, percentile: float) -> float:
         return float(self.histogram.get_value_at_percentile(percentile)) / 1000.0
+
+    def accepted_percentile_ms(self, percentile: float) -> float:
+        """Of the requests answered OK: what a caller who got an answer waited."""
+        return float(self.accepted.get_value_at_percentile(percentile)) / 1000.0
 
     def summary(self) -> dict[str, object]:
         return {
@@ -89,8 +94,9 @@ async def run_scenario(
     with ProcessPoolExecutor(len(shares), mp_context=context) as pool:
         parts = await asyncio.gather(*(loop.run_in_executor(pool, _run_part, share, address) for share in shares))
     merged = Result(scenario.name, address, scenario.duration_s)
-    for encoded, codes, cache, timeline in parts:
+    for encoded, accepted, codes, cache, timeline in parts:
         merged.histogram.decode_and_add(encoded)
+        merged.accepted.decode_and_add(accepted)
         merged.codes.update(codes)
         merged.cache.update(cache)
         merged.timeline.extend(timeline)
@@ -109,13 +115,13 @@ def _shares(scenario: Scenario) -> list[Scenario]:
     return shares
 
 
-Part: TypeAlias = tuple[bytes, dict[str, int], dict[str, int], list[tuple[float, float]]]
+Part: TypeAlias = tuple[bytes, bytes, dict[str, int], dict[str, int], list[tuple[float, float]]]
 
 
 def _run_part(scenario: Scenario, address: str) -> Part:
     """In a load-generator process: run a share; what the parent merges (histograms travel encoded)."""
     result = asyncio.run(_run_here(scenario, address, None))
-    return result.histogram.encode(), dict(result.codes), dict(result.cache), result.timeline
+    return result.histogram.encode(), result.accepted.encode(), dict(result.codes), dict(result.cache), result.timeline
 
 
 async def _run_here(scenario: Scenario, address: str, on_progress: Callable[[float], None] | None) -> Result:
@@ -141,6 +147,8 @@ async def _run_here(scenario: Scenario, address: str, on_progress: Callable[[flo
         if cache:
             result.cache[cache] += 1
         result.histogram.record_value(min(max(int(latency * 1e6), 1), _MAX_US))
+        if code == "OK":
+            result.accepted.record_value(min(max(int(latency * 1e6), 1), _MAX_US))
         result.timeline.append((intended - measure_from, latency))
         if on_progress is not None:
             on_progress(min((now - measure_from) / scenario.duration_s, 1.0))
