@@ -35,6 +35,7 @@ from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
 from loadtest.plot import plot_bench
 from loadtest.proxies import proxy_rows
 from loadtest.reference_server import running
+from loadtest.replicas import shared_cache_row, sick_replica_row
 from loadtest.report import hardware, table, write_json
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
 
@@ -80,9 +81,9 @@ def _workers_scenario(duration_s: float) -> Scenario:
 
 
 def _table_markdown(rows: list[dict[str, object]]) -> str:
-    columns = list(rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))  # some rows have more
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +120,9 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
                 rows.append(overload_row(console, triton.options.grpc_target, gateway, rounds, duration_s))
             finally:
                 gateway.stop()
+        for name, row in (("sick replica", sick_replica_row), ("sharing a cache", shared_cache_row)):
+            if only is None or only in name:
+                rows.append(row(console, workdir, rounds, duration_s))
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
             rows += _compare_workers(console, workers, triton.options.grpc_target, workdir, rounds)

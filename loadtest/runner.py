@@ -128,7 +128,11 @@ async def _run_here(scenario: Scenario, address: str, on_progress: Callable[[flo
     payloads = Payloads(scenario.requests)
     metadata = [tuple(mix.metadata.items()) for mix in scenario.requests]
     channels = [
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        # round_robin: a target naming several servers ("ipv4:A,B") is spread over them request by
+        # request, as a client-side load balancer would; one server is one server either way.
+        grpc.aio.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1), ("grpc.lb_policy_name", "round_robin")]
+        )
         for _ in range(scenario.connections)
     ]
     calls = [channel.unary_unary(_METHOD, None, None) for channel in channels]
