@@ -24,12 +24,12 @@ from rich.console import Console
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonOptions, TritonProcess
+from gateway.localrun import GatewayProcess
+from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonProcess
 from loadtest.compare import interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
-from loadtest.tuned_triton import running_tuned_triton
+from loadtest.tuned_triton import running_triton, running_tuned_triton
 
 __all__ = ["shared_cache_row", "sick_replica_row"]
 
@@ -39,18 +39,6 @@ SLOWDOWN = 10
 
 def _spread(*tritons: TritonProcess) -> str:
     return "ipv4:" + ",".join(t.options.grpc_target for t in tritons)
-
-
-@contextlib.contextmanager
-def _triton(folder: Path, repository: Path, name: str) -> Iterator[TritonProcess]:
-    triton = TritonProcess(TritonOptions(grpc_port=free_port(), model_repository=repository))
-    with (folder / f"{name}.log").open("wb") as log:
-        triton.start(log)
-    try:
-        triton.wait_ready()
-        yield triton
-    finally:
-        triton.stop()
 
 
 def _sick_repository(folder: Path) -> Path:
@@ -85,8 +73,8 @@ def _scenario(name: str, duration_s: float) -> Scenario:
 def sick_replica_row(console: Console, workdir: Path, rounds: int, duration_s: float) -> dict[str, object]:
     scenario = _scenario(f"a sick replica: heavy on two Tritons, one {SLOWDOWN}x slower, c=16", duration_s)
     with (
-        _triton(workdir, DEFAULT_MODEL_REPOSITORY, "healthy-triton") as healthy,
-        _triton(workdir, _sick_repository(workdir), "sick-triton") as sick,
+        running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "healthy-triton") as healthy,
+        running_triton(workdir, _sick_repository(workdir), "sick-triton") as sick,
         _gateway(workdir, "gateway-sick", [healthy.options.grpc_target, sick.options.grpc_target],
                  hedge_delay_ms=25.0) as gateway,
     ):  # fmt: skip
@@ -129,8 +117,8 @@ def shared_cache_row(console: Console, workdir: Path, rounds: int, duration_s: f
     with (
         running_tuned_triton(one) as first,
         running_tuned_triton(two) as second,
-        _triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-a") as plain_a,
-        _triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-b") as plain_b,
+        running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-a") as plain_a,
+        running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-b") as plain_b,
         _gateway(workdir, "gateway-shared-cache", [plain_a.options.grpc_target, plain_b.options.grpc_target],
                  "--cache") as gateway,
     ):  # fmt: skip

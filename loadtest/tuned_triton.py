@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.localrun import free_port
 from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonOptions, TritonProcess
 
-__all__ = ["CACHE_BYTES", "running_tuned_triton", "tuned_repository"]
+__all__ = ["CACHE_BYTES", "running_triton", "running_tuned_triton", "tuned_repository"]
 
 CACHE_BYTES = 256 << 20
 # Models whose answers may be cached: deterministic ones (not `counter`, `flaky`, `slow`, ...).
@@ -37,15 +37,21 @@ def tuned_repository(folder: Path, source: Path = DEFAULT_MODEL_REPOSITORY) -> P
 
 
 @contextlib.contextmanager
-def running_tuned_triton(folder: Path) -> Iterator[TritonProcess]:
-    triton = TritonProcess(TritonOptions(
-        grpc_port=free_port(), model_repository=tuned_repository(folder),
-        extra_args=(f"--cache-config=local,size={CACHE_BYTES}",),
-    ))  # fmt: skip
-    with (folder / "tuned-triton.log").open("wb") as log:
+def running_triton(folder: Path, repository: Path, name: str, *extra_args: str) -> Iterator[TritonProcess]:
+    """A Triton of its own on `repository`, logging to `folder/name.log`, ready when yielded."""
+    triton = TritonProcess(TritonOptions(grpc_port=free_port(), model_repository=repository, extra_args=extra_args))
+    with (folder / f"{name}.log").open("wb") as log:
         triton.start(log)
     try:
         triton.wait_ready()
         yield triton
     finally:
         triton.stop()
+
+
+@contextlib.contextmanager
+def running_tuned_triton(folder: Path) -> Iterator[TritonProcess]:
+    with running_triton(
+        folder, tuned_repository(folder), "tuned-triton", f"--cache-config=local,size={CACHE_BYTES}"
+    ) as triton:
+        yield triton
