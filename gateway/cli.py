@@ -207,12 +207,13 @@ def soak(
     out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG results.")] = Path("results"),
     minutes: Annotated[float, typer.Option(help="Length of the run.")] = 10.0,
     rate: Annotated[float, typer.Option(help="Requests per second (open loop, Poisson).")] = 300.0,
-    workers: Annotated[int, typer.Option(min=1, help="Gateway worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="The gateway's --workers.")] = 1,
+    engine: Annotated[str, typer.Option(help="The gateway's data plane: native or python.")] = "native",
 ) -> None:
     """A long mixed run through a local gateway, watching its memory (RSS) for growth."""
     from loadtest.soak import run_soak
 
-    sys.exit(run_soak(out, minutes, rate, workers))
+    sys.exit(run_soak(out, minutes, rate, workers, engine))
 
 
 @app.command()
