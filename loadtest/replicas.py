@@ -3,8 +3,10 @@ spread their requests over both themselves (round robin, request by request, as 
 load balancer does: the runner's `ipv4:A,B` targets):
 
 - a sick replica: one Triton ten times slower than the other (`heavy` at ~50 ms an execution);
-  the gateway's pool (P2C on outstanding requests and latency, outlier ejection, hedging after
-  25 ms) against round robin;
+  the gateway's pool (P2C weighing requests under way by latency, outlier ejection) against round
+  robin. Without hedging: with two endpoints a hedge can only go to the sick one, and when the
+  healthy one's own queueing passes the hedge delay, hedges pile up in the sick one's queue
+  (Triton executes the abandoned ones too): measured, a 25 ms hedge took p99 from 0.2 s to 3-4 s;
 - replicas sharing a cache: two Tritons, each with its own response cache, against the gateway's
   one cache in front of both, on a Zipf stream over 10,000 distinct inputs of `heavy`.
 """
@@ -76,7 +78,7 @@ def sick_replica_row(console: Console, workdir: Path, rounds: int, duration_s: f
         running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "healthy-triton") as healthy,
         running_triton(workdir, _sick_repository(workdir), "sick-triton") as sick,
         _gateway(workdir, "gateway-sick", [healthy.options.grpc_target, sick.options.grpc_target],
-                 hedge_delay_ms=25.0) as gateway,
+                 ) as gateway,
     ):  # fmt: skip
         console.print(f"[bold]{scenario.name}[/]: round robin over both vs the gateway's pool, {rounds} rounds")
 

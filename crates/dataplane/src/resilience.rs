@@ -82,8 +82,10 @@ impl RetryBudget {
     }
 }
 
-/// Power of two choices: two distinct random candidates, the one with fewer requests under way
-/// wins, the lower latency EWMA on a tie. `loads` is (outstanding, ewma seconds); not empty.
+/// Power of two choices: of two distinct random candidates, the one whose next request should
+/// finish first wins: (requests under way + 1) × its latency EWMA, as linkerd's and Finagle's
+/// P2C-EWMA balancers weigh them (fewer under way on a tie). An endpoint without a sample yet is
+/// taken to be as fast as the other. `loads` is (outstanding, ewma seconds); not empty.
 pub fn choose(loads: &[(u64, f64)], mut draw: impl FnMut(usize) -> usize) -> usize {
     if loads.len() == 1 {
         return 0;
@@ -94,7 +96,14 @@ pub fn choose(loads: &[(u64, f64)], mut draw: impl FnMut(usize) -> usize) -> usi
         second += 1;
     }
     let (a, b) = (loads[first], loads[second]);
-    if a.0 < b.0 || (a.0 == b.0 && a.1 <= b.1) {
+    let latency = |own: f64, other: f64| match (own > 0.0, other > 0.0) {
+        (true, _) => own,
+        (false, true) => other,
+        (false, false) => 0.001,
+    };
+    let cost_a = (a.0 + 1) as f64 * latency(a.1, b.1);
+    let cost_b = (b.0 + 1) as f64 * latency(b.1, a.1);
+    if cost_a < cost_b || (cost_a == cost_b && a.0 <= b.0) {
         first
     } else {
         second
@@ -150,10 +159,15 @@ mod tests {
     }
 
     #[test]
-    fn two_choices_prefer_the_idle_endpoint() {
-        let loads = [(5, 0.1), (0, 0.9)];
-        let mut draws = [0usize, 0].into_iter();
-        assert_eq!(choose(&loads, |_| draws.next().unwrap()), 1);
+    fn two_choices_prefer_the_endpoint_that_answers_first() {
+        let pick = |loads: &[(u64, f64)]| {
+            let mut draws = [0usize, 0].into_iter();
+            choose(loads, |_| draws.next().unwrap())
+        };
+        assert_eq!(pick(&[(5, 0.01), (0, 0.01)]), 1); // as fast: the idle one
+        assert_eq!(pick(&[(2, 0.005), (0, 0.05)]), 0); // ten times slower: three under way are cheaper
+        assert_eq!(pick(&[(10, 0.005), (0, 0.05)]), 1); // ... eleven are not
+        assert_eq!(pick(&[(3, 0.005), (0, 0.0)]), 1); // no sample yet: as fast as the other
         assert_eq!(choose(&[(1, 0.0)], |_| unreachable!()), 0);
     }
 }
