@@ -31,7 +31,7 @@ from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonProcess
 from loadtest.compare import interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
-from loadtest.tuned_triton import running_triton, running_tuned_triton
+from loadtest.tuned_triton import running_triton, running_tuned_triton, tuned_repository
 
 __all__ = ["shared_cache_row", "sick_replica_row"]
 
@@ -114,13 +114,14 @@ def shared_cache_row(console: Console, workdir: Path, rounds: int, duration_s: f
     one, two = workdir / "cache-a", workdir / "cache-b"
     one.mkdir(exist_ok=True)
     two.mkdir(exist_ok=True)
-    # The gateway's Tritons are plain ones of their own: a miss of the gateway must not find an
-    # answer the direct runs left in the tuned Tritons' caches.
+    # The gateway's Tritons are of their own, with the dynamic batcher and without a cache: a
+    # miss of the gateway must not find an answer the direct runs left in the tuned ones' caches.
+    batched = tuned_repository(workdir, cache=False)
     with (
         running_tuned_triton(one) as first,
         running_tuned_triton(two) as second,
-        running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-a") as plain_a,
-        running_triton(workdir, DEFAULT_MODEL_REPOSITORY, "plain-b") as plain_b,
+        running_triton(workdir, batched, "batched-a") as plain_a,
+        running_triton(workdir, batched, "batched-b") as plain_b,
         _gateway(workdir, "gateway-shared-cache", [plain_a.options.grpc_target, plain_b.options.grpc_target],
                  "--cache") as gateway,
     ):  # fmt: skip

@@ -21,10 +21,10 @@ CACHE_BYTES = 256 << 20
 CACHED = ("identity", "identity_batched", "heavy", "image", "classifier")
 
 
-def tuned_repository(folder: Path, source: Path = DEFAULT_MODEL_REPOSITORY) -> Path:
-    """A copy of `source` with `response_cache { enable: true }` on the cached models and the
-    dynamic batcher on every model that batches (max_batch_size > 0)."""
-    repository = folder / "models"
+def tuned_repository(folder: Path, source: Path = DEFAULT_MODEL_REPOSITORY, cache: bool = True) -> Path:
+    """A copy of `source` with `response_cache { enable: true }` on the cached models (unless not
+    `cache`) and the dynamic batcher on every model that batches (max_batch_size > 0)."""
+    repository = folder / ("models" if cache else "models-batched")
     for model in CACHED:
         shutil.copytree(source / model, repository / model)
         config = repository / model / "config.pbtxt"
@@ -32,7 +32,7 @@ def tuned_repository(folder: Path, source: Path = DEFAULT_MODEL_REPOSITORY) -> P
         batches = int(re.search(r"max_batch_size:\s*(\d+)", text).group(1)) > 0  # type: ignore[union-attr]
         if batches and "dynamic_batching" not in text:
             text += "\ndynamic_batching { }\n"
-        config.write_text(text + "\nresponse_cache { enable: true }\n")
+        config.write_text(text + ("\nresponse_cache { enable: true }\n" if cache else ""))
     return repository
 
 
