@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["ADMIN_TOKEN_ENV", "Gateway", "Serving", "admin_server", "listen", "ready_line", "serve"]
 
 log = logging.getLogger(__name__)
+
+_FLUSH_S = 1.0  # after the last handler returned: time for the answers still being written
 ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
@@ -161,11 +163,12 @@ class Gateway:
             await asyncio.sleep(self.config.drain_delay_s)
         # stop(grace) refuses new RPCs at once; the in-flight ones get the grace period. Long-lived
         # watchers (health Watch streams) would hold it to the end, so once the data-plane work is
-        # done, a second stop(0) ends them (a shorter grace in a later call wins).
+        # done, a second stop ends them (a shorter grace in a later call wins). Not stop(0): a
+        # handler that has returned may still be writing its answer, which stop(0) would cancel.
         stopping = asyncio.create_task(self.server.stop(self.config.grace_period_s))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.inflight.idle(), self.config.grace_period_s)
-        await self.server.stop(0)
+        await self.server.stop(min(_FLUSH_S, self.config.grace_period_s))
         await stopping
         await self.shadows.close(timeout_s=min(self.config.grace_period_s, 5.0))
         await self.batchers.close()
