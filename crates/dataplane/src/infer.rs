@@ -11,7 +11,8 @@ use http::{HeaderMap, Response};
 use prost::Message;
 
 use crate::admission::{Admission, Permit};
-use crate::batching::{BatchSettings, CallInfo};
+use crate::batching::merge::rows;
+use crate::batching::{alone, BatchSettings, CallInfo};
 use crate::body::{boxed, status_trailers, BoxBody, Holding, Unary as UnaryBody};
 use crate::cache::{with_id, Directives, Outcome, CACHE_CONTROL};
 use crate::error::GatewayError;
@@ -137,9 +138,9 @@ pub async fn prepare(
     let original = payload.clone();
     let payload = retarget(&payload, &request, &variant)?;
     // Triton counts each row of a batched request as an inference.
-    let rows = match (signature.max_batch_size > 0, request.inputs.first()) {
-        (true, Some(input)) => input.shape.first().map_or(1, |r| (*r).max(1) as u64),
-        _ => 1,
+    let rows = match signature.max_batch_size > 0 {
+        true => rows(&request).unwrap_or(1),
+        false => 1,
     };
     Ok(Prepared {
         decoupled: signature.decoupled,
@@ -264,19 +265,7 @@ impl Unary {
                     )
                     .await
             }
-            None => {
-                let started = Instant::now();
-                let (answer, attempts) = self
-                    .pool
-                    .call_for("ModelInfer", payload, self.deadline, Some(&self.model))
-                    .await?;
-                let info = CallInfo {
-                    upstream: started.elapsed(),
-                    retries: attempts - 1,
-                    shared: None,
-                };
-                Ok((answer, info))
-            }
+            None => alone(&self.pool, payload, self.deadline, &self.model).await,
         }
     }
 }

@@ -271,39 +271,35 @@ fn reflect(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
 /// The `method` label of an RPC: its name for the services served, "unknown" for any other path
 /// (a caller must not be able to mint metric series).
 fn method_label(path: &str) -> String {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
-    let served = matches!(
-        service,
-        INFERENCE_SERVICE
-            | HEALTH_SERVICE
-            | "grpc.reflection.v1alpha.ServerReflection"
-            | "grpc.reflection.v1.ServerReflection"
-    );
-    if served
+    let Some((_, method)) = path.trim_start_matches('/').split_once('/') else {
+        return "unknown".to_owned();
+    };
+    let service = service_label(path);
+    let served = service != "unknown"
         && (service != INFERENCE_SERVICE
             || metadata::is_unary(method)
             || method == "ModelInfer"
-            || method == "ModelStreamInfer")
-    {
+            || method == "ModelStreamInfer");
+    if served {
         method.to_owned()
     } else {
         "unknown".to_owned()
     }
 }
 
-/// The service of a served path, for the RPC's span name ("unknown" for any other).
+/// The service of a served path ("unknown" for any other): the span's name, and what
+/// `method_label` checks first.
 fn service_label(path: &str) -> &'static str {
     let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    match service {
-        INFERENCE_SERVICE => INFERENCE_SERVICE,
-        HEALTH_SERVICE => HEALTH_SERVICE,
-        "grpc.reflection.v1alpha.ServerReflection" => "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection" => "grpc.reflection.v1.ServerReflection",
-        _ => "unknown",
-    }
+    [
+        INFERENCE_SERVICE,
+        HEALTH_SERVICE,
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    ]
+    .into_iter()
+    .find(|served| *served == service)
+    .unwrap_or("unknown")
 }
 
 /// How an RPC whose answer is streamed ends: its attempt given back, its record closed.

@@ -136,11 +136,11 @@ struct Waiting {
     decided: bool,
 }
 
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if self.decided {
-            return;
-        }
+impl Waiting {
+    /// The ticket leaves undecided: taken out of the queue (true), or, granted in the same
+    /// instant, its slot is passed on (it is not used).
+    fn withdraw(&mut self) -> bool {
+        self.decided = true;
         let admission = &self.admission;
         let mut inner = locked(&admission.inner);
         let ticket = &self.ticket;
@@ -149,10 +149,20 @@ impl Drop for Waiting {
             .remove(ticket.id, ticket.priority, &ticket.tenant)
         {
             inner.waiters.remove(&ticket.id);
-            bump(&admission.stats.cancelled);
-        } else if self.granted.try_recv().is_ok() {
+            return true;
+        }
+        if self.granted.try_recv().is_ok() {
             drop(inner);
-            admission.finished(None); // admitted just as the caller left: pass the slot on
+            admission.finished(None);
+        }
+        false
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.decided && self.withdraw() {
+            bump(&self.admission.stats.cancelled);
         }
     }
 }
@@ -269,16 +279,9 @@ impl Admission {
         let admitted = match granted {
             Some(admitted) => admitted,
             None => {
-                // Out of time: taken out of the queue, or granted in the same instant (the
-                // slot is given back: too little time is left to use it).
-                let mut inner = locked(&self.inner);
-                let t = &waiting.ticket;
-                if inner.policy.remove(t.id, t.priority, &t.tenant) {
-                    inner.waiters.remove(&t.id);
-                } else if waiting.granted.try_recv().is_ok() {
-                    drop(inner);
-                    self.finished(None);
-                }
+                // Out of time (a slot granted in the same instant is given back: too little
+                // time is left to use it).
+                waiting.withdraw();
                 false
             }
         };

@@ -329,7 +329,8 @@ impl Batchers {
     }
 }
 
-async fn alone(
+/// A caller's own upstream call (nothing to merge it with), as a merged call reports it.
+pub async fn alone(
     pool: &Arc<Pool>,
     payload: Bytes,
     deadline: Option<Instant>,
