@@ -111,26 +111,13 @@ rust-test: venv
 lint: venv rust-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway router cache batching loadtest tests
+	$(BIN)/mypy gateway router loadtest tests
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-# The suite against the Python engine (test_native_engine.py and test_core_observations.py name
-# the native engine themselves), then the part of it whose features the native core has (the
-# list grows as features move into the core; --engine native refuses the others at start).
-NATIVE_SUITE := tests/integration/test_metadata_rpcs.py \
-  tests/integration/test_errors.py tests/integration/test_parity.py tests/integration/test_stream.py \
-  tests/integration/test_deadline_propagation.py tests/integration/test_traffic.py \
-  tests/integration/test_reload.py tests/integration/test_pools.py tests/integration/test_tls.py \
-  tests/integration/test_replicas.py tests/integration/test_rollouts.py tests/integration/test_cache.py \
-  tests/integration/test_admission.py tests/integration/test_batching.py \
-  tests/e2e/test_shutdown.py tests/e2e/test_dashboard.py tests/e2e/test_loadtest.py \
-  tests/e2e/test_perf_analyzer.py \
-  tests/integration/test_metrics_logs.py::test_payload_log_keeps_replayable_requests_and_responses
 pytest: venv triton-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
-	GATEWAY_ENGINE=native $(BIN)/pytest -q $(NATIVE_SUITE) -m "not engine_agnostic"
 
 test: proto-check lint rust-test pytest
 

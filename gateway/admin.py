@@ -13,27 +13,26 @@ import functools
 import hmac
 import io
 import logging
-import time
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from grpc_reflection.v1alpha import reflection
 
-from cache import RedisUnavailable
 from gateway.admin_convert import (
     cache_stats_to_proto,
     event_to_proto,
-    pool_stats_to_proto,
     route_from_proto,
     route_to_proto,
     shadow_from_proto,
     stats_to_proto,
 )
 from gateway.audit import acting_as, verify
-from gateway.cache_admin import CacheAdmin
+from gateway.cache_admin import CacheAdmin, RedisUnavailable
+from gateway.config import ConfigError, GatewayConfig
 from gateway.control_loop import ControlLoop
-from gateway.dataplane import DataPlane
 from gateway.drift.loop import Drift
 from gateway.drift.messages import drift_to_proto
 from gateway.errors import GatewayError, InvalidRequest, NotSupported
@@ -43,11 +42,12 @@ from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_
 from gateway.shadow_stats import ShadowStats
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
-from router import Route, RouteError, RouteEvent, UnknownRoute
+from router import Route, RouteError, RouteEvent, RouteStore, UnknownRoute
 
-__all__ = ["AdminServicer", "BearerTokenInterceptor", "token_names"]
+__all__ = ["ADMIN_TOKEN_ENV", "AdminServicer", "BearerTokenInterceptor", "admin_server", "listen", "token_names"]
 
 log = logging.getLogger(__name__)
+ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -74,23 +74,25 @@ def _statuses(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]
 class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc]  # generated base is untyped
     def __init__(
         self,
-        dataplane: DataPlane,
+        store: RouteStore,
+        route_of: Callable[[str], Awaitable[Route]],
         stats: ShadowStats,
         cache: CacheAdmin,
-        pool_stats: Callable[[], list[pb.PoolStats]] | None = None,
+        pool_stats: Callable[[], list[pb.PoolStats]],
         control: ControlLoop | None = None,
         feedback: Feedback | None = None,
         drift: Drift | None = None,
     ) -> None:
-        """`pool_stats`: where the pools' numbers come from when another engine holds the pools;
-        `control`: the audit trail and rollouts (none: those RPCs answer UNIMPLEMENTED)."""
+        """`route_of`: a model's route as a request would find it (a zero-config one discovered);
+        `pool_stats`: the pools' numbers, from the core; `control`: the audit trail and rollouts
+        (none: those RPCs answer UNIMPLEMENTED)."""
         self._pool_stats = pool_stats
         self._control = control
         self._feedback = feedback
         self._drift = drift
         self.actors: dict[str, str] = {}  # `authorization` value -> token name (set by admin_server)
-        self._dataplane = dataplane
-        self._store = dataplane.store
+        self._route_of = route_of
+        self._store = store
         self._stats = stats
         self._cache = cache
 
@@ -105,7 +107,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     async def _route(self, model: str) -> Route:
         """The model's route; a model without one gets its zero-config route, as a request would."""
-        return await self._dataplane.route(model, timeout=10.0)
+        return await self._route_of(model)
 
     def _answer(self, route: Route) -> pb.RouteResponse:
         return pb.RouteResponse(route=route_to_proto(route), revision=self._store.revision)
@@ -151,12 +153,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def GetPoolStats(self, request: pb.GetPoolStatsRequest, context: Context) -> pb.GetPoolStatsResponse:
-        if self._pool_stats is not None:
-            return pb.GetPoolStatsResponse(pools=self._pool_stats())
-        now = time.monotonic()
-        admissions = self._dataplane.admissions
-        pools = [pool_stats_to_proto(pool, admissions.get(name), now) for name, pool in self._dataplane.pools.items()]
-        return pb.GetPoolStatsResponse(pools=pools)
+        return pb.GetPoolStatsResponse(pools=self._pool_stats())
 
     @_statuses
     async def InvalidateCache(self, request: pb.InvalidateCacheRequest, context: Context) -> pb.InvalidateCacheResponse:
@@ -328,3 +325,26 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
 
             return grpc.unary_stream_rpc_method_handler(refuse_stream)
         return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def admin_server(config: GatewayConfig, servicer: AdminServicer) -> grpc.aio.Server:
+    """The admin API's server, behind its bearer token (either engine)."""
+    assert config.admin is not None
+    token = config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
+    if not token and not config.admin.tokens:
+        raise ConfigError(
+            f"admin: a bearer token is required (admin.token, admin.tokens, --admin-token or {ADMIN_TOKEN_ENV})"
+        )
+    accepted = token_names(token, config.admin.tokens)
+    servicer.actors = accepted
+    server = grpc.aio.server(interceptors=[BearerTokenInterceptor(accepted)])
+    admin_pb2_grpc.add_GatewayAdminServicer_to_server(servicer, server)
+    admin_service = pb.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name
+    reflection.enable_server_reflection((admin_service, reflection.SERVICE_NAME), server)
+    return server
+
+
+def listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)

@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.admission import Admission
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
-from gateway.upstream import Pool
 from gateway_admin import admin_pb2 as pb
 from router import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 
 __all__ = [
     "cache_stats_to_proto",
     "event_to_proto",
-    "pool_stats_to_proto",
     "route_from_proto",
     "route_to_proto",
     "stats_to_proto",
@@ -75,45 +72,6 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
 def cache_stats_to_proto(stats: Mapping[str, Any]) -> pb.CacheStats:
     """`stats`: a cache's snapshot (either engine's), field for field."""
     return pb.CacheStats(**stats)
-
-
-def pool_stats_to_proto(pool: Pool, admission: Admission | None, now: float) -> pb.PoolStats:
-    stats = pool.stats
-    endpoints = [
-        pb.EndpointStats(
-            address=e.address,
-            ready=e.health.ready,
-            ejected=e.health.ejected(),
-            ejected_for_s=max(e.health.ejected_until - now, 0.0),
-            outstanding=e.load.outstanding,
-            latency_ewma_ms=e.load.latency_ewma_s * 1000,
-            ejections=e.health.total_ejections,
-            unready_models=sorted(f"{model}:{version}" for model, version in e.unready_models),
-        )
-        for e in pool.endpoints
-    ]
-    policy = admission.policy if admission else None
-    waits = stats.queue_wait_us
-    return pb.PoolStats(
-        name=pool.name,
-        limit=policy.limit if policy else 0,
-        in_flight=policy.in_flight if policy else sum(e.load.outstanding for e in pool.endpoints),
-        queued=policy.queued if policy else 0,
-        max_queue=policy.max_queue if policy else 0,
-        attempts=stats.attempts,
-        retries=stats.retries,
-        retries_denied=stats.retries_denied,
-        hedges=stats.hedges,
-        ejections=stats.ejections,
-        admitted=stats.admitted,
-        admitted_after_queueing=stats.queued,
-        shed=stats.shed,
-        expired=stats.expired,
-        cancelled=stats.cancelled,
-        queue_wait_p50_ms=waits.get_value_at_percentile(50) / 1000 if waits.get_total_count() else 0.0,
-        queue_wait_p99_ms=waits.get_value_at_percentile(99) / 1000 if waits.get_total_count() else 0.0,
-        endpoints=endpoints,
-    )
 
 
 def event_to_proto(event: RouteEvent) -> pb.RouteEvent:

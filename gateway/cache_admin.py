@@ -9,10 +9,13 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from cache import RedisUnavailable
 from gateway._core import Core
 
-__all__ = ["CacheAdmin", "CoreCache", "cache_series"]
+__all__ = ["CacheAdmin", "CoreCache", "RedisUnavailable", "cache_series"]
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached for an operator's call (invalidation); never on the request path."""
 
 
 class CacheAdmin(Protocol):

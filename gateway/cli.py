@@ -68,21 +68,10 @@ def serve(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(
-            min=1,
-            help="Python engine: processes serving the port (SO_REUSEPORT), under a supervisor. "
-            "Native engine: the core's threads.",
-        ),
+        typer.Option(min=1, help="Threads of the core serving the data port; default: one per CPU core."),
     ] = None,
     max_connection_age: Annotated[
         float | None, typer.Option(help="Seconds before a client connection is asked to reconnect (re-spreads load).")
-    ] = None,
-    engine: Annotated[
-        str | None,
-        typer.Option(
-            envvar="GATEWAY_ENGINE",
-            help="Data plane: 'python', or 'native' (the Rust core; not every feature yet). Default: python.",
-        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
@@ -93,7 +82,7 @@ def serve(
     flags = ServeFlags(
         config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
         cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
-        batching, max_batch_size, workers, max_connection_age, engine,
+        batching, max_batch_size, workers, max_connection_age,
     )  # fmt: skip
     try:
         settings = serve_config(flags)
@@ -102,10 +91,6 @@ def serve(
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
     try:
-        if settings.workers > 1 and settings.engine == "python":  # the native core runs threads instead
-            from gateway.workers import run_workers
-
-            sys.exit(run_workers(settings, config, log_level.upper()))
         asyncio.run(run_server(settings, config))
     except (OSError, ConfigError) as exc:
         raise _fail(str(exc)) from exc
@@ -207,13 +192,12 @@ def soak(
     out: Annotated[Path, typer.Option(help="Folder for the JSON and PNG results.")] = Path("results"),
     minutes: Annotated[float, typer.Option(help="Length of the run.")] = 10.0,
     rate: Annotated[float, typer.Option(help="Requests per second (open loop, Poisson).")] = 300.0,
-    workers: Annotated[int, typer.Option(min=1, help="The gateway's --workers.")] = 1,
-    engine: Annotated[str, typer.Option(help="The gateway's data plane: native or python.")] = "native",
+    workers: Annotated[int, typer.Option(min=1, help="The gateway's --workers (the core's threads).")] = 1,
 ) -> None:
     """A long mixed run through a local gateway, watching its memory (RSS) for growth."""
     from loadtest.soak import run_soak
 
-    sys.exit(run_soak(out, minutes, rate, workers, engine))
+    sys.exit(run_soak(out, minutes, rate, workers))
 
 
 @app.command()
@@ -250,13 +234,12 @@ def batch(
 
 
 @app.command()
-def demo(
-    engine: Annotated[str, typer.Option(help="The gateway's data plane: native (the Rust core) or python.")] = "native",
-) -> None:
-    """Start a local Triton and the gateway, send every model a request through it, show a table."""
+def demo() -> None:
+    """Start a local Triton and the gateway, send every model a request through it, then roll a
+    new version out and a broken one back."""
     from gateway.demo import run_demo
 
-    sys.exit(run_demo(engine))
+    sys.exit(run_demo())
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cache import DEFAULT_IGNORED_PARAMETERS
 from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
@@ -133,6 +132,10 @@ class ShadowPolicyConfig(_Frozen):
 
 
 Tier = Literal["l1", "l2"]
+# Request parameters that never change outputs, left out of the cache key.
+DEFAULT_IGNORED_PARAMETERS: frozenset[str] = frozenset(
+    {"priority", "timeout", "traceparent", "tracestate", "triton_enable_empty_final_response"}
+)
 
 
 class RouteCacheConfig(_Frozen):
@@ -338,18 +341,11 @@ class ShadowConfig(_Frozen):
     log_tensors: bool = False  # full output tensors in each line
 
 
-Engine = Literal["python", "native"]
-
-
 class GatewayConfig(_Frozen):
     listen: Address = "0.0.0.0:8001"
-    # The data plane: the Python one, or the native core (crates/dataplane), which has every
-    # feature; the Python one goes once nothing needs it.
-    engine: Engine = "python"
     max_message_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    # Python engine: processes serving the port (SO_REUSEPORT), under a supervisor; native engine:
-    # the core's threads (`gateway serve --workers`).
-    workers: int = Field(default=1, ge=1)
+    # Threads of the core serving the data port (`gateway serve --workers`); none: one per CPU core.
+    workers: int | None = Field(default=None, ge=1)
     # Clients are sent GOAWAY after this long on one connection, so they reconnect and are spread
     # again over workers and replicas (in-flight calls get as long again to finish); none: never.
     max_connection_age_s: float | None = Field(default=None, gt=0)
@@ -378,10 +374,6 @@ class GatewayConfig(_Frozen):
 
     @model_validator(mode="after")
     def _pools_exist(self) -> GatewayConfig:
-        if self.feedback.enabled and self.engine != "native":
-            raise ValueError("feedback.enabled: outcomes are joined by the native engine (engine: native)")
-        if self.drift.enabled and self.engine != "native":
-            raise ValueError("drift.enabled: drift is computed on the native engine's observations (engine: native)")
         if self.default_pool is not None and self.default_pool not in self.pools:
             raise ValueError(f"default_pool: unknown pool {self.default_pool!r} (pools: {sorted(self.pools)})")
         for model, route in self.routes.items():

@@ -18,16 +18,15 @@ from tritonclient.grpc import service_pb2
 
 from gateway.config import GatewayConfig
 from gateway.route_policies import batching_for_core, policies_for_core
-from router import MatchOp, MatchRule, Route, ShadowPolicy, Variant
+from router import Route
 
-__all__ = ["core_config", "reflection_descriptors", "route_from_core", "routes_to_core"]
+__all__ = ["core_config", "reflection_descriptors", "routes_to_core"]
 
 
 def core_config(config: GatewayConfig, observations: int = 0, observation_tensors: float = 0.0) -> dict[str, Any]:
     """`observations`: capacity of the observation stream (0: off, as long as nothing reads it);
     `observation_tensors`: the share of its records that carry the request and the answer.
-    The core runs `workers` threads (`--workers`): one by default, since on a box it shares with
-    Triton a second thread costs more in wake-ups than it serves."""
+    The core runs `workers` threads (`--workers`); none: tokio's default, one per CPU core."""
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
     telemetry = config.telemetry
     keep = (
@@ -42,7 +41,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
         "health_check_timeout_s": config.health_check_timeout_s,
         "pools": [{key: pool[key] for key in ("name", *keep)} for pool in pools],
         "default_pool": config.default_pool,
-        "threads": config.workers,
+        "threads": config.workers or 0,
         "max_connection_age_s": config.max_connection_age_s,
         "access_log": telemetry.access_log,
         "shadow": config.shadow.model_dump(mode="json"),
@@ -68,37 +67,8 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
     }
 
 
-def _route_to_core(route: Route) -> dict[str, Any]:
-    return {
-        "model": route.model,
-        "variants": [
-            {"name": v.name, "pool": v.pool, "model": v.model, "version": v.version, "weight": v.weight}
-            for v in route.variants
-        ],
-        "rules": [
-            {"header": r.header, "op": r.op.value, "values": list(r.values), "variant": r.variant} for r in route.rules
-        ],
-        "sticky_header": route.sticky_header,
-        "shadows": [
-            {"variant": s.variant, "fraction": s.fraction, "max_inflight": s.max_inflight} for s in route.shadows
-        ],
-        "discovered": route.discovered,
-    }
-
-
 def routes_to_core(routes: Iterable[Route]) -> str:
-    return json.dumps([_route_to_core(route) for route in routes])
-
-
-def route_from_core(data: dict[str, Any]) -> Route:
-    return Route(
-        model=data["model"],
-        variants=tuple(Variant(v["name"], v["pool"], v["model"], v["version"], v["weight"]) for v in data["variants"]),
-        rules=tuple(MatchRule(r["header"], MatchOp(r["op"]), tuple(r["values"]), r["variant"]) for r in data["rules"]),
-        sticky_header=data["sticky_header"],
-        shadows=tuple(ShadowPolicy(s["variant"], s["fraction"], s["max_inflight"]) for s in data["shadows"]),
-        discovered=data["discovered"],
-    )
+    return json.dumps([route.to_core() for route in routes])
 
 
 def _symbols(message: Descriptor) -> Iterable[str]:

@@ -80,7 +80,7 @@ def _stream(client: grpcclient.InferenceServerClient, table: Table) -> None:
     table.add_row("stream", "1", "OK", f"{len(received)} responses on ModelStreamInfer: {received}", f"{elapsed:.1f}")
 
 
-def run_demo(engine: str = "native") -> int:
+def run_demo() -> int:
     console = Console(width=160)
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     triton = TritonProcess(TritonOptions(grpc_port=free_port()))
@@ -95,13 +95,13 @@ def run_demo(engine: str = "native") -> int:
         "rollouts": {"tick_s": 0.25, "state_file": str(workdir / "rollouts.json")},
     }  # fmt: skip
     (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))
-    gateway = GatewayProcess(["--config", str(workdir / "gateway.yaml"), "--engine", engine], workdir / "gateway.log")
+    gateway = GatewayProcess(["--config", str(workdir / "gateway.yaml")], workdir / "gateway.log")
     try:
         models = triton.wait_ready()
         ready_after = time.monotonic() - started
         console.print(f"[bold]Triton[/] ready on {triton.options.grpc_target}: {models} models, {ready_after:.1f}s")
         address = gateway.start()
-        console.print(f"[bold]Gateway[/] ({engine} engine) serving on {address}, in front of it; logs in {workdir}")
+        console.print(f"[bold]Gateway[/] serving on {address}, in front of it; logs in {workdir}")
         table = Table(title=f"Requests through the gateway at {address} (tritonclient.grpc)")
         for column in ("model", "version", "status", "outputs / message", "ms"):
             table.add_column(column)

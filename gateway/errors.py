@@ -8,11 +8,10 @@
     ├── UpstreamUnavailable      UNAVAILABLE        no endpoint of a pool could be reached
     ├── Overloaded               RESOURCE_EXHAUSTED the pool's queue is full (with a retry-after hint)
     ├── DeadlineExceeded         DEADLINE_EXCEEDED  it could not be served in time; Triton never saw it
-    └── UpstreamError            (upstream's code)  Triton answered with an error: code and text kept
+    └── UpstreamError            (upstream's code)  an answer with an error: code and text kept
 
-`from_upstream` is the one place that turns a `grpc.aio.AioRpcError` into one of these, by
-status code and connection state, never by message text. Anything else that escapes a handler
-is a bug: the servicer boundary logs it and answers INTERNAL with a request id.
+The control plane's RPCs (admin API) raise these; the request path's own errors are the core's
+(crates/dataplane/src/error.rs), with the same codes and messages.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ __all__ = [
     "Overloaded",
     "UpstreamError",
     "UpstreamUnavailable",
-    "from_upstream",
 ]
 
 
@@ -79,13 +77,3 @@ class UpstreamError(GatewayError):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def from_upstream(exc: grpc.aio.AioRpcError, pool: str, endpoint: str, connected: bool) -> GatewayError:
-    """Map an upstream failure; `connected` tells a dead endpoint from Triton's own UNAVAILABLE
-    (its queue timeout, "Server not ready"), which must reach the caller as Triton sent it."""
-    code = exc.code()
-    details = exc.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE and not connected:
-        return UpstreamUnavailable(f"upstream pool '{pool}' is unavailable: {endpoint} unreachable ({details})")
-    return UpstreamError(code, details)

@@ -41,7 +41,6 @@ class ServeFlags:
     max_batch_size: int | None = None
     workers: int | None = None
     max_connection_age: float | None = None
-    engine: str | None = None
 
 
 def _section(current: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -58,7 +57,7 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
     data = loaded.model_dump()
     data |= _section(
         {}, grace_period_s=flags.grace_period, drain_delay_s=flags.drain_delay, workers=flags.workers,
-        max_connection_age_s=flags.max_connection_age, engine=flags.engine,
+        max_connection_age_s=flags.max_connection_age,
     )  # fmt: skip
     host, _, port = loaded.listen.rpartition(":")
     if flags.host is not None or flags.port is not None:

@@ -1,32 +1,23 @@
-"""Prometheus metrics. The registry is injected (never the global one): tests and workers stay apart.
+"""Prometheus series of the gateway, read from the core's stats snapshot when scraped.
 
-Per-request series are recorded as requests finish; everything the stats objects already count
-(pools, cache, shadows) is read from them at scrape time by one collector, on the event loop.
+The core counts, this only formats, at scrape time (never the global registry: it is injected).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from gateway.cache_admin import cache_series
 from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
 
-if TYPE_CHECKING:
-    from gateway.admission import Admission
-    from gateway.batcher import BatchStats
-    from gateway.caching import InferenceCache
-    from gateway.upstream import Pool
+__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "CoreCollector", "batch_series", "shadow_series"]
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
-
-__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "GatewayMetrics", "Labelled", "StatsCollector", "shadow_series"]
 
 # 100 µs to 10 s.
 LATENCY_BUCKETS = (
@@ -48,109 +39,124 @@ LATENCY_BUCKETS = (
     10.0,
 )
 
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
-M = TypeVar("M", bound=MetricWrapperBase)
-
-
-class Labelled(Generic[M]):
-    """A metric's child per label values, looked up once: `labels()` validates, rebuilds its key
-    and takes a lock on every call, which the request path pays per RPC."""
-
-    def __init__(self, metric: M) -> None:
-        self.metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
+_POOL_COUNTERS = {
+    "attempts": "Upstream calls, retries included",
+    "retries": "Retries on another endpoint",
+    "retries_denied": "Retries the retry budget refused",
+    "ejections": "Outlier ejections",
+    "hedges": "Second attempts sent because the first was slow (hedging)",
+    "shed": "Requests shed with RESOURCE_EXHAUSTED (queue full)",
+    "expired": "Requests answered DEADLINE_EXCEEDED before reaching Triton",
+    "cancelled": "Callers that left the queue",
+}
 
 
-class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.requests = Labelled(Counter(
-            "gateway_requests", "RPCs answered, by method, model, variant and gRPC code",
-            ["method", "model", "variant", "code"], registry=registry,
-        ))  # fmt: skip
-        self.duration = Labelled(Histogram(
-            "gateway_request_duration_seconds", "Time from receiving an RPC to answering it",
-            ["method", "model"], buckets=LATENCY_BUCKETS, registry=registry,
-        ))  # fmt: skip
-        self.upstream = Labelled(Histogram(
-            "gateway_upstream_duration_seconds", "Time spent in upstream calls of an RPC (retries included)",
-            ["pool", "model"], buckets=LATENCY_BUCKETS, registry=registry,
-        ))  # fmt: skip
-        self.queue_wait = Labelled(Histogram(
-            "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue",
-            ["pool"], buckets=LATENCY_BUCKETS, registry=registry,
-        ))  # fmt: skip
-        self.cache = Labelled(Counter(
-            "gateway_cache_lookups", "Cache outcomes of ModelInfer, by model and result (hit-l1, hit-l2, miss, bypass)",
-            ["model", "result"], registry=registry,
-        ))  # fmt: skip
+def _histogram(name: str, text: str, labels: list[str], rows: list[dict[str, Any]], bounds: list[float]) -> Family:
+    family = HistogramMetricFamily(name, text, labels=labels)
+    for row in rows:
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, row["buckets"], strict=True):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", row["count"]))
+        family.add_metric([row[label] for label in labels], buckets, sum_value=row["sum"])
+    return family
 
 
-class StatsCollector(Collector):
-    """Pools, cache and shadow counters as Prometheus series, read when scraped."""
+class CoreCollector(Collector):
+    """`stats`: the core's `Core.stats` (a JSON snapshot); `shadows`: its shadow counters."""
 
-    def __init__(
-        self,
-        pools: Mapping[str, Pool],
-        admissions: Callable[[], Mapping[str, Admission]],
-        cache: InferenceCache,
-        shadows: ShadowStats,
-        batches: BatchStats,
-    ) -> None:
-        self._pools = pools
-        self._batches = batches
-        self._admissions = admissions
-        self._cache = cache
+    def __init__(self, stats: Callable[[], str], shadows: ShadowStats) -> None:
+        self._stats = stats
         self._shadows = shadows
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        yield from self._pool_series()
-        yield from cache_series(self._cache.snapshot())
+    def collect(self) -> Iterator[Family]:
+        snapshot = json.loads(self._stats())
+        series, bounds = snapshot["series"], snapshot["series"]["bounds"]
+        requests = CounterMetricFamily(
+            "gateway_requests",
+            "RPCs answered, by method, model, variant and gRPC code",
+            labels=["method", "model", "variant", "code"],
+        )
+        for row in series["requests"]:
+            requests.add_metric([row["method"], row["model"], row["variant"], row["code"]], row["count"])
+        yield requests
+        yield _histogram(
+            "gateway_request_duration_seconds",
+            "Time from receiving an RPC to answering it",
+            ["method", "model"],
+            series["durations"],
+            bounds,
+        )
+        yield _histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent in upstream calls of an RPC (retries included)",
+            ["pool", "model"],
+            series["upstream"],
+            bounds,
+        )
+        yield from self._pools(snapshot["pools"], bounds)
+        lookups = CounterMetricFamily(
+            "gateway_cache_lookups",
+            "Cache outcomes of ModelInfer, by model and result (hit-l1, hit-l2, miss, bypass)",
+            labels=["model", "result"],
+        )
+        for row in series["cache"]:
+            lookups.add_metric([row["model"], row["result"]], row["count"])
+        yield lookups
+        yield from cache_series(snapshot["cache"])
+        yield from batch_series(snapshot["batching"])
         yield from shadow_series(self._shadows)
-        yield from batch_series(dataclasses.asdict(self._batches))
+        dropped = CounterMetricFamily(
+            "gateway_core_dropped", "Records the core dropped because a bounded queue was full", labels=["queue"]
+        )
+        dropped.add_metric(["access_log"], series["access_log_dropped"])
+        dropped.add_metric(["observations"], snapshot["observations_dropped"])
+        dropped.add_metric(["events"], snapshot["events_dropped"])
+        yield dropped
+        connections = CounterMetricFamily(
+            "gateway_connections_accepted", "Client connections accepted on the data port"
+        )
+        connections.add_metric([], snapshot["connections_accepted"])
+        yield connections
+        threads = GaugeMetricFamily("gateway_core_threads", "Threads of the core serving the data port (--workers)")
+        threads.add_metric([], snapshot["threads"])
+        yield threads
 
-    def _pool_series(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    @staticmethod
+    def _pools(pools: list[dict[str, Any]], bounds: list[float]) -> Iterator[Family]:
         counters = {
-            "attempts": "Upstream calls, retries included", "retries": "Retries on another endpoint",
-            "retries_denied": "Retries the retry budget refused", "ejections": "Outlier ejections",
-            "hedges": "Second attempts sent because the first was slow (hedging)",
-            "shed": "Requests shed with RESOURCE_EXHAUSTED (queue full)",
-            "expired": "Requests answered DEADLINE_EXCEEDED before reaching Triton",
-            "cancelled": "Callers that left the queue",
-        }  # fmt: skip
-        families = {
-            name: CounterMetricFamily(f"gateway_pool_{name}", text, labels=["pool"]) for name, text in counters.items()
+            name: CounterMetricFamily(f"gateway_pool_{name}", text, labels=["pool"])
+            for name, text in _POOL_COUNTERS.items()
         }
-        depth = GaugeMetricFamily("gateway_queue_depth", "Requests waiting in the admission queue", labels=["pool"])
         in_flight = GaugeMetricFamily("gateway_pool_in_flight", "Requests under way towards the pool", labels=["pool"])
+        depth = GaugeMetricFamily("gateway_queue_depth", "Requests waiting in the admission queue", labels=["pool"])
         limit = GaugeMetricFamily("gateway_pool_limit", "Concurrency limit (0: none)", labels=["pool"])
+        waits = [
+            {"pool": pool["name"]} | pool["queue_wait"] for pool in pools if pool.get("queue_wait", {}).get("count")
+        ]
         ready = GaugeMetricFamily(
             "gateway_upstream_ready", "1 when the endpoint's last probe said ready", labels=["pool", "endpoint"]
         )
         ejected = GaugeMetricFamily(
             "gateway_upstream_ejected", "1 while outlier detection has the endpoint out", labels=["pool", "endpoint"]
         )
-        admissions = self._admissions()
-        for name, pool in self._pools.items():
-            for key, family in families.items():
-                family.add_metric([name], getattr(pool.stats, key))
-            policy = admissions[name].policy if name in admissions else None
-            depth.add_metric([name], policy.queued if policy else 0)
-            in_flight.add_metric(
-                [name], policy.in_flight if policy else sum(e.load.outstanding for e in pool.endpoints)
-            )
-            limit.add_metric([name], policy.limit if policy else 0)
-            for endpoint in pool.endpoints:
-                ready.add_metric([name, endpoint.address], float(endpoint.health.ready))
-                ejected.add_metric([name, endpoint.address], float(endpoint.health.ejected()))
-        yield from families.values()
-        yield from (depth, in_flight, limit, ready, ejected)
+        for pool in pools:
+            for name, family in counters.items():
+                family.add_metric([pool["name"]], pool.get(name, 0))
+            in_flight.add_metric([pool["name"]], pool["in_flight"])
+            depth.add_metric([pool["name"]], pool.get("queued", 0))
+            limit.add_metric([pool["name"]], pool.get("limit", 0))
+            for endpoint in pool["endpoints"]:
+                ready.add_metric([pool["name"], endpoint["address"]], float(endpoint["ready"]))
+                ejected.add_metric([pool["name"], endpoint["address"]], float(endpoint["ejected"]))
+        yield from counters.values()
+        yield from (in_flight, depth, limit, ready, ejected)
+        yield _histogram(
+            "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue", ["pool"], waits, bounds
+        )
 
 
 def batch_series(stats: Mapping[str, Any]) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:

@@ -1,12 +1,11 @@
-"""The gateway with the native data plane (`--engine native`): the core serves the data port on
-its own threads; this object runs the control plane around it on the asyncio loop.
+"""The gateway: the native core serves the data port on its own threads; this object runs the
+control plane around it on the asyncio loop.
 
-Route changes (admin API, config reload, Redis sync) land in the RouteStore as with the Python
-engine, and every change hands the core the whole table, which it swaps atomically. Routes the
-core discovers for models with no route come back through its event queue into the store, so
-the admin API sees them. The Python pools and data plane kept here serve the admin API's
-control-rate calls only (zero-config discovery for a model an operator names); no request of
-the data port goes through Python.
+Route changes (admin API, config reload, Redis sync) land in the RouteStore, and every change
+hands the core the whole table, which it swaps atomically. Routes the core discovers for models
+with no route come back through its event queue into the store, so the admin API sees them; a
+model an operator names before any request did is looked up through the core the same way. No
+request of the data port goes through Python.
 """
 
 from __future__ import annotations
@@ -17,21 +16,21 @@ import json
 import logging
 from pathlib import Path
 
+import grpc
 from prometheus_client import CollectorRegistry
 
 from gateway._core import Core
-from gateway.admin import AdminServicer
+from gateway.admin import AdminServicer, admin_server, listen
 from gateway.cache_admin import CoreCache
 from gateway.config import GatewayConfig
 from gateway.control_loop import ControlLoop
-from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
-from gateway.core_metrics import CoreCollector
-from gateway.dataplane import DataPlane
-from gateway.discovery import Discovery
+from gateway.core_boundary import core_config, reflection_descriptors, routes_to_core
 from gateway.drift.loop import Drift
 from gateway.drift.metrics import DriftCollector
+from gateway.errors import UpstreamError
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
+from gateway.metrics import CoreCollector
 from gateway.metrics_server import MetricsServer
 from gateway.observations import ObservationReader
 from gateway.reload import ConfigReloader
@@ -39,17 +38,17 @@ from gateway.rollout.metrics import RolloutCollector
 from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.route_policies import batching_for_core, policies_for_core
 from gateway.route_sync import RouteSync
-from gateway.server import admin_server, listen
 from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
-from gateway.signatures import SignatureCache
 from gateway.tls import server_credentials
-from gateway.upstream import Pool
 from gateway_admin import admin_pb2 as pb
-from router import RouteError, Router, RouteStore
+from router import Route, RouteError, RouteStore, route_from_core
 
 __all__ = ["CoreShadowStats", "NativeGateway"]
 
 log = logging.getLogger(__name__)
+
+_LOOKUP_TIMEOUT_S = 10.0  # a model an admin call names: its zero-config discovery
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class CoreShadowStats(ShadowStats):
@@ -67,13 +66,8 @@ class CoreShadowStats(ShadowStats):
 class NativeGateway:
     def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
-        self.pools = {name: Pool(name, pool) for name, pool in config.pools.items()}
-        self.store = RouteStore(self.pools, history=config.route_history)
+        self.store = RouteStore(config.pools, history=config.route_history)
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
-        default_pool = self.pools.get(config.default_pool or "")
-        discovery = Discovery(self.store, default_pool) if default_pool else None
-        signatures = SignatureCache(self.pools, config.metadata_ttl_s)
-        self.control = DataPlane(self.store, Router(), self.pools, signatures, discovery)
         self.feedback = Feedback(config) if config.feedback.enabled else None
         observed = config.feedback.enabled or config.drift.enabled
         handed = core_config(config, observations=config.feedback.queue if observed else 0,
@@ -91,7 +85,7 @@ class NativeGateway:
         sinks = [sink.consume for sink in (self.feedback, self.drift) if sink is not None]
         self.observations = ObservationReader(self.core.next_observations, sinks) if sinks else None
         servicer = AdminServicer(
-            self.control, self.shadow_stats, CoreCache(self.core), self._pool_stats, control=self.loop,
+            self.store, self._route_of, self.shadow_stats, CoreCache(self.core), self._pool_stats, control=self.loop,
             feedback=self.feedback, drift=self.drift,
         )  # fmt: skip
         self.admin_server = admin_server(config, servicer) if config.admin else None
@@ -128,6 +122,15 @@ class NativeGateway:
 
     def _variant_totals(self) -> dict[tuple[str, str], VariantTotals]:
         return totals_from_core(json.loads(self.core.stats()))
+
+    async def _route_of(self, model: str) -> Route:
+        """The route a request for `model` would take; a zero-config one the core discovers lands
+        in the store at once (its event arrives later and finds it there)."""
+        found = json.loads(await asyncio.to_thread(self.core.route, model, _LOOKUP_TIMEOUT_S))
+        if "route" not in found:
+            raise UpstreamError(_STATUS_CODES.get(found["code"], grpc.StatusCode.UNKNOWN), found["message"])
+        route = route_from_core(found["route"])
+        return self.store.get(model) or self.store.discovered(route)
 
     def _pool_stats(self) -> list[pb.PoolStats]:
         pools = json.loads(self.core.stats())["pools"]
@@ -189,8 +192,6 @@ class NativeGateway:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for pool in self.pools.values():
-            await pool.close()
         if self.route_sync is not None:
             await self.route_sync.close()
         if self.metrics_server is not None:

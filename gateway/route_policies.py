@@ -5,10 +5,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from cache import CachePolicy
 from gateway.config import BatchingConfig, CacheConfig, GatewayConfig, RouteBatchingConfig, RouteCacheConfig
 
-__all__ = ["BatchSettings", "batch_settings", "batching_for_core", "policies", "policies_for_core"]
+__all__ = ["BatchSettings", "CachePolicy", "batch_settings", "batching_for_core", "policies", "policies_for_core"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """A route's cache (crates/dataplane/src/cache/policy.rs `Policy`)."""
+
+    enabled: bool = False
+    ttl_s: float = 300.0
+    max_entry_bytes: int = 1 << 20
+    l1: bool = True
+    l2: bool = True
 
 
 def _policy(defaults: CacheConfig, route: RouteCacheConfig | None, redis: bool) -> CachePolicy:

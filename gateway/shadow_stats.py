@@ -1,14 +1,12 @@
 """Shadow comparison results per (model, primary variant, shadow variant), kept in memory.
 
-An injectable object: the admin API reads snapshots, the telemetry exporter reads the same.
+The core counts (crates/dataplane/src/shadow.rs); `CoreShadowStats` reads its counters in this
+shape for the admin API, the metrics and the rollout gates.
 """
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field, replace
-
-from gateway.compare import Comparison
 
 __all__ = ["ABS_ERROR_BUCKETS", "ShadowCounters", "ShadowStats"]
 
@@ -28,16 +26,6 @@ class ShadowCounters:
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
     abs_error_buckets: list[int] = field(default_factory=lambda: [0] * len(ABS_ERROR_BUCKETS))
-
-    def record(self, comparison: Comparison) -> None:
-        self.compared += 1
-        self.exact_matches += comparison.exact
-        if comparison.has_class_scores:
-            self.argmax_compared += 1
-            self.argmax_disagreements += comparison.argmax_disagrees
-        self.max_abs_error = max(self.max_abs_error, comparison.max_abs_error)
-        self.max_rel_error = max(self.max_rel_error, comparison.max_rel_error)
-        self.abs_error_buckets[bisect.bisect_left(ABS_ERROR_BUCKETS, comparison.max_abs_error)] += 1
 
 
 Key = tuple[str, str, str]  # model, primary variant, shadow variant

@@ -7,9 +7,9 @@ a gateway with --batching, and the headline: 16 clients on `heavy` (~5 ms per ex
 dynamic batcher in Triton) with Zipf-repeated inputs, through a gateway with --cache --batching.
 Yardsticks measured in the same run: the canned grpc.aio server (Python's inbound floor) and the
 naive passthrough proxy (`loadtest.passthrough`), each against Triton and the gateway against each.
-Two workers against one on the cache-hit path: with the Python generator, and with perf_analyzer
-(`make perf-analyzer`), a connection per concurrency context. The plain-proxy rows with
-perf_analyzer (`loadtest.proxies`): the native engine, the Python engine and nginx `grpc_pass`,
+Two core threads against one (`--workers`) on the cache-hit path: with the Python generator, and
+with perf_analyzer (`make perf-analyzer`), a connection per concurrency context. The plain-proxy
+rows with perf_analyzer (`loadtest.proxies`): the gateway and nginx `grpc_pass`,
 each against direct Triton; and the rows against the best-configured Triton (`loadtest.tuned_triton`:
 Triton's own response cache, its dynamic batcher): the gateway's cache against Triton's cache, the
 gateway's micro-batching in front of the dynamic batcher against the batcher alone.
@@ -75,7 +75,7 @@ def _workers_scenario(duration_s: float) -> Scenario:
     """The cache-hit path from two load-generator processes with four connections each."""
     repeated = RequestMix(model="identity", inputs={"INPUT0": TensorSpec(shape=[16])}, keys=1)
     return Scenario(
-        name="cache hit c=16, 2 workers vs 1 (--cache --workers 2)", concurrency=16, requests=[repeated],
+        name="cache hit c=16, 2 core threads vs 1 (--cache --workers 2)", concurrency=16, requests=[repeated],
         duration_s=duration_s, warmup_s=1.5, processes=2, connections=4,
     )  # fmt: skip
 
@@ -88,8 +88,8 @@ def _table_markdown(rows: list[dict[str, object]]) -> str:
 
 
 def _gateway(triton: str, flags: tuple[str, ...], log: Path) -> GatewayProcess:
-    """The native engine (the Python one is measured in its perf_analyzer row alone)."""
-    args = ["--engine", "native", "--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    """A gateway on the machine's defaults (a core thread per CPU)."""
+    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
     args += flags
     return GatewayProcess(args, log)
 
@@ -199,10 +199,10 @@ def _compare_yardstick(
 def _compare_workers(
     console: Console, scenario: Scenario, triton: str, workdir: Path, rounds: int
 ) -> list[dict[str, object]]:
-    """A one-worker gateway as the baseline, a two-worker one measured (CPU: supervisor + workers):
+    """A gateway on one core thread as the baseline, one on two measured:
     with the Python generator, then with perf_analyzer, a connection per concurrency context, whose
     C++ client leaves the gateway more of the two cores."""
-    one = _gateway(triton, CACHED, workdir / "gateway-1-worker.log")
+    one = _gateway(triton, (*CACHED, "--workers", "1"), workdir / "gateway-1-worker.log")
     two = _gateway(triton, (*CACHED, "--workers", "2"), workdir / "gateway-2-workers.log")
     one.start()
     two.start()
@@ -215,7 +215,7 @@ def _compare_workers(
         async def perf_analyzer(target: str) -> PerfAnalyzerRun:
             return await asyncio.to_thread(measure, target, "identity", "INPUT0:16", 16, connection_per_context=True)
 
-        name = "cache hit c=16, 2 workers vs 1, perf_analyzer (a connection per context)"
+        name = "cache hit c=16, 2 core threads vs 1, perf_analyzer (a connection per context)"
         if not BINARY.exists():  # `gateway bench` run without `make bench`: the other rows still count
             console.print(f"[yellow]{name}: skipped, {BINARY} is missing (make perf-analyzer)[/]")
             return rows

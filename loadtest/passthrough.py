@@ -15,7 +15,6 @@ import asyncio
 
 import grpc
 
-from gateway.upstream import method_path
 from loadtest.reference_server import serve_model_infer
 
 __all__ = ["serve_passthrough"]
@@ -23,7 +22,7 @@ __all__ = ["serve_passthrough"]
 
 async def serve_passthrough(host: str, port: int, upstream: str) -> None:
     channel = grpc.aio.insecure_channel(upstream)
-    forward = channel.unary_unary(method_path("ModelInfer"), None, None)  # raw bytes both ways
+    forward = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", None, None)  # raw bytes both ways
 
     async def model_infer(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         response: bytes = await forward(request, timeout=context.time_remaining())

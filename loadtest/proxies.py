@@ -1,6 +1,6 @@
 """The bench's perf_analyzer rows (C++, a connection per context), each against direct Triton in the
 same run, interleaved, with each proxy's CPU per request from its own process: the plain-proxy
-rows (the native engine, the Python engine and Debian's nginx `grpc_pass` against plain Triton),
+rows (the gateway and Debian's nginx `grpc_pass` against plain Triton),
 and the rows against the best-configured Triton a user would pick (`loadtest.tuned_triton`): the
 gateway's cache against Triton's own response cache, the gateway's micro-batching in front of
 Triton's dynamic batcher against the batcher alone. perf_analyzer sends one input (random, made
@@ -34,7 +34,7 @@ BATCHED = ("identity_batched", "INPUT0:16")
 @dataclass(frozen=True, slots=True)
 class Row:
     name: str
-    proxy: str  # native | python | nginx | native+features | native+cache | native+batching
+    proxy: str  # gateway | nginx | gateway+features | gateway+cache | gateway+batching
     model: tuple[str, str]  # model, perf_analyzer --shape
     concurrency: int
     # The direct baseline: "plain" Triton, or "tuned" (response cache on, dynamic batcher on).
@@ -42,22 +42,21 @@ class Row:
 
 
 ROWS = (
-    Row("native engine: identity c=16 (perf_analyzer)", "native", IDENTITY, 16),
-    Row("native engine: identity c=1 (perf_analyzer)", "native", IDENTITY, 1),
-    Row("native engine: image 602KB c=16 (perf_analyzer)", "native", IMAGE, 16),
+    Row("gateway: identity c=16 (perf_analyzer)", "gateway", IDENTITY, 16),
+    Row("gateway: identity c=1 (perf_analyzer)", "gateway", IDENTITY, 1),
+    Row("gateway: image 602KB c=16 (perf_analyzer)", "gateway", IMAGE, 16),
     Row(
-        "native engine + rules, sticky key, metrics, access log: identity c=16 (perf_analyzer)",
-        "native+features",
+        "gateway + rules, sticky key, metrics, access log: identity c=16 (perf_analyzer)",
+        "gateway+features",
         IDENTITY,
         16,
     ),
     Row("nginx grpc_pass: identity c=16 (perf_analyzer)", "nginx", IDENTITY, 16),
     Row("nginx grpc_pass: identity c=1 (perf_analyzer)", "nginx", IDENTITY, 1),
     Row("nginx grpc_pass: image 602KB c=16 (perf_analyzer)", "nginx", IMAGE, 16),
-    Row("python engine: identity c=16 (perf_analyzer)", "python", IDENTITY, 16),
     Row(
         "cache hits: gateway --cache vs Triton's own response cache, identity c=16 (perf_analyzer)",
-        "native+cache",
+        "gateway+cache",
         IDENTITY,
         16,
         direct="tuned",
@@ -65,7 +64,7 @@ ROWS = (
     Row(
         "gateway --batching in front of Triton's dynamic batcher vs the batcher alone, "
         "identity_batched c=16 (perf_analyzer)",
-        "native+batching",
+        "gateway+batching",
         BATCHED,
         16,  # identity_batched has the dynamic batcher in the plain repository too (no cache)
     ),
@@ -90,14 +89,13 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
             yield address, process.pid
         return
     args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
-    args += ["--engine", "python" if kind == "python" else "native"]
-    if kind == "native+features":
+    if kind == "gateway+features":
         config = workdir / "features.yaml"
         config.write_text(yaml.safe_dump(_features(triton)))
         args += ["--config", str(config), "--metrics-port", "0", "--access-log", str(workdir / "access.jsonl")]
     else:
         args += ["--upstream", triton]
-    args += {"native+cache": ["--cache"], "native+batching": ["--batching"]}.get(kind, [])
+    args += {"gateway+cache": ["--cache"], "gateway+batching": ["--batching"]}.get(kind, [])
     gateway = GatewayProcess(args, workdir / f"gateway-{kind}.log")
     gateway.start()
     try:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import grpc
 
-from gateway.upstream import INFERENCE_SERVICE
+INFERENCE_SERVICE = "inference.GRPCInferenceService"
 
 __all__ = ["ModelInfer", "running", "serve_model_infer"]
 

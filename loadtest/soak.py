@@ -2,7 +2,7 @@
 
 A real Triton and a gateway with the cache and micro-batching on; an open-loop Poisson mix of
 small, large (602 KB), BYTES, batched and cache-hitting requests for `minutes`; the gateway's RSS
-(its workers' too) sampled every few seconds. Growth: from the median RSS of the second minute
+sampled every few seconds. Growth: from the median RSS of the second minute
 (caches, pools and allocator arenas filled by then) to the median of the last minute. Results:
 JSON and a PNG of RSS over time.
 """
@@ -73,14 +73,14 @@ def rss_growth(samples: list[tuple[float, int]], window_s: float = 60.0) -> tupl
     return before, after, (after - before) / before
 
 
-def run_soak(out: Path, minutes: float = 10.0, rate: float = 300.0, workers: int = 1, engine: str = "native") -> int:
+def run_soak(out: Path, minutes: float = 10.0, rate: float = 300.0, workers: int = 1) -> int:
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="gateway-soak-"))
     triton = TritonProcess(TritonOptions(grpc_port=free_port()))
     with (workdir / "triton.log").open("wb") as log:
         triton.start(log)
     args = ["--upstream", triton.options.grpc_target, "--host", "127.0.0.1", "--port", "0", "--cache", "--batching",
-            "--log-level", "WARNING", "--workers", str(workers), "--engine", engine]  # fmt: skip
+            "--log-level", "WARNING", "--workers", str(workers)]  # fmt: skip
     gateway = GatewayProcess(args, workdir / "gateway.log")
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
@@ -100,7 +100,7 @@ def run_soak(out: Path, minutes: float = 10.0, rate: float = 300.0, workers: int
         triton.stop()
     settled, final, growth = rss_growth(samples)
     summary = {
-        **result.summary(), "engine": engine, "workers": workers, "rss_settled_mib": round(settled / 2**20, 1),
+        **result.summary(), "workers": workers, "rss_settled_mib": round(settled / 2**20, 1),
         "rss_final_mib": round(final / 2**20, 1), "rss_max_mib": round(max(r for _, r in samples) / 2**20, 1),
         "rss_growth_after_first_minute": round(growth, 4),
     }  # fmt: skip

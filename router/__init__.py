@@ -1,28 +1,24 @@
-"""Routing policy, sans-IO: no grpc, no asyncio. Routes in, decisions out.
+"""Routes as the control plane holds them (the core decides with them: crates/router).
 
-- `route`: Variant, MatchRule, ShadowPolicy, Route (immutable values)
-- `decide`: Router.decide(route, metadata, requested version) -> Decision
+- `route`: Variant, MatchRule, ShadowPolicy, Route (immutable values), their core shape
 - `store`: RouteStore, the live table with history (rollback) and change events
-- `validation`: check_route, RouteError naming the key path
+- `validation`: check_route (the core's checks), RouteError naming the key path
 """
 
-from router.decide import Decision, Router, blake2b_64
-from router.route import MatchOp, MatchRule, Route, ShadowPolicy, Variant
+from router.route import MatchOp, MatchRule, Route, ShadowPolicy, Variant, route_from_core
 from router.store import RouteEvent, RouteStore, UnknownRoute
 from router.validation import RouteError, check_route
 
 __all__ = [
-    "Decision",
     "MatchOp",
     "MatchRule",
     "Route",
     "RouteError",
     "RouteEvent",
     "RouteStore",
-    "Router",
     "ShadowPolicy",
     "UnknownRoute",
     "Variant",
-    "blake2b_64",
     "check_route",
+    "route_from_core",
 ]

@@ -1,16 +1,16 @@
 """What a route is: variants with weights, match rules, a sticky key and shadow policies.
 
-All values are immutable; a change makes a new Route, so a request that picked its variant from
-one Route finishes on it whatever happens to the table meanwhile.
+All values are immutable; a change makes a new Route. The core decides with them
+(crates/router): `to_core` and `route_from_core` are the shape its serde types take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import Any
 
-__all__ = ["MatchOp", "MatchRule", "Route", "ShadowPolicy", "Variant"]
+__all__ = ["MatchOp", "MatchRule", "Route", "ShadowPolicy", "Variant", "route_from_core"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +38,6 @@ class MatchRule:
     op: MatchOp
     values: tuple[str, ...]
     variant: str
-
-    def matches(self, metadata: Mapping[str, str]) -> bool:
-        value = metadata.get(self.header)
-        if value is None:
-            return False
-        if self.op is MatchOp.PREFIX:
-            return any(value.startswith(prefix) for prefix in self.values)
-        return value in self.values  # EQUALS holds one value, ONE_OF several
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +75,34 @@ class Route:
         """Add or replace the shadow policy of `policy.variant`; fraction 0 removes it."""
         others = tuple(s for s in self.shadows if s.variant != policy.variant)
         return replace(self, shadows=others + ((policy,) if policy.fraction > 0 else ()))
+
+    def to_core(self) -> dict[str, Any]:
+        """The route as the core reads it (crates/router/src/route.rs)."""
+        return {
+            "model": self.model,
+            "variants": [
+                {"name": v.name, "pool": v.pool, "model": v.model, "version": v.version, "weight": v.weight}
+                for v in self.variants
+            ],
+            "rules": [
+                {"header": r.header, "op": r.op.value, "values": list(r.values), "variant": r.variant}
+                for r in self.rules
+            ],
+            "sticky_header": self.sticky_header,
+            "shadows": [
+                {"variant": s.variant, "fraction": s.fraction, "max_inflight": s.max_inflight} for s in self.shadows
+            ],
+            "discovered": self.discovered,
+        }
+
+
+def route_from_core(data: dict[str, Any]) -> Route:
+    """A route the core wrote (its discoveries, its own table)."""
+    return Route(
+        model=data["model"],
+        variants=tuple(Variant(v["name"], v["pool"], v["model"], v["version"], v["weight"]) for v in data["variants"]),
+        rules=tuple(MatchRule(r["header"], MatchOp(r["op"]), tuple(r["values"]), r["variant"]) for r in data["rules"]),
+        sticky_header=data["sticky_header"],
+        shadows=tuple(ShadowPolicy(s["variant"], s["fraction"], s["max_inflight"]) for s in data["shadows"]),
+        discovered=data["discovered"],
+    )

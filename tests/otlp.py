@@ -1,7 +1,10 @@
-"""A real OTLP/gRPC trace receiver on 127.0.0.1 (the collector the native core exports to)."""
+"""Real trace receivers on 127.0.0.1: OTLP/gRPC (the collector the core exports to) and OTLP/HTTP
+(Triton's own exporter posts JSON)."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -70,3 +73,42 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
     def close(self) -> None:
         self._server.stop(None)
+
+
+class OtlpHttpReceiver:
+    """A minimal OTLP/HTTP trace receiver (Triton's exporter posts JSON to /v1/traces)."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self._arrived = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with receiver._arrived:
+                    for resource in body.get("resourceSpans", []):
+                        for scope in resource.get("scopeSpans", []):
+                            receiver.spans.extend(scope.get("spans", []))
+                    receiver._arrived.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for_spans(self, name: str, count: int, timeout_s: float) -> list[dict[str, Any]]:
+        with self._arrived:
+            self._arrived.wait_for(lambda: sum(s["name"] == name for s in self.spans) >= count, timeout_s)
+            return [s for s in self.spans if s["name"] == name]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,10 +1,10 @@
 """The Grafana dashboard of deploy/grafana/dashboards/, checked against the gateway itself (no Grafana,
 no Prometheus).
 
-The series it may query are the ones the gateway really exposes: a `GatewayMetrics` with one child
-per metric, and the scrape-time `StatsCollector` over real objects (a pool, a response cache, shadow
-stats with one recorded comparison), rendered with `generate_latest` and parsed back. Every series is
-then known by its exposed name (`_total`, `_bucket`, ...), its labels and its family's type.
+The series it may query are the ones the gateway really exposes: a gateway in front of a real
+Triton, with admission, the cache, micro-batching and a shadow on, scraped after traffic that
+exercises each. Every series is then known by its exposed name (`_total`, `_bucket`, ...), its
+labels and its family's type.
 
 Each query is tokenized enough to find its metric selectors, their label matchers, the labels of
 `by`/`without`/`on`/`ignoring` clauses and the function each selector sits in. Checked: every
@@ -20,30 +20,27 @@ The checks are run on mutated copies of the dashboard too, so that they are know
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import re
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2 as pb
 
-from gateway.batcher import BatchStats
-from gateway.caching import InferenceCache
-from gateway.compare import Comparison, TensorComparison
-from gateway.config import PoolConfig, parse_config
-from gateway.metrics import GatewayMetrics, Labelled, StatsCollector
-from gateway.metrics_server import MetricsServer
-from gateway.shadow_stats import ShadowStats
-from gateway.upstream import Pool
-from gateway.worker_metrics import SupervisorMetrics
+from gateway.samples import digits
+from gateway_admin import admin_pb2 as apb
+from tests.procs import TritonCli, running_gateway
+from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "deploy" / "grafana"
@@ -59,6 +56,8 @@ ROWS: dict[str, set[str]] = {
     "Upstream health and resilience": {"gateway_upstream_ready", "gateway_upstream_ejected"},
     "Shadow comparisons": {"gateway_shadow_argmax_disagreements_total", "gateway_shadow_argmax_compared_total"},
     "Micro-batching": {"gateway_batch_size_bucket", "gateway_batch_merged_calls_total"},
+    "Core": {"gateway_core_threads", "gateway_core_dropped_total"},
+    "Rollouts": {"gateway_rollout_leader"},
 }
 
 Doc = dict[str, Any]
@@ -74,53 +73,78 @@ class Series:
     labels: frozenset[str]
 
 
-def _fill(metrics: GatewayMetrics) -> None:
-    """One child for every metric of GatewayMetrics, whatever it holds, so that each has samples."""
-    for held in vars(metrics).values():
-        metric = held.metric if isinstance(held, Labelled) else held
-        if not isinstance(metric, MetricWrapperBase):
-            continue
-        names = metric._labelnames  # prometheus_client has no public accessor for them
-        child = metric.labels(*("x" for _ in names)) if names else metric
-        if isinstance(child, Counter):
-            child.inc()
-        elif isinstance(child, Gauge):
-            child.set(1)
-        elif isinstance(child, Histogram | Summary):
-            child.observe(0.01)
+def _config(triton: str) -> dict[str, Any]:
+    """Every feature with series of its own: admission, the cache, micro-batching; the classifier
+    gets a rollout (its shadow phase: shadow copies)."""
+    variant = {"pool": "gpu", "model": "classifier"}
+    return {
+        "pools": {"gpu": {"endpoints": [triton], "max_inflight": 2, "max_queue": 64}},
+        "default_pool": "gpu",
+        "cache": {"enabled": True},
+        "batching": {"enabled": True},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "routes": {
+            "classifier": {
+                "variants": [{"name": "1", "version": "1", "weight": 100, **variant},
+                             {"name": "2", "version": "2", "weight": 0, **variant}],
+                "cache": {"enabled": False},
+            },
+        },
+    }  # fmt: skip
 
 
-async def _exposition() -> str:
-    registry = CollectorRegistry()
-    _fill(GatewayMetrics(registry))
-    pool = Pool("gpu", PoolConfig(endpoints=["127.0.0.1:1"]))  # a grpc.aio channel: made on a loop
-    cache = InferenceCache(parse_config({"pools": {"gpu": {"endpoints": ["127.0.0.1:1"]}}, "default_pool": "gpu"}))
-    shadows = ShadowStats()
-    scores = TensorComparison("scores", exact=False, max_abs_error=0.5, max_rel_error=0.1, argmax_agreement=0.0)
-    shadows.counters("classifier", "v1", "v2").record(Comparison((scores,)))
-    batches = BatchStats(calls=3, merged_calls=2, requests=9, sizes={1: 1, 4: 2})
-    registry.register(StatsCollector({"gpu": pool}, lambda: {}, cache, shadows, batches))  # no admission: gauges 0
-    # With --workers the supervisor serves every worker's series with a `worker` label: worker 0
-    # serves this registry, worker 1 does not answer.
-    worker = MetricsServer(registry, "127.0.0.1", 0)
-    port = await worker.start()
-    supervisor = SupervisorMetrics(lambda: {0: f"127.0.0.1:{port}", 1: "127.0.0.1:1"}, lambda: 1)
+def _start_rollout(admin_address: str) -> None:
+    admin = Admin(admin_address)
     try:
-        merged = await asyncio.to_thread(generate_latest, supervisor.registry)  # it scrapes the loop's server
-        return generate_latest(registry).decode() + merged.decode()
+        spec = apb.RolloutSpec(model="classifier", candidate="2", baseline="1", shadow_requests=10_000)
+        admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=AUTH, timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the controller's first tick sets the shadow
+            route = admin.routes("classifier").routes[0]
+            if route.shadows:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the rollout did not reach its shadow phase")
     finally:
-        await worker.stop()
-        for endpoint in pool.endpoints:
-            await endpoint.channel.close(None)
+        admin.close()
+
+
+def _traffic(address: str) -> None:
+    """Concurrent requests (queueing, merged calls, shadow copies), then repeats (cache hits)."""
+    client = Client(address)
+    try:
+        pixels = digits()["pixels"]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: client.call(digit_request(pixels[n % len(pixels)])), range(48)))
+        identity = pb.ModelInferRequest(model_name="identity")
+        identity.inputs.add(name="INPUT0", datatype="FP32", shape=[4])
+        identity.raw_input_contents.append(np.arange(4, dtype=np.float32).tobytes())
+        for _ in range(3):  # a miss, then hits
+            client.call(identity)
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")
-def exposed() -> dict[str, Series]:
-    """Every series name the gateway exposes."""
+def exposed(triton: TritonCli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Series]:
+    """Every series a real gateway exposes once each of its features has seen traffic."""
+    workdir = tmp_path_factory.mktemp("dashboard")
+    path = workdir / "gateway.yaml"
+    path.write_text(yaml.safe_dump(_config(triton.address)))
+    args = ["--config", str(path), "--metrics-port", "0"]
+    with running_gateway(args, workdir / "gateway.log") as gateway:
+        _start_rollout(gateway.admin_address)
+        _traffic(gateway.address)
+        deadline = time.monotonic() + 10
+        while True:  # shadow copies are compared after the callers have their answers
+            with urllib.request.urlopen(f"http://{gateway.metrics_address}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            if "gateway_shadow_max_abs_error_bucket" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     series: dict[str, Series] = {}
-    for family in text_string_to_metric_families(asyncio.run(_exposition())):
-        assert family.samples, f"{family.name} has no samples: _exposition() left it without a series"
-        for sample in family.samples:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:  # a family with nothing to report yet has no series
             known = series.get(sample.name)
             labels = frozenset(sample.labels) | (known.labels if known else frozenset())
             series[sample.name] = Series(family.name, family.type, labels)
@@ -129,13 +153,14 @@ def exposed() -> dict[str, Series]:
 
 def test_the_exposition_has_what_the_dashboard_is_built_on(exposed: dict[str, Series]) -> None:
     """A sanity check of the fixture, so that the others do not pass on an empty set."""
-    assert exposed["gateway_requests_total"].labels == {"method", "model", "variant", "code", "worker"}
+    assert exposed["gateway_requests_total"].labels == {"method", "model", "variant", "code"}
     assert {"gateway_request_duration_seconds_bucket", "gateway_request_duration_seconds_sum"} <= set(exposed)
     assert exposed["gateway_upstream_ready"] == Series(
-        "gateway_upstream_ready", "gauge", frozenset({"pool", "endpoint", "worker"})
+        "gateway_upstream_ready", "gauge", frozenset({"pool", "endpoint"})
     )
     assert "gateway_shadow_max_abs_error_bucket" in exposed
     assert "gateway_shadow_max_abs_error_sum" not in exposed, "the shadow error histogram has buckets only"
+    assert {"gateway_queue_wait_seconds_bucket", "gateway_batch_size_bucket", "gateway_core_threads"} <= set(exposed)
 
 
 # --------------------------------------------------------------------------------------- PromQL

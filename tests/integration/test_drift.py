@@ -1,4 +1,4 @@
-"""Drift through a real gateway (native engine) and Triton: digits as they are, then shifted;
+"""Drift through a real gateway and Triton: digits as they are, then shifted;
 the retraining webhook reaches a test HTTP server once per cooldown."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def retrain_hook() -> Iterator[str]:
 def _gateway(triton: TritonCli, tmp_path: Path, hook: str) -> Any:
     variants = [{"name": "1", "pool": "main", "model": "classifier", "version": "1", "weight": 100}]
     config = {
-        "engine": "native", "pools": {"main": {"endpoints": [triton.address]}},
+        "pools": {"main": {"endpoints": [triton.address]}},
         "routes": {"classifier": {"variants": variants}},
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
         "audit": {"path": str(tmp_path / "audit.jsonl")},
@@ -62,7 +62,7 @@ def _gateway(triton: TritonCli, tmp_path: Path, hook: str) -> Any:
     }  # fmt: skip
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    return running_gateway(["--config", str(path), "--engine", "native"], tmp_path / "gateway.log")
+    return running_gateway(["--config", str(path)], tmp_path / "gateway.log")
 
 
 def _drift(admin: Admin) -> apb.GetDriftResponse:

@@ -1,4 +1,4 @@
-"""Ground truth joined to predictions, through a real gateway (native engine) and Triton: digits
+"""Ground truth joined to predictions, through a real gateway and Triton: digits
 split over classifier versions 1 and 2, their true labels reported back."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _config(triton: TritonCli, tmp_path: Path, name: str, weights: dict[str, int
     variants = [{"name": v, "pool": "main", "model": "classifier", "version": v, "weight": w}
                 for v, w in weights.items()]  # fmt: skip
     config = {
-        "engine": "native", "pools": {"main": {"endpoints": [triton.address]}},
+        "pools": {"main": {"endpoints": [triton.address]}},
         "routes": {"classifier": {"variants": variants}},
         "admin": {"listen": "127.0.0.1:0", "token": TOKEN}, "rollouts": {"tick_s": 0.2},
         "telemetry": {"metrics_port": 0, "metrics_host": "127.0.0.1"},
@@ -46,7 +46,7 @@ def _config(triton: TritonCli, tmp_path: Path, name: str, weights: dict[str, int
 def _gateway(triton: TritonCli, tmp_path: Path, name: str = "gateway", weights: dict[str, int] | None = None,
              **extra: Any) -> Iterator[GatewayProcess]:  # fmt: skip
     path = _config(triton, tmp_path, name, weights or {"1": 50, "2": 50}, **extra)
-    with running_gateway(["--config", str(path), "--engine", "native"], tmp_path / f"{name}.log") as gateway:
+    with running_gateway(["--config", str(path)], tmp_path / f"{name}.log") as gateway:
         yield gateway
 
 
@@ -144,14 +144,6 @@ def test_an_outcome_reported_to_one_replica_joins_a_prediction_of_the_other(trit
             quality = _outcomes(Admin(first.admin_address))["1"]
             assert (quality.labelled, quality.duplicate) == (1, 1)
             client.close()
-
-
-def test_the_python_engine_refuses_feedback(tmp_path: Path, triton: TritonCli) -> None:
-    path = _config(triton, tmp_path, "python", {"1": 100})
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--engine", "python"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode != 0
-    assert "feedback.enabled: outcomes are joined by the native engine" in done.stderr
 
 
 def test_a_candidate_that_loses_accuracy_is_rolled_back_by_the_outcome_gate(triton: TritonCli, tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 """Rollouts the gateway drives, end to end: a real gateway in front of the session's Triton,
 digits sent by client threads, the admin API speaking gRPC. Windows are short (a second or two)
-so each rollout runs its whole course in a few seconds. The tests whose verdicts come from what
-the data plane counted run on both engines; those of the control plane alone
-(`engine_agnostic`) on one."""
+so each rollout runs its whole course in a few seconds."""
 
 from __future__ import annotations
 
@@ -138,7 +136,6 @@ def test_a_bad_candidate_is_rolled_back_by_the_gate_it_fails(
         assert _weights(admin) == {"1": 100, "2": 0, "errors": 0, "slow": 0}
 
 
-@pytest.mark.engine_agnostic
 def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
@@ -162,7 +159,6 @@ def test_too_little_traffic_holds_the_rollout_then_pauses_it_never_promoting(tri
         client.close()
 
 
-@pytest.mark.engine_agnostic
 def test_bad_requests_get_precise_statuses(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
@@ -185,7 +181,6 @@ def test_bad_requests_get_precise_statuses(triton: TritonCli, tmp_path: Path) ->
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.engine_agnostic
 def test_a_gateway_restarted_mid_rollout_resumes_where_it_was(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path, "first") as gateway:
         admin = Admin(gateway.admin_address)
@@ -254,7 +249,6 @@ class _Hooks(BaseHTTPRequestHandler):
         return
 
 
-@pytest.mark.engine_agnostic
 def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCli, tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -280,7 +274,6 @@ def test_webhooks_are_called_in_order_and_a_5xx_holds_promotion(triton: TritonCl
     assert all(c["signed"] and c["model"] == "classifier" for c in _Hooks.calls)
 
 
-@pytest.mark.engine_agnostic
 def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)
@@ -311,7 +304,6 @@ def test_the_audit_trail_names_who_did_what_and_its_chain_catches_tampering(trit
         assert "edited" in broken.broken_reason
 
 
-@pytest.mark.engine_agnostic
 def test_gatewayctl_drives_a_rollout_with_options_before_or_after_the_command(
     triton: TritonCli, tmp_path: Path
 ) -> None:
@@ -351,7 +343,6 @@ def test_gatewayctl_drives_a_rollout_with_options_before_or_after_the_command(
     assert broken.returncode == 1 and "chain broken at record 4" in broken.stdout.replace("\n", " ")
 
 
-@pytest.mark.engine_agnostic
 def test_a_rollout_owns_its_weights_and_stops_when_its_variants_go(triton: TritonCli, tmp_path: Path) -> None:
     with _gateway(triton, tmp_path) as gateway:
         admin = Admin(gateway.admin_address)

@@ -8,8 +8,8 @@ import pytest
 
 from gateway._core import Core
 from gateway.config import parse_config
-from gateway.core_boundary import core_config, reflection_descriptors, route_from_core, routes_to_core
-from router import MatchOp, MatchRule, Route, Variant
+from gateway.core_boundary import core_config, reflection_descriptors, routes_to_core
+from router import MatchOp, MatchRule, Route, Variant, route_from_core
 
 CONFIG = {
     "listen": "127.0.0.1:0",

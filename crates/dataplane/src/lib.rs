@@ -216,6 +216,30 @@ impl Core {
             .map_err(PyOSError::new_err)
     }
 
+    /// The route a request for `model` would take, as JSON `{"route": ...}`, discovering a
+    /// zero-config one (and announcing it as an event) as a request would; `{"code": gRPC code,
+    /// "message": ...}` when there is none. The GIL is released meanwhile.
+    fn route(&self, py: Python<'_>, model: &str, timeout_s: f64) -> PyResult<String> {
+        let handle = locked(&self.runtime)
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
+        let state = self.state.clone();
+        let model = model.to_owned();
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs_f64(timeout_s.clamp(0.0, 3600.0));
+        let found = py.detach(move || {
+            handle.block_on(async move { state.route(&model, Some(deadline)).await })
+        });
+        Ok(match found {
+            Ok(route) => serde_json::json!({ "route": &*route }),
+            Err(error) => {
+                serde_json::json!({ "code": error.code() as i32, "message": error.message() })
+            }
+        }
+        .to_string())
+    }
+
     /// The core's route table, as JSON.
     fn routes(&self) -> PyResult<String> {
         let table: Vec<_> = self
@@ -338,10 +362,14 @@ impl Core {
             })
             .collect();
         let dropped = |events: &events::Events| events.dropped.load(Ordering::Relaxed);
+        let threads = locked(&self.runtime)
+            .as_ref()
+            .map_or(0, |r| r.metrics().num_workers());
         serde_json::json!({
             "pools": pools,
             "series": self.state.telemetry.snapshot(),
             "connections_accepted": self.state.connections_accepted.load(Ordering::Relaxed),
+            "threads": threads,
             "events_dropped": dropped(&self.state.events),
             "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
             "serving": *self.state.health.status.borrow() == health::SERVING,
@@ -352,9 +380,21 @@ impl Core {
     }
 }
 
+/// The checks a route (JSON, the core's shape) must pass, given the pools' names: ValueError
+/// with a message naming the key and the value when it fails. The one implementation of them,
+/// for the control plane's config, admin API and route sync as for the core's own tables.
+#[pyfunction]
+fn check_route(route: &str, pools: Vec<String>) -> PyResult<()> {
+    let route: gateway_router::Route =
+        serde_json::from_str(route).map_err(|e| PyValueError::new_err(format!("routes: {e}")))?;
+    let pools: Vec<&str> = pools.iter().map(String::as_str).collect();
+    gateway_router::check_route(&route, &pools).map_err(|e| PyValueError::new_err(e.0))
+}
+
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Core>()?;
+    module.add_function(wrap_pyfunction!(check_route, module)?)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -48,8 +48,9 @@ impl Table {
         routes: Vec<Route>,
         pools: &HashMap<String, Arc<Pool>>,
     ) -> Result<(), RouteError> {
+        let names: Vec<&str> = pools.keys().map(String::as_str).collect();
         for route in &routes {
-            check_route(route, |p| pools.contains_key(p))?;
+            check_route(route, &names)?;
         }
         let mut next: Routes = routes
             .into_iter()

@@ -1,8 +1,7 @@
-"""What only the native engine does, or does differently, through a real gateway process.
-
-The rest of the integration suite also runs against `--engine native` (`make pytest`); these are
-the cases it does not cover: a route swap seen on an open channel, a v2 server that is not
-Triton, malformed bytes, and the features the core refuses until it has them.
+"""Paths of the core the rest of the suite does not cover, through a real gateway process: a
+route swap seen on an open channel, v2 servers that are not Triton, malformed bytes, metrics and
+the access log counting a workload exactly, outlier detection reading trailers, connection age,
+variants readdressed in metadata RPCs, an oversized streamed message.
 """
 
 from __future__ import annotations
@@ -71,7 +70,7 @@ def _input(values: np.ndarray, name: str = "INPUT0") -> grpcclient.InferInput:
 
 
 def test_a_v2_server_without_model_config_or_index_is_served(only_metadata: str, tmp_path: Path) -> None:
-    with running_gateway(["--engine", "native", "--upstream", only_metadata], tmp_path / "gateway.log") as gateway:
+    with running_gateway(["--upstream", only_metadata], tmp_path / "gateway.log") as gateway:
         client = grpcclient.InferenceServerClient(gateway.address)
         result = client.infer("doubler", [_input(np.array([1.0, 2.5], dtype=np.float32), "x")])
         assert result.as_numpy("y").tolist() == [2.0, 5.0]
@@ -81,7 +80,7 @@ def test_a_v2_server_without_model_config_or_index_is_served(only_metadata: str,
 
 
 def test_a_route_swap_is_seen_by_the_next_request_on_an_open_channel(triton: TritonCli, tmp_path: Path) -> None:
-    args = ["--engine", "native", "--upstream", triton.address, "--admin-port", "0", "--admin-token", TOKEN]
+    args = ["--upstream", triton.address, "--admin-port", "0", "--admin-token", TOKEN]
     with (
         running_gateway(args, tmp_path / "gateway.log") as gateway,
         grpc.insecure_channel(gateway.address) as channel,
@@ -108,7 +107,7 @@ def test_a_route_swap_is_seen_by_the_next_request_on_an_open_channel(triton: Tri
 
 def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path) -> None:
     with (
-        running_gateway(["--engine", "native", "--upstream", triton.address], tmp_path / "gateway.log") as gateway,
+        running_gateway(["--upstream", triton.address], tmp_path / "gateway.log") as gateway,
         grpc.insecure_channel(gateway.address) as channel,
     ):
         raw = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", None, None)
@@ -124,7 +123,7 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
 
 def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli, tmp_path: Path) -> None:
     access_log = tmp_path / "access.jsonl"
-    args = ["--engine", "native", "--upstream", triton.address, "--metrics-port", "0", "--access-log", str(access_log)]
+    args = ["--upstream", triton.address, "--metrics-port", "0", "--access-log", str(access_log)]
     with running_gateway(args, tmp_path / "gateway.log") as gateway:
         client = Client(gateway.address)
         ids = workload(client)
@@ -179,7 +178,7 @@ def test_outlier_detection_counts_the_status_in_the_trailers(tmp_path: Path) -> 
     bad, bad_address = _serve(UnavailableServer())
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:0\nengine: native\ndefault_pool: p\nadmin: {{listen: '127.0.0.1:0', token: {TOKEN}}}\n"
+        f"listen: 127.0.0.1:0\ndefault_pool: p\nadmin: {{listen: '127.0.0.1:0', token: {TOKEN}}}\n"
         f"pools:\n  p:\n    endpoints: [{bad_address}]\n    max_attempts: 1\n"
         "    outlier: {consecutive_failures: 3, base_ejection_s: 30, max_ejection_percent: 100}\n"
     )
@@ -207,7 +206,7 @@ def test_outlier_detection_counts_the_status_in_the_trailers(tmp_path: Path) -> 
 
 
 def test_max_connection_age_makes_a_long_lived_client_reconnect(triton: TritonCli, tmp_path: Path) -> None:
-    args = ["--engine", "native", "--upstream", triton.address, "--metrics-port", "0", "--max-connection-age", "0.3"]
+    args = ["--upstream", triton.address, "--metrics-port", "0", "--max-connection-age", "0.3"]
     with running_gateway(args, tmp_path / "gateway.log") as gateway:
         client = grpcclient.InferenceServerClient(gateway.address)  # one channel throughout
         tensor = _input(np.ones(4, dtype=np.float32))
@@ -235,7 +234,7 @@ class OtherStatesServer(OnlyMetadataServer):
 
 def test_model_states_in_other_spellings_are_understood(tmp_path: Path) -> None:
     server, address = _serve(OtherStatesServer())
-    args = ["--engine", "native", "--upstream", address, "--admin-port", "0", "--admin-token", TOKEN]
+    args = ["--upstream", address, "--admin-port", "0", "--admin-token", TOKEN]
     try:
         with (
             running_gateway(args, tmp_path / "gateway.log") as gateway,
@@ -261,7 +260,7 @@ def test_a_variant_named_by_the_caller_is_readdressed_in_metadata_rpcs(triton: T
     """ModelReady for version "canary" asks Triton about the version that variant is pinned to."""
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:0\nengine: native\npools:\n  main:\n    endpoints: [{triton.address}]\n"
+        f"listen: 127.0.0.1:0\npools:\n  main:\n    endpoints: [{triton.address}]\n"
         "routes:\n  digits:\n    variants:\n"
         "      - {name: stable, pool: main, model: classifier, version: '1', weight: 100}\n"
         "      - {name: canary, pool: main, model: classifier, version: '2', weight: 0}\n"
@@ -278,7 +277,7 @@ def test_a_variant_named_by_the_caller_is_readdressed_in_metadata_rpcs(triton: T
 def test_a_streamed_message_over_the_size_limit_ends_the_stream(triton: TritonCli, tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(
-        f"listen: 127.0.0.1:0\nengine: native\nmax_message_bytes: 1000\ndefault_pool: main\n"
+        f"listen: 127.0.0.1:0\nmax_message_bytes: 1000\ndefault_pool: main\n"
         f"pools:\n  main:\n    endpoints: [{triton.address}]\n"
     )
     with (
