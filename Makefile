@@ -111,7 +111,7 @@ rust-test: venv
 lint: venv rust-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy gateway router loadtest tests
+	$(BIN)/mypy gateway loadtest tests
 
 unit: venv
 	$(BIN)/pytest -q tests/unit

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from gateway.config import ConfigError
-from gateway.flags import ServeFlags, UsageError, serve_config
+from gateway.config.flags import ServeFlags, UsageError, serve_config
+from gateway.config.schema import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="gRPC inference gateway for Triton.")
 
@@ -76,7 +76,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
-    from gateway.server import serve as run_server
+    from gateway.serving.run import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = ServeFlags(
@@ -106,7 +106,7 @@ def triton(
     log_file: Annotated[Path | None, typer.Option(help="Triton's own log (default: stderr).")] = None,
 ) -> None:
     """Run a real Triton (from the nvidia-pytriton wheel) in the foreground on the model repository."""
-    from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonLaunchError, TritonOptions, TritonProcess
+    from gateway.local.triton import DEFAULT_MODEL_REPOSITORY, TritonLaunchError, TritonOptions, TritonProcess
 
     options = TritonOptions(grpc_port, http_port, metrics_port, address, model_repository or DEFAULT_MODEL_REPOSITORY)
     started = time.monotonic()
@@ -237,7 +237,7 @@ def batch(
 def demo() -> None:
     """Start a local Triton and the gateway, send every model a request through it, then roll a
     new version out and a broken one back."""
-    from gateway.demo import run_demo
+    from gateway.local.demo import run_demo
 
     sys.exit(run_demo())
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest.compare import compare, interleaved
 from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure

@@ -11,7 +11,7 @@ from typing import Generic, Protocol, TypeVar
 
 import psutil
 
-from loadtest.processes import cpu_seconds
+from loadtest.process_usage import cpu_seconds
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import Scenario
 

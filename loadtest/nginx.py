@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.localrun import free_port
+from gateway.local.processes import free_port
 
 __all__ = ["BINARY", "running_nginx"]
 

@@ -14,7 +14,7 @@ import asyncio
 
 from rich.console import Console
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from loadtest.compare import Comparison, interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec

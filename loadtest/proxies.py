@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from loadtest.compare import interleaved
 from loadtest.nginx import running_nginx
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure

@@ -26,11 +26,11 @@ from rich.table import Table
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway.batch.runner import BatchOptions, run_batch
-from gateway.config import parse_config
+from gateway.config.schema import parse_config
 from gateway.drift.loop import Drift
-from gateway.localrun import free_port
-from gateway.samples import digits
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.processes import free_port
+from gateway.local.samples import digits
+from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest import perf_analyzer
 
 __all__ = ["batch_against_perf_analyzer", "drift_cost"]
@@ -46,7 +46,7 @@ def _observation(pixels: np.ndarray, cls: int) -> dict[str, Any]:
 
 
 def drift_cost(samples: int = 20_000) -> dict[str, float]:
-    config = parse_config({"engine": "native", "pools": {"p": {"endpoints": ["127.0.0.1:1"]}},
+    config = parse_config({"pools": {"p": {"endpoints": ["127.0.0.1:1"]}},
                            "drift": {"enabled": True, "reference_samples": 1000, "window_samples": 500}})  # fmt: skip
     drift = Drift(config, lambda model: "1", None)
     data = digits()

@@ -26,8 +26,8 @@ from rich.console import Console
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess
-from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonProcess
+from gateway.local.processes import GatewayProcess
+from gateway.local.triton import DEFAULT_MODEL_REPOSITORY, TritonProcess
 from loadtest.compare import interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
@@ -56,7 +56,7 @@ def _sick_repository(folder: Path) -> Path:
 
 @contextlib.contextmanager
 def _gateway(folder: Path, name: str, endpoints: list[str], *flags: str, **pool: object) -> Iterator[GatewayProcess]:
-    config = {"engine": "native", "pools": {"main": {"endpoints": endpoints, **pool}}, "default_pool": "main"}
+    config = {"pools": {"main": {"endpoints": endpoints, **pool}}, "default_pool": "main"}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     args = ["--config", str(path), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *flags]

@@ -1,6 +1,6 @@
 """How fast the gateway rolls a bad candidate back at the default rollout settings (steps 5,25,50,
 interval 30s, min 300 requests per variant and window, failure limit 1), and how many requests
-the candidate reached: a real Triton, the native engine, digits sent by client threads.
+the candidate reached: a real Triton, the gateway, digits sent by client threads.
 
     python -m loadtest.rollback_time [--threads 3] [--out results]
 """
@@ -19,9 +19,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from gateway.demo_rollout import DEMO_TOKEN, demo_route, digit_traffic
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.demo_rollout import DEMO_TOKEN, demo_route, digit_traffic
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import TritonOptions, TritonProcess
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
 
@@ -64,7 +64,7 @@ def measure(threads: int = 3) -> list[dict[str, Any]]:
     route["variants"] += [{"name": n, "pool": "main", "model": m, "version": v, "weight": 0}
                           for n, (m, v) in CANDIDATES.items()]  # fmt: skip
     config = {
-        "listen": "127.0.0.1:0", "engine": "native", "pools": {"main": {"endpoints": [triton.options.grpc_target]}},
+        "listen": "127.0.0.1:0", "pools": {"main": {"endpoints": [triton.options.grpc_target]}},
         "routes": {"classifier": route}, "admin": {"listen": "127.0.0.1:0", "tokens": {"bench": DEMO_TOKEN}},
     }  # fmt: skip
     (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))

@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest.plot import plot_rss
-from loadtest.processes import rss_bytes
+from loadtest.process_usage import rss_bytes
 from loadtest.report import write_json
 from loadtest.runner import run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec

@@ -11,8 +11,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.localrun import free_port
-from gateway.triton import DEFAULT_MODEL_REPOSITORY, TritonOptions, TritonProcess
+from gateway.local.processes import free_port
+from gateway.local.triton import DEFAULT_MODEL_REPOSITORY, TritonOptions, TritonProcess
 
 __all__ = ["CACHE_BYTES", "running_triton", "running_tuned_triton", "tuned_repository"]
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from tests.procs import TritonCli, running_gateway, running_triton
 from tests.recording import RecordingTriton
 

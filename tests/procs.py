@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.localrun import GatewayProcess, free_port
+from gateway.local.processes import GatewayProcess, free_port
 
 
 class TritonCli:

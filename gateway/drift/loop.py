@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gateway.audit import AuditTrail
-from gateway.config import GatewayConfig
+from gateway.config.schema import GatewayConfig
 from gateway.drift.features import arrays_features, observation_features
 from gateway.drift.monitor import DriftMonitor, Reference
 from gateway.drift.trigger import RetrainingTrigger

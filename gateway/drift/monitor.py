@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.config import DriftConfig
+from gateway.config.schema import DriftConfig
 from gateway.drift.features import OUTPUT_CLASS, Features
 from gateway.drift.stats import FeatureDrift, Thresholds, compare
 

@@ -14,9 +14,9 @@ from dataclasses import asdict
 from typing import Any
 
 from gateway.audit import AuditTrail
-from gateway.config import DriftWebhookConfig
+from gateway.config.schema import DriftWebhookConfig
+from gateway.control.hooks import post_json, secret_of
 from gateway.drift.monitor import Alert
-from gateway.http_hooks import post_json, secret_of
 
 __all__ = ["RetrainingTrigger"]
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.config import GatewayConfig
+from gateway.config.schema import GatewayConfig
 from gateway.feedback.quality import Outcome, Prediction, QualityTotals
 from gateway.feedback.store import FeedbackStore, MemoryFeedback, RedisFeedback, Reported
 

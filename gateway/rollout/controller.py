@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit import AuditTrail, acting_as, current_actor
+from gateway.control.shadow_stats import ShadowStats
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.feedback.quality import QualityTotals
 from gateway.rollout.cluster import Snapshot, shadow_totals, window
@@ -26,8 +27,7 @@ from gateway.rollout.phases import IllegalTransition, Phase
 from gateway.rollout.spec import RolloutSpec
 from gateway.rollout.totals import VariantTotals
 from gateway.rollout.webhooks import call_hook
-from gateway.shadow_stats import ShadowStats
-from router import RouteError, RouteStore, ShadowPolicy, UnknownRoute
+from gateway.routes import RouteError, RouteStore, ShadowPolicy, UnknownRoute
 
 __all__ = ["RolloutController"]
 

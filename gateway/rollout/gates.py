@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.feedback.quality import QualityTotals
 from gateway.rollout.totals import VariantTotals
-from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 
 __all__ = [
     "Evidence",

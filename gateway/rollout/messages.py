@@ -8,13 +8,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gateway.config import describe_errors
+from gateway.config.schema import describe_errors
 from gateway.errors import InvalidRequest
 from gateway.rollout.gates import GateSettings
 from gateway.rollout.machine import RolloutState
 from gateway.rollout.spec import RolloutSpec
+from gateway.routes import Route
 from gateway_admin import admin_pb2 as pb
-from router import Route
 
 __all__ = ["audit_to_proto", "parse_analysis", "spec_from_proto", "spec_to_proto", "status_to_proto"]
 

@@ -2,23 +2,21 @@
 totals. A window is the difference of two totals taken at its ends, so the candidate and the
 baseline are always compared over the same stretch of time.
 
-The data plane keeps the totals (the native core in its stats snapshot, the Python engine in a
-`VariantTally`); the rollout controller only reads them at control rate.
+The core keeps the totals (in its stats snapshot); the rollout controller only reads them at
+control rate.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.metrics import LATENCY_BUCKETS
+from gateway.serving.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "CALLER_CODES",
     "FAILURE_CODES",
-    "VariantTally",
     "VariantTotals",
     "totals_from_core",
 ]
@@ -82,27 +80,6 @@ class VariantTotals:
 
 
 Key = tuple[str, str]  # model, variant
-
-
-class VariantTally:
-    """The Python engine's running totals, one update per ended ModelInfer."""
-
-    def __init__(self) -> None:
-        self._codes: dict[Key, dict[str, int]] = {}
-        self._buckets: dict[Key, list[int]] = {}
-
-    def record(self, model: str, variant: str, code: str, seconds: float) -> None:
-        key = (model, variant)
-        codes = self._codes.setdefault(key, {})
-        codes[code] = codes.get(code, 0) + 1
-        buckets = self._buckets.setdefault(key, [0] * (len(LATENCY_BUCKETS) + 1))
-        buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds; past all: +Inf
-
-    def snapshot(self) -> dict[Key, VariantTotals]:
-        return {
-            key: VariantTotals(dict(codes), tuple(self._buckets[key][:-1]), sum(self._buckets[key]))
-            for key, codes in self._codes.items()
-        }
 
 
 def totals_from_core(snapshot: Mapping[str, Any]) -> dict[Key, VariantTotals]:

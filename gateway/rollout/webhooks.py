@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.http_hooks import post_json, secret_of
+from gateway.control.hooks import post_json, secret_of
 from gateway.rollout.spec import WebhookSpec
 
 __all__ = ["HookOutcome", "call_hook"]

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits
 from tests.procs import TritonCli, running_gateway
 
 BATCH = [sys.executable, "-m", "gateway", "batch"]

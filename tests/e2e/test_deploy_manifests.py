@@ -39,7 +39,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from gateway.config import GatewayConfig, load_config, parse_config
+from gateway.config.schema import GatewayConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

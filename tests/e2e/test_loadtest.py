@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from tests.procs import TritonCli
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from loadtest import perf_analyzer
 from tests.procs import TritonCli, running_gateway
 

@@ -12,8 +12,8 @@ import tritonclient.grpc.aio as aioclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import infer_inputs
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import infer_inputs
 from tests.procs import TritonCli
 
 IN_FLIGHT = 50

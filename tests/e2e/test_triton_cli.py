@@ -11,8 +11,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2
 
-from gateway.localrun import free_port
-from gateway.samples import infer_inputs
+from gateway.local.processes import free_port
+from gateway.local.samples import infer_inputs
 from tests.procs import TritonCli, health_status, running_gateway, running_triton
 
 

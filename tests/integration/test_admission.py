@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
 from tests.procs import TritonCli, running_gateway

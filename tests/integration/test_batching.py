@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from tests.procs import TritonCli, running_gateway
 from tests.traffic import scrape_metrics
 

@@ -18,8 +18,8 @@ import tritonclient.grpc.aio as aioclient
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import infer_inputs
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import infer_inputs
 from gateway_admin import admin_pb2 as apb
 from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client

@@ -12,8 +12,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway._core import Core
-from gateway.config import parse_config
-from gateway.core_boundary import core_config, reflection_descriptors
+from gateway.config.boundary import core_config, reflection_descriptors
+from gateway.config.schema import parse_config
 from tests.procs import TritonCli
 
 

@@ -14,8 +14,8 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import TritonOptions, TritonProcess
 from tests.otlp import OtlpHttpReceiver, OtlpReceiver, ReceivedSpan
 from tests.procs import TritonCli, running_gateway
 from tests.recording import RecordingTriton

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from gateway.samples import infer_inputs
+from gateway.local.samples import infer_inputs
 from tests.procs import running_gateway
 from tests.recording import RecordingTriton
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.samples import digits
+from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request

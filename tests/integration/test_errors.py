@@ -15,8 +15,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.samples import infer_inputs
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.samples import infer_inputs
 from tests.procs import TritonCli, health_status, running_gateway
 
 

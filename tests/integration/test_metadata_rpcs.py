@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from tests.procs import TritonCli, health_status
 
 Call = Callable[[service_pb2_grpc.GRPCInferenceServiceStub], Any]

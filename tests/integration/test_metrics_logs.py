@@ -14,7 +14,7 @@ import pytest
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import GatewayProcess
+from gateway.local.processes import GatewayProcess
 from tests.procs import TritonCli, running_gateway
 from tests.traffic import Client, sample_value, scrape_metrics
 

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics

@@ -9,8 +9,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import Sample, infer_inputs, samples
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import Sample, infer_inputs, samples
 from tests.procs import TritonCli
 
 DETERMINISTIC = [s for s in samples() if s.deterministic]

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import free_port
+from gateway.local.processes import free_port
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
 from tests.procs import TritonCli, running_gateway, running_triton

@@ -13,7 +13,7 @@ import redis
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import GatewayProcess, free_port
+from gateway.local.processes import GatewayProcess, free_port
 from gateway_admin import admin_pb2 as apb
 from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits
 from tests.procs import TritonCli, running_gateway
 from tests.traffic import Client, digit_request
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, versions_route
@@ -32,7 +32,7 @@ def _replicas(triton: TritonCli, tmp_path: Path, *flags: str) -> Iterator[Replic
 
 @pytest.fixture
 def replicas(triton: TritonCli, tmp_path: Path) -> Iterator[Replicas]:
-    """Sharing routes only (`--redis`: either engine)."""
+    """Sharing routes only (`--redis`)."""
     with _replicas(triton, tmp_path) as shared:
         yield shared
 

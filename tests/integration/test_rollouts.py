@@ -23,9 +23,9 @@ import grpc
 import pytest
 import yaml
 
-from gateway.demo_rollout import digit_traffic
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits
+from gateway.local.demo_rollout import digit_traffic
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway, running_redis
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics

@@ -10,8 +10,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import infer_inputs
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import infer_inputs
 from tests.procs import TritonCli
 
 Outcome = tuple[str, object]

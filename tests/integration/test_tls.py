@@ -13,8 +13,8 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.localrun import GatewayProcess, free_port
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import TritonOptions, TritonProcess
 from tests.certs import CertificateAuthority
 from tests.procs import running_gateway
 

@@ -16,8 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.localrun import GatewayProcess
-from gateway.samples import digits, infer_inputs
+from gateway.local.processes import GatewayProcess
+from gateway.local.samples import digits, infer_inputs
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, versions_route

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, config_for_upstreams, load_config, parse_config
+from gateway.config.schema import ConfigError, config_for_upstreams, load_config, parse_config
 
 VARIANTS = [{"name": "v1", "pool": "a", "version": "1", "weight": 90}, {"name": "v2", "pool": "a", "weight": 10}]
 VALID = {"pools": {"a": {"endpoints": ["127.0.0.1:8001"]}}, "routes": {"m": {"variants": VARIANTS}}}

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from gateway._core import Core
-from gateway.config import parse_config
-from gateway.core_boundary import core_config, reflection_descriptors, routes_to_core
-from router import MatchOp, MatchRule, Route, Variant, route_from_core
+from gateway.config.boundary import core_config, reflection_descriptors, routes_to_core
+from gateway.config.schema import parse_config
+from gateway.routes import MatchOp, MatchRule, Route, Variant, route_from_core
 
 CONFIG = {
     "listen": "127.0.0.1:0",

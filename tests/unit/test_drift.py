@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.config import DriftConfig
+from gateway.config.schema import DriftConfig
 from gateway.drift.features import OUTPUT_CLASS, arrays_features
 from gateway.drift.monitor import DriftMonitor
 from gateway.drift.stats import Thresholds, compare, psi, quantile_edges

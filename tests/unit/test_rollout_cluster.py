@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from gateway.control.shadow_stats import ShadowCounters
 from gateway.rollout.cluster import Snapshot, window
 from gateway.rollout.totals import VariantTotals
-from gateway.shadow_stats import ShadowCounters
 
 KEY = ("m", "2")
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from router import MatchOp, MatchRule, Route, RouteError, RouteEvent, RouteStore, ShadowPolicy, UnknownRoute, Variant
+from gateway.routes import (
+    MatchOp,
+    MatchRule,
+    Route,
+    RouteError,
+    RouteEvent,
+    RouteStore,
+    ShadowPolicy,
+    UnknownRoute,
+    Variant,
+)
 
 ROUTE = Route("m", (Variant("1", "p", "m", "1", 100), Variant("2", "p", "m", "2", 0)))
 

@@ -1,8 +1,7 @@
 //! Compare a shadow's outputs with the primary's, tensor by tensor (pure; off the request path).
 //!
 //! Per output: exact byte equality, max absolute and relative error, and for class scores (a float
-//! tensor whose last dimension is > 1) the share of rows whose argmax agrees. The same rules as the
-//! Python engine's `gateway.compare`.
+//! tensor whose last dimension is > 1) the share of rows whose argmax agrees.
 
 use bytes::Bytes;
 use prost::Message;

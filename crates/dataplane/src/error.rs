@@ -1,5 +1,5 @@
 //! The core's expected failures, each carrying the gRPC status a caller receives. This is the one
-//! place that maps them to a status; the messages are the Python engine's, word for word.
+//! place that maps them to a status.
 //!
 //! ```text
 //! GatewayError

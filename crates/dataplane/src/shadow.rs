@@ -24,7 +24,7 @@ use crate::traces::otlp::{attribute, Value};
 use crate::traces::{self, Trace, Tracer};
 use crate::validate::validate;
 
-/// Upper bounds of the absolute-error histogram; infinity is the last (the Python engine's).
+/// Upper bounds of the absolute-error histogram; infinity is the last.
 pub const ABS_ERROR_BUCKETS: [f64; 9] =
     [0.0, 1e-9, 1e-6, 1e-4, 1e-2, 1e-1, 1.0, 10.0, f64::INFINITY];
 

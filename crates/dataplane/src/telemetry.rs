@@ -1,6 +1,5 @@
 //! What the core records of each RPC once it has ended: counters and latency histograms (read by
-//! the control plane's Prometheus collector at scrape time, with the Python engine's metric
-//! names), the access log (JSON lines written by a thread of its own), and the observation
+//! the control plane's Prometheus collector at scrape time, `gateway.serving.metrics`), the access log (JSON lines written by a thread of its own), and the observation
 //! stream the control plane pulls. The log and the stream are bounded: when they fall behind,
 //! records are dropped and counted, never waited for.
 
@@ -17,7 +16,7 @@ use crate::grpc::Code;
 use crate::jsonlog::{JsonLog, Rotation};
 use crate::prediction::{summarize, Prediction};
 
-/// 100 µs to 10 s, as the Python engine's histograms.
+/// 100 µs to 10 s (`gateway.serving.metrics.LATENCY_BUCKETS` formats them).
 pub const LATENCY_BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,

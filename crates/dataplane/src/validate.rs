@@ -1,8 +1,7 @@
 //! Check a ModelInferRequest against the model's signature before any upstream time is spent.
 //!
 //! Mirrors the checks Triton itself makes (names, datatypes, shapes, byte sizes), so a request the
-//! gateway lets through is one Triton would accept, and a bad one never reaches a GPU. The
-//! messages are the Python engine's.
+//! gateway lets through is one Triton would accept, and a bad one never reaches a GPU.
 
 use std::collections::{BTreeMap, BTreeSet};
 

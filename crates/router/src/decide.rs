@@ -3,9 +3,9 @@
 //! Precedence: a version the caller named > the first matching rule > the sticky key > the weights.
 //! Sticky keys use weighted rendezvous hashing: every replica computes the same variant for the
 //! same key with no shared state, and a weight change moves only the keys that must move (those
-//! whose best-scoring variant changed: the minimum share). The hash is the Python engine's
-//! (BLAKE2b, 8 bytes, big-endian, over `model \0 variant \0 key`), so replicas of either engine
-//! agree on every key.
+//! whose best-scoring variant changed: the minimum share). The hash (BLAKE2b, 8 bytes,
+//! big-endian, over `model \0 variant \0 key`) is the one earlier releases used, so replicas of
+//! old and new versions agree on every key during an upgrade.
 
 use std::borrow::Cow;
 

@@ -87,8 +87,9 @@ fn sticky_shares_follow_the_weights() {
 }
 
 #[test]
-fn sticky_hash_is_the_python_engines() {
-    // hashlib.blake2b(b"abc", digest_size=8).digest() read big-endian, as router.blake2b_64 does.
+fn sticky_hash_is_stable_across_releases() {
+    // hashlib.blake2b(b"abc", digest_size=8).digest() read big-endian: the hash earlier releases
+    // (the Python data plane) assigned sticky keys with, so an upgrade moves no key.
     assert_eq!(gateway_router::blake2b_64(b"abc"), 0xd8bb14d833d59559);
 }
 

@@ -2,12 +2,13 @@
 
 - `route`: Variant, MatchRule, ShadowPolicy, Route (immutable values), their core shape
 - `store`: RouteStore, the live table with history (rollback) and change events
-- `validation`: check_route (the core's checks), RouteError naming the key path
+- `checks`: check_route (the core's checks), RouteError naming the key path
+- `sync`: RouteSync, the table shared by replicas through Redis
 """
 
-from router.route import MatchOp, MatchRule, Route, ShadowPolicy, Variant, route_from_core
-from router.store import RouteEvent, RouteStore, UnknownRoute
-from router.validation import RouteError, check_route
+from gateway.routes.checks import RouteError, check_route
+from gateway.routes.route import MatchOp, MatchRule, Route, ShadowPolicy, Variant, route_from_core
+from gateway.routes.store import RouteEvent, RouteStore, UnknownRoute
 
 __all__ = [
     "MatchOp",

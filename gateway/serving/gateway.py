@@ -20,30 +20,30 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from gateway._core import Core
-from gateway.admin import AdminServicer, admin_server, listen
-from gateway.cache_admin import CoreCache
-from gateway.config import GatewayConfig
-from gateway.control_loop import ControlLoop
-from gateway.core_boundary import core_config, reflection_descriptors, routes_to_core
+from gateway.admin.service import AdminServicer, admin_server, listen
+from gateway.config.boundary import core_config, reflection_descriptors, routes_to_core
+from gateway.config.policies import batching_for_core, policies_for_core
+from gateway.config.reload import ConfigReloader
+from gateway.config.schema import GatewayConfig
+from gateway.config.tls import server_credentials
+from gateway.control.loop import ControlLoop
+from gateway.control.shadow_stats import Key, ShadowCounters, ShadowStats
 from gateway.drift.loop import Drift
 from gateway.drift.metrics import DriftCollector
 from gateway.errors import UpstreamError
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
-from gateway.metrics import CoreCollector
-from gateway.metrics_server import MetricsServer
-from gateway.observations import ObservationReader
-from gateway.reload import ConfigReloader
 from gateway.rollout.metrics import RolloutCollector
 from gateway.rollout.totals import VariantTotals, totals_from_core
-from gateway.route_policies import batching_for_core, policies_for_core
-from gateway.route_sync import RouteSync
-from gateway.shadow_stats import Key, ShadowCounters, ShadowStats
-from gateway.tls import server_credentials
+from gateway.routes import Route, RouteError, RouteStore, route_from_core
+from gateway.routes.sync import RouteSync
+from gateway.serving.cache_admin import CoreCache
+from gateway.serving.metrics import CoreCollector
+from gateway.serving.metrics_server import MetricsServer
+from gateway.serving.observations import ObservationReader
 from gateway_admin import admin_pb2 as pb
-from router import Route, RouteError, RouteStore, route_from_core
 
-__all__ = ["CoreShadowStats", "NativeGateway"]
+__all__ = ["CoreShadowStats", "Gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class CoreShadowStats(ShadowStats):
         return {(r["model"], r["primary"], r["variant"]): ShadowCounters(**r["counters"]) for r in rows}
 
 
-class NativeGateway:
+class Gateway:
     def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.store = RouteStore(config.pools, history=config.route_history)

@@ -9,7 +9,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype
 
-from gateway.triton import REPO_ROOT
+from gateway.local.triton import REPO_ROOT
 
 __all__ = ["Sample", "digits", "infer_inputs", "samples"]
 

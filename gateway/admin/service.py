@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 from grpc_reflection.v1alpha import reflection
 
-from gateway.admin_convert import (
+from gateway.admin.convert import (
     cache_stats_to_proto,
     event_to_proto,
     route_from_proto,
@@ -30,19 +30,19 @@ from gateway.admin_convert import (
     stats_to_proto,
 )
 from gateway.audit import acting_as, verify
-from gateway.cache_admin import CacheAdmin, RedisUnavailable
-from gateway.config import ConfigError, GatewayConfig
-from gateway.control_loop import ControlLoop
+from gateway.config.schema import ConfigError, GatewayConfig
+from gateway.control.loop import ControlLoop
+from gateway.control.shadow_stats import ShadowStats
 from gateway.drift.loop import Drift
 from gateway.drift.messages import drift_to_proto
 from gateway.errors import GatewayError, InvalidRequest, NotSupported
 from gateway.feedback.loop import Feedback
 from gateway.feedback.messages import outcome_from_proto, outcomes_to_proto
 from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_proto
-from gateway.shadow_stats import ShadowStats
+from gateway.routes import Route, RouteError, RouteEvent, RouteStore, UnknownRoute
+from gateway.serving.cache_admin import CacheAdmin, RedisUnavailable
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
-from router import Route, RouteError, RouteEvent, RouteStore, UnknownRoute
 
 __all__ = ["ADMIN_TOKEN_ENV", "AdminServicer", "BearerTokenInterceptor", "admin_server", "listen", "token_names"]
 
@@ -215,7 +215,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     def _outcomes(self) -> Feedback:
         if self._feedback is None:
-            raise NotSupported("outcomes are not joined here: set feedback.enabled (native engine)")
+            raise NotSupported("outcomes are not joined here: set feedback.enabled")
         return self._feedback
 
     @_statuses
@@ -234,7 +234,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     def _drifts(self) -> Drift:
         if self._drift is None:
-            raise NotSupported("drift is not computed here: set drift.enabled (native engine)")
+            raise NotSupported("drift is not computed here: set drift.enabled")
         return self._drift
 
     @_statuses
@@ -328,7 +328,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
 
 
 def admin_server(config: GatewayConfig, servicer: AdminServicer) -> grpc.aio.Server:
-    """The admin API's server, behind its bearer token (either engine)."""
+    """The admin API's server, behind its bearer token."""
     assert config.admin is not None
     token = config.admin.token or os.environ.get(ADMIN_TOKEN_ENV)
     if not token and not config.admin.tokens:

@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from tritonclient.grpc import service_pb2
 
-from gateway.config import GatewayConfig
-from gateway.route_policies import batching_for_core, policies_for_core
-from router import Route
+from gateway.config.policies import batching_for_core, policies_for_core
+from gateway.config.schema import GatewayConfig
+from gateway.routes import Route
 
 __all__ = ["core_config", "reflection_descriptors", "routes_to_core"]
 

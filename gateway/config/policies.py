@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gateway.config import BatchingConfig, CacheConfig, GatewayConfig, RouteBatchingConfig, RouteCacheConfig
+from gateway.config.schema import BatchingConfig, CacheConfig, GatewayConfig, RouteBatchingConfig, RouteCacheConfig
 
 __all__ = ["BatchSettings", "CachePolicy", "batch_settings", "batching_for_core", "policies", "policies_for_core"]
 

@@ -25,7 +25,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 __all__ = ["DEFAULT_MODEL_REPOSITORY", "TritonInstall", "TritonLaunchError", "TritonOptions", "TritonProcess"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "deploy" / "models"
 _STUB = "triton_python_backend_stub"
 

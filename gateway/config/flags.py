@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GatewayConfig, config_for_upstreams, load_config, parse_config
+from gateway.config.schema import GatewayConfig, config_for_upstreams, load_config, parse_config
 
 __all__ = ["ServeFlags", "UsageError", "serve_config"]
 

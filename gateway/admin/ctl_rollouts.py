@@ -22,8 +22,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from gateway.audit import read_trail, verify
-from gateway.ctl_common import (
+from gateway.admin.ctl_common import (
     AdminOption,
     Connection,
     JsonOption,
@@ -34,6 +33,7 @@ from gateway.ctl_common import (
     print_json,
     read_bytes,
 )
+from gateway.audit import read_trail, verify
 from gateway_admin import admin_pb2 as pb
 
 __all__ = ["audit", "parse_duration", "rollout_app", "status_view"]

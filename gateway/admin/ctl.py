@@ -33,9 +33,8 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 from rich.table import Table
 
-from gateway.admin_convert import route_to_proto
-from gateway.config import RouteConfig
-from gateway.ctl_common import (
+from gateway.admin.convert import route_to_proto
+from gateway.admin.ctl_common import (
     AdminOption,
     JsonOption,
     TokenOption,
@@ -46,8 +45,9 @@ from gateway.ctl_common import (
     console,
     print_json,
 )
-from gateway.ctl_feedback import drift, outcomes, report_outcomes
-from gateway.ctl_rollouts import audit, rollout_app
+from gateway.admin.ctl_feedback import drift, outcomes, report_outcomes
+from gateway.admin.ctl_rollouts import audit, rollout_app
+from gateway.config.schema import RouteConfig
 from gateway_admin import admin_pb2 as pb
 
 

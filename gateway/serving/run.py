@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import GatewayConfig
-from gateway.native import NativeGateway
+from gateway.config.schema import GatewayConfig
+from gateway.serving.gateway import Gateway
 
 __all__ = ["Serving", "ready_line", "serve"]
 
@@ -50,7 +50,7 @@ async def serve(
     config_path: Path | None = None,
     announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
 ) -> None:
-    gateway = NativeGateway(config, config_path)
+    gateway = Gateway(config, config_path)
     port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     admin = f"{config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else None

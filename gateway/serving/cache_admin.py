@@ -1,4 +1,4 @@
-"""What the admin API and the metrics read of a response cache, whichever engine holds it."""
+"""What the admin API and the metrics read of the core's response cache."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A measure summed over a process and its live descendants (a gateway supervisor's workers)."""
+"""CPU time and memory summed over a process and its live descendants (a proxy and its workers)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
+from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
+from gateway.routes import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 from gateway_admin import admin_pb2 as pb
-from router import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 
 __all__ = [
     "cache_stats_to_proto",
@@ -70,7 +70,7 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
 
 
 def cache_stats_to_proto(stats: Mapping[str, Any]) -> pb.CacheStats:
-    """`stats`: a cache's snapshot (either engine's), field for field."""
+    """`stats`: the core cache's snapshot, field for field."""
     return pb.CacheStats(**stats)
 
 

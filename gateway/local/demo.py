@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
-from gateway.demo_rollout import DEMO_TOKEN, demo_route, tell_the_rollout_story
-from gateway.localrun import GatewayProcess, free_port
-from gateway.samples import Sample, infer_inputs, samples
-from gateway.triton import TritonOptions, TritonProcess
+from gateway.local.demo_rollout import DEMO_TOKEN, demo_route, tell_the_rollout_story
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.samples import Sample, infer_inputs, samples
+from gateway.local.triton import TritonOptions, TritonProcess
 
 __all__ = ["run_demo"]
 

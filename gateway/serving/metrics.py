@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.cache_admin import cache_series
-from gateway.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
+from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
+from gateway.serving.cache_admin import cache_series
 
 __all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "CoreCollector", "batch_series", "shadow_series"]
 
@@ -160,7 +160,7 @@ class CoreCollector(Collector):
 
 
 def batch_series(stats: Mapping[str, Any]) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-    """Micro-batching counters as Prometheus series (either engine's: `sizes` maps callers per call
+    """Micro-batching counters as Prometheus series (`sizes` maps callers per call
     to calls, as a dict or as pairs)."""
     for name, text in (
         ("calls", "Upstream calls made by micro-batching"),
@@ -182,7 +182,7 @@ def batch_series(stats: Mapping[str, Any]) -> Iterator[CounterMetricFamily | His
 
 
 def shadow_series(shadows: ShadowStats) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
-    """Shadow comparison counters as Prometheus series (either engine's ShadowStats)."""
+    """Shadow comparison counters as Prometheus series."""
     labels = ["model", "primary", "shadow"]
     copies = CounterMetricFamily("gateway_shadow_copies", "Shadow copies by outcome", labels=[*labels, "outcome"])
     exact = CounterMetricFamily(

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from gateway.ctl_common import (
+from gateway.admin.ctl_common import (
     AdminOption,
     JsonOption,
     TokenOption,

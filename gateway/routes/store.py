@@ -10,8 +10,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from router.route import Route, ShadowPolicy
-from router.validation import RouteError, check_route
+from gateway.routes.checks import RouteError, check_route
+from gateway.routes.route import Route, ShadowPolicy
 
 __all__ = ["RouteEvent", "RouteStore", "UnknownRoute"]
 

@@ -1,4 +1,4 @@
-"""The control loop around either engine: the audit trail (every route change the RouteStore
+"""The control loop around the core: the audit trail (every route change the RouteStore
 makes, whoever makes it) and the rollout controller, assembled once and run on the event loop.
 """
 
@@ -9,13 +9,13 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from gateway.admin_convert import route_to_proto
+from gateway.admin.convert import route_to_proto
 from gateway.audit import AuditTrail, current_actor
-from gateway.config import GatewayConfig
+from gateway.config.schema import GatewayConfig
+from gateway.control.shadow_stats import ShadowStats
 from gateway.rollout.controller import Quality, RolloutController, Totals
 from gateway.rollout.persistence import FileStates, RedisStates, RolloutStates
-from gateway.shadow_stats import ShadowStats
-from router import Route, RouteEvent, RouteStore
+from gateway.routes import Route, RouteEvent, RouteStore
 
 __all__ = ["ControlLoop"]
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Collection
 
 from gateway import _core
-from router.route import Route
+from gateway.routes.route import Route
 
 __all__ = ["RouteError", "check_route"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import grpc
 
-from gateway.config import ConfigError, TlsConfig, UpstreamTlsConfig
+from gateway.config.schema import ConfigError, TlsConfig, UpstreamTlsConfig
 
 __all__ = ["channel_credentials", "server_credentials"]
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from router import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
+from gateway.routes import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
     "BatchingConfig",
@@ -284,7 +284,7 @@ class AuditConfig(_Frozen):
 
 class FeedbackConfig(_Frozen):
     """Ground truth joined to predictions: every OK ModelInfer answer is summarized (its class
-    and top probability, or its value) and kept until its outcome comes; native engine only."""
+    and top probability, or its value) and kept until its outcome comes."""
 
     enabled: bool = False
     output: str | None = None  # the output summarized; none: the first floating-point one
@@ -306,7 +306,7 @@ class DriftWebhookConfig(_Frozen):
 
 
 class DriftConfig(_Frozen):
-    """Drift of inputs and outputs, on a sampled share of requests (their tensors); native engine."""
+    """Drift of inputs and outputs, on a sampled share of requests (their tensors)."""
 
     enabled: bool = False
     sample: float = Field(default=0.05, gt=0, le=1)  # share of requests whose tensors are looked at

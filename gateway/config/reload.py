@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig, load_config
-from router import RouteError, RouteStore
+from gateway.config.schema import ConfigError, GatewayConfig, load_config
+from gateway.routes import RouteError, RouteStore
 
 __all__ = ["ConfigReloader"]
 

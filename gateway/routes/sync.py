@@ -17,9 +17,9 @@ import uuid
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from gateway.admin_convert import route_from_proto, route_to_proto
+from gateway.admin.convert import route_from_proto, route_to_proto
+from gateway.routes import RouteError, RouteEvent, RouteStore
 from gateway_admin import admin_pb2 as pb
-from router import RouteError, RouteEvent, RouteStore
 
 __all__ = ["RouteSync"]
 
