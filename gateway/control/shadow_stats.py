@@ -1,4 +1,4 @@
-"""Shadow comparison results per (model, primary variant, shadow variant), kept in memory.
+"""Shadow comparison results per (model, primary variant, shadow variant).
 
 The core counts (crates/dataplane/src/shadow.rs); `CoreShadowStats` reads its counters in this
 shape for the admin API, the metrics and the rollout gates.
@@ -6,7 +6,8 @@ shape for the admin API, the metrics and the rollout gates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import Protocol
 
 __all__ = ["ABS_ERROR_BUCKETS", "ShadowCounters", "ShadowStats"]
 
@@ -31,20 +32,9 @@ class ShadowCounters:
 Key = tuple[str, str, str]  # model, primary variant, shadow variant
 
 
-class ShadowStats:
-    def __init__(self) -> None:
-        self._counters: dict[Key, ShadowCounters] = {}
-
-    def counters(self, model: str, primary: str, shadow: str) -> ShadowCounters:
-        key = (model, primary, shadow)
-        found = self._counters.get(key)
-        if found is None:
-            found = self._counters[key] = ShadowCounters()
-        return found
+class ShadowStats(Protocol):
+    """Where the counters are read from (the core's: `gateway.serving.gateway.CoreShadowStats`)."""
 
     def snapshot(self, model: str = "") -> dict[Key, ShadowCounters]:
-        return {
-            key: replace(c, abs_error_buckets=list(c.abs_error_buckets))
-            for key, c in sorted(self._counters.items())
-            if not model or key[0] == model
-        }
+        """Every (model, primary, shadow) pair's counters; `model` "" for all."""
+        ...

@@ -27,7 +27,7 @@ from gateway.config.reload import ConfigReloader
 from gateway.config.schema import GatewayConfig
 from gateway.config.tls import server_credentials
 from gateway.control.loop import ControlLoop
-from gateway.control.shadow_stats import Key, ShadowCounters, ShadowStats
+from gateway.control.shadow_stats import Key, ShadowCounters
 from gateway.drift.loop import Drift
 from gateway.drift.metrics import DriftCollector
 from gateway.errors import UpstreamError
@@ -51,11 +51,10 @@ _LOOKUP_TIMEOUT_S = 10.0  # a model an admin call names: its zero-config discove
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-class CoreShadowStats(ShadowStats):
-    """The core's shadow counters, read when asked (admin API, metrics) in ShadowStats' shape."""
+class CoreShadowStats:
+    """The core's shadow counters, read when asked (admin API, metrics, rollout gates)."""
 
     def __init__(self, core: Core) -> None:
-        super().__init__()
         self._core = core
 
     def snapshot(self, model: str = "") -> dict[Key, ShadowCounters]:

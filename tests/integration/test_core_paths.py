@@ -1,12 +1,11 @@
 """Paths of the core the rest of the suite does not cover, through a real gateway process: a
-route swap seen on an open channel, v2 servers that are not Triton, malformed bytes, metrics and
-the access log counting a workload exactly, outlier detection reading trailers, connection age,
-variants readdressed in metadata RPCs, an oversized streamed message.
+route swap seen on an open channel, v2 servers that are not Triton, malformed bytes, outlier
+detection reading trailers, connection age, variants readdressed in metadata RPCs, an oversized
+streamed message.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -20,11 +19,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from gateway_admin import admin_pb2, admin_pb2_grpc
-from tests.integration.test_metrics_logs import _workload as workload
 from tests.procs import TritonCli, running_gateway
-from tests.traffic import Client, sample_value, scrape_metrics
+from tests.traffic import scrape_metrics
 
-TOKEN = "native-test-token"
+TOKEN = "core-test-token"
 
 
 class OnlyMetadataServer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -119,42 +117,6 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
         # ... and the gateway still serves.
         client = grpcclient.InferenceServerClient(gateway.address)
         assert client.infer("identity", [_input(np.ones(4, dtype=np.float32))]).as_numpy("OUTPUT0").tolist() == [1] * 4
-
-
-def test_metrics_and_the_access_log_count_the_workload_exactly(triton: TritonCli, tmp_path: Path) -> None:
-    access_log = tmp_path / "access.jsonl"
-    args = ["--upstream", triton.address, "--metrics-port", "0", "--access-log", str(access_log)]
-    with running_gateway(args, tmp_path / "gateway.log") as gateway:
-        client = Client(gateway.address)
-        ids = workload(client)
-        client.close()
-        metrics = scrape_metrics(gateway.metrics_address)
-
-        def value(name: str, **labels: str) -> float:
-            return sample_value(metrics, name, **labels)
-
-        infer = {"method": "ModelInfer"}
-        assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5
-        assert value("gateway_requests_total", **infer, model="flaky", variant="1", code="INTERNAL") == 2
-        assert value("gateway_requests_total", **infer, model="", variant="", code="NOT_FOUND") == 1
-        assert value("gateway_request_duration_seconds_count", **infer, model="identity") == 5
-        assert value("gateway_request_duration_seconds_bucket", **infer, model="identity", le="10.0") == 5
-        assert value("gateway_upstream_duration_seconds_count", pool="default", model="identity") == 5
-        # 7 inference calls + discovery of 3 models (RepositoryIndex) + the signatures of the 2
-        # that exist (ModelMetadata + ModelConfig); the health probes are not pool calls.
-        assert value("gateway_pool_attempts_total", pool="default") == 14
-        assert value("gateway_upstream_ready", pool="default", endpoint=triton.address) == 1
-        deadline = time.monotonic() + 5  # written by the core's own thread
-        while len(lines := access_log.read_text().splitlines()) < len(ids):
-            assert time.monotonic() < deadline, lines
-            time.sleep(0.1)
-    by_id = {entry["request_id"]: entry for entry in map(json.loads, lines)}
-    assert sorted(by_id) == sorted(ids)
-    assert {by_id[f"fail-{i}"]["code"] for i in range(2)} == {"INTERNAL"}
-    assert by_id["unknown"]["code"] == "NOT_FOUND"
-    ok = by_id["ok-0"]
-    assert (ok["model"], ok["variant"], ok["method"], ok["retries"]) == ("identity", "1", "ModelInfer", 0)
-    assert ok["bytes_in"] > 0 and ok["bytes_out"] > 0 and ok["latency_ms"] > 0
 
 
 class UnavailableServer(OnlyMetadataServer):

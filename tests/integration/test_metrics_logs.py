@@ -103,7 +103,7 @@ def test_access_log_lines_reconcile_with_the_workload(observed: tuple[GatewayPro
     assert {by_id[f"fail-{i}"]["code"] for i in range(2)} == {"INTERNAL"}
     assert by_id["unknown"]["code"] == "NOT_FOUND"
     ok = by_id["ok-0"]
-    assert (ok["model"], ok["variant"], ok["method"]) == ("identity", "1", "ModelInfer")
+    assert (ok["model"], ok["variant"], ok["method"], ok["retries"]) == ("identity", "1", "ModelInfer", 0)
     assert ok["bytes_in"] > 0 and ok["bytes_out"] > 0 and ok["latency_ms"] > 0 and len(ok["trace_id"]) in (0, 32)
 
 
