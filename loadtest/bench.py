@@ -29,6 +29,7 @@ from rich.console import Console
 
 from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.triton import TritonOptions, TritonProcess
+from loadtest import BENCH_THREADS
 from loadtest.compare import compare, interleaved
 from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
@@ -88,8 +89,8 @@ def _table_markdown(rows: list[dict[str, object]]) -> str:
 
 
 def _gateway(triton: str, flags: tuple[str, ...], log: Path) -> GatewayProcess:
-    """A gateway on the machine's defaults (a core thread per CPU)."""
-    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    """A gateway on `BENCH_THREADS` unless `flags` say otherwise (the last --workers wins)."""
+    args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *BENCH_THREADS]
     args += flags
     return GatewayProcess(args, log)
 
@@ -202,7 +203,7 @@ def _compare_workers(
     """A gateway on one core thread as the baseline, one on two measured:
     with the Python generator, then with perf_analyzer, a connection per concurrency context, whose
     C++ client leaves the gateway more of the two cores."""
-    one = _gateway(triton, (*CACHED, "--workers", "1"), workdir / "gateway-1-worker.log")
+    one = _gateway(triton, CACHED, workdir / "gateway-1-worker.log")
     two = _gateway(triton, (*CACHED, "--workers", "2"), workdir / "gateway-2-workers.log")
     one.start()
     two.start()

@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 
 from gateway.local.processes import GatewayProcess
+from loadtest import BENCH_THREADS
 from loadtest.compare import interleaved
 from loadtest.nginx import running_nginx
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
@@ -88,7 +89,7 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
         with running_nginx(triton) as (address, process):
             yield address, process.pid
         return
-    args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING"]
+    args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *BENCH_THREADS]
     if kind == "gateway+features":
         config = workdir / "features.yaml"
         config.write_text(yaml.safe_dump(_features(triton)))

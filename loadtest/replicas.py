@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from gateway.local.processes import GatewayProcess
 from gateway.local.triton import DEFAULT_MODEL_REPOSITORY, TritonProcess
+from loadtest import BENCH_THREADS
 from loadtest.compare import interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
@@ -59,7 +60,18 @@ def _gateway(folder: Path, name: str, endpoints: list[str], *flags: str, **pool:
     config = {"pools": {"main": {"endpoints": endpoints, **pool}}, "default_pool": "main"}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    args = ["--config", str(path), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *flags]
+    args = [
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--log-level",
+        "WARNING",
+        *BENCH_THREADS,
+        *flags,
+    ]
     gateway = GatewayProcess(args, folder / f"{name}.log")
     gateway.start()
     try:
