@@ -125,11 +125,12 @@ class Gateway:
     async def _route_of(self, model: str) -> Route:
         """The route a request for `model` would take; a zero-config one the core discovers lands
         in the store at once (its event arrives later and finds it there)."""
+        if (known := self.store.get(model)) is not None:
+            return known
         found = json.loads(await asyncio.to_thread(self.core.route, model, _LOOKUP_TIMEOUT_S))
         if "route" not in found:
             raise UpstreamError(_STATUS_CODES.get(found["code"], grpc.StatusCode.UNKNOWN), found["message"])
-        route = route_from_core(found["route"])
-        return self.store.get(model) or self.store.discovered(route)
+        return self.store.discovered(route_from_core(found["route"]))
 
     def _pool_stats(self) -> list[pb.PoolStats]:
         pools = json.loads(self.core.stats())["pools"]

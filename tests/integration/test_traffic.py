@@ -54,6 +54,18 @@ def test_zero_config_route_has_every_version_with_the_latest_weighted(admin: Adm
     assert route.discovered
 
 
+def test_admin_calls_on_a_model_no_pool_serves_are_not_found(admin: Admin) -> None:
+    """The admin API looks the route up through the core, as a request would: no route and no
+    ready version of it in the default pool is NOT_FOUND, naming the pool."""
+    for call in (lambda: admin.routes("no_such_model"), lambda: admin.set_weights("no_such_model", a=1)):
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "unknown model 'no_such_model': pool 'default' serves no ready version of it" in str(
+            caught.value.details()
+        )
+
+
 def test_90_10_split_over_2000_requests(admin: Admin, client: Client) -> None:
     """v2's count is Binomial(2000, 0.1): mean 200, sd 13.4; ±60 is ±4.5 sd (two-sided p ≈ 7e-6)."""
     admin.set_route(versions_route("classifier", {"1": 90, "2": 10}))
