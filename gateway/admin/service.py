@@ -105,16 +105,12 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
             raise NotSupported("rollouts and the audit trail are not running in this gateway")
         return self._control
 
-    async def _route(self, model: str) -> Route:
-        """The model's route; a model without one gets its zero-config route, as a request would."""
-        return await self._route_of(model)
-
     def _answer(self, route: Route) -> pb.RouteResponse:
         return pb.RouteResponse(route=route_to_proto(route), revision=self._store.revision)
 
     @_statuses
     async def GetRoutes(self, request: pb.GetRoutesRequest, context: Context) -> pb.GetRoutesResponse:
-        routes = [await self._route(request.model)] if request.model else list(self._store.snapshot().values())
+        routes = [await self._route_of(request.model)] if request.model else list(self._store.snapshot().values())
         return pb.GetRoutesResponse(routes=[route_to_proto(r) for r in routes], revision=self._store.revision)
 
     @_statuses
@@ -125,12 +121,12 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def SetWeights(self, request: pb.SetWeightsRequest, context: Context) -> pb.RouteResponse:
-        await self._route(request.model)
+        await self._route_of(request.model)
         return self._answer(self._store.set_weights(request.model, dict(request.weights)))
 
     @_statuses
     async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.RouteResponse:
-        await self._route(request.model)
+        await self._route_of(request.model)
         return self._answer(self._store.promote(request.model, request.variant))
 
     @_statuses
@@ -139,7 +135,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def SetShadow(self, request: pb.SetShadowRequest, context: Context) -> pb.RouteResponse:
-        await self._route(request.model)
+        await self._route_of(request.model)
         return self._answer(self._store.set_shadow(request.model, shadow_from_proto(request.shadow)))
 
     @_statuses
@@ -178,7 +174,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         rollouts = self._loop().rollouts
         if not request.spec.model or not request.spec.candidate:
             raise RouteError("rollout: name the model and the candidate variant")
-        spec = spec_from_proto(request.spec, await self._route(request.spec.model))
+        spec = spec_from_proto(request.spec, await self._route_of(request.spec.model))
         return self._status(await rollouts.submit("start", spec.model, self.actor(context), spec))
 
     async def _command(self, verb: str, request: pb.RolloutCommandRequest, context: Context) -> pb.RolloutStatus:

@@ -67,6 +67,16 @@ struct Core {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+impl Core {
+    /// The runtime's handle, for a control-rate call that waits on the core (GIL released).
+    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
+        locked(&self.runtime)
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))
+    }
+}
+
 #[pymethods]
 impl Core {
     /// `config`: the JSON of `gateway.native.core_config(...)`; `files`: (name, serialized
@@ -206,10 +216,7 @@ impl Core {
     /// the count dropped. OSError when Redis could not be reached (the in-process ones are
     /// gone by then). The GIL is released meanwhile.
     fn invalidate_cache(&self, py: Python<'_>, model: &str, variant: &str) -> PyResult<u64> {
-        let handle = locked(&self.runtime)
-            .as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
+        let handle = self.handle()?;
         let cache = self.state.cache.clone();
         let (model, variant) = (model.to_owned(), variant.to_owned());
         py.detach(move || handle.block_on(async move { cache.invalidate(&model, &variant).await }))
@@ -220,10 +227,7 @@ impl Core {
     /// zero-config one (and announcing it as an event) as a request would; `{"code": gRPC code,
     /// "message": ...}` when there is none. The GIL is released meanwhile.
     fn route(&self, py: Python<'_>, model: &str, timeout_s: f64) -> PyResult<String> {
-        let handle = locked(&self.runtime)
-            .as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
+        let handle = self.handle()?;
         let state = self.state.clone();
         let model = model.to_owned();
         let deadline =
