@@ -139,7 +139,7 @@ class GetShadowStatsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ShadowStats(_message.Message):
-    __slots__ = ("model", "primary", "variant", "sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements", "max_abs_error", "max_rel_error", "abs_error_histogram")
+    __slots__ = ("model", "primary", "variant", "sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements", "max_abs_error", "max_rel_error", "abs_error_histogram", "mismatches")
     class AbsErrorHistogramEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class ShadowStats(_message.Message):
     MAX_ABS_ERROR_FIELD_NUMBER: _ClassVar[int]
     MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
     ABS_ERROR_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    MISMATCHES_FIELD_NUMBER: _ClassVar[int]
     model: str
     primary: str
     variant: str
@@ -173,7 +174,8 @@ class ShadowStats(_message.Message):
     max_abs_error: float
     max_rel_error: float
     abs_error_histogram: _containers.ScalarMap[str, int]
-    def __init__(self, model: _Optional[str] = ..., primary: _Optional[str] = ..., variant: _Optional[str] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared: _Optional[int] = ..., exact_matches: _Optional[int] = ..., argmax_compared: _Optional[int] = ..., argmax_disagreements: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., abs_error_histogram: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    mismatches: int
+    def __init__(self, model: _Optional[str] = ..., primary: _Optional[str] = ..., variant: _Optional[str] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared: _Optional[int] = ..., exact_matches: _Optional[int] = ..., argmax_compared: _Optional[int] = ..., argmax_disagreements: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., abs_error_histogram: _Optional[_Mapping[str, int]] = ..., mismatches: _Optional[int] = ...) -> None: ...
 
 class GetShadowStatsResponse(_message.Message):
     __slots__ = ("stats",)
@@ -410,7 +412,7 @@ class RolloutTransition(_message.Message):
     def __init__(self, time: _Optional[float] = ..., to: _Optional[str] = ..., step: _Optional[int] = ..., reason: _Optional[str] = ..., **kwargs) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("model", "candidate", "baseline", "phase", "step", "steps", "weights", "shadow_fraction", "failures", "failure_limit", "extensions", "window_start", "window_end", "gates", "reason", "history", "created", "updated", "paused_from", "leading", "spec")
+    __slots__ = ("model", "candidate", "baseline", "phase", "step", "steps", "weights", "shadow_fraction", "failures", "failure_limit", "extensions", "window_start", "window_end", "gates", "reason", "history", "created", "updated", "paused_from", "leading", "spec", "problem")
     class WeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -439,6 +441,7 @@ class RolloutStatus(_message.Message):
     PAUSED_FROM_FIELD_NUMBER: _ClassVar[int]
     LEADING_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
     model: str
     candidate: str
     baseline: str
@@ -460,7 +463,8 @@ class RolloutStatus(_message.Message):
     paused_from: str
     leading: bool
     spec: RolloutSpec
-    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., baseline: _Optional[str] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., weights: _Optional[_Mapping[str, int]] = ..., shadow_fraction: _Optional[float] = ..., failures: _Optional[int] = ..., failure_limit: _Optional[int] = ..., extensions: _Optional[int] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gates: _Optional[_Iterable[_Union[GateValue, _Mapping]]] = ..., reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[RolloutTransition, _Mapping]]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., paused_from: _Optional[str] = ..., leading: _Optional[bool] = ..., spec: _Optional[_Union[RolloutSpec, _Mapping]] = ...) -> None: ...
+    problem: str
+    def __init__(self, model: _Optional[str] = ..., candidate: _Optional[str] = ..., baseline: _Optional[str] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., steps: _Optional[_Iterable[int]] = ..., weights: _Optional[_Mapping[str, int]] = ..., shadow_fraction: _Optional[float] = ..., failures: _Optional[int] = ..., failure_limit: _Optional[int] = ..., extensions: _Optional[int] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., gates: _Optional[_Iterable[_Union[GateValue, _Mapping]]] = ..., reason: _Optional[str] = ..., history: _Optional[_Iterable[_Union[RolloutTransition, _Mapping]]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., paused_from: _Optional[str] = ..., leading: _Optional[bool] = ..., spec: _Optional[_Union[RolloutSpec, _Mapping]] = ..., problem: _Optional[str] = ...) -> None: ...
 
 class ListRolloutsResponse(_message.Message):
     __slots__ = ("rollouts",)

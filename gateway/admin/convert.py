@@ -63,6 +63,7 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
         argmax_disagreements=counters.argmax_disagreements,
         max_abs_error=counters.max_abs_error,
         max_rel_error=counters.max_rel_error,
+        mismatches=counters.mismatches,
         abs_error_histogram={
             str(bound): count for bound, count in zip(ABS_ERROR_BUCKETS, counters.abs_error_buckets, strict=True)
         },

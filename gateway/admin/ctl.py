@@ -29,7 +29,6 @@ from typing import Annotated
 
 import typer
 import yaml
-from google.protobuf.json_format import MessageToDict
 from pydantic import ValidationError
 from rich.table import Table
 
@@ -40,6 +39,7 @@ from gateway.admin.ctl_common import (
     TokenOption,
     admin_stub,
     app,
+    as_dict,
     call,
     connection_for,
     console,
@@ -194,7 +194,9 @@ def shadow_stats(
         "compared",
         "exact",
         "argmax disagree",
+        "mismatches",
         "max abs err",
+        "max rel err",
     ):
         table.add_column(column)
     for s in response.stats:
@@ -204,7 +206,8 @@ def shadow_stats(
             else "-"
         )
         table.add_row(s.model, s.primary, s.variant, str(s.sent), str(s.dropped), str(s.failed), str(s.compared),
-                      str(s.exact_matches), rate, f"{s.max_abs_error:.4g}")  # fmt: skip
+                      str(s.exact_matches), rate, str(s.mismatches), f"{s.max_abs_error:.4g}",
+                      f"{s.max_rel_error:.4g}")  # fmt: skip
     console.print(table)
 
 
@@ -317,7 +320,7 @@ def watch(
     conn = connection_for(ctx, admin, token)
     with admin_stub(conn) as (stub, metadata):
         for index, event in enumerate(stub.WatchEvents(pb.WatchEventsRequest(model=model), metadata=metadata), 1):
-            typer.echo(json.dumps(MessageToDict(event, preserving_proto_field_name=True), sort_keys=True), nl=True)
+            typer.echo(json.dumps(as_dict(event), sort_keys=True), nl=True)
             if count and index >= count:
                 break
 

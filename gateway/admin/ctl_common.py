@@ -29,6 +29,7 @@ __all__ = [
     "TokenOption",
     "admin_stub",
     "app",
+    "as_dict",
     "call",
     "connection_for",
     "console",
@@ -98,5 +99,10 @@ def read_bytes(path: Path) -> bytes:
         raise typer.BadParameter(f"{path}: {exc}") from exc
 
 
+def as_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data, every field present (a zero error or count included)."""
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
 def print_json(message: Message) -> None:
-    typer.echo(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2, sort_keys=True))
+    typer.echo(json.dumps(as_dict(message), indent=2, sort_keys=True))

@@ -77,6 +77,8 @@ def status_view(status: pb.RolloutStatus, now: float | None = None) -> Group:
         ("reason", status.reason),
         ("leader", "this gateway" if status.leading else "another gateway"),
     ]  # fmt: skip
+    if status.problem:
+        rows.insert(-1, ("problem", f"[red]{status.problem}[/]"))
     for name, value in rows:
         head.add_row(name, value)
     gates = Table(title="gates (last window)")

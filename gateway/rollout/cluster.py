@@ -17,7 +17,8 @@ __all__ = ["Snapshot", "add_shadows", "shadow_totals", "window"]
 
 Key = tuple[str, str]  # model, variant
 _SEP = "\x1f"
-_SUMMED = ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements")
+_SUMMED = ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements",
+           "mismatches")  # fmt: skip
 
 
 def add_shadows(a: ShadowCounters, b: ShadowCounters) -> ShadowCounters:
@@ -57,7 +58,7 @@ class Snapshot:
             return model, variant
 
         return cls({key(k): VariantTotals.from_dict(v) for k, v in data["variants"].items()},
-                   {key(k): ShadowCounters(**v) for k, v in data["shadows"].items()})  # fmt: skip
+                   {key(k): ShadowCounters.from_dict(v) for k, v in data["shadows"].items()})  # fmt: skip
 
 
 def window(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit import AuditTrail, acting_as, current_actor
-from gateway.control.shadow_stats import ShadowStats
+from gateway.control.shadow_stats import ShadowCountersError, ShadowStats
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.feedback.quality import QualityTotals
 from gateway.rollout.cluster import Snapshot, shadow_totals, window
@@ -66,8 +66,10 @@ class RolloutController:
         self._view: dict[str, RolloutState] = {}
         self._marks: dict[str, _Mark] = {}
         self._cluster: dict[str, Snapshot] = {}  # every replica's totals, as of this round
+        self._unread: dict[str, str] = {}  # model -> why a replica's totals were left out this round
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._logged: set[str] = set()  # causes of failed rounds already logged (once each)
         self.leading = False
 
     # -- what the admin API calls ---------------------------------------------------------------
@@ -134,7 +136,11 @@ class RolloutController:
         self._check(command)
         why = command.get("reason") or f"{verb} by {actor}"
         if verb == "start":
-            await self._exchange(model)  # the first window starts from every replica's totals now
+            try:
+                await self._exchange(model)  # the first window starts from every replica's totals now
+            except ShadowCountersError as exc:
+                raise Conflict(f"the data plane's counters for '{model}' cannot be read, so no window can "
+                               f"start: {exc}") from exc  # fmt: skip
             state = start(RolloutSpec.model_validate(command["spec"]), now)
             self._view[model] = state
             self._audit.record(
@@ -165,13 +171,23 @@ class RolloutController:
             try:
                 async with self._lock:
                     await self._round()
-            except Exception:  # a bug in one round must not stop rollouts for good
-                log.exception("rollout round failed")
+            except Exception as exc:  # a bad round must not stop rollouts for good: retried next tick
+                self._round_failed(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._tick_s)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _round_failed(self, exc: Exception) -> None:
+        """Logged once per cause (with its traceback), shown as each rollout's problem."""
+        cause = f"{type(exc).__name__}: {exc}"
+        if cause not in self._logged:
+            self._logged.add(cause)
+            log.error("rollout round failed (retried every tick; logged once per cause): %s", cause, exc_info=exc)
+        for state in self._view.values():
+            if state.active or state.phase is Phase.PAUSED:
+                state.problem = f"the last round failed, retried every tick: {cause}"
 
     async def _round(self) -> None:
         leading = await self._states_store.lead()
@@ -193,6 +209,7 @@ class RolloutController:
             except Exception as exc:  # a stale command from a follower: logged, not fatal
                 log.warning("rollout command %s not applied: %s", command, exc)
         for state in list(self._view.values()):
+            state.problem = self._unread.get(state.spec.model, "")
             stopped = (state.active or state.phase is Phase.PAUSED) and await self._reconcile(state)
             if state.active:
                 with acting_as(f"rollout/{state.spec.model}"):
@@ -280,7 +297,18 @@ class RolloutController:
         totals = {key: value for key, value in self._totals().items() if key[0] in models} if models else {}
         mine = Snapshot(totals, shadow_totals(self._shadows, models))
         shared = await self._states_store.exchange(mine.to_json())
-        self._cluster = {owner: Snapshot.from_json(text) for owner, text in shared.items()}
+        cluster: dict[str, Snapshot] = {}
+        self._unread = {}
+        for owner, text in shared.items():
+            try:
+                cluster[owner] = Snapshot.from_json(text)
+            except (ValueError, TypeError, KeyError) as exc:  # one replica's bad totals: left out, not fatal
+                cause = f"the totals of replica {owner} are unreadable and left out: {exc}"
+                if cause not in self._logged:
+                    self._logged.add(cause)
+                    log.error("rollout: %s", cause)
+                self._unread = dict.fromkeys(models, cause)
+        self._cluster = cluster
 
     async def _execute(self, state: RolloutState, actions: Sequence[Action], now: float) -> None:
         for action in actions:

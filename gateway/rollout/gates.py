@@ -329,6 +329,7 @@ def shadow_delta(now: ShadowCounters, earlier: ShadowCounters) -> ShadowCounters
         exact_matches=now.exact_matches - earlier.exact_matches,
         argmax_compared=now.argmax_compared - earlier.argmax_compared,
         argmax_disagreements=now.argmax_disagreements - earlier.argmax_disagreements,
+        mismatches=now.mismatches - earlier.mismatches,
         max_abs_error=now.max_abs_error,
         max_rel_error=now.max_rel_error,
         abs_error_buckets=[a - b for a, b in zip(now.abs_error_buckets, earlier.abs_error_buckets, strict=True)],

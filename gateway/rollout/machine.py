@@ -77,6 +77,7 @@ class RolloutState:
     audited: int = 0  # history entries already in the audit trail
     created: float = 0.0
     updated: float = 0.0
+    problem: str = ""  # what kept the controller's last round from judging it ("" when it ran)
 
     # -- what the controller calls ---------------------------------------------------------------
 
@@ -259,6 +260,7 @@ class RolloutState:
             "gates": [g.to_dict() for g in self.gates], "reason": self.reason,
             "resume_to": self.resume_to.value if self.resume_to else None, "passed": sorted(self.passed),
             "history": self.history, "audited": self.audited, "created": self.created, "updated": self.updated,
+            "problem": self.problem,
         }  # fmt: skip
 
     @classmethod
@@ -270,7 +272,7 @@ class RolloutState:
             failures=data["failures"], gates=[GateResult.from_dict(g) for g in data["gates"]],
             reason=data["reason"], resume_to=Phase(data["resume_to"]) if data["resume_to"] else None,
             passed=set(data["passed"]), history=list(data["history"]), audited=data.get("audited", 0),
-            created=data["created"], updated=data["updated"],
+            created=data["created"], updated=data["updated"], problem=data.get("problem", ""),
         )  # fmt: skip
 
 

@@ -88,6 +88,7 @@ def status_to_proto(state: RolloutState, leading: bool) -> pb.RolloutStatus:
                                       **{"from": h["from"]}) for h in state.history],
         created=state.created, updated=state.updated,
         paused_from=state.resume_to.value if state.resume_to else "", leading=leading, spec=spec_to_proto(spec),
+        problem=state.problem,
     )  # fmt: skip
 
 

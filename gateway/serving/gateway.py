@@ -59,7 +59,7 @@ class CoreShadowStats:
 
     def snapshot(self, model: str = "") -> dict[Key, ShadowCounters]:
         rows = json.loads(self._core.shadow_stats(model))
-        return {(r["model"], r["primary"], r["variant"]): ShadowCounters(**r["counters"]) for r in rows}
+        return {(r["model"], r["primary"], r["variant"]): ShadowCounters.from_dict(r["counters"]) for r in rows}
 
 
 class Gateway:

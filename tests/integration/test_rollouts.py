@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
+import numpy as np
 import pytest
 import yaml
 
@@ -375,3 +377,99 @@ def test_the_leader_judges_on_every_replicas_traffic(triton: TritonCli, tmp_path
         errors = next(g for g in status.gates if g.gate == "errors")
         assert errors.values["candidate_failures"] == 0 and "fails 0.00%" in errors.detail
         assert (first.stop(), second.stop()) == (0, 0)  # both leave on SIGTERM, leader and follower
+
+
+# A blend of a "0" and another digit from deploy/digits_sample.npz: version 1 calls it 0, version 2
+# calls it 8. An INT64 CLASS of 0 against 8 once made the relative error infinite, which arrived in
+# Python as null and crashed every round of the rollout's controller (issue 27, finding 1).
+ZERO_AGAINST_EIGHT = [0, 0, 2, 14, 13, 2, 0, 0, 0, 0, 8, 16, 14, 11, 0, 0, 0, 1, 10, 10, 8, 8, 2, 0, 0, 2, 8, 8, 8, 6,
+                      4, 0, 0, 4, 10, 8, 6, 4, 2, 0, 0, 0, 12, 10, 8, 8, 1, 0, 0, 0, 9, 16, 12, 8, 0, 0, 0, 0, 0, 12,
+                      15, 4, 0, 0]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _zeros_sent(address: str) -> Iterator[list[int]]:
+    """Send ZERO_AGAINST_EIGHT every 50 ms beside the digit traffic; yields what came back per call."""
+    stop, answered = threading.Event(), []
+
+    def send() -> None:
+        client = Client(address)
+        while not stop.wait(0.05):
+            response, _ = client.call(digit_request(np.array(ZERO_AGAINST_EIGHT, dtype=np.float32)))
+            answered.append(_class_of(response))
+        client.close()
+
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    try:
+        yield answered
+    finally:
+        stop.set()
+        worker.join(10)
+
+
+def _class_of(response: Any) -> int:
+    index = [o.name for o in response.outputs].index("CLASS")
+    return int(np.frombuffer(response.raw_output_contents[index], dtype=np.int64)[0])
+
+
+def _classes(triton: TritonCli) -> list[int]:
+    """What versions 1 and 2 answer for ZERO_AGAINST_EIGHT, straight from Triton."""
+    client = Client(triton.address)
+    classes = []
+    for version in ("1", "2"):
+        request = digit_request(np.array(ZERO_AGAINST_EIGHT, dtype=np.float32))
+        request.model_version = version
+        response, _ = client.call(request)
+        classes.append(_class_of(response))
+    client.close()
+    return classes
+
+
+def test_a_shadow_phase_with_zero_outputs_is_judged_and_promoted(triton: TritonCli, tmp_path: Path) -> None:
+    assert _classes(triton) == [0, 8]  # the case: the primary answers 0 where the shadow does not
+    with (
+        _gateway(triton, tmp_path) as gateway,
+        digit_traffic(gateway.address, threads=2) as traffic,
+        _zeros_sent(gateway.address) as zeros,
+    ):
+        admin = Admin(gateway.admin_address)
+        _start(admin, "2", shadow_requests=60, gates={"shadow": {"min_agreement": 0.8}}, **FAST)
+        status = _wait(admin, _ended, timeout_s=60)
+        assert status.phase == "Succeeded", (status.reason, status.problem)
+        assert not status.problem
+        stats = admin.stub.GetShadowStats(apb.GetShadowStatsRequest(model="classifier"), metadata=AUTH, timeout=10)
+        (pair,) = [s for s in stats.stats if s.variant == "2"]
+        assert pair.compared >= 60 and pair.argmax_disagreements > 0 and pair.mismatches == 0
+        assert 0 < pair.max_rel_error <= 2 and math.isfinite(pair.max_abs_error)  # 0 against 8: finite
+        ctl = [GATEWAYCTL, "--admin", gateway.admin_address, "--token", TOKEN, "--json", "shadow-stats", "classifier"]
+        shown = subprocess.run(ctl, capture_output=True, text=True, check=True, timeout=30)
+        assert all("max_rel_error" in row and "mismatches" in row for row in json.loads(shown.stdout)["stats"])
+        # A second rollout after this one starts and runs (a failed round once poisoned every later start).
+        back = apb.RolloutSpec(model="classifier", candidate="1", baseline="2", steps=[50], interval_s=60)
+        again = admin.stub.StartRollout(apb.StartRolloutRequest(spec=back), metadata=AUTH, timeout=10)
+        assert again.phase == "Canary" and not again.problem
+    assert zeros and set(zeros) <= {0, 8} and not traffic.failed
+    assert gateway.log_path is not None and "rollout round failed" not in gateway.log_path.read_text()
+
+
+def test_gatewayctl_runs_a_shadow_phase_gated_by_the_gates_files_shadow_thresholds(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates.yaml"
+    gates.write_text(yaml.safe_dump({"shadow": {"min_agreement": 0.8, "max_failed": 0.05}}))
+    with (
+        _gateway(triton, tmp_path) as gateway,
+        digit_traffic(gateway.address, threads=2),
+        _zeros_sent(gateway.address),
+    ):
+        where = ["--admin", gateway.admin_address, "--token", TOKEN]
+        started = subprocess.run([GATEWAYCTL, *where, "rollout", "start", "classifier", "2", "--shadow-requests", "60",
+                                  "--steps", "50", "--interval", "1.5s", "--min-requests", "40", "--gates", str(gates)],
+                                 capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        admin = Admin(gateway.admin_address)
+        status = _wait(admin, _ended, timeout_s=60)
+        assert status.phase == "Succeeded", (status.reason, status.problem)
+        shadow_passed = next(h.reason for h in status.history if getattr(h, "from") == "Shadow")
+        assert "argmax agreement" in shadow_passed and "(min 80.00%)" in shadow_passed, shadow_passed

@@ -1,7 +1,11 @@
 //! Compare a shadow's outputs with the primary's, tensor by tensor (pure; off the request path).
 //!
 //! Per output: exact byte equality, max absolute and relative error, and for class scores (a float
-//! tensor whose last dimension is > 1) the share of rows whose argmax agrees.
+//! tensor whose last dimension is > 1) the share of rows whose argmax agrees. Every number is
+//! finite: the relative error of two elements is |a - b| / max(|a|, |b|) (0 for two zeros, 1 for
+//! a zero against anything else, never above 2), and outputs that cannot be compared number by
+//! number (another shape or datatype, a missing output, differing BYTES) are a *mismatch*,
+//! counted apart, instead of an infinite error (which JSON cannot carry).
 
 use bytes::Bytes;
 use prost::Message;
@@ -15,6 +19,8 @@ pub struct TensorComparison {
     pub max_abs_error: f64,
     pub max_rel_error: f64,
     pub argmax_agreement: Option<f64>, // share of rows, for class scores only
+    /// Not alike and not comparable number by number (its errors are then 0, not measured).
+    pub mismatch: bool,
     pub note: String,
 }
 
@@ -30,6 +36,11 @@ impl Comparison {
 
     pub fn has_class_scores(&self) -> bool {
         self.tensors.iter().any(|t| t.argmax_agreement.is_some())
+    }
+
+    /// Some output could not be compared number by number and differs.
+    pub fn mismatched(&self) -> bool {
+        self.tensors.iter().any(|t| t.mismatch)
     }
 
     pub fn argmax_disagrees(&self) -> bool {
@@ -90,10 +101,21 @@ fn mismatch(name: &str, note: String) -> TensorComparison {
     TensorComparison {
         name: name.to_owned(),
         exact: false,
-        max_abs_error: f64::INFINITY,
-        max_rel_error: f64::INFINITY,
+        max_abs_error: 0.0,
+        max_rel_error: 0.0,
         argmax_agreement: None,
+        mismatch: true,
         note,
+    }
+}
+
+/// |a - b| relative to the larger magnitude: finite for any two finite numbers, 0 when equal.
+fn relative_error(a: f64, b: f64) -> f64 {
+    let scale = a.abs().max(b.abs());
+    if scale == 0.0 {
+        0.0
+    } else {
+        (a - b).abs() / scale
     }
 }
 
@@ -118,23 +140,32 @@ fn compare_tensor(
     let exact = p_raw == s_raw;
     let (Some(a), Some(b)) = (as_f64(&p.datatype, p_raw), as_f64(&s.datatype, s_raw)) else {
         // BYTES (or a type without a numeric reading): equal or not.
+        if !exact {
+            return mismatch(&p.name, format!("{} differs", p.datatype));
+        }
         return TensorComparison {
             name: p.name.clone(),
             exact,
-            max_abs_error: if exact { 0.0 } else { f64::INFINITY },
+            max_abs_error: 0.0,
             max_rel_error: 0.0,
             argmax_agreement: None,
+            mismatch: false,
             note: String::new(),
         };
     };
     if a.len() != b.len() {
         return mismatch(&p.name, format!("{} vs {} elements", a.len(), b.len()));
     }
-    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    let (mut max_abs, mut max_rel, mut unmeasured) = (0.0f64, 0.0f64, false);
     for (x, y) in a.iter().zip(&b) {
+        // Non-finite outputs (NaN, inf) that differ cannot be measured: a mismatch, not an error.
         let difference = (x - y).abs();
-        max_abs = max_abs.max(difference);
-        max_rel = max_rel.max(difference / x.abs().max(f64::MIN_POSITIVE));
+        if difference.is_finite() {
+            max_abs = max_abs.max(difference);
+            max_rel = max_rel.max(relative_error(*x, *y));
+        } else {
+            unmeasured |= x.to_bits() != y.to_bits();
+        }
     }
     let classes = p.shape.last().copied().unwrap_or(0);
     let float = matches!(p.datatype.as_str(), "FP16" | "BF16" | "FP32" | "FP64");
@@ -153,7 +184,12 @@ fn compare_tensor(
         max_abs_error: max_abs,
         max_rel_error: max_rel,
         argmax_agreement,
-        note: String::new(),
+        mismatch: unmeasured,
+        note: if unmeasured {
+            "non-finite values differ".into()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -246,6 +282,41 @@ mod tests {
         );
         let text = response("t", "BYTES", vec![1], b"\x01\0\0\0a".to_vec());
         assert!(compare_responses(&text, &text).exact());
+    }
+
+    #[test]
+    fn every_error_is_finite_zeros_and_mismatches_included() {
+        let zeros = response("y", "FP32", vec![1, 3], floats(&[0.0, 0.0, 1.0]));
+        let other = response("y", "FP32", vec![1, 3], floats(&[0.0, 0.25, 1.0]));
+        let comparison = compare_responses(&zeros, &other);
+        assert_eq!(comparison.max_rel_error(), 1.0); // 0 against 0.25: relative to the larger
+        assert_eq!(comparison.max_abs_error(), 0.25);
+        assert!(!comparison.mismatched());
+        assert_eq!(compare_responses(&zeros, &zeros).max_rel_error(), 0.0);
+        let reshaped = response("y", "FP32", vec![3], floats(&[0.0, 0.0, 1.0]));
+        let text = response("y", "BYTES", vec![1], b"\x01\0\0\0a".to_vec());
+        let other_text = response("y", "BYTES", vec![1], b"\x01\0\0\0b".to_vec());
+        let garbage = Bytes::from_static(b"\xff\xff");
+        for (a, b) in [
+            (&zeros, &reshaped),
+            (&text, &other_text),
+            (&zeros, &garbage),
+        ] {
+            let comparison = compare_responses(a, b);
+            assert!(comparison.mismatched() && !comparison.exact());
+            assert!(
+                comparison.max_abs_error().is_finite() && comparison.max_rel_error().is_finite()
+            );
+        }
+        let odd = response("y", "FP32", vec![2], floats(&[f32::NAN, f32::INFINITY]));
+        let comparison = compare_responses(&odd, &zeros_of(2));
+        assert!(comparison.max_abs_error().is_finite() && comparison.max_rel_error().is_finite());
+        assert!(comparison.mismatched());
+        assert!(compare_responses(&odd, &odd).exact());
+    }
+
+    fn zeros_of(n: usize) -> Bytes {
+        response("y", "FP32", vec![n as i64], floats(&vec![0.0; n]))
     }
 
     #[test]

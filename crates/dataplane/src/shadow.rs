@@ -46,6 +46,9 @@ pub struct Counters {
     pub exact_matches: u64,
     pub argmax_compared: u64,
     pub argmax_disagreements: u64,
+    /// Pairs with an output that could not be compared number by number (shape, datatype,
+    /// missing, differing BYTES or non-finite values): counted in the last error bucket.
+    pub mismatches: u64,
     pub max_abs_error: f64,
     pub max_rel_error: f64,
     pub abs_error_buckets: Vec<u64>,
@@ -65,10 +68,17 @@ impl Counters {
         let error = comparison.max_abs_error();
         self.max_abs_error = self.max_abs_error.max(error);
         self.max_rel_error = self.max_rel_error.max(comparison.max_rel_error());
-        let bucket = ABS_ERROR_BUCKETS
-            .iter()
-            .position(|bound| error <= *bound)
-            .unwrap_or(ABS_ERROR_BUCKETS.len() - 1);
+        let mismatched = comparison.mismatched();
+        self.mismatches += u64::from(mismatched);
+        let last = ABS_ERROR_BUCKETS.len() - 1;
+        let bucket = if mismatched {
+            last
+        } else {
+            ABS_ERROR_BUCKETS
+                .iter()
+                .position(|bound| error <= *bound)
+                .unwrap_or(last)
+        };
         self.abs_error_buckets[bucket] += 1;
     }
 }
@@ -177,15 +187,6 @@ fn outputs_json(response: &Bytes) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn finite(value: f64) -> serde_json::Value {
-    // JSON has no infinity; Python's json writes `Infinity`, which strict readers refuse.
-    if value.is_finite() {
-        serde_json::json!(value)
-    } else {
-        serde_json::json!("inf")
-    }
-}
-
 impl Shadows {
     pub fn new(config: &ShadowConfig) -> std::io::Result<Shadows> {
         let log = match &config.log_path {
@@ -290,8 +291,8 @@ impl Shadows {
             .iter()
             .map(|t| {
                 let mut entry = serde_json::json!({
-                    "exact": t.exact, "max_abs_error": finite(t.max_abs_error),
-                    "max_rel_error": finite(t.max_rel_error), "argmax_agreement": t.argmax_agreement,
+                    "exact": t.exact, "max_abs_error": t.max_abs_error, "mismatch": t.mismatch,
+                    "max_rel_error": t.max_rel_error, "argmax_agreement": t.argmax_agreement,
                 });
                 if !t.note.is_empty() {
                     entry["note"] = serde_json::json!(t.note);
@@ -310,7 +311,8 @@ impl Shadows {
         let mut entry = serde_json::json!({
             "time": time, "request_id": request_id, "model": job.model, "primary": job.primary,
             "shadow": variant.name, "argmax_disagrees": comparison.argmax_disagrees(),
-            "max_abs_error": finite(comparison.max_abs_error()), "tensors": per_tensor,
+            "max_abs_error": comparison.max_abs_error(), "mismatch": comparison.mismatched(),
+            "tensors": per_tensor,
         });
         if *tensors {
             entry["primary_outputs"] = outputs_json(primary);
