@@ -299,7 +299,7 @@ class DriftWebhookConfig(_Frozen):
 
     url: str = Field(pattern=r"^https?://")
     timeout_s: float = Field(default=5.0, gt=0, le=60)
-    secret: str | None = None  # signs the body: X-Gateway-Signature: sha256=<HMAC>
+    secret: str | None = Field(default=None, repr=False)  # signs the body: X-Gateway-Signature: sha256=<HMAC>
     secret_env: str | None = None
     retries: int = Field(default=3, ge=0, le=10)  # with exponential back-off from 0.5 s
     cooldown_s: float = Field(default=3600.0, ge=0)  # per model and variant, between triggers

@@ -24,7 +24,7 @@ from gateway.rollout.gates import Evidence, Gate, gates_for
 from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
 from gateway.rollout.persistence import RolloutStates
 from gateway.rollout.phases import IllegalTransition, Phase
-from gateway.rollout.spec import RolloutSpec
+from gateway.rollout.spec import KEEP_SECRETS, RolloutSpec
 from gateway.rollout.totals import VariantTotals
 from gateway.rollout.webhooks import call_hook
 from gateway.routes import RouteError, RouteStore, ShadowPolicy, UnknownRoute
@@ -92,7 +92,8 @@ class RolloutController:
                      reason: str = "") -> RolloutState:  # fmt: skip
         """Apply a person's command; a follower hands it to the leader and waits to see it applied."""
         command: dict[str, Any] = {"verb": verb, "model": model, "actor": actor, "reason": reason,
-                   "spec": spec.model_dump(mode="json") if spec else None, "time": self._clock()}  # fmt: skip
+                   "spec": spec.model_dump(mode="json", context=KEEP_SECRETS) if spec else None,
+                   "time": self._clock()}  # fmt: skip
         self._check(command)
         async with self._lock:
             if await self._states_store.lead():
@@ -207,7 +208,8 @@ class RolloutController:
             try:
                 await self._apply(command)
             except Exception as exc:  # a stale command from a follower: logged, not fatal
-                log.warning("rollout command %s not applied: %s", command, exc)
+                log.warning("rollout %s of %s by %s not applied: %s", command.get("verb"), command.get("model"),
+                            command.get("actor"), exc)  # fmt: skip
         for state in list(self._view.values()):
             state.problem = self._unread.get(state.spec.model, "")
             stopped = (state.active or state.phase is Phase.PAUSED) and await self._reconcile(state)

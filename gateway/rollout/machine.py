@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.rollout.gates import Evidence, Gate, GateResult, Verdict
 from gateway.rollout.phases import ACTIVE, TERMINAL, IllegalTransition, Phase, check_transition
-from gateway.rollout.spec import RolloutSpec
+from gateway.rollout.spec import KEEP_SECRETS, RolloutSpec
 
 __all__ = ["CallHook", "NewWindow", "Notify", "RolloutState", "SetTraffic", "start"]
 
@@ -254,10 +254,10 @@ class RolloutState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "spec": self.spec.model_dump(mode="json"), "phase": self.phase.value, "step": self.step,
-            "weights": self.weights, "shadow_fraction": self.shadow_fraction, "window_start": self.window_start,
-            "window_end": self.window_end, "extensions": self.extensions, "failures": self.failures,
-            "gates": [g.to_dict() for g in self.gates], "reason": self.reason,
+            "spec": self.spec.model_dump(mode="json", context=KEEP_SECRETS), "phase": self.phase.value,
+            "step": self.step, "weights": self.weights, "shadow_fraction": self.shadow_fraction,
+            "window_start": self.window_start, "window_end": self.window_end, "extensions": self.extensions,
+            "failures": self.failures, "gates": [g.to_dict() for g in self.gates], "reason": self.reason,
             "resume_to": self.resume_to.value if self.resume_to else None, "passed": sorted(self.passed),
             "history": self.history, "audited": self.audited, "created": self.created, "updated": self.updated,
             "problem": self.problem,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer, field_validator, model_validator
 
 from gateway.rollout.gates import GateSettings
 
-__all__ = ["HOOK_KINDS", "RolloutSpec", "WebhookSpec"]
+__all__ = ["HOOK_KINDS", "KEEP_SECRETS", "REDACTED", "RolloutSpec", "WebhookSpec"]
+
+REDACTED = "***"
+# The serialization context under which a spec keeps its secrets: only where the gateway itself must
+# read the spec back (its saved state, a follower's command to the leader), never where it is shown.
+KEEP_SECRETS = {"secrets": "keep"}
 
 # Flagger's webhook types, with its semantics: a 2xx passes.
 HookKind = Literal[
@@ -25,9 +30,16 @@ class WebhookSpec(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
     # Signs the body: header `X-Gateway-Signature: sha256=<hex HMAC-SHA256>`. `secret_env` names an
     # environment variable holding it, so the file need not.
-    secret: str | None = None
+    # Shown and audited as "***" (and never in a repr); kept only under KEEP_SECRETS.
+    secret: str | None = Field(default=None, repr=False)
     secret_env: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)  # passed through in the payload
+
+    @field_serializer("secret")
+    def _redacted(self, secret: str | None, info: SerializationInfo) -> str | None:
+        if secret is None or (info.context or {}).get("secrets") == "keep":
+            return secret
+        return REDACTED
 
 
 class RolloutSpec(BaseModel):

@@ -473,3 +473,47 @@ def test_gatewayctl_runs_a_shadow_phase_gated_by_the_gates_files_shadow_threshol
         assert status.phase == "Succeeded", (status.reason, status.problem)
         shadow_passed = next(h.reason for h in status.history if getattr(h, "from") == "Shadow")
         assert "argmax agreement" in shadow_passed and "(min 80.00%)" in shadow_passed, shadow_passed
+
+
+def test_webhook_secrets_are_used_but_never_shown(triton: TritonCli, tmp_path: Path) -> None:
+    """A secret from the gates file signs every webhook call, and appears in no status, list, audit
+    record (API or file), event or log line: each shows "***" where the secret was."""
+    secret = "s3cret-that-must-not-leak"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hooks.calls, _Hooks.secret, _Hooks.refuse_promotion = [], secret, 0
+    calls = _Hooks.calls
+    hooks = [{"name": "notify", "type": "event", "url": f"http://127.0.0.1:{server.server_port}/", "secret": secret}]
+    shown: list[str] = []
+    try:
+        with _gateway(triton, tmp_path) as gateway:
+            admin = Admin(gateway.admin_address)
+            events = admin.stub.WatchEvents(apb.WatchEventsRequest(model="classifier"), metadata=AUTH, timeout=10)
+            _start(admin, "2", steps=[50], interval_s=60, gates={**GATES, "webhooks": hooks})
+            assert _wait_for(lambda: bool(calls), timeout_s=10)
+            where = ["--admin", gateway.admin_address, "--token", TOKEN]
+            for args in (["rollout", "status", "classifier"], ["--json", "rollout", "status", "classifier"],
+                         ["--json", "rollout", "list"], ["--json", "audit", "--model", "classifier"]):  # fmt: skip
+                done = subprocess.run([GATEWAYCTL, *where, *args], capture_output=True, text=True, check=False,
+                                      timeout=30, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+                shown.append(done.stdout + done.stderr)
+            status = _status(admin)
+            shown.append(str(status))
+            assert "secret: '***'" in status.spec.analysis_yaml, status.spec.analysis_yaml
+            shown.append(str(admin.stub.GetAudit(apb.GetAuditRequest(model="classifier"), metadata=AUTH, timeout=10)))
+            admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+            seen: list[str] = []
+            with contextlib.suppress(grpc.RpcError):  # the stream ends at its deadline
+                seen.extend(str(event) for event in events)
+            assert seen  # the rollout's route changes at least
+            shown.extend(seen)
+        assert gateway.log_path is not None
+        shown.append(gateway.log_path.read_text())
+        shown.append((tmp_path / "gateway-audit.jsonl").read_text())
+    finally:
+        server.shutdown()
+        server.server_close()
+        _Hooks.calls, _Hooks.secret, _Hooks.refuse_promotion = [], "hook-secret", 2
+    assert calls and all(c["signed"] for c in calls)  # signed with the secret it was given
+    assert all(secret not in text for text in shown)
+    assert any("***" in text for text in shown[:4])
