@@ -78,6 +78,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Python logging level.")] = "INFO",
 ) -> None:
     """Serve inference.GRPCInferenceService in front of Triton pools."""
+    from gateway.config.reload import ConfigSource
     from gateway.serving.run import serve as run_server
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,7 +94,8 @@ def serve(
     except ConfigError as exc:
         raise _fail(f"invalid configuration: {exc}") from exc
     try:
-        asyncio.run(run_server(settings, config))
+        source = ConfigSource(config, lambda: serve_config(flags)) if config else None
+        asyncio.run(run_server(settings, source))
     except (OSError, ConfigError) as exc:
         raise _fail(str(exc)) from exc
 

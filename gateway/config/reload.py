@@ -1,9 +1,13 @@
 """Hot reload of the routes: on SIGHUP or a change of the config file.
 
-The new file is validated whole; if it is bad, the error (naming the key) is logged and the
-running table stays. Routes are swapped atomically; a request already routed finishes on the
-route it started with. Pools, listeners and other settings need a restart: a change to them is
-logged and not applied.
+The new file is validated whole (with the same command-line flags over it as at start); if it is
+bad, the error (naming the key) is logged and the running table stays. Only what changed in the
+file since it was last loaded is applied: a route the file leaves as it was keeps the weights an
+admin or a rollout set since; a route changed in the file replaces the live one (audited as the
+config's, naming the file); a route removed from the file goes. While a rollout owns a route, a
+change to it is refused with a warning naming the rollout, and applied by the first reload after
+the rollout has ended. A request already routed finishes on the route it started with. Pools,
+listeners and other settings need a restart: a change to them is logged and not applied.
 """
 
 from __future__ import annotations
@@ -11,26 +15,43 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.audit import acting_as
 from gateway.config.schema import ConfigError, GatewayConfig, load_config
 from gateway.routes import RouteError, RouteStore
 
-__all__ = ["ConfigReloader"]
+__all__ = ["ConfigReloader", "ConfigSource"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """The file a gateway serves from, and how to load it as at start (the flags over it)."""
+
+    path: Path
+    load: Callable[[], GatewayConfig] | None = field(default=None, compare=False)
+
+    def read(self) -> GatewayConfig:
+        return self.load() if self.load is not None else load_config(self.path)
 
 
 class ConfigReloader:
     def __init__(
         self,
-        path: Path,
+        source: ConfigSource | Path,
         config: GatewayConfig,
         store: RouteStore,
         interval_s: float = 1.0,
         on_reload: Callable[[GatewayConfig], None] | None = None,
+        owner: Callable[[str], str | None] = lambda _model: None,
     ) -> None:
-        self._path = path
+        """`owner(model)`: what owns the model's route now (a rollout under way), or None."""
+        self._source = source if isinstance(source, ConfigSource) else ConfigSource(source)
+        self._path = self._source.path
+        self._owner = owner
         self._on_reload = on_reload
         self._config = config
         self._store = store
@@ -45,27 +66,40 @@ class ConfigReloader:
         return stat.st_mtime_ns, stat.st_size
 
     def reload(self) -> bool:
-        """Apply the file's routes now; False (and the old table kept) if the file is invalid."""
+        """Apply what changed in the file; False (and the old table kept) if the file is invalid."""
+        last = self._config.routes
         try:
-            config = load_config(self._path)
-            routes = [route.to_route(model) for model, route in config.routes.items()]
-            self._store.replace(routes, kind="reload")
+            config = self._source.read()
+            changed = {model: route for model, route in config.routes.items() if last.get(model) != route}
+            removed = [model for model in last if model not in config.routes]
+            held = {model: owner for model in [*changed, *removed] if (owner := self._owner(model))}
+            with acting_as("config", f"reload of {self._path}"):
+                self._store.replace([route.to_route(m) for m, route in changed.items() if m not in held], kind="reload")
         except (ConfigError, RouteError) as exc:
             log.error("config reload rejected, the running routes stay: %s", exc)
             return False
-        for model in set(self._config.routes) - set(config.routes):
-            self._store.remove(model)
+        for model, owner in held.items():
+            log.warning("config reload: routes.%s changed in the file while %s owns it: not applied "
+                        "(the first reload after it ends applies it)", model, owner)  # fmt: skip
+        for model in removed:
+            if model not in held:
+                self._store.remove(model)
+        # What the file says now, but for held routes: those stay as last loaded, so a later reload
+        # still sees them as changed.
+        routes = {m: r for m, r in config.routes.items() if m not in held} | {m: last[m] for m in held if m in last}
         if self._on_reload is not None:
             self._on_reload(config)
-        changed = sorted(
+        restart = sorted(
             key
             for key in GatewayConfig.model_fields
             if key != "routes" and getattr(config, key) != getattr(self._config, key)
         )
-        if changed:
-            log.warning("config reload: %s changed and need a restart; only routes were applied", changed)
-        self._config = config.model_copy(update={key: getattr(self._config, key) for key in changed})
-        log.info("config reloaded from %s: %d routes", self._path, len(routes))
+        if restart:
+            log.warning("config reload: %s changed and need a restart; only routes were applied", restart)
+        self._config = config.model_copy(update={"routes": routes} | {k: getattr(self._config, k) for k in restart})
+        applied = len(changed) - len(held.keys() & changed.keys())
+        log.info("config reloaded from %s: %d of %d routes changed and applied, %d removed", self._path, applied,
+                 len(config.routes), len(removed) - len(held.keys() & set(removed)))  # fmt: skip
         return True
 
     async def watch(self) -> None:

@@ -23,7 +23,7 @@ from gateway._core import Core
 from gateway.admin.service import AdminServicer, admin_server, listen
 from gateway.config.boundary import core_config, reflection_descriptors, routes_to_core
 from gateway.config.policies import batching_for_core, policies_for_core
-from gateway.config.reload import ConfigReloader
+from gateway.config.reload import ConfigReloader, ConfigSource
 from gateway.config.schema import GatewayConfig
 from gateway.config.tls import server_credentials
 from gateway.control.loop import ControlLoop
@@ -34,6 +34,7 @@ from gateway.errors import UpstreamError
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
 from gateway.rollout.metrics import RolloutCollector
+from gateway.rollout.phases import Phase
 from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.routes import Route, RouteError, RouteStore, route_from_core
 from gateway.routes.sync import RouteSync
@@ -63,7 +64,7 @@ class CoreShadowStats:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, config_path: Path | None = None) -> None:
+    def __init__(self, config: GatewayConfig, source: ConfigSource | Path | None = None) -> None:
         self.config = config
         self.store = RouteStore(config.pools, history=config.route_history)
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
@@ -75,7 +76,9 @@ class Gateway:
         self._push()
         self.store.subscribe(lambda _event: self._push())
         self.reloader = (
-            ConfigReloader(config_path, config, self.store, on_reload=self._reloaded) if config_path else None
+            ConfigReloader(source, config, self.store, on_reload=self._reloaded, owner=self._rollout_owning)
+            if source
+            else None
         )
         self.shadow_stats = CoreShadowStats(self.core)
         quality = self.feedback.totals if self.feedback else None
@@ -104,6 +107,14 @@ class Gateway:
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+
+    def _rollout_owning(self, model: str) -> str | None:
+        """The rollout that owns `model`'s route now (under way or paused), named for a person."""
+        for state in self.loop.rollouts.list():
+            if state.spec.model == model and (state.active or state.phase is Phase.PAUSED):
+                where = f"{state.phase.value}; gatewayctl rollout status {model}"
+                return f"the rollout of {state.spec.candidate!r} ({where})"
+        return None
 
     def _reloaded(self, config: GatewayConfig) -> None:
         self.core.set_cache_policies(json.dumps(policies_for_core(config)))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.config.reload import ConfigSource
 from gateway.config.schema import GatewayConfig
 from gateway.serving.gateway import Gateway
 
@@ -47,10 +48,11 @@ def _print_ready(config: GatewayConfig, serving: Serving) -> None:
 
 async def serve(
     config: GatewayConfig,
-    config_path: Path | None = None,
+    source: ConfigSource | Path | None = None,
     announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
 ) -> None:
-    gateway = Gateway(config, config_path)
+    """`source`: the file to reload routes from (and how to load it as at start)."""
+    gateway = Gateway(config, source)
     port, admin_port = await gateway.start()
     host = config.listen.rpartition(":")[0]
     admin = f"{config.admin.listen.rpartition(':')[0]}:{admin_port}" if config.admin else None

@@ -13,8 +13,9 @@ import yaml
 
 from gateway.local.processes import GatewayProcess
 from gateway.local.samples import digits
+from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway
-from tests.traffic import Client, digit_request
+from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request
 
 PIXELS = digits()["pixels"]
 
@@ -103,3 +104,76 @@ def test_discrepancy_log_lines_are_json_with_request_ids(
     disagreeing = {line["request_id"] for line in lines if line["argmax_disagrees"]}
     expected = {f"req-{i}" for i in range(20) if digits()["class_v1"][i] != digits()["class_v2"][i]}
     assert disagreeing == expected
+
+
+def _owned_config(triton: str, digits_weights: tuple[int, int], tmp_path: Path, other_sticky: str | None = None) -> str:
+    def variants(v1: int, v2: int) -> list[dict[str, object]]:
+        return [{"name": "v1", "pool": "main", "model": "classifier", "version": "1", "weight": v1},
+                {"name": "v2", "pool": "main", "model": "classifier", "version": "2", "weight": v2}]  # fmt: skip
+
+    config = {
+        "listen": "127.0.0.1:0",
+        "pools": {"main": {"endpoints": [triton]}},
+        "routes": {
+            "digits": {"variants": variants(*digits_weights)},
+            "other": {"variants": variants(100, 0), "sticky_header": other_sticky},
+        },
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "rollouts": {"tick_s": 0.2, "state_file": str(tmp_path / "rollouts.json")},
+        "audit": {"path": str(tmp_path / "audit.jsonl")},
+    }
+    return yaml.safe_dump(config)
+
+
+def _weights(admin: Admin, model: str) -> dict[str, int]:
+    return {v.name: v.weight for v in admin.routes(model).routes[0].variants}
+
+
+def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_reload_applies_what_changed_in_the_file_and_keeps_live_changes_elsewhere(
+    triton: TritonCli, tmp_path: Path
+) -> None:
+    """Issue 27, findings 3 and 6: touching the file no longer undoes a promotion, and a flag given
+    at start (--access-log) is not reported as a change that needs a restart."""
+    path, log = tmp_path / "gateway.yaml", tmp_path / "gateway.log"
+    path.write_text(_owned_config(triton.address, (100, 0), tmp_path))
+    args = ["--config", str(path), "--access-log", str(tmp_path / "access.jsonl")]
+    with running_gateway(args, log) as gateway:
+        admin = Admin(gateway.admin_address)
+        admin.set_weights("digits", v1=0, v2=100)  # as a finished rollout leaves it
+        path.write_text(path.read_text() + "\n\n")  # touched: nothing in it changed
+        assert _until(lambda: log.read_text().count("config reloaded") >= 1)
+        assert _weights(admin, "digits") == {"v1": 0, "v2": 100}
+        path.write_text(_owned_config(triton.address, (100, 0), tmp_path, other_sticky="x-user"))  # another route
+        assert _until(lambda: log.read_text().count("config reloaded") >= 2)
+        assert _weights(admin, "digits") == {"v1": 0, "v2": 100}
+        path.write_text(_owned_config(triton.address, (30, 70), tmp_path, other_sticky="x-user"))  # this route
+        assert _until(lambda: _weights(admin, "digits") == {"v1": 30, "v2": 70})
+        trail = admin.stub.GetAudit(apb.GetAuditRequest(model="digits"), metadata=AUTH, timeout=10)
+        reloads = [r for r in trail.records if r.action == "route.reload"]
+        assert [(r.actor, r.reason) for r in reloads] == [("config", f"reload of {path}")]
+    assert "need a restart" not in log.read_text()
+
+
+def test_a_reload_does_not_change_a_route_a_rollout_owns(triton: TritonCli, tmp_path: Path) -> None:
+    path, log = tmp_path / "gateway.yaml", tmp_path / "gateway.log"
+    path.write_text(_owned_config(triton.address, (100, 0), tmp_path))
+    with running_gateway(["--config", str(path)], log) as gateway:
+        admin = Admin(gateway.admin_address)
+        spec = apb.RolloutSpec(model="digits", candidate="v2", baseline="v1", steps=[20], interval_s=60)
+        admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=AUTH, timeout=10)
+        assert _weights(admin, "digits") == {"v1": 80, "v2": 20}
+        path.write_text(_owned_config(triton.address, (50, 50), tmp_path))
+        assert _until(lambda: "routes.digits changed in the file while the rollout of 'v2'" in log.read_text())
+        time.sleep(0.5)
+        assert _weights(admin, "digits") == {"v1": 80, "v2": 20}  # refused, not put back a tick later
+        admin.stub.AbortRollout(apb.RolloutCommandRequest(model="digits"), metadata=AUTH, timeout=10)
+        assert _weights(admin, "digits") == {"v1": 100, "v2": 0}
+        path.write_text(path.read_text() + "\n")  # the first reload after the rollout applies the change
+        assert _until(lambda: _weights(admin, "digits") == {"v1": 50, "v2": 50})
