@@ -2,7 +2,7 @@
 
 gatewayctl rollout start MODEL CANDIDATE [--baseline V] [--shadow-requests N] [--steps 5,25,50]
                          [--interval 30s] [--min-requests 300] [--failure-limit 1] [--gates FILE]
-gatewayctl rollout status MODEL [--json] [--watch]
+gatewayctl rollout status MODEL [--json] [--watch]   # exit 0 Succeeded, 1 RolledBack, 2 Paused/Aborted, 4 running
 gatewayctl rollout pause|resume|abort|promote MODEL [--reason TEXT]
 gatewayctl rollout list
 gatewayctl audit [--model M] [--since 10m|2026-12-01T10:00:00] [--verify] [--limit N] [--file PATH]
@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from gateway.admin.ctl_common import (
     print_json,
     read_bytes,
 )
+from gateway.admin.rollout_watch import EXIT_CODES, exit_code, follow
 from gateway.audit import read_trail, verify
 from gateway_admin import admin_pb2 as pb
 
@@ -134,27 +136,36 @@ def start(
 def status(
     ctx: typer.Context,
     model: str,
-    watch: Annotated[bool, typer.Option(help="Refresh every second until the rollout ends or pauses.")] = False,
+    watch: Annotated[
+        bool, typer.Option(help="Follow it until it ends or pauses (off a terminal: a line per change).")
+    ] = False,
     admin: AdminOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Phase, step, weights, every gate's last value and verdict, and why it last moved."""
+    """Phase, step, weights, every gate's last value and verdict, and why it last moved. Exits 0 on
+    Succeeded, 1 on RolledBack, 2 on Paused or Aborted, 4 while it still runs (--watch: once it
+    ends or pauses, by the same codes)."""
     conn = connection_for(ctx, admin, token, as_json)
 
     def fetch() -> pb.RolloutStatus:
         return call(conn, lambda s, m: s.GetRollout(pb.GetRolloutRequest(model=model), metadata=m))
 
-    if not watch or conn.as_json:
-        _show(fetch(), conn.as_json)
-        return
+    if not watch:
+        current = fetch()
+        _show(current, conn.as_json)
+        raise typer.Exit(exit_code(current))
+    if conn.as_json or not sys.stdout.isatty():
+        current = follow(fetch, lambda text: typer.echo(text), conn.as_json)
+        raise typer.Exit(exit_code(current))
     with Live(status_view(fetch()), console=console, refresh_per_second=2) as live:
         while True:
             current = fetch()
             live.update(status_view(current))
-            if current.phase in ("Succeeded", "RolledBack", "Aborted", "Paused"):  # ended, or waiting for a person
+            if current.phase in EXIT_CODES:  # ended, or waiting for a person
                 break
             time.sleep(1.0)
+    raise typer.Exit(exit_code(current))
 
 
 def _command(verb: str, help_text: str) -> None:

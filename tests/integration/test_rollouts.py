@@ -517,3 +517,37 @@ def test_webhook_secrets_are_used_but_never_shown(triton: TritonCli, tmp_path: P
     assert calls and all(c["signed"] for c in calls)  # signed with the secret it was given
     assert all(secret not in text for text in shown)
     assert any("***" in text for text in shown[:4])
+
+
+def test_rollout_status_exit_codes_and_watching_from_a_script(triton: TritonCli, tmp_path: Path) -> None:
+    """Issue 27, finding 4: 0 Succeeded, 1 RolledBack, 2 Paused or Aborted, 4 still running; off a
+    terminal --watch writes lines as it goes, --json --watch one object per line until the end."""
+    with _gateway(triton, tmp_path) as gateway, digit_traffic(gateway.address, threads=4):
+        where = ["--admin", gateway.admin_address, "--token", TOKEN]
+        status = [GATEWAYCTL, *where, "rollout", "status", "classifier"]
+        admin = Admin(gateway.admin_address)
+        _start(admin, "errors", failure_limit=0, steps=[20], interval_s=1.5, min_requests=150)
+        watched = subprocess.run([*status, "--watch"], capture_output=True, text=True, check=False, timeout=60)
+        assert watched.returncode == 1, watched.stdout + watched.stderr
+        assert "classifier RolledBack" in watched.stdout.splitlines()[-1], watched.stdout
+        assert subprocess.run(status, capture_output=True, check=False, timeout=30).returncode == 1
+
+        _start(admin, "2", steps=[20], interval_s=60)
+        assert subprocess.run(status, capture_output=True, check=False, timeout=30).returncode == 4
+        as_json = subprocess.Popen([*status, "--watch", "--json"], stdout=subprocess.PIPE, text=True)
+        as_lines = subprocess.Popen([*status, "--watch"], stdout=subprocess.PIPE, text=True)
+        assert as_json.stdout is not None and as_lines.stdout is not None
+        first = json.loads(as_json.stdout.readline())  # at once, not when the rollout ends
+        assert first["phase"] == "Canary" and "classifier Canary step 1/1" in as_lines.stdout.readline()
+        admin.stub.PromoteRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        rest = [json.loads(line) for line in as_json.communicate(timeout=30)[0].splitlines()]
+        assert as_json.returncode == 0 and rest[-1]["phase"] == "Succeeded"
+        lines = as_lines.communicate(timeout=30)[0].splitlines()
+        assert as_lines.returncode == 0 and any("Canary -> Promoting" in line for line in lines), lines
+        assert "classifier Succeeded" in lines[-1]
+        assert subprocess.run(status, capture_output=True, check=False, timeout=30).returncode == 0
+
+        spec = apb.RolloutSpec(model="classifier", candidate="1", baseline="2", steps=[20], interval_s=60)
+        admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=AUTH, timeout=10)
+        admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert subprocess.run(status, capture_output=True, check=False, timeout=30).returncode == 2
