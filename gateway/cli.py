@@ -146,6 +146,12 @@ def batch(
         str, typer.Option(help="x-priority sent (default: the lowest class); empty: none, for a v2 server.")
     ] = "999999",
     resume: Annotated[bool, typer.Option(help="Carry on a killed run from its last checkpoint.")] = False,
+    max_retry_s: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Per record: retries (shed, unavailable, timed out) back off exponentially within this."
+        ),
+    ] = 60.0,
 ) -> None:
     """Run a file of records through a model: one output per record in input order, failures in
     OUTPUT.failures.jsonl with their status, a checkpoint in OUTPUT.manifest.json to resume."""
@@ -155,7 +161,8 @@ def batch(
     from gateway.batch.runner import BatchError, BatchOptions, run_batch
 
     options = BatchOptions(model=model, input=input, output=output, target=target, version=version,
-                           concurrency=concurrency, priority=priority, resume=resume)  # fmt: skip
+                           concurrency=concurrency, priority=priority, resume=resume,
+                           max_retry_s=max_retry_s)  # fmt: skip
     try:
         summary = asyncio.run(run_batch(options, show_progress=sys.stderr.isatty()))
     except (BatchError, RecordsError) as exc:

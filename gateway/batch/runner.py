@@ -23,8 +23,9 @@ from tritonclient.grpc import InferResult, service_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
 
+from gateway.batch.backoff import Backoff, retry_after_ms
 from gateway.batch.manifest import Manifest
-from gateway.batch.records import Record, count, fingerprint, read
+from gateway.batch.records import Record, RecordsError, count, fingerprint, read
 
 __all__ = ["BatchError", "BatchOptions", "Summary", "run_batch"]
 
@@ -47,7 +48,7 @@ class BatchOptions:
     priority: str = LOWEST_PRIORITY  # x-priority; "" sends none (straight to a v2 server)
     resume: bool = False
     timeout_s: float = 60.0
-    retries: int = 5
+    max_retry_s: float = 60.0  # per record: retries back off exponentially within this
     checkpoint_every: int = 200
 
     @property
@@ -188,27 +189,31 @@ async def _signature(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: B
     return {t.name: (t.datatype, list(t.shape)) for t in metadata.inputs}
 
 
+def _failure(record: Record, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    line = {"index": record.index, "custom_id": record.custom_id, "code": code, "message": message, **extra}
+    return line | ({"line": record.line} if record.line is not None else {})
+
+
 async def _one(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchOptions, record: Record,
                signature: Signature) -> tuple[bool, dict[str, Any]]:  # fmt: skip
+    if record.problem is not None:
+        return False, _failure(record, "INVALID_ARGUMENT", f"not sent: {record.problem}")
     try:
         request, batched = request_for(options, record, signature)
     except (ValueError, TypeError) as exc:
-        return False, {"index": record.index, "custom_id": record.custom_id, "code": "INVALID_ARGUMENT",
-                       "message": f"not sent: {exc}"}  # fmt: skip
+        return False, _failure(record, "INVALID_ARGUMENT", f"not sent: {exc}")
     metadata = (("x-priority", options.priority),) if options.priority else ()
-    for attempt in range(options.retries + 1):
+    backoff, waited, attempt = Backoff(options.max_retry_s), 0.0, 0
+    while True:
         try:
             response = await stub.ModelInfer(request, metadata=metadata, timeout=options.timeout_s)
             return True, result_line(record, response, batched)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _RETRIED and attempt < options.retries:
-                trailing: Any = exc.trailing_metadata() or ()  # (key, value) pairs at run time
-                hint = next((v for k, v in trailing if k == "retry-after-ms"), None)
-                await asyncio.sleep(int(hint) / 1000 if hint and str(hint).isdigit() else 0.2 * 2**attempt)
-                continue
-            return False, {"index": record.index, "custom_id": record.custom_id, "code": exc.code().name,
-                           "message": exc.details(), "attempts": attempt + 1}  # fmt: skip
-    raise AssertionError("unreachable")
+            delay = backoff.delay(attempt, retry_after_ms(exc.trailing_metadata()))
+            if exc.code() not in _RETRIED or not backoff.allows(waited, delay):
+                return False, _failure(record, exc.code().name, exc.details() or "", attempts=attempt + 1)
+            await asyncio.sleep(delay)
+            waited, attempt = waited + delay, attempt + 1
 
 
 def _remaining(options: BatchOptions, completed: int) -> Iterator[Record]:
@@ -240,10 +245,13 @@ async def run_batch(options: BatchOptions, show_progress: bool = True) -> Summar
                     progress.update(task, completed=manifest.completed,
                                     rate=(manifest.completed - resumed_from) / elapsed if elapsed else 0.0)  # fmt: skip
 
-                async with asyncio.TaskGroup() as group:
-                    for record in _remaining(options, manifest.completed):
-                        await window.acquire()
-                        group.create_task(handle(record))
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        for record in _remaining(options, manifest.completed):
+                            await window.acquire()
+                            group.create_task(handle(record))
+                except* RecordsError as unreadable:  # the file itself, midway: what was written stays
+                    raise unreadable.exceptions[0] from None
     finally:
         writer.close()
     return Summary(manifest.records, manifest.succeeded, manifest.failed, resumed_from, time.monotonic() - started)

@@ -90,3 +90,29 @@ def test_json_lines_and_parquet_straight_to_triton_with_failures_apart(triton: T
     assert done.returncode == 0, done.stderr
     classes = [json.loads(line)["outputs"]["CLASS"][0] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert classes == [int(c) for c in digits()["class_v2"][:6]]
+
+
+def test_a_malformed_line_fails_alone_and_an_unreadable_file_is_one_line(triton: TritonCli, tmp_path: Path) -> None:
+    """Issue 27, finding 5: line 8 of 20 not JSON: that record fails (its line and reason in the
+    failures file), the other 19 run, the summary prints, exit 1; a file that cannot be read at all
+    is exit 2 with one line naming it, never a traceback."""
+    pixels = digits()["pixels"][:20].astype(np.float32)
+    lines = [json.dumps({"custom_id": f"r{i}", "INPUT0": row.tolist()}) for i, row in enumerate(pixels)]
+    lines[7] = '{"custom_id": "r7", "INPUT0": [1, 2'  # cut off
+    source = tmp_path / "recs_bad.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    direct = ["--model", "classifier", "--version", "1", "--target", triton.address, "--priority", ""]
+    done = _run(*direct, "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 1 and "20 records: 19 succeeded, 1 failed" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    written = [json.loads(line)["custom_id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert written == [f"r{i}" for i in range(20) if i != 7]
+    (failure,) = [json.loads(line) for line in (tmp_path / "out.jsonl.failures.jsonl").read_text().splitlines()]
+    assert (failure["index"], failure["line"], failure["code"]) == (7, 8, "INVALID_ARGUMENT")
+    assert "line 8: not JSON" in failure["message"]
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip archive at all")
+    unreadable = _run(*direct, "--input", str(garbage), "--output", str(tmp_path / "g.jsonl"))
+    assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
+    assert unreadable.stderr.strip().splitlines() == [unreadable.stderr.strip()]  # one line
+    assert str(garbage) in unreadable.stderr and "not a readable .npz" not in unreadable.stdout
