@@ -55,6 +55,9 @@ def serve(
     ] = None,
     max_queue: Annotated[int | None, typer.Option(help="Requests waiting per pool beyond that; more are shed.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    metrics_host: Annotated[
+        str | None, typer.Option(help="Address of the metrics listener; default: --host, else the config's.")
+    ] = None,
     otlp_endpoint: Annotated[
         str | None, typer.Option(help="Send traces to this OTLP gRPC receiver (HOST:PORT).")
     ] = None,
@@ -85,7 +88,7 @@ def serve(
     flags = ServeFlags(
         config, tuple(upstream or ()), host, port, grace_period, drain_delay, admin_port, admin_token,
         cache, redis, cache_ttl, max_inflight, max_queue, metrics_port, otlp_endpoint, trace_sample_ratio, access_log,
-        batching, max_batch_size, workers, max_connection_age,
+        batching, max_batch_size, workers, max_connection_age, metrics_host,
     )  # fmt: skip
     try:
         settings = serve_config(flags)

@@ -41,6 +41,7 @@ class ServeFlags:
     max_batch_size: int | None = None
     workers: int | None = None
     max_connection_age: float | None = None
+    metrics_host: str | None = None
 
 
 def _section(current: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -74,8 +75,12 @@ def serve_config(flags: ServeFlags) -> GatewayConfig:
     data["batching"]["enabled"] = data["batching"]["enabled"] or flags.batching
     for pool in data["pools"].values():
         pool |= _section({}, max_inflight=flags.max_inflight, max_queue=flags.max_queue)
+    # The metrics listener follows --host unless told otherwise (the flag, or the file's own key).
+    metrics_host = flags.metrics_host
+    if metrics_host is None and flags.host is not None and "metrics_host" not in loaded.telemetry.model_fields_set:
+        metrics_host = flags.host
     data["telemetry"] = _section(
         data["telemetry"], metrics_port=flags.metrics_port, otlp_endpoint=flags.otlp_endpoint,
-        trace_sample_ratio=flags.trace_sample_ratio, access_log=flags.access_log,
+        trace_sample_ratio=flags.trace_sample_ratio, access_log=flags.access_log, metrics_host=metrics_host,
     )  # fmt: skip
     return parse_config(data)

@@ -85,15 +85,15 @@ class CoreCollector(Collector):
         yield requests
         yield _histogram(
             "gateway_request_duration_seconds",
-            "Time from receiving an RPC to answering it",
-            ["method", "model"],
+            "Time from receiving an RPC to answering it, by the variant that served it",
+            ["method", "model", "variant"],
             series["durations"],
             bounds,
         )
         yield _histogram(
             "gateway_upstream_duration_seconds",
-            "Time spent in upstream calls of an RPC (retries included)",
-            ["pool", "model"],
+            "Time spent in upstream calls of an RPC (retries included), by variant",
+            ["pool", "model", "variant"],
             series["upstream"],
             bounds,
         )

@@ -163,3 +163,19 @@ async def test_a_deadline_shorter_than_the_expected_wait_is_refused_at_once(narr
         await asyncio.gather(*holders)
     assert code == "DEADLINE_EXCEEDED" and seconds < 0.1
     assert "could not serve the request before its deadline" in details
+
+
+async def test_retry_after_is_never_below_the_expected_service_time(triton: TritonCli, tmp_path: Path) -> None:
+    """Issue 27, finding 9: a cold gateway (no service time learned) said `retry after ~1 ms`;
+    now at least 10 ms, and once calls have finished, at least their service time."""
+    for gateway in _limited(triton, tmp_path, inflight=1, queue=2):
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            payload = _slow(200.0)
+            for burst in ("cold", "warm"):
+                outcomes = await asyncio.gather(*(_send(stub, payload, 10.0) for _ in range(10)))
+                hints = [int(trailing["retry-after-ms"]) for code, _, _, trailing in outcomes
+                         if code == "RESOURCE_EXHAUSTED"]  # fmt: skip
+                assert len(hints) >= 6, outcomes
+                floor = 10 if burst == "cold" else 150  # ~200 ms a call once the gateway has seen some
+                assert min(hints) >= floor, (burst, hints)

@@ -113,7 +113,7 @@ def test_concurrent_callers_of_every_datatype_share_executions_and_get_their_own
     assert metrics[("gateway_batch_merged_calls_total", frozenset())] >= 1
     assert metrics[("gateway_batch_requests_total", frozenset())] >= 25
     # every caller of a merged call has the call's time in its own upstream latency
-    upstream = frozenset({("pool", "default"), ("model", "batch_echo")})
+    upstream = frozenset({("pool", "default"), ("model", "batch_echo"), ("variant", "1")})
     assert (
         metrics[("gateway_upstream_duration_seconds_count", upstream)]
         == metrics[("gateway_batch_requests_total", frozenset())]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import pytest
 import yaml
 from tritonclient.grpc import service_pb2 as pb
@@ -70,11 +71,11 @@ def test_metrics_count_the_workload_exactly(observed: tuple[GatewayProcess, Path
     assert value("gateway_requests_total", **infer, model="identity", variant="1", code="OK") == 5
     assert value("gateway_requests_total", **infer, model="flaky", variant="1", code="INTERNAL") == 2
     assert value("gateway_requests_total", **infer, model="", variant="", code="NOT_FOUND") == 1
-    assert value("gateway_request_duration_seconds_count", **infer, model="identity") == 5
-    assert value("gateway_request_duration_seconds_bucket", **infer, model="identity", le="10.0") == 5
+    assert value("gateway_request_duration_seconds_count", **infer, model="identity", variant="1") == 5
+    assert value("gateway_request_duration_seconds_bucket", **infer, model="identity", variant="1", le="10.0") == 5
     assert value("gateway_cache_lookups_total", model="identity", result="hit-l1") == 4
     assert value("gateway_cache_lookups_total", model="identity", result="miss") == 1
-    assert value("gateway_upstream_duration_seconds_count", pool="default", model="identity") == 1
+    assert value("gateway_upstream_duration_seconds_count", pool="default", model="identity", variant="1") == 1
     # 3 inference calls (1 identity miss, 2 flaky) + 7 metadata calls: discovery of 3 models
     # (RepositoryIndex) and the signatures of the 2 that exist (ModelMetadata + ModelConfig).
     assert value("gateway_pool_attempts_total", pool="default") == 10, {
@@ -134,3 +135,14 @@ def test_payload_log_keeps_replayable_requests_and_responses(triton: TritonCli, 
     assert pb.ModelInferRequest.FromString(base64.b64decode(lines[0]["request"])) == sent
     response = pb.ModelInferResponse.FromString(base64.b64decode(lines[0]["response"]))
     assert np.frombuffer(response.raw_output_contents[0], np.float32).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_the_metrics_listener_binds_the_host_it_is_given(observed: tuple[GatewayProcess, Path]) -> None:
+    """`--host 127.0.0.1` (as every test gateway is started) puts /metrics on 127.0.0.1 too,
+    not 0.0.0.0 (issue 27, finding 8)."""
+    gateway, _ = observed
+    assert gateway.process is not None
+    port = int(gateway.metrics_address.rpartition(":")[2])
+    listening = {c.laddr.ip for c in psutil.Process(gateway.process.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port}  # fmt: skip
+    assert listening == {"127.0.0.1"}

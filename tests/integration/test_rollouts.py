@@ -119,6 +119,13 @@ def test_a_healthy_candidate_goes_through_shadow_and_canary_steps_to_promotion(
         assert sample_value(metrics, "gateway_rollout_phase", model="classifier", phase="Canary") == 0
         assert sample_value(metrics, "gateway_rollout_weight", model="classifier", variant="2") == 100
         assert sample_value(metrics, "gateway_rollout_leader") == 1
+        for variant in ("1", "2"):  # canary and primary latency, as Flagger's and Argo's templates compare them
+            infer = {"method": "ModelInfer", "model": "classifier", "variant": variant}
+            answered = sample_value(metrics, "gateway_requests_total", **infer, code="OK")
+            assert answered > 0 and sample_value(metrics, "gateway_request_duration_seconds_count", **infer) == answered
+            upstream = sample_value(metrics, "gateway_upstream_duration_seconds_count", pool="main", model="classifier",
+                                    variant=variant)  # fmt: skip
+            assert upstream == answered
     assert not traffic.failed  # nobody noticed
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config.flags import ServeFlags, serve_config
 from gateway.config.schema import ConfigError, config_for_upstreams, load_config, parse_config
 
 VARIANTS = [{"name": "v1", "pool": "a", "version": "1", "weight": 90}, {"name": "v2", "pool": "a", "weight": 10}]
@@ -106,3 +107,15 @@ def test_yaml_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_the_metrics_listener_follows_host_unless_told_otherwise(tmp_path: Path) -> None:
+    """Issue 27, finding 8: `--host 127.0.0.1` left /metrics on 0.0.0.0, with no flag to move it."""
+    upstream = ("127.0.0.1:8001",)
+    assert serve_config(ServeFlags(upstream=upstream, host="127.0.0.1")).telemetry.metrics_host == "127.0.0.1"
+    chosen = ServeFlags(upstream=upstream, host="127.0.0.1", metrics_host="10.0.0.5")
+    assert serve_config(chosen).telemetry.metrics_host == "10.0.0.5"
+    assert serve_config(ServeFlags(upstream=upstream)).telemetry.metrics_host == "0.0.0.0"
+    path = tmp_path / "c.yaml"
+    path.write_text("pools:\n  a:\n    endpoints: ['127.0.0.1:1']\ntelemetry:\n  metrics_host: 192.0.2.1\n")
+    assert serve_config(ServeFlags(config=path, host="127.0.0.1")).telemetry.metrics_host == "192.0.2.1"

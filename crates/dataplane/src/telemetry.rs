@@ -131,8 +131,8 @@ impl Histogram {
 #[derive(Default)]
 struct Series {
     requests: HashMap<(String, String, String, Code), u64>, // method, model, variant, code
-    durations: HashMap<(String, String), Histogram>,        // method, model
-    upstream: HashMap<(String, String), Histogram>,         // pool, model
+    durations: HashMap<(String, String, String), Histogram>, // method, model, variant
+    upstream: HashMap<(String, String, String), Histogram>, // pool, model, variant
     variants: HashMap<(String, String), Histogram>,         // model, variant (ModelInfer)
     cache: HashMap<(String, &'static str), u64>,            // model, outcome (ModelInfer)
 }
@@ -329,9 +329,14 @@ impl Telemetry {
                 code,
             );
             *series.requests.entry(key).or_default() += 1;
+            // The variant comes from the route table (never from the caller), so it is bounded.
             series
                 .durations
-                .entry((record.method.clone(), record.model.clone()))
+                .entry((
+                    record.method.clone(),
+                    record.model.clone(),
+                    record.variant.clone(),
+                ))
                 .or_default()
                 .observe(elapsed);
             if record.method == "ModelInfer" && !record.variant.is_empty() {
@@ -350,7 +355,11 @@ impl Telemetry {
             if !record.upstream.is_zero() {
                 series
                     .upstream
-                    .entry((record.pool.clone(), record.model.clone()))
+                    .entry((
+                        record.pool.clone(),
+                        record.model.clone(),
+                        record.variant.clone(),
+                    ))
                     .or_default()
                     .observe(record.upstream.as_secs_f64());
             }
@@ -410,12 +419,20 @@ impl Telemetry {
                 serde_json::json!({"method": method, "model": model, "variant": variant, "code": code.name(), "count": count})
             })
             .collect();
-        let histograms = |map: &HashMap<(String, String), Histogram>,
-                          first: &str,
-                          second: &str|
+        let histogram = |labels: serde_json::Value, h: &Histogram| {
+            let mut row = labels;
+            row["buckets"] = serde_json::json!(h.buckets);
+            row["count"] = serde_json::json!(h.count);
+            row["sum"] = serde_json::json!(h.sum);
+            row
+        };
+        let histograms = |map: &HashMap<(String, String, String), Histogram>,
+                          [first, second, third]: [&str; 3]|
          -> Vec<serde_json::Value> {
             map.iter()
-                .map(|((a, b), h)| serde_json::json!({first: a, second: b, "buckets": h.buckets, "count": h.count, "sum": h.sum}))
+                .map(|((a, b, c), h)| {
+                    histogram(serde_json::json!({first: a, second: b, third: c}), h)
+                })
                 .collect()
         };
         let cache: Vec<serde_json::Value> = series
@@ -426,9 +443,11 @@ impl Telemetry {
         serde_json::json!({
             "requests": requests,
             "cache": cache,
-            "durations": histograms(&series.durations, "method", "model"),
-            "upstream": histograms(&series.upstream, "pool", "model"),
-            "variants": histograms(&series.variants, "model", "variant"),
+            "durations": histograms(&series.durations, ["method", "model", "variant"]),
+            "upstream": histograms(&series.upstream, ["pool", "model", "variant"]),
+            "variants": series.variants.iter()
+                .map(|((model, variant), h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))
+                .collect::<Vec<_>>(),
             "bounds": LATENCY_BUCKETS,
             "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),
             "payload_log_dropped": self.payloads.as_ref().map_or(0, |(log, _)| log.dropped.load(Ordering::Relaxed)),

@@ -7,6 +7,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// The shortest `retry-after` before the pool has a service time to go by.
+pub const RETRY_AFTER_FLOOR_S: f64 = 0.010;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Admit,
@@ -73,8 +76,16 @@ impl Policy {
         ((ahead / self.limit.max(1)) as f64 + 1.0) * self.service_time_s
     }
 
+    /// How long a shed caller should wait: the queue's expected drain time, never below one
+    /// expected service time (before any call has finished: `RETRY_AFTER_FLOOR_S`), so a cold
+    /// pool does not invite an immediate retry storm.
     pub fn retry_after_s(&self) -> f64 {
-        self.estimated_wait_s(self.queued).max(0.001)
+        let floor = if self.service_time_s > 0.0 {
+            self.service_time_s
+        } else {
+            RETRY_AFTER_FLOOR_S
+        };
+        self.estimated_wait_s(self.queued).max(floor)
     }
 
     /// When a queued ticket must have started to finish by its deadline (a little margin
@@ -195,6 +206,16 @@ mod tests {
             tenant: tenant.into(),
             deadline,
         }
+    }
+
+    #[test]
+    fn retry_after_is_never_below_one_service_time() {
+        let mut policy = Policy::new(1, 0, 1);
+        assert_eq!(policy.retry_after_s(), RETRY_AFTER_FLOOR_S); // cold: no service time yet
+        policy.observe_service_time(0.2);
+        assert!((policy.retry_after_s() - 0.2).abs() < 1e-9);
+        policy.observe_service_time(0.0001); // fast calls pull the EWMA down, not below it
+        assert!(policy.retry_after_s() >= policy.service_time_s);
     }
 
     #[test]
