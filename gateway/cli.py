@@ -4,12 +4,14 @@ generator's `loadtest`, `bench` and `soak`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
@@ -103,6 +105,15 @@ def serve(
         raise _fail(str(exc)) from exc
 
 
+def _tail(path: Path, lines: int = 15) -> str:
+    """The end of Triton's log, to show beside a failed start."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return ("\nthe end of Triton's log:\n" + "\n".join(text)) if text else ""
+
+
 @app.command()
 def triton(
     grpc_port: Annotated[int, typer.Option(help="Triton's gRPC port.")],
@@ -110,30 +121,42 @@ def triton(
     metrics_port: Annotated[int | None, typer.Option(help="Triton's metrics port (off when not given).")] = None,
     address: Annotated[str, typer.Option(help="Address Triton binds.")] = "127.0.0.1",
     model_repository: Annotated[Path | None, typer.Option(help="Default: deploy/models.")] = None,
-    log_file: Annotated[Path | None, typer.Option(help="Triton's own log (default: stderr).")] = None,
+    log_file: Annotated[Path | None, typer.Option(help="Triton's own log (default: a temporary file).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Triton's own log on stderr instead.")] = False,
 ) -> None:
-    """Run a real Triton (from the nvidia-pytriton wheel) in the foreground on the model repository."""
+    """Run a real Triton (from the nvidia-pytriton wheel) in the foreground on the model repository:
+    one line once it is ready (Triton's own log in --log-file, a temporary file, or with --verbose
+    on stderr)."""
     from gateway.local.triton import DEFAULT_MODEL_REPOSITORY, TritonLaunchError, TritonOptions, TritonProcess
 
     options = TritonOptions(grpc_port, http_port, metrics_port, address, model_repository or DEFAULT_MODEL_REPOSITORY)
     started = time.monotonic()
-    log = log_file.open("ab") if log_file else None
-    try:
-        process = TritonProcess(options)
-        process.start(log)
-        models = process.wait_ready()
-    except TritonLaunchError as exc:
-        typer.echo(f"error: Triton could not start: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    ports = f"grpc {options.grpc_target}" + (f", http {http_port}" if http_port else "")
-    ports += f", metrics {metrics_port}" if metrics_port else ""
-    print(f"triton ready ({ports}) with {models} models after {time.monotonic() - started:.1f}s", flush=True)
-    child = process.process
-    assert child is not None
-    # Pass the signal on; Triton unloads its models and exits within its exit timeout.
-    signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
-    signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGTERM))
-    code = child.wait()
+    with contextlib.ExitStack() as stack:
+        log: IO[bytes] | None = None
+        if log_file is not None:
+            log = stack.enter_context(log_file.open("ab"))
+        elif not verbose:
+            log = stack.enter_context(tempfile.NamedTemporaryFile(prefix="triton-", suffix=".log"))
+        log_path = Path(log.name) if log is not None else None
+        try:
+            process = TritonProcess(options)
+            process.start(log)
+            models = process.wait_ready()
+        except TritonLaunchError as exc:
+            tail = _tail(log_path) if log_path else ""
+            typer.echo(f"error: Triton could not start: {exc}{tail}", err=True)
+            raise typer.Exit(1) from exc
+        ports = f"grpc {options.grpc_target}" + (f", http {http_port}" if http_port else "")
+        ports += f", metrics {metrics_port}" if metrics_port else ""
+        where = f"; its log: {log_path}" if log_path else ""
+        print(f"triton ready ({ports}) with {models} models after {time.monotonic() - started:.1f}s{where}",
+              flush=True)  # fmt: skip
+        child = process.process
+        assert child is not None
+        # Pass the signal on; Triton unloads its models and exits within its exit timeout.
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGTERM))
+        signal.signal(signal.SIGINT, lambda *_: child.send_signal(signal.SIGTERM))
+        code = child.wait()
     raise typer.Exit(0 if code in (0, -signal.SIGTERM) else 1)
 
 

@@ -44,10 +44,12 @@ from gateway.admin.ctl_common import (
     connection_for,
     console,
     print_json,
+    show_table,
 )
 from gateway.admin.ctl_feedback import drift, outcomes, report_outcomes
 from gateway.admin.ctl_rollouts import audit, rollout_app
 from gateway.config.schema import RouteConfig
+from gateway.config.yaml_text import load_yaml
 from gateway_admin import admin_pb2 as pb
 
 
@@ -75,7 +77,7 @@ def _show_route(response: pb.RouteResponse, as_json: bool, what: str) -> None:
     if as_json:
         print_json(response)
     else:
-        console.print(_routes_table([response.route], f"{what} (revision {response.revision})"))
+        show_table(_routes_table([response.route], f"{what} (revision {response.revision})"))
 
 
 @app.command()
@@ -93,7 +95,7 @@ def routes(
     if as_json:
         print_json(response)
     else:
-        console.print(_routes_table(list(response.routes), f"routes (revision {response.revision})"))
+        show_table(_routes_table(list(response.routes), f"routes (revision {response.revision})"))
 
 
 def _weights(assignments: list[str]) -> dict[str, int]:
@@ -110,7 +112,13 @@ def _weights(assignments: list[str]) -> dict[str, int]:
 def set_weights(
     ctx: typer.Context,
     model: str,
-    assignments: Annotated[list[str], typer.Argument(help="VARIANT=WEIGHT pairs, e.g. 1=90 2=10.")],
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            help="VARIANT=WEIGHT pairs by variant name (gatewayctl routes MODEL lists them), e.g. "
+            "stable=90 canary=10; a zero-config route's variants are its versions: 1=90 2=10."
+        ),
+    ],
     admin: AdminOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -208,7 +216,7 @@ def shadow_stats(
         table.add_row(s.model, s.primary, s.variant, str(s.sent), str(s.dropped), str(s.failed), str(s.compared),
                       str(s.exact_matches), rate, str(s.mismatches), f"{s.max_abs_error:.4g}",
                       f"{s.max_rel_error:.4g}")  # fmt: skip
-    console.print(table)
+    show_table(table)
 
 
 @app.command("cache-stats")
@@ -237,7 +245,7 @@ def cache_stats(
     ]  # fmt: skip
     for name, value in rows:
         table.add_row(name, value)
-    console.print(table)
+    show_table(table)
 
 
 @app.command()
@@ -264,7 +272,7 @@ def pools(
             ejected = f"yes ({e.ejected_for_s:.1f}s left)" if e.ejected else "no"
             table.add_row(e.address, "yes" if e.ready else "NO", ejected, str(e.outstanding),
                           f"{e.latency_ewma_ms:.2f} ms", str(e.ejections), ", ".join(e.unready_models))  # fmt: skip
-        console.print(table)
+        show_table(table)
 
 
 @app.command()
@@ -278,6 +286,10 @@ def invalidate(
     as_json: JsonOption = False,
 ) -> None:
     """Invalidate cached responses (both tiers) of a model, a variant, or all of them."""
+    if not model and not flush:
+        raise typer.BadParameter(
+            "name a MODEL (and --variant V for one variant), or --all to drop every cached response"
+        )
     conn = connection_for(ctx, admin, token, as_json)
     as_json = conn.as_json
     request = pb.InvalidateCacheRequest(model=model, variant=variant, all=flush)
@@ -301,8 +313,8 @@ def set_route(
     conn = connection_for(ctx, admin, token, as_json)
     as_json = conn.as_json
     try:
-        route = RouteConfig.model_validate(yaml.safe_load(file.read_text())).to_route(model)
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        route = RouteConfig.model_validate(load_yaml(file.read_text(), str(file))).to_route(model)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValidationError) as exc:
         raise typer.BadParameter(f"{file}: {exc}") from exc
     request = pb.SetRouteRequest(route=route_to_proto(route))
     _show_route(call(conn, lambda s, m: s.SetRoute(request, metadata=m)), as_json, "route set")

@@ -18,6 +18,8 @@ import typer
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from gateway_admin import admin_pb2_grpc
 
@@ -35,6 +37,7 @@ __all__ = [
     "console",
     "print_json",
     "read_bytes",
+    "show_table",
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Control a running gateway through its admin API.")
@@ -76,14 +79,37 @@ def connection_for(ctx: typer.Context, admin: str | None, token: str | None, as_
 
 
 @contextmanager
-def admin_stub(conn: Connection) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str]]]]:
+def admin_stub(conn: Connection) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str], ...]]]:
+    """The admin API's stub and the metadata every call sends (no token: none, so the gateway can
+    tell a missing token from a wrong one). An error exits 1 with what to do about it (as JSON on
+    stderr under --json)."""
+    metadata = (("authorization", f"Bearer {conn.token}"),) if conn.token else ()
     with grpc.insecure_channel(conn.admin) as channel:
         try:
-            yield admin_pb2_grpc.GatewayAdminStub(channel), (("authorization", f"Bearer {conn.token}"),)
+            yield admin_pb2_grpc.GatewayAdminStub(channel), metadata
         except grpc.RpcError as exc:
             code = exc.code().name if exc.code() else "UNKNOWN"
-            typer.echo(f"error: {code}: {exc.details()}", err=True)
+            message = explain(exc, conn.admin)
+            if conn.as_json:
+                typer.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
+            else:
+                typer.echo(f"error: {code}: {message}", err=True)
             raise typer.Exit(1) from exc
+
+
+def explain(exc: grpc.RpcError, address: str) -> str:
+    """The admin API's answer, or what the transport said, in words a person can act on."""
+    details = exc.details() or ""
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:  # gRPC's own transport text
+        return (f"cannot reach the admin API at {address} ({details.rpartition(': ')[2] or details}): is the "
+                f"gateway running with its admin API there? (--admin HOST:PORT or env GATEWAY_ADMIN)")  # fmt: skip
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return (f"{address} does not serve the admin API ({details}): is it the gateway's data port? The admin "
+                "API listens on admin.listen in the config, or --admin-port")  # fmt: skip
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"{details}: give the admin token with --token or env GATEWAY_ADMIN_TOKEN"
+    return details
 
 
 def call(conn: Connection, rpc: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any]) -> Any:
@@ -102,6 +128,38 @@ def read_bytes(path: Path) -> bytes:
 def as_dict(message: Message) -> dict[str, Any]:
     """A message as JSON-ready data, every field present (a zero error or count included)."""
     return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _narrowest(table: Table) -> int:
+    """The width `table` needs to wrap its cells at words without cutting one: each column's
+    longest word (header included), its padding, and the borders."""
+
+    def words(cell: object) -> list[str]:
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+        return text.split()
+
+    width = len(table.columns) + 1
+    for column in table.columns:
+        cells = [column.header, *column.cells]
+        width += max((len(word) for cell in cells for word in words(cell)), default=1) + 2
+    return width
+
+
+def show_table(table: Table) -> None:
+    """Print `table`, its cells wrapped at words; when even that does not fit the terminal (80
+    columns off one), each row instead as its own list of column and value, as psql's expanded
+    display does: nothing is cut to `clas…`."""
+    if not table.row_count or _narrowest(table) <= console.width:
+        console.print(table)
+        return
+    cells = [list(column.cells) for column in table.columns]
+    for index in range(table.row_count):
+        row = Table(title=f"{table.title or ''} [{index + 1}/{table.row_count}]".strip(), show_header=False)
+        row.add_column("column", style="bold", no_wrap=True)
+        row.add_column("value", overflow="fold")
+        for column, values in zip(table.columns, cells, strict=True):
+            row.add_row(column.header, values[index])
+        console.print(row)
 
 
 def print_json(message: Message) -> None:

@@ -29,6 +29,7 @@ from gateway.admin.ctl_common import (
     console,
     print_json,
     read_bytes,
+    show_table,
 )
 from gateway_admin import admin_pb2 as pb
 
@@ -110,7 +111,7 @@ def outcomes(
         table.add_row(v.variant, str(v.predictions), str(v.labelled), _shown(v.accuracy, True), _shown(v.mae),
                       _shown(v.rmse), _shown(v.mean_reward), _shown(v.coverage, True), str(v.late), str(v.duplicate),
                       _shown(v.mean_top_probability), ", ".join(f"{c}: {n}" for c, n in top))  # fmt: skip
-    console.print(table)
+    show_table(table)
 
 
 def drift(
@@ -151,4 +152,4 @@ def drift(
         for f in v.features[:limit]:
             table.add_row(f.feature, f"{f.psi:.3f}", "-" if math.isnan(f.ks_p) else f"{f.ks_p:.2g}", f.level,
                           "yes" if f.drifted else "")  # fmt: skip
-        console.print(table)
+        show_table(table)

@@ -33,6 +33,7 @@ from gateway.admin.ctl_common import (
     console,
     print_json,
     read_bytes,
+    show_table,
 )
 from gateway.admin.rollout_watch import EXIT_CODES, exit_code, follow
 from gateway.audit import read_trail, verify
@@ -208,7 +209,7 @@ def list_rollouts(ctx: typer.Context, admin: AdminOption = None, token: TokenOpt
         weights = ", ".join(f"{k}={v}" for k, v in sorted(r.weights.items()))
         table.add_row(r.model, r.candidate, r.baseline, r.phase, f"{r.step}/{len(r.steps)}", weights,
                       _clock(r.updated), r.reason[:80])  # fmt: skip
-    console.print(table)
+    show_table(table)
 
 
 def _since(text: str) -> float:
@@ -282,7 +283,7 @@ def _print_audit(conn: Connection, records: list[dict[str, Any]], checked: bool,
     if conn.as_json:
         typer.echo(json.dumps({"records": records, "verified": checked and not broken, "broken": broken}, indent=1))
     else:
-        console.print(_records_table(records))
+        show_table(_records_table(records))
         if checked:
             console.print(f"[red]chain broken at {broken}[/]" if broken else f"chain verified: {count} records")
     if checked and broken:

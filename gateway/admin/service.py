@@ -154,7 +154,8 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
     @_statuses
     async def InvalidateCache(self, request: pb.InvalidateCacheRequest, context: Context) -> pb.InvalidateCacheResponse:
         if not request.model and not request.all:
-            raise RouteError("invalidate: name a model, or flush everything with all=true")
+            raise RouteError("invalidate: name a model, or flush everything (the request's `all`; gatewayctl "
+                             "invalidate --all)")  # fmt: skip
         if request.variant and not request.model:
             raise RouteError("invalidate: a variant needs its model")
         try:
@@ -308,7 +309,8 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
         offered = str(presented).encode()
         if any([hmac.compare_digest(offered, expected) for expected in self._expected]):  # each compared: no early exit
             return handler
-        reason = "missing bearer token" if not presented else "wrong bearer token"
+        token = str(presented).removeprefix("Bearer").strip()
+        reason = "missing bearer token" if not token else "wrong bearer token"
 
         async def refuse(request: Any, context: Context) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"admin API: {reason} (authorization metadata)")

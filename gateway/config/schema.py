@@ -9,8 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from gateway.config.yaml_text import load_yaml
 from gateway.routes import MatchOp, MatchRule, Route, RouteError, ShadowPolicy, Variant, check_route
 
 __all__ = [
@@ -98,13 +108,15 @@ class PoolConfig(_Frozen):
 
 
 Header = Annotated[str, AfterValidator(lambda h: h.lower())]
+# `version: 2` as YAML writes it unquoted is the version "2" (Triton's versions are numbers).
+VersionText = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) and not isinstance(v, bool) else v)]
 
 
 class VariantConfig(_Frozen):
     name: str = Field(min_length=1)
     pool: str
     model: str | None = None  # default: the route's public name
-    version: str = ""  # checked with the rest of the route (router.check_route)
+    version: VersionText = ""  # checked with the rest of the route (router.check_route)
     weight: int = Field(default=0, ge=0)
 
 
@@ -408,8 +420,8 @@ def parse_config(data: Any) -> GatewayConfig:
 
 def load_config(path: Path) -> GatewayConfig:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(path.read_text(), str(path))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")

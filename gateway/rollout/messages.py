@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.config.schema import describe_errors
+from gateway.config.yaml_text import load_yaml
 from gateway.errors import InvalidRequest
 from gateway.rollout.gates import GateSettings
 from gateway.rollout.machine import RolloutState
@@ -24,7 +25,7 @@ def parse_analysis(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, "gates file")
     except yaml.YAMLError as exc:
         raise InvalidRequest(f"gates file: not YAML: {exc}") from exc
     if not isinstance(data, dict):

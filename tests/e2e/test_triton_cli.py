@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.local.processes import free_port
 from gateway.local.samples import infer_inputs
+from gateway.local.triton import DEFAULT_MODEL_REPOSITORY
 from tests.procs import TritonCli, health_status, running_gateway, running_triton
 
 
@@ -57,3 +60,27 @@ def test_missing_model_repository_is_reported(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert b"is not a directory" in done.stderr
+
+
+def test_one_ready_line_and_triton_s_log_apart_unless_verbose(tmp_path: Path) -> None:
+    """Issue 27, finding 10: `gateway triton` printed Triton's whole log; now one line naming
+    where that log is (a temporary file without --log-file), and the log itself with --verbose."""
+    repository = tmp_path / "models"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "identity", repository / "identity")
+    for extra in ([], ["--verbose"]):
+        command = [sys.executable, "-m", "gateway", "triton", "--grpc-port", str(free_port()),
+                   "--model-repository", str(repository), *extra]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        address = ready.partition("(grpc ")[2].partition(")")[0]
+        with grpcclient.InferenceServerClient(address) as client:  # serving before it is stopped
+            result = client.infer("identity", infer_inputs({"INPUT0": np.ones(2, np.float32)}))
+            assert result.as_numpy("OUTPUT0").tolist() == [1.0, 1.0]
+        process.send_signal(signal.SIGTERM)
+        rest, errors = process.communicate(timeout=60)
+        assert "triton ready" in ready and " with 1 models " in ready, ready + errors
+        if extra:
+            assert "its log" not in ready and "Started GRPCInferenceService" in errors
+        else:
+            assert "its log: " in ready and not rest.strip() and not errors.strip(), errors

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.local.processes import GatewayProcess
+from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.samples import digits, infer_inputs
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway
@@ -230,3 +232,45 @@ def test_stream_infer_follows_the_route(admin: Admin, routed: GatewayProcess) ->
             client.async_stream_infer("classifier", infer_inputs({"INPUT0": pixels.astype(np.float32).reshape(1, 64)}))
         client.stop_stream()
     assert versions == ["1"] * 5
+
+
+def _ctl(*args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GATEWAYCTL, *args], capture_output=True, text=True, check=False, timeout=30,
+                          env={**os.environ, "COLUMNS": str(columns)})  # fmt: skip
+
+
+def test_gatewayctl_errors_say_what_to_do(routed: GatewayProcess, client: Client) -> None:
+    """Issue 27, finding 10: a missing token and a wrong one, an admin port nobody listens on, the
+    data port instead of the admin port, errors under --json, invalidate without a model."""
+    where = ["--admin", routed.admin_address]
+    missing = _ctl(*where, "routes")
+    assert missing.returncode == 1 and "missing bearer token" in missing.stderr and "--token" in missing.stderr
+    wrong = _ctl(*where, "--token", "nope", "routes")
+    assert wrong.returncode == 1 and "wrong bearer token" in wrong.stderr
+    nobody = f"127.0.0.1:{free_port()}"
+    down = _ctl("--admin", nobody, "--token", TOKEN, "routes")
+    assert down.returncode == 1 and f"cannot reach the admin API at {nobody}" in down.stderr, down.stderr
+    data_port = _ctl("--admin", routed.address, "--token", TOKEN, "routes")
+    assert f"{routed.address} does not serve the admin API" in data_port.stderr and "data port" in data_port.stderr
+    as_json = _ctl("--admin", nobody, "--token", TOKEN, "--json", "routes")
+    error = json.loads(as_json.stderr)["error"]
+    assert as_json.returncode == 1 and error["code"] == "UNAVAILABLE" and nobody in error["message"]
+    unnamed = _ctl(*where, "--token", TOKEN, "invalidate")
+    assert unnamed.returncode == 2 and "--all" in unnamed.stderr and "all=true" not in unnamed.stderr
+
+
+def test_gatewayctl_tables_fit_80_columns_without_cutting_names(
+    routed: GatewayProcess, admin: Admin, client: Client
+) -> None:
+    shadow = apb.ShadowPolicy(variant="2", fraction=1.0, max_inflight=1000)
+    admin.set_route(versions_route("classifier", {"1": 100, "2": 0}, shadows=[shadow]))
+    for pixels in PIXELS[:20]:
+        client.infer(digit_request(pixels))
+    _wait_for_comparisons(admin, "classifier", 1)
+    where = ["--admin", routed.admin_address, "--token", TOKEN]
+    for command in (["shadow-stats"], ["routes"], ["pools"], ["rollout", "list"], ["audit"]):
+        done = _ctl(*where, *command, columns=80)
+        assert done.returncode == 0, done.stderr
+        assert "…" not in done.stdout and all(len(line) <= 80 for line in done.stdout.splitlines()), done.stdout
+    assert "classifier" in _ctl(*where, "routes", "classifier", columns=80).stdout
+    assert routed.args[1] in _ctl(*where, "pools", columns=80).stdout  # the Triton endpoint, whole

@@ -119,3 +119,17 @@ def test_the_metrics_listener_follows_host_unless_told_otherwise(tmp_path: Path)
     path = tmp_path / "c.yaml"
     path.write_text("pools:\n  a:\n    endpoints: ['127.0.0.1:1']\ntelemetry:\n  metrics_host: 192.0.2.1\n")
     assert serve_config(ServeFlags(config=path, host="127.0.0.1")).telemetry.metrics_host == "192.0.2.1"
+
+
+def test_an_unquoted_version_is_a_version_and_a_yaml_error_names_the_file(tmp_path: Path) -> None:
+    """Issue 27, finding 10: `version: 2` was refused (`Input should be a valid string`), and a
+    syntax error named `"<unicode string>"` instead of the file."""
+    variants = [{"name": "v2", "pool": "a", "version": 2, "weight": 100}]
+    config = parse_config({"pools": {"a": {"endpoints": ["127.0.0.1:1"]}}, "routes": {"m": {"variants": variants}}})
+    assert config.routes["m"].variants[0].version == "2"
+    assert "valid string" in _error({**VALID, "routes": {"m": {"variants": [{**variants[0], "version": True}]}}})
+    path = tmp_path / "gateway.yaml"
+    path.write_text("pools:\n  a: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f'in "{path}", line' in str(caught.value) and "<unicode string>" not in str(caught.value)
