@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all uv lock venv triton-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
+.PHONY: all uv lock venv triton-venv mlserver-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
 
 all: test
 
@@ -48,12 +48,21 @@ $(TRITON_VENV)/.synced: $(UV) deploy/triton-venv/pyproject.toml deploy/triton-ve
 	  --project deploy/triton-venv --python $(TRITON_PYTHON)
 	touch $@
 
+# MLServer, the second v2 server of the tests ("any v2 server"), in a venv of its own.
+MLSERVER_VENV := .venv-mlserver
+mlserver-venv: $(MLSERVER_VENV)/.synced
+$(MLSERVER_VENV)/.synced: $(UV) deploy/mlserver-venv/pyproject.toml deploy/mlserver-venv/uv.lock
+	UV_PROJECT_ENVIRONMENT=$(abspath $(MLSERVER_VENV)) $(UV) sync --locked --quiet \
+	  --project deploy/mlserver-venv --python $(PYTHON)
+	touch $@
+
 # Upgrade every Python lock on purpose; review and commit the change on its own. uv itself and
 # perf_analyzer are pinned by their hashes in deploy/tools/*-requirements.txt (uv pip compile
 # --generate-hashes), bumped by hand.
 lock: $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
 	$(UV) lock --upgrade --project deploy/triton-venv --python $(TRITON_PYTHON)
+	$(UV) lock --upgrade --project deploy/mlserver-venv --python $(PYTHON)
 
 # Debian's redis-server, installed when missing and we are root (the cache tests start their own).
 redis:
@@ -134,10 +143,10 @@ lint: venv rust-lint
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-pytest: venv triton-venv redis deploy-tools perf-analyzer
+pytest: venv triton-venv mlserver-venv redis deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 
 test: proto-check lint rust-test pytest
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) .tools .mypy_cache .ruff_cache .pytest_cache target gateway/_core*.so
+	rm -rf $(VENV) $(TRITON_VENV) $(MLSERVER_VENV) .tools .mypy_cache .ruff_cache .pytest_cache target gateway/_core*.so

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from gateway.local.processes import GatewayProcess, free_port
 
@@ -133,3 +136,47 @@ def running_redis(workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+MLSERVER = Path(__file__).resolve().parents[1] / ".venv-mlserver" / "bin" / "mlserver"
+MLSERVER_MODELS = Path(__file__).resolve().parent / "mlserver"
+
+
+@contextmanager
+def running_mlserver(workdir: Path, timeout_s: float = 60.0) -> Iterator[str]:
+    """Seldon's MLServer (its own venv, `make mlserver-venv`) on free 127.0.0.1 ports, serving the
+    models of tests/mlserver; yields its gRPC address once it answers ServerReady."""
+    if not MLSERVER.exists():
+        raise RuntimeError(f"no MLServer at {MLSERVER}: run `make mlserver-venv`")
+    folder = workdir / "mlserver"
+    shutil.copytree(MLSERVER_MODELS, folder)
+    grpc_port = free_port()
+    settings = {"host": "127.0.0.1", "http_port": free_port(), "grpc_port": grpc_port, "metrics_port": free_port(),
+                "parallel_workers": 0}  # fmt: skip
+    (folder / "settings.json").write_text(json.dumps(settings))
+    with (workdir / "mlserver.log").open("ab") as log:
+        process = subprocess.Popen([str(MLSERVER), "start", str(folder)], cwd=folder, stdout=log, stderr=log)
+    address = f"127.0.0.1:{grpc_port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"MLServer exited with {process.returncode}: {workdir / 'mlserver.log'}")
+                try:
+                    if stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=1).ready:
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"MLServer not ready after {timeout_s:.0f}s: {workdir / 'mlserver.log'}")
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

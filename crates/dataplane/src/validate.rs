@@ -1,7 +1,10 @@
 //! Check a ModelInferRequest against the model's signature before any upstream time is spent.
 //!
 //! Mirrors the checks Triton itself makes (names, datatypes, shapes, byte sizes), so a request the
-//! gateway lets through is one Triton would accept, and a bad one never reaches a GPU.
+//! gateway lets through is one Triton would accept, and a bad one never reaches a GPU. Only what
+//! the server declares is checked: a model whose metadata lists no inputs (MLServer's custom
+//! models without them in `model-settings.json`) has its inputs forwarded unchecked, and one
+//! listing no outputs its requested outputs, for the server to answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -257,8 +260,10 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
         ));
     }
     let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let inputs_declared = !signature.inputs.is_empty();
     for (index, tensor) in request.inputs.iter().enumerate() {
-        let Some(spec) = signature.inputs.get(&tensor.name) else {
+        let spec = signature.inputs.get(&tensor.name);
+        if spec.is_none() && inputs_declared {
             return Err(fail(
                 model,
                 format!(
@@ -267,7 +272,7 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
                     names(signature.inputs.keys())
                 ),
             ));
-        };
+        }
         if !seen.insert(tensor.name.as_str()) {
             return Err(fail(
                 model,
@@ -286,6 +291,9 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
                 ),
             ));
         }
+        let Some(spec) = spec else {
+            continue; // the server declares no inputs: it checks them itself
+        };
         if tensor.datatype != spec.datatype {
             return Err(fail(
                 model,
@@ -315,7 +323,7 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
         ));
     }
     for output in &request.outputs {
-        if !signature.outputs.contains(&output.name) {
+        if !signature.outputs.is_empty() && !signature.outputs.contains(&output.name) {
             return Err(fail(
                 model,
                 format!(
@@ -392,6 +400,33 @@ mod tests {
             error.message(),
             "model 'm': input 'INPUT0' has shape [2, 5], expected [-1, 4] (-1: any size)"
         );
+    }
+
+    #[test]
+    fn only_what_the_server_declares_is_checked() {
+        let undeclared = Signature::new(
+            &ModelMetadataResponse {
+                name: "m".into(),
+                ..Default::default()
+            },
+            None,
+        );
+        let mut anything = request(vec![3], 5); // no size or shape to hold it to
+        anything
+            .outputs
+            .push(crate::messages::InferRequestedOutputTensor {
+                name: "WHATEVER".into(),
+                ..Default::default()
+            });
+        assert_eq!(validate(&anything, &undeclared), Ok(()));
+        let mut twice = request(vec![3], 12);
+        twice.inputs.push(twice.inputs[0].clone());
+        twice.raw_input_contents.push(Bytes::from(vec![0u8; 12]));
+        assert!(validate(&twice, &undeclared).is_err()); // what needs no declaration still is
+        let mut declared = request(vec![2, 4], 32);
+        declared.outputs = anything.outputs.clone();
+        let error = validate(&declared, &signature()).unwrap_err();
+        assert!(error.message().contains("unknown output 'WHATEVER'"));
     }
 
     #[test]
