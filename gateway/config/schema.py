@@ -5,6 +5,7 @@ Validation errors name the key path and the bad value (`pools.main.endpoints.0: 
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -53,7 +54,29 @@ def _check_address(address: str) -> str:
     return address
 
 
+def _check_endpoint(endpoint: str) -> str:
+    """HOST:PORT, or `dns:NAME:PORT` (gRPC's `dns:///NAME:PORT` too): every address NAME resolves to."""
+    if not endpoint.startswith("dns:"):
+        return _check_address(endpoint)
+    name = endpoint.removeprefix("dns:").removeprefix("///")
+    host, sep, port = name.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected dns:NAME:PORT, got {endpoint!r}")
+    return endpoint
+
+
+def _check_ip_port(address: str) -> str:
+    host = _check_address(address).rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"expected IP:PORT (a DNS server), got {address!r}") from exc
+    return address
+
+
 Address = Annotated[str, AfterValidator(_check_address)]
+Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
+IpPort = Annotated[str, AfterValidator(_check_ip_port)]
 
 
 class OutlierConfig(_Frozen):
@@ -93,7 +116,9 @@ class TlsConfig(_Frozen):
 class PoolConfig(_Frozen):
     """A pool of interchangeable Triton endpoints, with its admission limits and resilience."""
 
-    endpoints: list[Address] = Field(min_length=1)
+    endpoints: list[Endpoint] = Field(min_length=1)  # HOST:PORT, or dns:NAME:PORT (every address of NAME)
+    dns_refresh_s: float = Field(default=5.0, gt=0)  # dns: endpoints are resolved again this often
+    dns_resolver: IpPort | None = None  # the DNS server for dns: endpoints; none: the system's
     max_inflight: int = Field(default=0, ge=0)  # requests under way towards Triton; 0: no limit
     max_queue: int = Field(default=100, ge=0)  # waiting beyond max_inflight; more are shed
     adaptive: AdaptiveConfig | None = None

@@ -147,8 +147,9 @@ class Gateway:
         pools = json.loads(self.core.stats())["pools"]
         return [
             pb.PoolStats(
-                **{key: value for key, value in pool.items() if key not in ("queue_wait", "endpoints")},
+                **{key: value for key, value in pool.items() if key not in ("queue_wait", "endpoints", "names")},
                 endpoints=[pb.EndpointStats(**e) for e in pool["endpoints"]],
+                names=[pb.DnsNameStats(**n) for n in pool["names"]],
             )
             for pool in pools
         ]

@@ -143,7 +143,20 @@ class CoreCollector(Collector):
         ejected = GaugeMetricFamily(
             "gateway_upstream_ejected", "1 while outlier detection has the endpoint out", labels=["pool", "endpoint"]
         )
+        endpoints = GaugeMetricFamily("gateway_pool_endpoints", "Endpoints in the pool (DNS names counted by address)",
+                                      labels=["pool"])  # fmt: skip
+        resolutions = CounterMetricFamily("gateway_dns_resolutions", "Resolutions of a pool's dns: endpoint",
+                                          labels=["pool", "name"])  # fmt: skip
+        failures = CounterMetricFamily("gateway_dns_failures", "Failed resolutions of a dns: endpoint (last set kept)",
+                                       labels=["pool", "name"])  # fmt: skip
+        addresses = GaugeMetricFamily("gateway_dns_addresses", "Addresses a dns: endpoint resolves to",
+                                      labels=["pool", "name"])  # fmt: skip
         for pool in pools:
+            endpoints.add_metric([pool["name"]], len(pool["endpoints"]))
+            for name in pool.get("names", []):
+                resolutions.add_metric([pool["name"], name["name"]], name["resolutions"])
+                failures.add_metric([pool["name"], name["name"]], name["failures"])
+                addresses.add_metric([pool["name"], name["name"]], len(name["addresses"]))
             for name, family in counters.items():
                 family.add_metric([pool["name"]], pool.get(name, 0))
             in_flight.add_metric([pool["name"]], pool["in_flight"])
@@ -153,7 +166,7 @@ class CoreCollector(Collector):
                 ready.add_metric([pool["name"], endpoint["address"]], float(endpoint["ready"]))
                 ejected.add_metric([pool["name"], endpoint["address"]], float(endpoint["ejected"]))
         yield from counters.values()
-        yield from (in_flight, depth, limit, ready, ejected)
+        yield from (in_flight, depth, limit, ready, ejected, endpoints, resolutions, failures, addresses)
         yield _histogram(
             "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue", ["pool"], waits, bounds
         )

@@ -53,7 +53,13 @@ ROWS: dict[str, set[str]] = {
     "Traffic": {"gateway_requests_total", "gateway_request_duration_seconds_bucket"},
     "Cache": {"gateway_cache_lookups_total"},
     "Admission and queue": {"gateway_queue_depth", "gateway_queue_wait_seconds_bucket"},
-    "Upstream health and resilience": {"gateway_upstream_ready", "gateway_upstream_ejected"},
+    "Upstream health and resilience": {
+        "gateway_upstream_ready",
+        "gateway_upstream_ejected",
+        "gateway_pool_endpoints",
+        "gateway_dns_addresses",
+        "gateway_dns_failures_total",
+    },
     "Shadow comparisons": {"gateway_shadow_argmax_disagreements_total", "gateway_shadow_argmax_compared_total"},
     "Micro-batching": {"gateway_batch_size_bucket", "gateway_batch_merged_calls_total"},
     "Core": {"gateway_core_threads", "gateway_core_dropped_total"},
@@ -74,11 +80,13 @@ class Series:
 
 
 def _config(triton: str) -> dict[str, Any]:
-    """Every feature with series of its own: admission, the cache, micro-batching; the classifier
-    gets a rollout (its shadow phase: shadow copies)."""
+    """Every feature with series of its own: admission, the cache, micro-batching, the pool's
+    endpoint found by DNS (`localhost`, from /etc/hosts); the classifier gets a rollout (its shadow
+    phase: shadow copies)."""
     variant = {"pool": "gpu", "model": "classifier"}
+    port = triton.rpartition(":")[2]
     return {
-        "pools": {"gpu": {"endpoints": [triton], "max_inflight": 2, "max_queue": 64}},
+        "pools": {"gpu": {"endpoints": [f"dns:localhost:{port}"], "max_inflight": 2, "max_queue": 64}},
         "default_pool": "gpu",
         "cache": {"enabled": True},
         "batching": {"enabled": True},

@@ -258,7 +258,7 @@ def test_configmap_is_a_config_the_gateway_accepts(rendered: dict[str, list[Doc]
     services = {d["metadata"]["name"]: {p["port"] for p in d["spec"]["ports"]} for d in docs if d["kind"] == "Service"}
     for pool in config.pools.values():
         for endpoint in pool.endpoints:
-            host, _, port = endpoint.rpartition(":")
+            host, _, port = endpoint.removeprefix("dns:").rpartition(":")
             assert int(port) in services.get(host, set()), f"pool endpoint {endpoint} is no Service here"
     assert config.cache.redis_url is not None
     match = re.fullmatch(r"redis://([^:/]+):(\d+)/\d+", config.cache.redis_url)
@@ -295,10 +295,22 @@ def test_triton_gets_a_gpu_and_its_model_repository(rendered: dict[str, list[Doc
     volume = next(v for v in pod["volumes"] if v["name"] == mounts[repository]["name"])
     _one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
     assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"]), "no /dev/shm for Triton"
-    # The Service the gateway's pool points at selects these pods.
     service = _one(docs, "Service", "triton")
     assert _selects(service["spec"]["selector"], pod_labels(deployment))
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["grpc"] == 8001
+    # The gateway's pool finds every ready pod through the headless Service, by DNS.
+    headless = _one(docs, "Service", "triton-headless")
+    assert headless["spec"]["clusterIP"] == "None" and not headless["spec"].get("publishNotReadyAddresses", False)
+    assert _selects(headless["spec"]["selector"], pod_labels(deployment))
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]}["grpc"] == 8001
+    config = yaml.safe_load(_one(docs, "ConfigMap", "gateway-config")["data"]["gateway.yaml"])
+    assert config["pools"]["gpu"]["endpoints"] == ["dns:triton-headless:8001"]
+    assert deployment["spec"]["replicas"] > 1
+    hpa = _one(docs, "HorizontalPodAutoscaler", "triton")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "triton"}
+    scaled_on = {m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "External"}
+    assert scaled_on == {"gateway_queue_depth", "gateway_pool_in_flight"}
+    assert hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
 
 
 def pod_labels(deployment: Doc) -> dict[str, str]:

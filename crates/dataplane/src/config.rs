@@ -37,6 +37,16 @@ pub struct PoolConfig {
     pub max_queue: usize,
     #[serde(default)]
     pub adaptive: Option<crate::admission::AdaptiveConfig>,
+    /// How often `dns:` endpoints are resolved again.
+    #[serde(default = "default_dns_refresh_s")]
+    pub dns_refresh_s: f64,
+    /// The DNS server (IP:PORT) for `dns:` endpoints; none: the system's.
+    #[serde(default)]
+    pub dns_resolver: Option<String>,
+}
+
+fn default_dns_refresh_s() -> f64 {
+    5.0
 }
 
 fn default_max_queue() -> usize {

@@ -131,7 +131,7 @@ pub async fn check_once(
     let mut probes = tokio::task::JoinSet::new();
     for pool in pools.values() {
         let routed = models.get(&pool.name).cloned().unwrap_or_default();
-        for endpoint in &pool.endpoints {
+        for endpoint in pool.endpoints().iter() {
             probes.spawn(probe(endpoint.clone(), routed.clone(), timeout));
         }
     }

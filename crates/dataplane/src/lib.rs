@@ -11,6 +11,7 @@ pub mod body;
 pub mod cache;
 pub mod compare;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod events;
 pub mod flights;
@@ -146,6 +147,20 @@ impl Core {
                     let port = listener.local_addr().map_err(|e| e.to_string())?.port();
                     let timeout = Duration::from_secs_f64(state.config.health_check_timeout_s);
                     let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
+                    // Pools with `dns:` endpoints: resolved once before the first health round,
+                    // then again on their interval by a task each.
+                    let mut resolvers = Vec::new();
+                    for pool in &state.pool_order {
+                        let Some(discovery) = &pool.discovery else {
+                            continue;
+                        };
+                        let resolver = discovery
+                            .resolver()
+                            .map_err(|e| format!("pool '{}': {e}", pool.name))?;
+                        dns::resolve_all(pool, &resolver).await;
+                        let (pool, stop) = (pool.clone(), stop.clone());
+                        resolvers.push(tokio::spawn(dns::run(pool, resolver, stop)));
+                    }
                     health::check_once(&state.health, &state.pools, &state.table, timeout).await;
                     let probes = {
                         let state = state.clone();
@@ -172,7 +187,8 @@ impl Core {
                     };
                     let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
                     let serving = tokio::spawn(server::serve(state, listener, acceptor, stop));
-                    Ok::<_, String>((port, vec![probes, serving, exporter]))
+                    resolvers.extend([probes, serving, exporter]);
+                    Ok::<_, String>((port, resolvers))
                 })
             })
             .map_err(PyOSError::new_err)?;
@@ -313,8 +329,8 @@ impl Core {
             .pool_order
             .iter()
             .map(|pool| {
-                let endpoints: Vec<serde_json::Value> = pool
-                    .endpoints
+                let current = pool.endpoints();
+                let endpoints: Vec<serde_json::Value> = current
                     .iter()
                     .map(|e| {
                         let health = locked(&e.health).clone();
@@ -327,6 +343,7 @@ impl Core {
                         unready.sort();
                         serde_json::json!({
                             "address": e.address,
+                            "source": e.source.as_deref().unwrap_or(""),
                             "ready": e.ready.load(Ordering::Relaxed),
                             "ejected": health.ejected(now),
                             "ejected_for_s": (health.ejected_until - now).max(0.0),
@@ -338,8 +355,7 @@ impl Core {
                     })
                     .collect();
                 let stats = &pool.stats;
-                let in_flight: u64 = pool
-                    .endpoints
+                let in_flight: u64 = current
                     .iter()
                     .map(|e| e.outstanding.load(Ordering::Relaxed))
                     .sum();
@@ -354,6 +370,7 @@ impl Core {
                     "retries_denied": stats.retries_denied.load(Ordering::Relaxed),
                     "hedges": stats.hedges.load(Ordering::Relaxed),
                     "ejections": stats.ejections.load(Ordering::Relaxed),
+                    "names": pool.discovery.as_ref().map(dns::Discovery::snapshot).unwrap_or_default(),
                 });
                 if let (Some(admission), Some(fields)) =
                     (self.state.admissions.get(&pool.name), row.as_object_mut())

@@ -89,7 +89,7 @@ async fn pump(
     deadline: Option<Instant>,
     out: &ChannelSender,
 ) -> Result<(), GatewayError> {
-    let endpoint = pool.pick(None, &[]);
+    let endpoint = pool.pick(None, &[])?;
     let unreachable = |reason: String| pool.unreachable(&endpoint, &reason);
     let span = ChildSpan::start("upstream ModelStreamInfer", traces::CLIENT);
     let traceparent = span.as_ref().map(ChildSpan::traceparent);

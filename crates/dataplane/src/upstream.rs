@@ -96,6 +96,8 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 
 pub struct Endpoint {
     pub address: String,
+    /// The `dns:NAME:PORT` it was found by, when it was.
+    pub source: Option<String>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     sender: Mutex<Option<SendRequest<BoxBody>>>,
     connecting: tokio::sync::Mutex<()>,
@@ -114,6 +116,7 @@ impl Endpoint {
     ) -> Endpoint {
         Endpoint {
             address,
+            source: None,
             tls,
             sender: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
@@ -251,7 +254,11 @@ pub struct PoolStats {
 pub struct Pool {
     pub name: String,
     pub config: PoolConfig,
-    pub endpoints: Vec<Arc<Endpoint>>,
+    /// Swapped whole when DNS answers change; a call works on the set it loaded.
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    connector: Option<TlsConnector>,
+    /// The pool's `dns:` endpoints, when it has any.
+    pub discovery: Option<crate::dns::Discovery>,
     budget: Mutex<RetryBudget>,
     pub stats: PoolStats,
 }
@@ -321,53 +328,144 @@ impl Pool {
             .as_ref()
             .map(|tls| tls::connector(tls, &name))
             .transpose()?;
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for address in &config.endpoints {
-            let tls = match (&connector, &config.tls) {
-                (Some(connector), Some(tls)) => {
-                    Some((connector.clone(), tls::server_name(tls, address)?))
-                }
-                _ => None,
-            };
-            let health = EndpointHealth::new(config.outlier.clone());
-            endpoints.push(Arc::new(Endpoint::new(address.clone(), health, tls)));
+        let mut names = Vec::new();
+        let mut addresses = Vec::new();
+        for spec in &config.endpoints {
+            match crate::dns::parse(spec) {
+                Some(parsed) => names.push(parsed.map_err(|e| format!("pool '{name}': {e}"))?),
+                None => addresses.push(spec.clone()),
+            }
         }
+        let discovery = (!names.is_empty())
+            .then(|| {
+                crate::dns::Discovery::new(
+                    names,
+                    config.dns_refresh_s,
+                    config.dns_resolver.as_deref(),
+                )
+            })
+            .transpose()
+            .map_err(|e| format!("pool '{name}': {e}"))?;
         let budget = RetryBudget::new(config.retry_budget_ratio, config.retry_budget_initial);
-        Ok(Pool {
+        let pool = Pool {
             name,
             config,
-            endpoints,
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            connector,
+            discovery,
             budget: Mutex::new(budget),
             stats: PoolStats::default(),
-        })
+        };
+        let endpoints = addresses
+            .iter()
+            .map(|address| pool.endpoint(address, address, None))
+            .collect::<Result<Vec<_>, String>>()?;
+        pool.endpoints.store(Arc::new(endpoints));
+        Ok(pool)
+    }
+
+    /// A new endpoint at `address`; TLS verifies `host` (the DNS name, for a resolved address).
+    fn endpoint(
+        &self,
+        address: &str,
+        host: &str,
+        source: Option<&str>,
+    ) -> Result<Arc<Endpoint>, String> {
+        let tls = match (&self.connector, &self.config.tls) {
+            (Some(connector), Some(tls)) => Some((connector.clone(), tls::server_name(tls, host)?)),
+            _ => None,
+        };
+        let health = EndpointHealth::new(self.config.outlier.clone());
+        let mut endpoint = Endpoint::new(address.to_owned(), health, tls);
+        endpoint.source = source.map(str::to_owned);
+        Ok(Arc::new(endpoint))
+    }
+
+    /// The endpoints now (a snapshot: DNS may change the set at any time).
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    /// Install the addresses `source` (a `dns:` name) resolves to now: kept ones stay as they
+    /// are (connection, health, load), new ones join, not ready until their health check
+    /// passes; vanished ones leave the set, so no new call picks them, while calls under way on
+    /// them finish (their connection closes when the last reference goes).
+    pub fn set_addresses(&self, source: &str, host: &str, addresses: &[String]) {
+        let current = self.endpoints();
+        let mut next: Vec<Arc<Endpoint>> = current
+            .iter()
+            .filter(|e| e.source.as_deref() != Some(source) || addresses.contains(&e.address))
+            .cloned()
+            .collect();
+        let mut changed = next.len() != current.len();
+        for address in addresses {
+            let known = current
+                .iter()
+                .any(|e| e.source.as_deref() == Some(source) && &e.address == address);
+            if known {
+                continue;
+            }
+            let hosted = format!("{host}:{}", address.rsplit_once(':').map_or("", |(_, p)| p));
+            match self.endpoint(address, &hosted, Some(source)) {
+                Ok(endpoint) => {
+                    next.push(endpoint);
+                    changed = true;
+                }
+                Err(error) => eprintln!("gateway core: pool {}: {address}: {error}", self.name),
+            }
+        }
+        if changed {
+            let shown: Vec<&str> = next.iter().map(|e| e.address.as_str()).collect();
+            eprintln!(
+                "gateway core: pool {}: {source} now resolves to {addresses:?}; endpoints {shown:?}",
+                self.name
+            );
+            self.endpoints.store(Arc::new(next));
+        }
     }
 
     pub fn ready(&self) -> bool {
         let now = now_s();
-        self.endpoints.iter().any(|e| e.eligible(now))
+        self.endpoints().iter().any(|e| e.eligible(now))
     }
 
     fn may_eject(&self, now: f64) -> bool {
-        let ejected = self.endpoints.iter().filter(|e| e.ejected(now)).count();
-        (ejected + 1) * 100
-            <= self.config.outlier.max_ejection_percent as usize * self.endpoints.len()
+        let endpoints = self.endpoints();
+        let ejected = endpoints.iter().filter(|e| e.ejected(now)).count();
+        (ejected + 1) * 100 <= self.config.outlier.max_ejection_percent as usize * endpoints.len()
     }
 
     /// The eligible endpoint to try; with none eligible, any not yet tried (the call itself then
-    /// says precisely what is wrong, and nothing is refused on stale health).
-    pub fn pick(&self, model: Option<&ModelKey>, exclude: &[Arc<Endpoint>]) -> Arc<Endpoint> {
+    /// says precisely what is wrong, and nothing is refused on stale health). UNAVAILABLE when
+    /// the pool has no endpoint at all (its names resolved to nothing yet).
+    pub fn pick(
+        &self,
+        model: Option<&ModelKey>,
+        exclude: &[Arc<Endpoint>],
+    ) -> Result<Arc<Endpoint>, GatewayError> {
+        let endpoints = self.endpoints();
+        if endpoints.is_empty() {
+            let why = self
+                .discovery
+                .as_ref()
+                .map(crate::dns::Discovery::unresolved)
+                .unwrap_or_default();
+            return Err(GatewayError::Unavailable(format!(
+                "upstream pool '{}' has no endpoints: {why}",
+                self.name
+            )));
+        }
         let now = now_s();
         let untried = |e: &&Arc<Endpoint>| !exclude.iter().any(|x| Arc::ptr_eq(x, e));
-        let mut candidates: Vec<&Arc<Endpoint>> = self
-            .endpoints
+        let mut candidates: Vec<&Arc<Endpoint>> = endpoints
             .iter()
             .filter(untried)
             .filter(|e| e.eligible(now) && e.serves(model))
             .collect();
         if candidates.is_empty() {
-            let mut rest: Vec<&Arc<Endpoint>> = self.endpoints.iter().filter(untried).collect();
+            let mut rest: Vec<&Arc<Endpoint>> = endpoints.iter().filter(untried).collect();
             if rest.is_empty() {
-                rest = self.endpoints.iter().collect();
+                rest = endpoints.iter().collect();
             }
             let healthy: Vec<&Arc<Endpoint>> =
                 rest.iter().copied().filter(|e| !e.ejected(now)).collect();
@@ -377,11 +475,11 @@ impl Pool {
             .iter()
             .map(|e| (e.outstanding.load(Ordering::Relaxed), e.latency_ewma()))
             .collect();
-        candidates[choose(&loads, |n| fastrand::usize(..n))].clone()
+        Ok(candidates[choose(&loads, |n| fastrand::usize(..n))].clone())
     }
 
     fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
-        if tried >= self.config.max_attempts as usize || tried >= self.endpoints.len() {
+        if tried >= self.config.max_attempts as usize || tried >= self.endpoints().len() {
             return false;
         }
         if deadline.is_some_and(|d| d <= Instant::now()) {
@@ -421,14 +519,14 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
             .on_request();
         if let Some(delay_ms) = self.config.hedge_delay_ms {
-            if method == "ModelInfer" && self.endpoints.len() > 1 {
+            if method == "ModelInfer" && self.endpoints().len() > 1 {
                 let delay = Duration::from_secs_f64(delay_ms / 1000.0);
                 return Box::pin(self.hedged(payload, deadline, model, delay)).await;
             }
         }
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         loop {
-            let endpoint = self.pick(model, &tried);
+            let endpoint = self.pick(model, &tried)?;
             tried.push(endpoint.clone());
             match self
                 .attempt(&endpoint, method, &payload, deadline, tried.len() as u32)
@@ -477,6 +575,9 @@ impl Pool {
         {
             Ok(response) => Ok((response, attempt)),
             Err(reason) => {
+                if let (Some(discovery), Some(_)) = (&self.discovery, &endpoint.source) {
+                    discovery.refresh.notify_one(); // the address may be gone: ask DNS again
+                }
                 let error = self.unreachable(endpoint, &reason);
                 let mut attempt = attempt;
                 if let Some(span) = &mut attempt.span {
@@ -498,14 +599,14 @@ impl Pool {
         model: Option<&ModelKey>,
         delay: Duration,
     ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
-        let first_endpoint = self.pick(model, &[]);
+        let first_endpoint = self.pick(model, &[])?;
         let mut first =
             std::pin::pin!(self.attempt(&first_endpoint, "ModelInfer", &payload, deadline, 1));
         tokio::select! {
             answer = &mut first => {
                 return match answer {
                     Err(_) if self.retry_allowed(1, deadline) => {
-                        let other = self.pick(model, std::slice::from_ref(&first_endpoint));
+                        let other = self.pick(model, std::slice::from_ref(&first_endpoint))?;
                         self.attempt(&other, "ModelInfer", &payload, deadline, 2).await
                     }
                     answer => answer,
@@ -522,7 +623,10 @@ impl Pool {
             return first.await;
         }
         self.stats.hedges.fetch_add(1, Ordering::Relaxed);
-        let second_endpoint = self.pick(model, std::slice::from_ref(&first_endpoint));
+        let second_endpoint = match self.pick(model, std::slice::from_ref(&first_endpoint)) {
+            Ok(endpoint) => endpoint,
+            Err(_) => return first.await,
+        };
         let mut second =
             std::pin::pin!(self.attempt(&second_endpoint, "ModelInfer", &payload, deadline, 2));
         tokio::select! {

@@ -1,0 +1,199 @@
+"""Endpoints found by DNS (issue 22, part 2): a pool endpoint `dns:NAME:PORT` resolved by a real
+DNS server (Debian's dnsmasq on loopback, answering from a hosts file the test rewrites) to
+several Tritons on loopback addresses of their own (127.0.0.2, .3, .4: same port, as pods behind a
+headless Service). Requests spread over every address; an address added under load takes traffic,
+one removed gets none once drained, and nobody notices either change; a name that does not
+resolve is UNAVAILABLE naming it; while DNS is down the last good set serves."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.triton import DEFAULT_MODEL_REPOSITORY
+from gateway_admin import admin_pb2 as apb
+from tests.procs import DnsServer, TritonCli, running_dns, running_gateway, running_triton
+from tests.traffic import AUTH, TOKEN, Admin
+
+NAME = "triton-headless"
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+INTERVAL_S = 0.5  # dns_refresh_s and the health checks'
+
+
+def _identity(values: np.ndarray) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[len(values)])
+    request.raw_input_contents.append(values.tobytes())
+    return request
+
+
+def _served(triton: TritonCli) -> int:
+    """Successful identity executions this Triton has counted (its own statistics)."""
+    with grpc.insecure_channel(triton.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="identity"), timeout=5)
+    return sum(s.inference_stats.success.count for s in stats.model_stats)
+
+
+class _Load:
+    """Client threads sending identity through the gateway without pause; what failed, with why."""
+
+    def __init__(self, address: str, threads: int = 4) -> None:
+        self.sent = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._send, args=(address,), daemon=True) for _ in range(threads)]
+
+    def _send(self, address: str) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            while not self._stop.is_set():
+                try:
+                    stub.ModelInfer(_identity(np.ones(4, np.float32)), timeout=10)
+                    outcome = None
+                except grpc.RpcError as exc:
+                    outcome = f"{exc.code().name}: {exc.details()}"
+                with self._lock:
+                    self.sent += 1
+                    if outcome:
+                        self.failed.append(outcome)
+
+    def __enter__(self) -> _Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def tritons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TritonCli]]:
+    """Three Tritons on 127.0.0.2..4, one port, serving only `identity` (quick to start)."""
+    workdir = tmp_path_factory.mktemp("dns-tritons")
+    repository = workdir / "models"
+    shutil.copytree(DEFAULT_MODEL_REPOSITORY / "identity", repository / "identity")
+    port = free_port()
+    with contextlib.ExitStack() as stack:
+        started = {host: stack.enter_context(running_triton(workdir / f"{host}.log", port, host, repository))
+                   for host in HOSTS}  # fmt: skip
+        yield started
+
+
+@contextlib.contextmanager
+def _gateway(tmp_path: Path, dns: DnsServer, port: int, extra_pools: dict[str, Any] | None = None
+             ) -> Iterator[GatewayProcess]:  # fmt: skip
+    dns_pool = {"dns_resolver": dns.address, "dns_refresh_s": INTERVAL_S}
+    config = {
+        "pools": {"main": {"endpoints": [f"dns:{NAME}:{port}"], **dns_pool}, **(extra_pools or {})},
+        "default_pool": "main",
+        "health_check_interval_s": INTERVAL_S,
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        yield gateway
+
+
+def _until(condition: Callable[[], bool], seconds: float) -> float:
+    """Seconds until `condition` held (inf when it never did within `seconds`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return float("inf")
+
+
+def _pool(admin: Admin, name: str = "main") -> apb.PoolStats:
+    pools = admin.stub.GetPoolStats(apb.GetPoolStatsRequest(), metadata=AUTH, timeout=5).pools
+    return next(p for p in pools if p.name == name)
+
+
+def test_one_name_spreads_over_its_addresses_and_follows_dns_without_failing(
+    tritons: dict[str, TritonCli], tmp_path: Path
+) -> None:
+    port = next(iter(tritons.values())).port
+    first, second, third = (tritons[host] for host in HOSTS)
+    with running_dns(tmp_path) as dns:
+        dns.serve({NAME: [first.host, second.host]})
+        with _gateway(tmp_path, dns, port) as gateway:
+            admin = Admin(gateway.admin_address)
+            ready = lambda: sum(e.ready for e in _pool(admin).endpoints) == 2  # noqa: E731
+            assert _until(ready, 10) < 10, _pool(admin)
+            before = {host: _served(t) for host, t in tritons.items()}
+            with _Load(gateway.address) as load:
+                time.sleep(3)
+                spread = {host: _served(t) - before[host] for host, t in tritons.items()}
+                total = spread[first.host] + spread[second.host]
+                assert total > 50 and spread[third.host] == 0, spread
+                # Each address is an endpoint of its own: both serve a real share (P2C weighs them by
+                # latency x load, and on this shared 2-core box their latencies differ, so not 50/50).
+                assert all(spread[host] / total >= 0.2 for host in (first.host, second.host)), spread
+
+                dns.serve({NAME: [first.host, second.host, third.host]})  # a replica added under load
+                grown = _served(third)
+                took = _until(lambda: _served(third) > grown, 10)
+                assert took <= 2 * INTERVAL_S + 2 * INTERVAL_S + 1.0, took  # two resolutions, a probe, slack
+
+                dns.serve({NAME: [second.host, third.host]})  # one removed under load
+                gone = _until(lambda: first.address not in {e.address for e in _pool(admin).endpoints}, 10)
+                assert gone < 10
+                drained = _served(first)
+                time.sleep(1.0)
+                assert _served(first) == drained  # no new call once drained
+                names = _pool(admin).names
+                assert [n.name for n in names] == [f"dns:{NAME}:{port}"]
+                assert sorted(names[0].addresses) == sorted([second.address, third.address])
+            assert load.sent > 200 and load.failed == [], load.failed[:5]
+            print(f"\nspread {spread}; added address took traffic after {took:.2f}s; removed after {gone:.2f}s")
+
+
+def test_a_name_that_does_not_resolve_is_unavailable_and_dns_down_keeps_the_last_set(
+    tritons: dict[str, TritonCli], tmp_path: Path
+) -> None:
+    port = next(iter(tritons.values())).port
+    with running_dns(tmp_path) as dns:
+        dns.serve({NAME: [HOSTS[0]]})
+        ghost = {"ghost": {"endpoints": [f"dns:nowhere.invalid:{port}"], "dns_resolver": dns.address,
+                           "dns_refresh_s": INTERVAL_S}}  # fmt: skip
+        with _gateway(tmp_path, dns, port, ghost) as gateway:
+            admin = Admin(gateway.admin_address)
+            assert _until(lambda: any(e.ready for e in _pool(admin).endpoints), 10) < 10
+            (name,) = _pool(admin, "ghost").names
+            assert name.addresses == [] and name.failures >= 1 and name.last_error, name
+            with grpc.insecure_channel(gateway.address) as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                route = apb.Route(model="ghosted", variants=[apb.Variant(name="1", pool="ghost", model="identity",
+                                                                         weight=100)])  # fmt: skip
+                admin.stub.SetRoute(apb.SetRouteRequest(route=route), metadata=AUTH, timeout=5)
+                with pytest.raises(grpc.RpcError) as caught:
+                    ghosted = _identity(np.ones(2, np.float32))
+                    ghosted.model_name = "ghosted"
+                    stub.ModelInfer(ghosted, timeout=5)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert f"dns:nowhere.invalid:{port} did not resolve" in str(caught.value.details())
+                dns.stop()  # DNS down: the last good set keeps serving
+                assert _until(lambda: _pool(admin).names[0].failures > 0, 15) < 15
+                for _ in range(20):
+                    stub.ModelInfer(_identity(np.ones(2, np.float32)), timeout=5)
+            (main,) = _pool(admin).names
+            assert main.addresses == [f"{HOSTS[0]}:{port}"] and main.failures >= 1 and main.last_error
+            assert gateway.process is not None and gateway.process.poll() is None
