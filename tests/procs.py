@@ -188,6 +188,14 @@ def running_mlserver(workdir: Path, timeout_s: float = 60.0) -> Iterator[str]:
             process.wait(10)
 
 
+def dnsmasq_command(hosts: Path, address: str, port: int) -> list[str]:
+    """Debian's dnsmasq in the foreground on address:port, answering only from `hosts` (re-read on
+    SIGHUP): no upstream servers, no /etc/hosts, TTL 0."""
+    return [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+            "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", f"--listen-address={address}", "--bind-interfaces",
+            f"--port={port}", "--local-ttl=0", "--user=root", "--pid-file=", "--log-facility=-"]  # fmt: skip
+
+
 class DnsServer:
     """Debian's dnsmasq on a free 127.0.0.1 port, answering from a hosts file the test rewrites
     (`serve`: name -> addresses; re-read on SIGHUP) and nothing else (no upstream, no /etc/hosts)."""
@@ -204,11 +212,7 @@ class DnsServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-        command = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                   f"--addn-hosts={self.hosts}", "--listen-address=127.0.0.1", "--bind-interfaces",
-                   f"--port={self.port}", "--local-ttl=0", "--user=root", "--pid-file=",
-                   "--log-facility=-"]  # fmt: skip
+        command = dnsmasq_command(self.hosts, "127.0.0.1", self.port)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=log)
         deadline = time.monotonic() + 10

@@ -110,6 +110,24 @@ pub fn choose(loads: &[(u64, f64)], mut draw: impl FnMut(usize) -> usize) -> usi
     }
 }
 
+/// How fast a latency estimate fades without new samples (seconds per factor e).
+pub const LATENCY_DECAY_S: f64 = 1.0;
+
+/// A latency estimate `elapsed_s` after its last sample. It fades, as linkerd's and Finagle's
+/// PeakEWMA do: an endpoint that stopped getting calls after slow ones (a cold first request, a
+/// hiccup) would otherwise keep its bad estimate, and P2C would never call it again to learn
+/// better. Under load, samples come every few milliseconds and the fading is negligible.
+pub fn faded(estimate: f64, elapsed_s: f64) -> f64 {
+    estimate * (-elapsed_s.max(0.0) / LATENCY_DECAY_S).exp()
+}
+
+/// The estimate after a new sample: an EWMA over the faded estimate, seeded afresh once the old
+/// one has faded to nothing next to the sample.
+pub fn update(estimate: f64, elapsed_s: f64, sample: f64) -> f64 {
+    let base = faded(estimate, elapsed_s);
+    ewma(if base < 0.05 * sample { 0.0 } else { base }, sample)
+}
+
 /// Latency EWMA (weight 0.3), seeded by the first sample.
 pub fn ewma(previous: f64, sample: f64) -> f64 {
     if previous == 0.0 {
@@ -122,6 +140,19 @@ pub fn ewma(previous: f64, sample: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_slow_estimate_fades_so_the_endpoint_is_tried_again() {
+        let cold = 0.033; // one slow first call, then no more traffic
+        assert!((faded(cold, 0.0) - cold).abs() < 1e-12);
+        assert!(faded(cold, 4.0) < 0.001); // after 4 s it competes with a 0.8 ms endpoint again
+        let (fast, fast_outstanding) = (0.0008, 1.0);
+        let pick_slow = |elapsed: f64| faded(cold, elapsed) < fast * (fast_outstanding + 1.0);
+        assert!(!pick_slow(0.5) && pick_slow(5.0));
+        assert_eq!(update(cold, 10.0, 0.001), 0.001); // faded to nothing: seeded afresh
+        let steady = update(0.010, 0.001, 0.012); // under load: an ordinary EWMA
+        assert!((steady - (0.010 * (-0.001f64).exp() * 0.7 + 0.012 * 0.3)).abs() < 1e-9);
+    }
 
     fn settings() -> OutlierConfig {
         OutlierConfig {

@@ -24,7 +24,7 @@ use crate::body::BoxBody;
 use crate::config::PoolConfig;
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
-use crate::resilience::{choose, ewma, EndpointHealth, RetryBudget};
+use crate::resilience::{choose, faded, update, EndpointHealth, RetryBudget};
 use crate::tls;
 use crate::traces::{self, otlp::Value, ChildSpan};
 use rustls::pki_types::ServerName;
@@ -103,6 +103,8 @@ pub struct Endpoint {
     connecting: tokio::sync::Mutex<()>,
     pub outstanding: AtomicU64,
     latency_ewma_bits: AtomicU64,
+    /// When the estimate last had a sample (`now_s`, as f64 bits): it fades from then on.
+    sampled_at_bits: AtomicU64,
     pub health: Mutex<EndpointHealth>,
     pub ready: AtomicBool, // from the active probe
     pub unready_models: ArcSwap<HashSet<ModelKey>>,
@@ -122,6 +124,7 @@ impl Endpoint {
             connecting: tokio::sync::Mutex::new(()),
             outstanding: AtomicU64::new(0),
             latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
+            sampled_at_bits: AtomicU64::new(0f64.to_bits()),
             health: Mutex::new(health),
             ready: AtomicBool::new(false),
             unready_models: ArcSwap::from_pointee(HashSet::new()),
@@ -139,14 +142,23 @@ impl Endpoint {
         Endpoint::new(address, EndpointHealth::new(outlier), None)
     }
 
+    fn since_sample(&self) -> f64 {
+        now_s() - f64::from_bits(self.sampled_at_bits.load(Ordering::Relaxed))
+    }
+
+    /// The latency estimate now: the EWMA of its calls, faded since the last one.
     pub fn latency_ewma(&self) -> f64 {
-        f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed))
+        let estimate = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
+        faded(estimate, self.since_sample())
     }
 
     fn observe(&self, seconds: f64) {
-        let next = ewma(self.latency_ewma(), seconds);
+        let estimate = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
+        let next = update(estimate, self.since_sample(), seconds);
         self.latency_ewma_bits
             .store(next.to_bits(), Ordering::Relaxed);
+        self.sampled_at_bits
+            .store(now_s().to_bits(), Ordering::Relaxed);
     }
 
     fn live_sender(&self) -> Option<SendRequest<BoxBody>> {
