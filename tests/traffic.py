@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -96,3 +100,69 @@ def scrape_metrics(address: str) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def identity_request(values: np.ndarray | None = None) -> pb.ModelInferRequest:
+    """A ModelInfer for Triton's `identity` model (FP32 [-1])."""
+    values = np.ones(4, np.float32) if values is None else values.astype(np.float32)
+    request = pb.ModelInferRequest(model_name="identity")
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[len(values)])
+    request.raw_input_contents.append(values.tobytes())
+    return request
+
+
+def identity_served(address: str) -> int:
+    """Successful `identity` executions a Triton has counted itself (its ModelStatistics)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="identity"), timeout=5)
+    return sum(s.inference_stats.success.count for s in stats.model_stats)
+
+
+def until(condition: Callable[[], bool], seconds: float) -> float:
+    """Seconds until `condition` held (inf if it did not within `seconds`; an RPC error is a no)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    return float("inf")
+
+
+class ClosedLoad:
+    """Client threads calling `identity` at `target` (a gRPC target: one address or several) without
+    pause, each on a channel of its own; how many were sent, and every failure with its status."""
+
+    def __init__(self, target: str, threads: int = 4, options: list[tuple[str, Any]] | None = None) -> None:
+        self.sent = 0
+        self.failed: list[str] = []
+        self._stop, self._lock = threading.Event(), threading.Lock()
+        self._threads = [threading.Thread(target=self._send, args=(target, options or []), daemon=True)
+                         for _ in range(threads)]  # fmt: skip
+
+    def _send(self, target: str, options: list[tuple[str, Any]]) -> None:
+        with grpc.insecure_channel(target, options=options) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            while not self._stop.is_set():
+                try:
+                    stub.ModelInfer(identity_request(), timeout=15)
+                    failure = None
+                except grpc.RpcError as exc:
+                    failure = f"{exc.code().name}: {exc.details()}"
+                with self._lock:
+                    self.sent += 1
+                    if failure:
+                        self.failed.append(failure)
+
+    def __enter__(self) -> ClosedLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,68 +18,17 @@ import grpc
 import numpy as np
 import pytest
 import yaml
-from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.triton import DEFAULT_MODEL_REPOSITORY
 from gateway_admin import admin_pb2 as apb
 from tests.procs import DnsServer, TritonCli, running_dns, running_gateway, running_triton
-from tests.traffic import AUTH, TOKEN, Admin
+from tests.traffic import AUTH, TOKEN, Admin, ClosedLoad, identity_request, identity_served, until
 
 NAME = "triton-headless"
 HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 INTERVAL_S = 0.5  # dns_refresh_s and the health checks'
-
-
-def _identity(values: np.ndarray) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="identity")
-    request.inputs.add(name="INPUT0", datatype="FP32", shape=[len(values)])
-    request.raw_input_contents.append(values.tobytes())
-    return request
-
-
-def _served(triton: TritonCli) -> int:
-    """Successful identity executions this Triton has counted (its own statistics)."""
-    with grpc.insecure_channel(triton.address) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="identity"), timeout=5)
-    return sum(s.inference_stats.success.count for s in stats.model_stats)
-
-
-class _Load:
-    """Client threads sending identity through the gateway without pause; what failed, with why."""
-
-    def __init__(self, address: str, threads: int = 4) -> None:
-        self.sent = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._send, args=(address,), daemon=True) for _ in range(threads)]
-
-    def _send(self, address: str) -> None:
-        with grpc.insecure_channel(address) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            while not self._stop.is_set():
-                try:
-                    stub.ModelInfer(_identity(np.ones(4, np.float32)), timeout=10)
-                    outcome = None
-                except grpc.RpcError as exc:
-                    outcome = f"{exc.code().name}: {exc.details()}"
-                with self._lock:
-                    self.sent += 1
-                    if outcome:
-                        self.failed.append(outcome)
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
 
 
 @pytest.fixture(scope="module")
@@ -112,16 +60,6 @@ def _gateway(tmp_path: Path, dns: DnsServer, port: int, extra_pools: dict[str, A
         yield gateway
 
 
-def _until(condition: Callable[[], bool], seconds: float) -> float:
-    """Seconds until `condition` held (inf when it never did within `seconds`)."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    return float("inf")
-
-
 def _pool(admin: Admin, name: str = "main") -> apb.PoolStats:
     pools = admin.stub.GetPoolStats(apb.GetPoolStatsRequest(), metadata=AUTH, timeout=5).pools
     return next(p for p in pools if p.name == name)
@@ -137,11 +75,11 @@ def test_one_name_spreads_over_its_addresses_and_follows_dns_without_failing(
         with _gateway(tmp_path, dns, port) as gateway:
             admin = Admin(gateway.admin_address)
             ready = lambda: sum(e.ready for e in _pool(admin).endpoints) == 2  # noqa: E731
-            assert _until(ready, 10) < 10, _pool(admin)
-            before = {host: _served(t) for host, t in tritons.items()}
-            with _Load(gateway.address) as load:
+            assert until(ready, 10) < 10, _pool(admin)
+            before = {host: identity_served(t.address) for host, t in tritons.items()}
+            with ClosedLoad(gateway.address) as load:
                 time.sleep(3)
-                spread = {host: _served(t) - before[host] for host, t in tritons.items()}
+                spread = {host: identity_served(t.address) - before[host] for host, t in tritons.items()}
                 total = spread[first.host] + spread[second.host]
                 assert total > 50 and spread[third.host] == 0, spread
                 # Each address is an endpoint of its own: both serve (P2C weighs them by latency x load,
@@ -149,16 +87,16 @@ def test_one_name_spreads_over_its_addresses_and_follows_dns_without_failing(
                 assert all(spread[host] / total >= 0.05 for host in (first.host, second.host)), spread
 
                 dns.serve({NAME: [first.host, second.host, third.host]})  # a replica added under load
-                grown = _served(third)
-                took = _until(lambda: _served(third) > grown, 10)
+                grown = identity_served(third.address)
+                took = until(lambda: identity_served(third.address) > grown, 10)
                 assert took <= 2 * INTERVAL_S + 2 * INTERVAL_S + 1.0, took  # two resolutions, a probe, slack
 
                 dns.serve({NAME: [second.host, third.host]})  # one removed under load
-                gone = _until(lambda: first.address not in {e.address for e in _pool(admin).endpoints}, 10)
+                gone = until(lambda: first.address not in {e.address for e in _pool(admin).endpoints}, 10)
                 assert gone < 10
-                drained = _served(first)
+                drained = identity_served(first.address)
                 time.sleep(1.0)
-                assert _served(first) == drained  # no new call once drained
+                assert identity_served(first.address) == drained  # no new call once drained
                 names = _pool(admin).names
                 assert [n.name for n in names] == [f"dns:{NAME}:{port}"]
                 assert sorted(names[0].addresses) == sorted([second.address, third.address])
@@ -176,7 +114,7 @@ def test_a_name_that_does_not_resolve_is_unavailable_and_dns_down_keeps_the_last
                            "dns_refresh_s": INTERVAL_S}}  # fmt: skip
         with _gateway(tmp_path, dns, port, ghost) as gateway:
             admin = Admin(gateway.admin_address)
-            assert _until(lambda: any(e.ready for e in _pool(admin).endpoints), 10) < 10
+            assert until(lambda: any(e.ready for e in _pool(admin).endpoints), 10) < 10
             (name,) = _pool(admin, "ghost").names
             assert name.addresses == [] and name.failures >= 1 and name.last_error, name
             with grpc.insecure_channel(gateway.address) as channel:
@@ -185,15 +123,15 @@ def test_a_name_that_does_not_resolve_is_unavailable_and_dns_down_keeps_the_last
                                                                          weight=100)])  # fmt: skip
                 admin.stub.SetRoute(apb.SetRouteRequest(route=route), metadata=AUTH, timeout=5)
                 with pytest.raises(grpc.RpcError) as caught:
-                    ghosted = _identity(np.ones(2, np.float32))
+                    ghosted = identity_request(np.ones(2, np.float32))
                     ghosted.model_name = "ghosted"
                     stub.ModelInfer(ghosted, timeout=5)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert f"dns:nowhere.invalid:{port} did not resolve" in str(caught.value.details())
                 dns.stop()  # DNS down: the last good set keeps serving
-                assert _until(lambda: _pool(admin).names[0].failures > 0, 15) < 15
+                assert until(lambda: _pool(admin).names[0].failures > 0, 15) < 15
                 for _ in range(20):
-                    stub.ModelInfer(_identity(np.ones(2, np.float32)), timeout=5)
+                    stub.ModelInfer(identity_request(np.ones(2, np.float32)), timeout=5)
             (main,) = _pool(admin).names
             assert main.addresses == [f"{HOSTS[0]}:{port}"] and main.failures >= 1 and main.last_error
             assert gateway.process is not None and gateway.process.poll() is None

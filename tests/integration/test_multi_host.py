@@ -8,15 +8,13 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 import yaml
 from tritonclient.grpc import service_pb2 as pb
@@ -26,7 +24,7 @@ from gateway.local.triton import DEFAULT_MODEL_REPOSITORY
 from gateway_admin import admin_pb2 as apb
 from tests.netbed import Host, NetBed, running_bed
 from tests.procs import dnsmasq_command
-from tests.traffic import AUTH, TOKEN, Admin
+from tests.traffic import AUTH, TOKEN, Admin, ClosedLoad, identity_served, until
 
 NAME = "triton-headless"
 TRITON_PORT = 8001
@@ -47,36 +45,10 @@ class Bed:
         self.dnsmasq.send_signal(signal.SIGHUP)
 
 
-def _until(condition: Callable[[], bool], seconds: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except grpc.RpcError:
-            pass
-        time.sleep(0.1)
-    return float("inf")
-
-
 def _ready(address: str) -> bool:
     with grpc.insecure_channel(address) as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         return bool(stub.ServerReady(pb.ServerReadyRequest(), timeout=1).ready)
-
-
-def _served(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="identity"), timeout=5)
-    return sum(s.inference_stats.success.count for s in stats.model_stats)
-
-
-def _identity() -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name="identity")
-    request.inputs.add(name="INPUT0", datatype="FP32", shape=[4])
-    request.raw_input_contents.append(np.ones(4, np.float32).tobytes())
-    return request
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +67,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
                           str(TRITON_PORT), "--model-repository", str(repository)],
                          workdir / f"{triton.name}.log")  # fmt: skip
         for triton in tritons:
-            waited = _until(lambda t=triton: _ready(f"{t.address}:{TRITON_PORT}"), 120)  # type: ignore[misc]
+            waited = until(lambda t=triton: _ready(f"{t.address}:{TRITON_PORT}"), 120)  # type: ignore[misc]
             assert waited < 120, (workdir / f"{triton.name}.log").read_text()[-2000:]
         yield Bed(net, dns, hosts_file, dnsmasq, tritons, workdir)
 
@@ -119,7 +91,7 @@ def _gateway(bed: Bed, name: str) -> Host:
     path = bed.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     host.popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)], bed.workdir / f"{name}.log")
-    waited = _until(lambda: _ready(f"{host.address}:8001"), 60)
+    waited = until(lambda: _ready(f"{host.address}:8001"), 60)
     assert waited < 60, (bed.workdir / f"{name}.log").read_text()[-2000:]
     return host
 
@@ -132,51 +104,17 @@ def _pool(gateway: Host) -> apb.PoolStats:
         admin.close()
 
 
-class _Load:
-    """Client threads calling `target` (a gRPC target, one address or several) without pause."""
-
-    def __init__(self, target: str, options: list[tuple[str, Any]] | None = None, threads: int = 4) -> None:
-        self.sent, self.failed = 0, []  # type: ignore[var-annotated]
-        self._stop, self._lock = threading.Event(), threading.Lock()
-        self._threads = [threading.Thread(target=self._send, args=(target, options or []), daemon=True)
-                         for _ in range(threads)]  # fmt: skip
-
-    def _send(self, target: str, options: list[tuple[str, Any]]) -> None:
-        with grpc.insecure_channel(target, options=options) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            while not self._stop.is_set():
-                try:
-                    stub.ModelInfer(_identity(), timeout=15)
-                    failure = None
-                except grpc.RpcError as exc:
-                    failure = f"{exc.code().name}: {exc.details()}"
-                with self._lock:
-                    self.sent += 1
-                    if failure:
-                        self.failed.append(failure)
-
-    def __enter__(self) -> _Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-
 def test_tritons_behind_one_name_across_hosts_share_the_load_and_follow_dns(bed: Bed) -> None:
     first, second, third = bed.tritons
     bed.serve([first, second])
     gateway = _gateway(bed, "gw-dns")
-    both = _until(lambda: sum(e.ready for e in _pool(gateway).endpoints) == 2, 10)
+    both = until(lambda: sum(e.ready for e in _pool(gateway).endpoints) == 2, 10)
     assert both < 10, _pool(gateway)
     addresses = [f"{t.address}:{TRITON_PORT}" for t in bed.tritons]
-    before = [_served(a) for a in addresses]
-    with _Load(f"{gateway.address}:8001") as load:
+    before = [identity_served(a) for a in addresses]
+    with ClosedLoad(f"{gateway.address}:8001") as load:
         time.sleep(4)
-        spread = [_served(a) - b for a, b in zip(addresses, before, strict=True)]
+        spread = [identity_served(a) - b for a, b in zip(addresses, before, strict=True)]
         total = spread[0] + spread[1]
         assert total > 50 and spread[2] == 0, spread
         shares = [spread[0] / total, spread[1] / total]
@@ -186,15 +124,15 @@ def test_tritons_behind_one_name_across_hosts_share_the_load_and_follow_dns(bed:
         assert min(shares) >= 0.05, (spread, [(e.address, e.latency_ewma_ms) for e in _pool(gateway).endpoints])
 
         bed.serve([first, second, third])
-        grown = _served(addresses[2])
-        took = _until(lambda: _served(addresses[2]) > grown, 10)
+        grown = identity_served(addresses[2])
+        took = until(lambda: identity_served(addresses[2]) > grown, 10)
         assert took <= 4 * INTERVAL_S + 1.0, took
 
         bed.serve([second, third])
         time.sleep(4 * INTERVAL_S)  # resolved again, drained
-        drained = _served(addresses[0])
+        drained = identity_served(addresses[0])
         time.sleep(1.0)
-        assert _served(addresses[0]) == drained
+        assert identity_served(addresses[0]) == drained
     assert load.sent > 200 and load.failed == [], load.failed[:5]
     print(f"\nshares {shares[0]:.2f}/{shares[1]:.2f} of {total}; the added host took traffic after {took:.2f}s")
     gateway.kill()
