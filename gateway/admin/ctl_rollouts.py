@@ -35,7 +35,7 @@ from gateway.admin.ctl_common import (
     read_bytes,
     show_table,
 )
-from gateway.admin.rollout_watch import EXIT_CODES, exit_code, follow
+from gateway.admin.rollout_watch import EXIT_CODES, clock, exit_code, follow
 from gateway.audit import read_trail, verify
 from gateway_admin import admin_pb2 as pb
 
@@ -60,10 +60,6 @@ def _steps(text: str) -> list[int]:
         raise typer.BadParameter(f"expected percentages like 5,25,50, got {text!r}") from exc
 
 
-def _clock(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S") if seconds else "-"
-
-
 def status_view(status: pb.RolloutStatus, now: float | None = None) -> Group:
     """A rollout as people read it: phase and weights, every gate's last verdict, the history."""
     now = time.time() if now is None else now
@@ -74,7 +70,7 @@ def status_view(status: pb.RolloutStatus, now: float | None = None) -> Group:
         ("phase", status.phase + (f" (resumes {status.paused_from})" if status.paused_from else "")),
         ("step", step),
         ("weights", weights + (f"; shadow {status.shadow_fraction:g} to {status.candidate}" if status.shadow_fraction else "")),  # noqa: E501
-        ("window", f"{_clock(status.window_start)} to {_clock(status.window_end)}"
+        ("window", f"{clock(status.window_start)} to {clock(status.window_end)}"
          + (f" ({max(status.window_end - now, 0):.0f}s left)" if status.phase in ("Shadow", "Canary") else "")),
         ("failures", f"{status.failures} (limit {status.failure_limit}); {status.extensions} extensions"),
         ("reason", status.reason),
@@ -94,7 +90,7 @@ def status_view(status: pb.RolloutStatus, now: float | None = None) -> Group:
     for column in ("time", "from", "to", "step", "reason"):
         history.add_column(column)
     for entry in status.history[-8:]:
-        history.add_row(_clock(entry.time), getattr(entry, "from"), entry.to, str(entry.step or "-"), entry.reason)
+        history.add_row(clock(entry.time), getattr(entry, "from"), entry.to, str(entry.step or "-"), entry.reason)
     return Group(head, gates, history)
 
 
@@ -208,7 +204,7 @@ def list_rollouts(ctx: typer.Context, admin: AdminOption = None, token: TokenOpt
     for r in response.rollouts:
         weights = ", ".join(f"{k}={v}" for k, v in sorted(r.weights.items()))
         table.add_row(r.model, r.candidate, r.baseline, r.phase, f"{r.step}/{len(r.steps)}", weights,
-                      _clock(r.updated), r.reason[:80])  # fmt: skip
+                      clock(r.updated), r.reason[:80])  # fmt: skip
     show_table(table)
 
 
@@ -232,7 +228,7 @@ def _records_table(records: list[dict[str, Any]]) -> Table:
         table.add_column(column)
     for r in records:
         change = json.dumps(r.get("after"), sort_keys=True) if r.get("after") is not None else ""
-        table.add_row(str(r.get("id")), _clock(r.get("time") or 0), str(r.get("actor")), str(r.get("action")),
+        table.add_row(str(r.get("id")), clock(r.get("time") or 0), str(r.get("actor")), str(r.get("action")),
                       str(r.get("target")), change[:70], str(r.get("reason") or "")[:70])  # fmt: skip
     return table
 

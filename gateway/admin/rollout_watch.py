@@ -16,7 +16,7 @@ from collections.abc import Callable
 from gateway.admin.ctl_common import as_dict
 from gateway_admin import admin_pb2 as pb
 
-__all__ = ["EXIT_CODES", "RUNNING", "exit_code", "follow", "line_of", "transition_line"]
+__all__ = ["EXIT_CODES", "RUNNING", "clock", "exit_code", "follow", "line_of", "transition_line"]
 
 EXIT_CODES = {"Succeeded": 0, "RolledBack": 1, "Paused": 2, "Aborted": 2}  # where a watch stops
 RUNNING = 4  # a plain `status` of a rollout still under way
@@ -26,8 +26,9 @@ def exit_code(status: pb.RolloutStatus) -> int:
     return EXIT_CODES.get(status.phase, RUNNING)
 
 
-def _clock(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S")
+def clock(seconds: float) -> str:
+    """A unix time as the tables and lines show it (HH:MM:SS; "-" for none)."""
+    return dt.datetime.fromtimestamp(seconds).strftime("%H:%M:%S") if seconds else "-"
 
 
 def line_of(status: pb.RolloutStatus, now: float) -> str:
@@ -35,12 +36,12 @@ def line_of(status: pb.RolloutStatus, now: float) -> str:
     step = f" step {status.step}/{len(status.steps)}" if status.step else ""
     shadow = f" shadow {status.shadow_fraction:g}" if status.shadow_fraction else ""
     problem = f" [problem: {status.problem}]" if status.problem else ""
-    return f"{_clock(now)} {status.model} {status.phase}{step} weights {weights}{shadow}: {status.reason}{problem}"
+    return f"{clock(now)} {status.model} {status.phase}{step} weights {weights}{shadow}: {status.reason}{problem}"
 
 
 def transition_line(entry: pb.RolloutTransition) -> str:
     step = f" (step {entry.step})" if entry.step else ""
-    return f"{_clock(entry.time)} {getattr(entry, 'from')} -> {entry.to}{step}: {entry.reason}"
+    return f"{clock(entry.time)} {getattr(entry, 'from')} -> {entry.to}{step}: {entry.reason}"
 
 
 def _seen(status: pb.RolloutStatus) -> tuple[object, ...]:

@@ -41,7 +41,7 @@ class ConfigSource:
 class ConfigReloader:
     def __init__(
         self,
-        source: ConfigSource | Path,
+        source: ConfigSource,
         config: GatewayConfig,
         store: RouteStore,
         interval_s: float = 1.0,
@@ -49,8 +49,8 @@ class ConfigReloader:
         owner: Callable[[str], str | None] = lambda _model: None,
     ) -> None:
         """`owner(model)`: what owns the model's route now (a rollout under way), or None."""
-        self._source = source if isinstance(source, ConfigSource) else ConfigSource(source)
-        self._path = self._source.path
+        self._source = source
+        self._path = source.path
         self._owner = owner
         self._on_reload = on_reload
         self._config = config
@@ -71,10 +71,12 @@ class ConfigReloader:
         try:
             config = self._source.read()
             changed = {model: route for model, route in config.routes.items() if last.get(model) != route}
-            removed = [model for model in last if model not in config.routes]
-            held = {model: owner for model in [*changed, *removed] if (owner := self._owner(model))}
+            gone = [model for model in last if model not in config.routes]
+            held = {model: owner for model in [*changed, *gone] if (owner := self._owner(model))}
+            applied = [model for model in changed if model not in held]
+            removed = [model for model in gone if model not in held]
             with acting_as("config", f"reload of {self._path}"):
-                self._store.replace([route.to_route(m) for m, route in changed.items() if m not in held], kind="reload")
+                self._store.replace([changed[model].to_route(model) for model in applied], kind="reload")
         except (ConfigError, RouteError) as exc:
             log.error("config reload rejected, the running routes stay: %s", exc)
             return False
@@ -82,8 +84,7 @@ class ConfigReloader:
             log.warning("config reload: routes.%s changed in the file while %s owns it: not applied "
                         "(the first reload after it ends applies it)", model, owner)  # fmt: skip
         for model in removed:
-            if model not in held:
-                self._store.remove(model)
+            self._store.remove(model)
         # What the file says now, but for held routes: those stay as last loaded, so a later reload
         # still sees them as changed.
         routes = {m: r for m, r in config.routes.items() if m not in held} | {m: last[m] for m in held if m in last}
@@ -97,9 +98,8 @@ class ConfigReloader:
         if restart:
             log.warning("config reload: %s changed and need a restart; only routes were applied", restart)
         self._config = config.model_copy(update={"routes": routes} | {k: getattr(self._config, k) for k in restart})
-        applied = len(changed) - len(held.keys() & changed.keys())
-        log.info("config reloaded from %s: %d of %d routes changed and applied, %d removed", self._path, applied,
-                 len(config.routes), len(removed) - len(held.keys() & set(removed)))  # fmt: skip
+        log.info("config reloaded from %s: %d of %d routes changed and applied, %d removed", self._path, len(applied),
+                 len(config.routes), len(removed))  # fmt: skip
         return True
 
     async def watch(self) -> None:

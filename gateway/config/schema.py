@@ -58,10 +58,10 @@ def _check_endpoint(endpoint: str) -> str:
     """HOST:PORT, or `dns:NAME:PORT` (gRPC's `dns:///NAME:PORT` too): every address NAME resolves to."""
     if not endpoint.startswith("dns:"):
         return _check_address(endpoint)
-    name = endpoint.removeprefix("dns:").removeprefix("///")
-    host, sep, port = name.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected dns:NAME:PORT, got {endpoint!r}")
+    try:
+        _check_address(endpoint.removeprefix("dns:").removeprefix("///"))
+    except ValueError as exc:
+        raise ValueError(f"expected dns:NAME:PORT, got {endpoint!r}") from exc
     return endpoint
 
 

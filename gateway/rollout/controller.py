@@ -83,6 +83,14 @@ class RolloutController:
     def list(self) -> list[RolloutState]:
         return [self._view[model] for model in sorted(self._view)]
 
+    def owner(self, model: str) -> str | None:
+        """The rollout that owns `model`'s route now, named for a person (a config reload leaves
+        that route alone); None when no rollout does."""
+        state = self._view.get(model)
+        if state is None or not state.owns_route:
+            return None
+        return f"the rollout of {state.spec.candidate!r} ({state.phase.value}; gatewayctl rollout status {model})"
+
     async def refresh(self) -> None:
         """A follower reads what the leader saved (the leader's own view is the freshest)."""
         if not self.leading:
@@ -180,14 +188,18 @@ class RolloutController:
     def stop(self) -> None:
         self._stopping.set()
 
-    def _round_failed(self, exc: Exception) -> None:
-        """Logged once per cause (with its traceback), shown as each rollout's problem."""
-        cause = f"{type(exc).__name__}: {exc}"
+    def _log_once(self, cause: str, exc: Exception | None = None) -> None:
+        """A failure's cause logged the first time it happens (its traceback with it), not every tick."""
         if cause not in self._logged:
             self._logged.add(cause)
-            log.error("rollout round failed (retried every tick; logged once per cause): %s", cause, exc_info=exc)
+            log.error("rollout: %s (logged once per cause)", cause, exc_info=exc)
+
+    def _round_failed(self, exc: Exception) -> None:
+        """Logged once per cause, shown as each rollout's problem; the next tick tries again."""
+        cause = f"{type(exc).__name__}: {exc}"
+        self._log_once(f"round failed, retried every tick: {cause}", exc)
         for state in self._view.values():
-            if state.active or state.phase is Phase.PAUSED:
+            if state.owns_route:
                 state.problem = f"the last round failed, retried every tick: {cause}"
 
     async def _round(self) -> None:
@@ -201,7 +213,7 @@ class RolloutController:
             self.leading = True
             self._view, self._marks = await self._states_store.load(), {}
             for state in self._view.values():
-                if (state.active or state.phase is Phase.PAUSED) and state.weights:
+                if state.owns_route and state.weights:
                     with acting_as(f"rollout/{state.spec.model}", "resumed after a restart or a change of leader"):
                         self._set_traffic(state, SetTraffic(state.weights, state.shadow_fraction))
         for command in await self._states_store.take():
@@ -212,7 +224,7 @@ class RolloutController:
                             command.get("actor"), exc)  # fmt: skip
         for state in list(self._view.values()):
             state.problem = self._unread.get(state.spec.model, "")
-            stopped = (state.active or state.phase is Phase.PAUSED) and await self._reconcile(state)
+            stopped = state.owns_route and await self._reconcile(state)
             if state.active:
                 with acting_as(f"rollout/{state.spec.model}"):
                     await self._drive(state, self._clock())
@@ -294,7 +306,7 @@ class RolloutController:
 
     async def _exchange(self, *extra: str) -> None:
         """This replica's totals of the models under a rollout out, every replica's in."""
-        models = {s.spec.model for s in self._view.values() if s.active or s.phase is Phase.PAUSED} | set(extra)
+        models = {s.spec.model for s in self._view.values() if s.owns_route} | set(extra)
         # Without a rollout there is nothing to count: the data plane's snapshot is not even read.
         totals = {key: value for key, value in self._totals().items() if key[0] in models} if models else {}
         mine = Snapshot(totals, shadow_totals(self._shadows, models))
@@ -306,9 +318,7 @@ class RolloutController:
                 cluster[owner] = Snapshot.from_json(text)
             except (ValueError, TypeError, KeyError) as exc:  # one replica's bad totals: left out, not fatal
                 cause = f"the totals of replica {owner} are unreadable and left out: {exc}"
-                if cause not in self._logged:
-                    self._logged.add(cause)
-                    log.error("rollout: %s", cause)
+                self._log_once(cause)
                 self._unread = dict.fromkeys(models, cause)
         self._cluster = cluster
 

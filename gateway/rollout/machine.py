@@ -252,6 +252,11 @@ class RolloutState:
     def active(self) -> bool:
         return self.phase in ACTIVE
 
+    @property
+    def owns_route(self) -> bool:
+        """Under way or paused: the rollout owns its variants' weights and the candidate's shadow."""
+        return self.active or self.phase is Phase.PAUSED
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "spec": self.spec.model_dump(mode="json", context=KEEP_SECRETS), "phase": self.phase.value,

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from pathlib import Path
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -34,7 +33,6 @@ from gateway.errors import UpstreamError
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
 from gateway.rollout.metrics import RolloutCollector
-from gateway.rollout.phases import Phase
 from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.routes import Route, RouteError, RouteStore, route_from_core
 from gateway.routes.sync import RouteSync
@@ -64,7 +62,7 @@ class CoreShadowStats:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, source: ConfigSource | Path | None = None) -> None:
+    def __init__(self, config: GatewayConfig, source: ConfigSource | None = None) -> None:
         self.config = config
         self.store = RouteStore(config.pools, history=config.route_history)
         self.store.replace([route.to_route(model) for model, route in config.routes.items()], kind="set")
@@ -76,7 +74,13 @@ class Gateway:
         self._push()
         self.store.subscribe(lambda _event: self._push())
         self.reloader = (
-            ConfigReloader(source, config, self.store, on_reload=self._reloaded, owner=self._rollout_owning)
+            ConfigReloader(
+                source,
+                config,
+                self.store,
+                on_reload=self._reloaded,
+                owner=lambda model: self.loop.rollouts.owner(model),
+            )
             if source
             else None
         )
@@ -107,14 +111,6 @@ class Gateway:
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-
-    def _rollout_owning(self, model: str) -> str | None:
-        """The rollout that owns `model`'s route now (under way or paused), named for a person."""
-        for state in self.loop.rollouts.list():
-            if state.spec.model == model and (state.active or state.phase is Phase.PAUSED):
-                where = f"{state.phase.value}; gatewayctl rollout status {model}"
-                return f"the rollout of {state.spec.candidate!r} ({where})"
-        return None
 
     def _reloaded(self, config: GatewayConfig) -> None:
         self.core.set_cache_policies(json.dumps(policies_for_core(config)))

@@ -13,7 +13,6 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from gateway.config.reload import ConfigSource
 from gateway.config.schema import GatewayConfig
@@ -48,7 +47,7 @@ def _print_ready(config: GatewayConfig, serving: Serving) -> None:
 
 async def serve(
     config: GatewayConfig,
-    source: ConfigSource | Path | None = None,
+    source: ConfigSource | None = None,
     announce: Callable[[GatewayConfig, Serving], None] = _print_ready,
 ) -> None:
     """`source`: the file to reload routes from (and how to load it as at start)."""

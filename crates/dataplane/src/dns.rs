@@ -197,23 +197,21 @@ pub async fn resolve_all(pool: &Pool, resolver: &TokioResolver) {
                 Ok(Err(error)) => Err(error.to_string()),
                 Err(_) => Err("the resolver did not answer in time".to_owned()),
             };
-        let (install, previous_error) = {
+        let (install, error, changed) = {
             let mut status = discovery.status.lock().unwrap_or_else(|e| e.into_inner());
             let entry = &mut status[index];
             let previous_error = entry.last_error.clone();
-            (entry.record(answer).map(<[String]>::to_vec), previous_error)
+            let install = entry.record(answer).map(<[String]>::to_vec);
+            let changed = entry.last_error != previous_error;
+            (install, entry.last_error.clone(), changed)
         };
         match install {
-            Some(addresses) => pool.set_addresses(&name.spec, &name.host, &addresses),
-            None => {
-                let error = discovery.snapshot()[index].last_error.clone();
-                if error != previous_error {
-                    eprintln!(
-                        "gateway core: pool {}: {} did not resolve ({error}); keeping its last addresses",
-                        pool.name, name.spec
-                    );
-                }
-            }
+            Some(addresses) => pool.set_addresses(name, &addresses),
+            None if changed => eprintln!(
+                "gateway core: pool {}: {} did not resolve ({error}); keeping its last addresses",
+                pool.name, name.spec
+            ),
+            None => {}
         }
     }
 }

@@ -149,7 +149,7 @@ impl Core {
                     let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
                     // Pools with `dns:` endpoints: resolved once before the first health round,
                     // then again on their interval by a task each.
-                    let mut resolvers = Vec::new();
+                    let mut tasks = Vec::new();
                     for pool in &state.pool_order {
                         let Some(discovery) = &pool.discovery else {
                             continue;
@@ -159,7 +159,7 @@ impl Core {
                             .map_err(|e| format!("pool '{}': {e}", pool.name))?;
                         dns::resolve_all(pool, &resolver).await;
                         let (pool, stop) = (pool.clone(), stop.clone());
-                        resolvers.push(tokio::spawn(dns::run(pool, resolver, stop)));
+                        tasks.push(tokio::spawn(dns::run(pool, resolver, stop)));
                     }
                     health::check_once(&state.health, &state.pools, &state.table, timeout).await;
                     let probes = {
@@ -187,8 +187,8 @@ impl Core {
                     };
                     let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
                     let serving = tokio::spawn(server::serve(state, listener, acceptor, stop));
-                    resolvers.extend([probes, serving, exporter]);
-                    Ok::<_, String>((port, resolvers))
+                    tasks.extend([probes, serving, exporter]);
+                    Ok::<_, String>((port, tasks))
                 })
             })
             .map_err(PyOSError::new_err)?;

@@ -398,11 +398,12 @@ impl Pool {
         self.endpoints.load_full()
     }
 
-    /// Install the addresses `source` (a `dns:` name) resolves to now: kept ones stay as they
-    /// are (connection, health, load), new ones join, not ready until their health check
-    /// passes; vanished ones leave the set, so no new call picks them, while calls under way on
-    /// them finish (their connection closes when the last reference goes).
-    pub fn set_addresses(&self, source: &str, host: &str, addresses: &[String]) {
+    /// Install the addresses `name` resolves to now: kept ones stay as they are (connection,
+    /// health, load), new ones join, not ready until their health check passes; vanished ones
+    /// leave the set, so no new call picks them, while calls under way on them finish (their
+    /// connection closes when the last reference goes). TLS verifies the name, not the address.
+    pub fn set_addresses(&self, name: &crate::dns::DnsName, addresses: &[String]) {
+        let (source, host) = (name.spec.as_str(), format!("{}:{}", name.host, name.port));
         let current = self.endpoints();
         let mut next: Vec<Arc<Endpoint>> = current
             .iter()
@@ -417,8 +418,7 @@ impl Pool {
             if known {
                 continue;
             }
-            let hosted = format!("{host}:{}", address.rsplit_once(':').map_or("", |(_, p)| p));
-            match self.endpoint(address, &hosted, Some(source)) {
+            match self.endpoint(address, &host, Some(source)) {
                 Ok(endpoint) => {
                     next.push(endpoint);
                     changed = true;
@@ -438,11 +438,11 @@ impl Pool {
 
     pub fn ready(&self) -> bool {
         let now = now_s();
-        self.endpoints().iter().any(|e| e.eligible(now))
+        self.endpoints.load().iter().any(|e| e.eligible(now))
     }
 
     fn may_eject(&self, now: f64) -> bool {
-        let endpoints = self.endpoints();
+        let endpoints = self.endpoints.load();
         let ejected = endpoints.iter().filter(|e| e.ejected(now)).count();
         (ejected + 1) * 100 <= self.config.outlier.max_ejection_percent as usize * endpoints.len()
     }
@@ -455,7 +455,7 @@ impl Pool {
         model: Option<&ModelKey>,
         exclude: &[Arc<Endpoint>],
     ) -> Result<Arc<Endpoint>, GatewayError> {
-        let endpoints = self.endpoints();
+        let endpoints = self.endpoints.load();
         if endpoints.is_empty() {
             let why = self
                 .discovery
@@ -491,7 +491,7 @@ impl Pool {
     }
 
     fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
-        if tried >= self.config.max_attempts as usize || tried >= self.endpoints().len() {
+        if tried >= self.config.max_attempts as usize || tried >= self.endpoints.load().len() {
             return false;
         }
         if deadline.is_some_and(|d| d <= Instant::now()) {
@@ -531,7 +531,7 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
             .on_request();
         if let Some(delay_ms) = self.config.hedge_delay_ms {
-            if method == "ModelInfer" && self.endpoints().len() > 1 {
+            if method == "ModelInfer" && self.endpoints.load().len() > 1 {
                 let delay = Duration::from_secs_f64(delay_ms / 1000.0);
                 return Box::pin(self.hedged(payload, deadline, model, delay)).await;
             }
