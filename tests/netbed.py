@@ -1,12 +1,14 @@
 """A multi-host test bed on one machine: test hosts in network namespaces the tests make themselves.
 
-Every host is a namespace with one interface (`eth0`, an address in 10.213.<bed>.0/24) whose veth
-peer is a port of a bridge living in a namespace of its own (the switch), so the hosts reach each
-other and nothing else. The test runner joins the same switch through a veth of its own (the only
-link in its own namespace, holding only the bed's /24), so tests speak gRPC to the hosts directly.
-A partition is a host's switch port set down; a frozen host is its processes sent SIGSTOP; a dead
-one SIGKILL. Everything the bed made (namespaces, links, processes) is removed however the test
-ends; a bed that cannot be made (not root, no `ip`) fails with the reason, never skips.
+Every host is a namespace with one interface per LAN it is on (`eth0` on the front LAN,
+10.213.<bed>.0/24; `eth1` on the back LAN, 10.214.<bed>.0/24), each the veth peer of a port of that
+LAN's bridge, both bridges living in a namespace of their own (the switch), so the hosts reach each
+other and nothing else. The test runner joins the front LAN through a veth of its own (holding only
+the bed's front /24), so tests speak gRPC to the hosts directly. A partition is a host's switch port
+set down (all its ports, or its port on one LAN: a gateway cut from a Redis that only the back LAN
+reaches, still serving its clients); a frozen host is its processes sent SIGSTOP; a dead one
+SIGKILL. Everything the bed made (namespaces, links, processes) is removed however the test ends;
+a bed that cannot be made (not root, no `ip`) fails with the reason, never skips.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Host", "NetBed", "running_bed"]
+__all__ = ["BACK", "FRONT", "Host", "NetBed", "running_bed"]
 
 IP = shutil.which("ip") or "/usr/sbin/ip"
+FRONT, BACK = "front", "back"
+_LANS = {FRONT: (0, 213), BACK: (1, 214)}  # LAN: (its bridge br<N> and the host's eth<N>, subnet's 2nd byte)
 
 
 class NetBedError(RuntimeError):
@@ -44,9 +48,14 @@ class Host:
 
     name: str
     namespace: str
-    address: str
-    port: str  # its switch-side veth, in the switch namespace
+    addresses: dict[str, str]  # LAN: the host's address on it
+    ports: dict[str, str]  # LAN: its switch-side veth, in the switch namespace
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """Its address on the front LAN (the one the runner is on)."""
+        return self.addresses[FRONT]
 
     def popen(self, command: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
         """`command` run inside the host (its own process group, so a freeze or a kill takes its
@@ -85,8 +94,8 @@ class NetBed:
         self._runner_link = f"{self.tag}-run"
         self._next = 10
 
-    def subnet_address(self, last: int) -> str:
-        return f"10.213.{self.bed}.{last}"
+    def subnet_address(self, last: int, lan: str = FRONT) -> str:
+        return f"10.{_LANS[lan][1]}.{self.bed}.{last}"
 
     def build(self) -> None:
         if os.geteuid() != 0:
@@ -95,34 +104,45 @@ class NetBed:
             raise NetBedError(f"no `ip` at {IP}: install Debian's iproute2")
         self.teardown()  # what a killed earlier run of the same bed left behind
         _ip("netns", "add", self.switch)
-        _ip("link", "add", "br0", "type", "bridge", namespace=self.switch)
-        _ip("link", "set", "br0", "up", namespace=self.switch)
+        for bridge, _ in _LANS.values():
+            _ip("link", "add", f"br{bridge}", "type", "bridge", namespace=self.switch)
+            _ip("link", "set", f"br{bridge}", "up", namespace=self.switch)
         # The runner's own port: the only address it gets is the bed's .1, on the bed's /24.
         _ip("link", "add", self._runner_link, "type", "veth", "peer", "name", "run", "netns", self.switch)
         _ip("addr", "add", f"{self.subnet_address(1)}/24", "dev", self._runner_link)
         _ip("link", "set", self._runner_link, "up")
-        _ip("link", "set", "run", "master", "br0", namespace=self.switch)
+        _ip("link", "set", "run", "master", f"br{_LANS[FRONT][0]}", namespace=self.switch)
         _ip("link", "set", "run", "up", namespace=self.switch)
 
-    def add_host(self, name: str) -> Host:
+    def add_host(self, name: str, lans: tuple[str, ...] = (FRONT,)) -> Host:
+        """A host on `lans`, its address on each ending in the same number."""
         last, self._next = self._next, self._next + 1
-        namespace, port = f"{self.tag}-{name}", f"p{last}"
+        namespace = f"{self.tag}-{name}"
         _ip("netns", "add", namespace)
-        _ip("link", "add", "eth0", "netns", namespace, "type", "veth", "peer", "name", port, "netns", self.switch)
         _ip("link", "set", "lo", "up", namespace=namespace)
-        _ip("addr", "add", f"{self.subnet_address(last)}/24", "dev", "eth0", namespace=namespace)
-        _ip("link", "set", "eth0", "up", namespace=namespace)
-        _ip("link", "set", port, "master", "br0", namespace=self.switch)
-        _ip("link", "set", port, "up", namespace=self.switch)
-        host = Host(name, namespace, self.subnet_address(last), port)
+        host = Host(name, namespace, {}, {})
+        for lan in lans:
+            bridge, _ = _LANS[lan]
+            device, port = f"eth{bridge}", f"p{bridge}-{last}"
+            _ip("link", "add", device, "netns", namespace, "type", "veth", "peer", "name", port, "netns", self.switch)
+            _ip("addr", "add", f"{self.subnet_address(last, lan)}/24", "dev", device, namespace=namespace)
+            _ip("link", "set", device, "up", namespace=namespace)
+            _ip("link", "set", port, "master", f"br{bridge}", namespace=self.switch)
+            _ip("link", "set", port, "up", namespace=self.switch)
+            host.addresses[lan], host.ports[lan] = self.subnet_address(last, lan), port
         self.hosts[name] = host
         return host
 
-    def partition(self, host: Host) -> None:
-        _ip("link", "set", host.port, "down", namespace=self.switch)
+    def partition(self, host: Host, lan: str | None = None) -> None:
+        """The host cut off: from every LAN, or only from `lan`."""
+        for on, port in host.ports.items():
+            if lan in (None, on):
+                _ip("link", "set", port, "down", namespace=self.switch)
 
-    def heal(self, host: Host) -> None:
-        _ip("link", "set", host.port, "up", namespace=self.switch)
+    def heal(self, host: Host, lan: str | None = None) -> None:
+        for on, port in host.ports.items():
+            if lan in (None, on):
+                _ip("link", "set", port, "up", namespace=self.switch)
 
     def teardown(self) -> None:
         """Every process, namespace and link of this bed, gone (errors ignored: it may be half made)."""
