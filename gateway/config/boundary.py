@@ -30,8 +30,8 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
     pools = [{"name": name} | pool.model_dump(mode="json") for name, pool in config.pools.items()]
     telemetry = config.telemetry
     keep = (
-        "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms", "tls",
-        "max_inflight", "max_queue", "adaptive", "dns_refresh_s", "dns_resolver",
+        "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms",
+        "lb_policy", "tls", "max_inflight", "max_queue", "adaptive", "dns_refresh_s", "dns_resolver",
     )  # fmt: skip
     return {
         "listen": config.listen,

@@ -129,6 +129,9 @@ class PoolConfig(_Frozen):
     # Inference is idempotent: after this long without an answer, a second attempt goes to
     # another endpoint and the first answer wins (hedging; off when null).
     hedge_delay_ms: float | None = Field(default=None, gt=0)
+    # least_request: power of two choices weighed by requests under way x latency (the faster
+    # endpoint gets more); round_robin: each eligible endpoint in turn, equal shares (Envoy's names).
+    lb_policy: Literal["least_request", "round_robin"] = "least_request"
     tls: UpstreamTlsConfig | None = None
 
 

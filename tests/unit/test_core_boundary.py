@@ -13,7 +13,10 @@ from gateway.routes import MatchOp, MatchRule, Route, Variant, route_from_core
 
 CONFIG = {
     "listen": "127.0.0.1:0",
-    "pools": {"b": {"endpoints": ["127.0.0.1:1"], "hedge_delay_ms": None}, "a": {"endpoints": ["127.0.0.1:2"]}},
+    "pools": {
+        "b": {"endpoints": ["127.0.0.1:1"], "hedge_delay_ms": None},
+        "a": {"endpoints": ["127.0.0.1:2"], "lb_policy": "round_robin"},
+    },
     "default_pool": "b",
 }
 

@@ -10,6 +10,18 @@ pub use crate::telemetry::PayloadLogConfig;
 pub use crate::tls::{ListenerTls, UpstreamTls};
 use serde::{Deserialize, Serialize};
 
+/// How a pool picks among its eligible endpoints (Envoy's `lb_policy` names).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Power of two choices weighed by requests under way x latency (P2C-EWMA): the faster
+    /// endpoint gets more.
+    #[default]
+    LeastRequest,
+    /// Each eligible endpoint in turn: equal shares, whatever their latency.
+    RoundRobin,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OutlierConfig {
     pub consecutive_failures: u32,
@@ -27,6 +39,8 @@ pub struct PoolConfig {
     pub retry_budget_ratio: f64,
     pub retry_budget_initial: f64,
     pub hedge_delay_ms: Option<f64>,
+    #[serde(default)]
+    pub lb_policy: LbPolicy,
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
     /// Admission control: requests under way towards the pool (0: no limit, unless adaptive),

@@ -7,7 +7,7 @@
 //! as bodies to forward; `call` collects one for the core's own use (metadata, probes).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::BoxBody;
-use crate::config::PoolConfig;
+use crate::config::{LbPolicy, PoolConfig};
 use crate::error::GatewayError;
 use crate::grpc::{self, Code};
 use crate::resilience::{choose, faded, update, EndpointHealth, RetryBudget};
@@ -272,6 +272,8 @@ pub struct Pool {
     /// The pool's `dns:` endpoints, when it has any.
     pub discovery: Option<crate::dns::Discovery>,
     budget: Mutex<RetryBudget>,
+    /// The next turn, for `lb_policy: round_robin`.
+    turn: AtomicUsize,
     pub stats: PoolStats,
 }
 
@@ -366,6 +368,7 @@ impl Pool {
             connector,
             discovery,
             budget: Mutex::new(budget),
+            turn: AtomicUsize::new(0),
             stats: PoolStats::default(),
         };
         let endpoints = addresses
@@ -483,11 +486,17 @@ impl Pool {
                 rest.iter().copied().filter(|e| !e.ejected(now)).collect();
             candidates = if healthy.is_empty() { rest } else { healthy };
         }
-        let loads: Vec<(u64, f64)> = candidates
-            .iter()
-            .map(|e| (e.outstanding.load(Ordering::Relaxed), e.latency_ewma()))
-            .collect();
-        Ok(candidates[choose(&loads, |n| fastrand::usize(..n))].clone())
+        let chosen = match self.config.lb_policy {
+            LbPolicy::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len(),
+            LbPolicy::LeastRequest => {
+                let loads: Vec<(u64, f64)> = candidates
+                    .iter()
+                    .map(|e| (e.outstanding.load(Ordering::Relaxed), e.latency_ewma()))
+                    .collect();
+                choose(&loads, |n| fastrand::usize(..n))
+            }
+        };
+        Ok(candidates[chosen].clone())
     }
 
     fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
@@ -715,5 +724,54 @@ fn not_one_message(e: grpc::FrameError) -> GatewayError {
     GatewayError::Upstream {
         code: Code::Internal,
         message: format!("upstream answer is not one gRPC message ({e:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(lb_policy: &str) -> Pool {
+        let config = serde_json::json!({
+            "name": "p", "endpoints": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+            "outlier": {"consecutive_failures": 5, "base_ejection_s": 1.0, "max_ejection_s": 30.0,
+                        "max_ejection_percent": 50},
+            "max_attempts": 2, "retry_budget_ratio": 0.2, "retry_budget_initial": 3.0,
+            "hedge_delay_ms": null, "lb_policy": lb_policy,
+        });
+        Pool::new(serde_json::from_value(config).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn round_robin_gives_each_endpoint_its_turn_and_skips_the_ones_tried() {
+        let pool = pool("round_robin");
+        let picked: Vec<String> = (0..6)
+            .map(|_| pool.pick(None, &[]).unwrap().address.clone())
+            .collect();
+        let order = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        assert_eq!(picked, [order, order].concat());
+        let tried = pool.pick(None, &[]).unwrap();
+        for _ in 0..4 {
+            assert!(!Arc::ptr_eq(
+                &pool.pick(None, std::slice::from_ref(&tried)).unwrap(),
+                &tried
+            ));
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_the_endpoint_with_fewer_under_way() {
+        let pool = pool("least_request");
+        let endpoints = pool.endpoints();
+        endpoints[0].outstanding.store(10, Ordering::Relaxed);
+        endpoints[1].outstanding.store(10, Ordering::Relaxed);
+        // Of the two drawn, the idle one wins whenever it is one of them: 2 draws in 3.
+        let idle = (0..200)
+            .filter(|_| Arc::ptr_eq(&pool.pick(None, &[]).unwrap(), &endpoints[2]))
+            .count();
+        assert!(
+            idle > 100,
+            "the idle endpoint is in 2 of every 3 draws: {idle} of 200"
+        );
     }
 }
