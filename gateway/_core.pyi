@@ -1,6 +1,10 @@
 """The native data plane (crates/dataplane), built by maturin. Control-rate calls only."""
 
 __version__: str
+# Upper bounds of the core's histograms: latency in seconds (100 µs to 10 s; +Inf implied), and
+# shadow comparisons' absolute error (inf is the last).
+LATENCY_BUCKETS: list[float]
+ABS_ERROR_BUCKETS: list[float]
 
 class Core:
     def __init__(

@@ -6,12 +6,11 @@
     ├── NotSupported             UNIMPLEMENTED      an RPC the gateway cannot proxy
     ├── Conflict                 FAILED_PRECONDITION the change does not fit the state (e.g. a rollout under way)
     ├── UpstreamUnavailable      UNAVAILABLE        no endpoint of a pool could be reached
-    ├── Overloaded               RESOURCE_EXHAUSTED the pool's queue is full (with a retry-after hint)
-    ├── DeadlineExceeded         DEADLINE_EXCEEDED  it could not be served in time; Triton never saw it
     └── UpstreamError            (upstream's code)  an answer with an error: code and text kept
 
-The control plane's RPCs (admin API) raise these; the request path's own errors are the core's
-(crates/dataplane/src/error.rs), with the same codes and messages.
+The control plane's RPCs (admin API) raise these; the request path's own errors (overload,
+deadlines, ...) are the core's
+(crates/dataplane/src/protocol/error.rs), with the same codes and messages.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ import grpc
 
 __all__ = [
     "Conflict",
-    "DeadlineExceeded",
     "GatewayError",
     "InvalidRequest",
     "ModelNotFound",
     "NotSupported",
-    "Overloaded",
     "UpstreamError",
     "UpstreamUnavailable",
 ]
@@ -57,18 +54,6 @@ class Conflict(GatewayError):
 
 class UpstreamUnavailable(GatewayError):
     code = grpc.StatusCode.UNAVAILABLE
-
-
-class Overloaded(GatewayError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    def __init__(self, message: str, retry_after_ms: int) -> None:
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
-
-
-class DeadlineExceeded(GatewayError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class UpstreamError(GatewayError):

@@ -1,2 +1,1 @@
-"""The admin API (`service`, its proto conversions in `convert`) and `gatewayctl` (`ctl`, with
-`ctl_common`, `ctl_rollouts`, `ctl_feedback`)."""
+"""The admin API: the gRPC service (`service`) and its proto conversions (`convert`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
+from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.routes import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 from gateway_admin import admin_pb2 as pb
 

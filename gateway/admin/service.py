@@ -31,16 +31,16 @@ from gateway.admin.convert import (
 )
 from gateway.audit import acting_as, verify
 from gateway.config.schema import ConfigError, GatewayConfig
-from gateway.control.loop import ControlLoop
-from gateway.control.shadow_stats import ShadowStats
 from gateway.drift.loop import Drift
 from gateway.drift.messages import drift_to_proto
 from gateway.errors import GatewayError, InvalidRequest, NotSupported
 from gateway.feedback.loop import Feedback
 from gateway.feedback.messages import outcome_from_proto, outcomes_to_proto
 from gateway.rollout.messages import audit_to_proto, spec_from_proto, status_to_proto
+from gateway.rollout.shadow_stats import ShadowStats
 from gateway.routes import Route, RouteError, RouteEvent, RouteStore, UnknownRoute
 from gateway.serving.cache_admin import CacheAdmin, RedisUnavailable
+from gateway.serving.control import ControlLoop
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc
 

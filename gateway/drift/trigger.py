@@ -15,8 +15,8 @@ from typing import Any
 
 from gateway.audit import AuditTrail
 from gateway.config.schema import DriftWebhookConfig
-from gateway.control.hooks import post_json, secret_of
 from gateway.drift.monitor import Alert
+from gateway.webhook import post_json, secret_of
 
 __all__ = ["RetrainingTrigger"]
 

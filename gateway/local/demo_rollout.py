@@ -21,7 +21,7 @@ from rich.table import Table
 from tritonclient.grpc import service_pb2 as ipb
 from tritonclient.grpc import service_pb2_grpc
 
-from gateway.admin.ctl_rollouts import status_view
+from gateway.ctl.rollouts import status_view
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as pb
 from gateway_admin import admin_pb2_grpc

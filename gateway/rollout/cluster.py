@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from gateway.control.shadow_stats import ShadowCounters, ShadowStats
 from gateway.rollout.gates import shadow_delta
+from gateway.rollout.shadow_stats import ShadowCounters, ShadowStats
 from gateway.rollout.totals import VariantTotals
 
 __all__ = ["Snapshot", "add_shadows", "shadow_totals", "window"]

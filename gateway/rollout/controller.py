@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit import AuditTrail, acting_as, current_actor
-from gateway.control.shadow_stats import ShadowCountersError, ShadowStats
 from gateway.errors import Conflict, InvalidRequest, ModelNotFound
 from gateway.feedback.quality import QualityTotals
 from gateway.rollout.cluster import Snapshot, shadow_totals, window
@@ -24,6 +23,7 @@ from gateway.rollout.gates import Evidence, Gate, gates_for
 from gateway.rollout.machine import Action, CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
 from gateway.rollout.persistence import RolloutStates
 from gateway.rollout.phases import IllegalTransition, Phase
+from gateway.rollout.shadow_stats import ShadowCountersError, ShadowStats
 from gateway.rollout.spec import KEEP_SECRETS, RolloutSpec
 from gateway.rollout.totals import VariantTotals
 from gateway.rollout.webhooks import call_hook

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.feedback.quality import QualityTotals
+from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.rollout.totals import VariantTotals
 
 __all__ = [

@@ -12,14 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.serving.metrics import LATENCY_BUCKETS
+from gateway import _core
 
 __all__ = [
     "CALLER_CODES",
     "FAILURE_CODES",
+    "LATENCY_BUCKETS",
     "VariantTotals",
     "totals_from_core",
 ]
+
+LATENCY_BUCKETS: tuple[float, ...] = tuple(_core.LATENCY_BUCKETS)  # the core's: 100 µs to 10 s, +Inf implied
 
 # The statuses that mean the variant failed the request.
 FAILURE_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED", "DATA_LOSS"})

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.control.hooks import post_json, secret_of
 from gateway.rollout.spec import WebhookSpec
+from gateway.webhook import post_json, secret_of
 
 __all__ = ["HookOutcome", "call_hook"]
 

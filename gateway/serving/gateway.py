@@ -25,18 +25,18 @@ from gateway.config.policies import batching_for_core, policies_for_core
 from gateway.config.reload import ConfigReloader, ConfigSource
 from gateway.config.schema import GatewayConfig
 from gateway.config.tls import server_credentials
-from gateway.control.loop import ControlLoop
-from gateway.control.shadow_stats import Key, ShadowCounters
 from gateway.drift.loop import Drift
 from gateway.drift.metrics import DriftCollector
 from gateway.errors import UpstreamError
 from gateway.feedback.loop import Feedback
 from gateway.feedback.metrics import FeedbackCollector
 from gateway.rollout.metrics import RolloutCollector
+from gateway.rollout.shadow_stats import Key, ShadowCounters
 from gateway.rollout.totals import VariantTotals, totals_from_core
 from gateway.routes import Route, RouteError, RouteStore, route_from_core
 from gateway.routes.sync import RouteSync
 from gateway.serving.cache_admin import CoreCache
+from gateway.serving.control import ControlLoop
 from gateway.serving.metrics import CoreCollector
 from gateway.serving.metrics_server import MetricsServer
 from gateway.serving.observations import ObservationReader

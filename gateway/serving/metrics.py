@@ -12,32 +12,13 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
+from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
 from gateway.serving.cache_admin import cache_series
 
-__all__ = ["BATCH_SIZE_BUCKETS", "LATENCY_BUCKETS", "CoreCollector", "batch_series", "shadow_series"]
+__all__ = ["BATCH_SIZE_BUCKETS", "CoreCollector", "batch_series", "shadow_series"]
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
 
-# 100 µs to 10 s.
-LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
 
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 

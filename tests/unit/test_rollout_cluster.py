@@ -6,8 +6,8 @@ from dataclasses import asdict
 
 import pytest
 
-from gateway.control.shadow_stats import ShadowCounters, ShadowCountersError
 from gateway.rollout.cluster import Snapshot, add_shadows, window
+from gateway.rollout.shadow_stats import ShadowCounters, ShadowCountersError
 from gateway.rollout.totals import VariantTotals
 
 KEY = ("m", "2")

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.control.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.rollout.gates import (
     ErrorsGate,
     ErrorsSettings,
@@ -28,9 +27,9 @@ from gateway.rollout.gates import (
 )
 from gateway.rollout.machine import CallHook, NewWindow, Notify, RolloutState, SetTraffic, start
 from gateway.rollout.phases import ACTIVE, TERMINAL, IllegalTransition, Phase, check_transition
+from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.rollout.spec import RolloutSpec, WebhookSpec
-from gateway.rollout.totals import VariantTotals
-from gateway.serving.metrics import LATENCY_BUCKETS
+from gateway.rollout.totals import LATENCY_BUCKETS, VariantTotals
 
 
 def totals(ok: int, failed: int = 0, seconds: float = 0.002) -> VariantTotals:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.admin.rollout_watch import exit_code, follow
+from gateway.ctl.watch import exit_code, follow
 from gateway_admin import admin_pb2 as pb
 
 

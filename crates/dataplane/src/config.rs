@@ -5,62 +5,27 @@
 
 use gateway_router::Route;
 
+use crate::admission::AdaptiveConfig;
+pub use crate::protocol::tls::ListenerTls;
 pub use crate::shadow::ShadowConfig;
 pub use crate::telemetry::PayloadLogConfig;
-pub use crate::tls::{ListenerTls, UpstreamTls};
+use crate::upstream::PoolConfig;
 use serde::{Deserialize, Serialize};
 
-/// How a pool picks among its eligible endpoints (Envoy's `lb_policy` names).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LbPolicy {
-    /// Power of two choices weighed by requests under way x latency (P2C-EWMA): the faster
-    /// endpoint gets more.
-    #[default]
-    LeastRequest,
-    /// Each eligible endpoint in turn: equal shares, whatever their latency.
-    RoundRobin,
-}
-
+/// A pool as configured: its servers and their resilience (the upstream layer's), and the
+/// admission control in front of it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct OutlierConfig {
-    pub consecutive_failures: u32,
-    pub base_ejection_s: f64,
-    pub max_ejection_s: f64,
-    pub max_ejection_percent: u32,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PoolConfig {
-    pub name: String,
-    pub endpoints: Vec<String>,
-    pub outlier: OutlierConfig,
-    pub max_attempts: u32,
-    pub retry_budget_ratio: f64,
-    pub retry_budget_initial: f64,
-    pub hedge_delay_ms: Option<f64>,
-    #[serde(default)]
-    pub lb_policy: LbPolicy,
-    #[serde(default)]
-    pub tls: Option<UpstreamTls>,
-    /// Admission control: requests under way towards the pool (0: no limit, unless adaptive),
-    /// the queue beyond it, and the adaptive limit.
+pub struct PoolEntry {
+    #[serde(flatten)]
+    pub upstream: PoolConfig,
+    /// Requests under way towards the pool (0: no limit, unless adaptive), the queue beyond
+    /// it, and the adaptive limit.
     #[serde(default)]
     pub max_inflight: usize,
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
     #[serde(default)]
-    pub adaptive: Option<crate::admission::AdaptiveConfig>,
-    /// How often `dns:` endpoints are resolved again.
-    #[serde(default = "default_dns_refresh_s")]
-    pub dns_refresh_s: f64,
-    /// The DNS server (IP:PORT) for `dns:` endpoints; none: the system's.
-    #[serde(default)]
-    pub dns_resolver: Option<String>,
-}
-
-fn default_dns_refresh_s() -> f64 {
-    5.0
+    pub adaptive: Option<AdaptiveConfig>,
 }
 
 fn default_max_queue() -> usize {
@@ -75,7 +40,7 @@ pub struct CoreConfig {
     pub health_check_interval_s: f64,
     pub health_check_timeout_s: f64,
     /// In the configuration's order: server-wide RPCs without a merge go to the first.
-    pub pools: Vec<PoolConfig>,
+    pub pools: Vec<PoolEntry>,
     pub default_pool: Option<String>,
     /// Tokio worker threads; 0: one per core.
     #[serde(default)]

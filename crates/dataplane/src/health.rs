@@ -11,9 +11,10 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::messages::{Flag, NameVersion};
-use crate::table::Table;
-use crate::upstream::{collect, Endpoint, ModelKey, Pool};
+use crate::protocol::channel::collect;
+use crate::protocol::messages::{Flag, NameVersion};
+use crate::route::table::Table;
+use crate::upstream::{Endpoint, ModelKey, Pool};
 
 pub const SERVING: i32 = 1;
 pub const NOT_SERVING: i32 = 2;
@@ -67,9 +68,10 @@ impl Default for Health {
 
 async fn ready(endpoint: &Endpoint, method: &str, request: Vec<u8>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
-    let body = crate::body::message(&request.into());
+    let body = crate::protocol::body::message(&request.into());
     let probe = async {
         let response = endpoint
+            .channel
             .send(method, body, Some(deadline), None)
             .await
             .ok()?;
@@ -85,7 +87,7 @@ async fn probe(endpoint: Arc<Endpoint>, models: Vec<ModelKey>, timeout: Duration
     if now != was {
         eprintln!(
             "gateway core: endpoint {} is {}",
-            endpoint.address,
+            endpoint.address(),
             if now { "ready" } else { "NOT ready" }
         );
     }

@@ -5,417 +5,48 @@
 //! Python thread that releases the GIL while it waits. The core runs on its own tokio threads
 //! and never calls Python, nor holds the GIL, while serving.
 
-pub mod admission;
-pub mod batching;
-pub mod body;
-pub mod cache;
-pub mod compare;
-pub mod config;
-pub mod dns;
-pub mod error;
-pub mod events;
-pub mod flights;
-pub mod grpc;
-pub mod health;
-pub mod infer;
-pub mod jsonlog;
-pub mod messages;
-pub mod metadata;
-pub mod prediction;
-pub mod reflection;
-pub mod resilience;
-pub mod server;
-pub mod shadow;
-pub mod signatures;
-pub mod state;
-pub mod stream;
-pub mod table;
-pub mod telemetry;
-pub mod tls;
-pub mod traces;
-pub mod upstream;
+#![forbid(unsafe_code)]
+
+// Bottom up, one group a layer: a module uses its own layer's and those listed before it
+// (ARCHITECTURE.md draws the layers).
+
+// The wire: statuses, errors, frames, messages, bodies, the client connection, reflection, TLS.
+pub mod protocol;
+
+// Spans of each RPC, exported over OTLP; a request checked against its model's signature.
+mod traces;
 pub mod validate;
-pub mod wire;
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+// Histograms, flights, the clock, event queues, JSON-lines logs.
+mod primitives;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
-use pyo3::prelude::*;
-use tokio::sync::watch;
+// Pools of servers: endpoints, connections, balancing, resilience, DNS; and the queues in front.
+mod admission;
+mod upstream;
 
-use crate::config::CoreConfig;
-use crate::reflection::{DescriptorFile, Reflection, ReflectionConfig};
-use crate::state::State;
+// The stages a request passes: its route and signature, the cache, micro-batching.
+mod batching;
+mod cache;
+mod route;
+
+// Shadow copies and their comparison; what is recorded of each RPC.
+mod shadow;
+mod telemetry;
+
+// The gateway's serving status and the probes of its upstreams; what the control plane hands
+// over; everything the RPCs share.
+mod config;
+mod health;
+mod state;
+
+// One module per RPC family, and the data port's edge.
+mod edge;
+mod rpc;
+
+// The Python boundary.
+mod python;
 
 // The request path allocates and frees small buffers across tasks; mimalloc's thread-local
 // free lists cost less than glibc's malloc there (identity c=16: 82 -> 77 µs of CPU a request).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The data plane of one gateway process.
-#[pyclass(module = "gateway._core")]
-struct Core {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    state: Arc<State>,
-    stop: watch::Sender<Option<Duration>>,
-    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl Core {
-    /// The runtime's handle, for a control-rate call that waits on the core (GIL released).
-    fn handle(&self) -> PyResult<tokio::runtime::Handle> {
-        locked(&self.runtime)
-            .as_ref()
-            .map(|r| r.handle().clone())
-            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))
-    }
-}
-
-#[pymethods]
-impl Core {
-    /// `config`: the JSON of `gateway.native.core_config(...)`; `files`: (name, serialized
-    /// FileDescriptorProto, dependencies) for reflection; `symbols`: symbol → file name.
-    #[new]
-    fn new(
-        config: &str,
-        services: Vec<String>,
-        files: Vec<(String, Vec<u8>, Vec<String>)>,
-        symbols: HashMap<String, String>,
-    ) -> PyResult<Self> {
-        let config: CoreConfig = serde_json::from_str(config)
-            .map_err(|e| PyValueError::new_err(format!("core configuration: {e}")))?;
-        if config.pools.is_empty() {
-            return Err(PyValueError::new_err("core configuration: no pools"));
-        }
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name("gateway-core");
-        if config.threads > 0 {
-            builder.worker_threads(config.threads);
-        }
-        let runtime = builder.build().map_err(|e| {
-            PyRuntimeError::new_err(format!("cannot start the core's runtime: {e}"))
-        })?;
-        let files = files
-            .into_iter()
-            .map(|(name, descriptor, dependencies)| DescriptorFile {
-                name,
-                descriptor,
-                dependencies,
-            })
-            .collect();
-        let reflection = Reflection::new(ReflectionConfig {
-            services,
-            files,
-            symbols,
-        });
-        Ok(Core {
-            runtime: Mutex::new(Some(runtime)),
-            state: Arc::new(State::new(config, reflection).map_err(PyValueError::new_err)?),
-            stop: watch::channel(None).0,
-            tasks: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// What the core understood of its configuration, as JSON (the boundary's round-trip test).
-    fn config_json(&self) -> PyResult<String> {
-        serde_json::to_string(&self.state.config)
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
-    }
-
-    /// Bind the data port, run a first health round, serve. The bound port.
-    fn start(&self, py: Python<'_>) -> PyResult<u16> {
-        let state = self.state.clone();
-        let stop = self.stop.subscribe();
-        let runtime = locked(&self.runtime);
-        let runtime = runtime
-            .as_ref()
-            .ok_or_else(|| PyRuntimeError::new_err("the core has stopped"))?;
-        let (port, tasks) = py
-            .detach(|| {
-                runtime.block_on(async move {
-                    let address = state.config.listen.clone();
-                    let listener = tokio::net::TcpListener::bind(&address)
-                        .await
-                        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
-                    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-                    let timeout = Duration::from_secs_f64(state.config.health_check_timeout_s);
-                    let interval = Duration::from_secs_f64(state.config.health_check_interval_s);
-                    // Pools with `dns:` endpoints: resolved once before the first health round,
-                    // then again on their interval by a task each.
-                    let mut tasks = Vec::new();
-                    for pool in &state.pool_order {
-                        let Some(discovery) = &pool.discovery else {
-                            continue;
-                        };
-                        let resolver = discovery
-                            .resolver()
-                            .map_err(|e| format!("pool '{}': {e}", pool.name))?;
-                        dns::resolve_all(pool, &resolver).await;
-                        let (pool, stop) = (pool.clone(), stop.clone());
-                        tasks.push(tokio::spawn(dns::run(pool, resolver, stop)));
-                    }
-                    health::check_once(&state.health, &state.pools, &state.table, timeout).await;
-                    let probes = {
-                        let state = state.clone();
-                        let mut stop = stop.clone();
-                        tokio::spawn(async move {
-                            loop {
-                                tokio::select! {
-                                    () = tokio::time::sleep(interval) => {}
-                                    _ = stop.changed() => return,
-                                }
-                                health::check_once(
-                                    &state.health,
-                                    &state.pools,
-                                    &state.table,
-                                    timeout,
-                                )
-                                .await;
-                            }
-                        })
-                    };
-                    let exporter = {
-                        let (state, stop) = (state.clone(), stop.clone());
-                        tokio::spawn(async move { state.tracer.export(stop).await })
-                    };
-                    let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
-                    let serving = tokio::spawn(server::serve(state, listener, acceptor, stop));
-                    tasks.extend([probes, serving, exporter]);
-                    Ok::<_, String>((port, tasks))
-                })
-            })
-            .map_err(PyOSError::new_err)?;
-        locked(&self.tasks).extend(tasks);
-        Ok(port)
-    }
-
-    /// Install the whole route table (a JSON list of routes); the next request sees it.
-    fn set_routes(&self, routes: &str) -> PyResult<()> {
-        let routes: config::RouteTable = serde_json::from_str(routes)
-            .map_err(|e| PyValueError::new_err(format!("route table: {e}")))?;
-        self.state
-            .table
-            .replace(routes, &self.state.pools)
-            .map_err(|e| PyValueError::new_err(e.to_string()))
-    }
-
-    /// The routes' cache policies (JSON: `{"default": policy, "routes": {model: policy}}`).
-    fn set_cache_policies(&self, policies: &str) -> PyResult<()> {
-        let policies = serde_json::from_str(policies)
-            .map_err(|e| PyValueError::new_err(format!("cache policies: {e}")))?;
-        self.state.cache.set_policies(policies);
-        Ok(())
-    }
-
-    /// The routes' micro-batching (JSON: `{"default": settings, "routes": {model: settings}}`,
-    /// null for off).
-    fn set_batching_policies(&self, policies: &str) -> PyResult<()> {
-        let policies = serde_json::from_str(policies)
-            .map_err(|e| PyValueError::new_err(format!("batching policies: {e}")))?;
-        self.state.batchers.set_policies(policies);
-        Ok(())
-    }
-
-    /// The response cache's counters and tiers (the admin API's CacheStats), as JSON.
-    fn cache_stats(&self) -> String {
-        self.state.cache.stats().to_string()
-    }
-
-    /// Drop the cached answers of `model` (and `variant`), or all of them when `model` is "":
-    /// the count dropped. OSError when Redis could not be reached (the in-process ones are
-    /// gone by then). The GIL is released meanwhile.
-    fn invalidate_cache(&self, py: Python<'_>, model: &str, variant: &str) -> PyResult<u64> {
-        let handle = self.handle()?;
-        let cache = self.state.cache.clone();
-        let (model, variant) = (model.to_owned(), variant.to_owned());
-        py.detach(move || handle.block_on(async move { cache.invalidate(&model, &variant).await }))
-            .map_err(PyOSError::new_err)
-    }
-
-    /// The route a request for `model` would take, as JSON `{"route": ...}`, discovering a
-    /// zero-config one (and announcing it as an event) as a request would; `{"code": gRPC code,
-    /// "message": ...}` when there is none. The GIL is released meanwhile.
-    fn route(&self, py: Python<'_>, model: &str, timeout_s: f64) -> PyResult<String> {
-        let handle = self.handle()?;
-        let state = self.state.clone();
-        let model = model.to_owned();
-        let deadline =
-            std::time::Instant::now() + Duration::from_secs_f64(timeout_s.clamp(0.0, 3600.0));
-        let found = py.detach(move || {
-            handle.block_on(async move { state.route(&model, Some(deadline)).await })
-        });
-        Ok(match found {
-            Ok(route) => serde_json::json!({ "route": &*route }),
-            Err(error) => {
-                serde_json::json!({ "code": error.code() as i32, "message": error.message() })
-            }
-        }
-        .to_string())
-    }
-
-    /// The core's route table, as JSON.
-    fn routes(&self) -> PyResult<String> {
-        let table: Vec<_> = self
-            .state
-            .table
-            .snapshot()
-            .values()
-            .map(|r| (**r).clone())
-            .collect();
-        serde_json::to_string(&table).map_err(|e| PyRuntimeError::new_err(e.to_string()))
-    }
-
-    /// Up to `max` events (JSON strings), waiting at most `timeout_s` for the first; the GIL is
-    /// released meanwhile.
-    fn next_events(&self, py: Python<'_>, max: usize, timeout_s: f64) -> Vec<String> {
-        let events = self.state.events.clone();
-        py.detach(move || events.take(max, Duration::from_secs_f64(timeout_s.max(0.0))))
-    }
-
-    /// Up to `max` observations (JSON records of ended RPCs), waiting at most `timeout_s` for the
-    /// first; none when the stream is off. The GIL is released meanwhile.
-    fn next_observations(&self, py: Python<'_>, max: usize, timeout_s: f64) -> Vec<String> {
-        let Some(observations) = self.state.observations.clone() else {
-            return Vec::new();
-        };
-        py.detach(move || observations.take(max, Duration::from_secs_f64(timeout_s.max(0.0))))
-    }
-
-    /// Health NOT_SERVING from now on; requests are still served until `stop`.
-    fn drain(&self) {
-        self.state.health.drain();
-    }
-
-    /// Stop accepting, give in-flight calls `grace_s` to finish, then end the runtime.
-    fn stop(&self, py: Python<'_>, grace_s: f64) {
-        let grace = Duration::from_secs_f64(grace_s.max(0.0));
-        self.state.health.drain();
-        self.stop.send_replace(Some(grace));
-        let tasks: Vec<_> = locked(&self.tasks).drain(..).collect();
-        let runtime = locked(&self.runtime).take();
-        self.state.events.wake();
-        if let Some(observations) = &self.state.observations {
-            observations.wake();
-        }
-        if let Some(runtime) = runtime {
-            py.detach(move || {
-                runtime.block_on(async move {
-                    for task in tasks {
-                        let _ = tokio::time::timeout(grace + Duration::from_secs(1), task).await;
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            });
-        }
-    }
-
-    /// Shadow comparison counters per (model, primary, shadow variant), as JSON; `model` "" for all.
-    fn shadow_stats(&self, model: &str) -> String {
-        serde_json::Value::Array(self.state.shadows.snapshot(model)).to_string()
-    }
-
-    /// A snapshot of the pools and the boundary's counters, as JSON.
-    fn stats(&self) -> String {
-        let now = upstream::now_s();
-        let pools: Vec<serde_json::Value> = self
-            .state
-            .pool_order
-            .iter()
-            .map(|pool| {
-                let current = pool.endpoints();
-                let endpoints: Vec<serde_json::Value> = current
-                    .iter()
-                    .map(|e| {
-                        let health = locked(&e.health).clone();
-                        let mut unready: Vec<String> = e
-                            .unready_models
-                            .load()
-                            .iter()
-                            .map(|(m, v)| format!("{m}:{v}"))
-                            .collect();
-                        unready.sort();
-                        serde_json::json!({
-                            "address": e.address,
-                            "source": e.source.as_deref().unwrap_or(""),
-                            "ready": e.ready.load(Ordering::Relaxed),
-                            "ejected": health.ejected(now),
-                            "ejected_for_s": (health.ejected_until - now).max(0.0),
-                            "outstanding": e.outstanding.load(Ordering::Relaxed),
-                            "latency_ewma_ms": e.latency_ewma() * 1000.0,
-                            "ejections": health.total_ejections,
-                            "unready_models": unready,
-                        })
-                    })
-                    .collect();
-                let stats = &pool.stats;
-                let in_flight: u64 = current
-                    .iter()
-                    .map(|e| e.outstanding.load(Ordering::Relaxed))
-                    .sum();
-                // The admin API's PoolStats, field for field (proto/gateway_admin/admin.proto),
-                // with the queue-wait histogram for the metrics.
-                let mut row = serde_json::json!({
-                    "name": pool.name,
-                    "in_flight": in_flight,
-                    "endpoints": endpoints,
-                    "attempts": stats.attempts.load(Ordering::Relaxed),
-                    "retries": stats.retries.load(Ordering::Relaxed),
-                    "retries_denied": stats.retries_denied.load(Ordering::Relaxed),
-                    "hedges": stats.hedges.load(Ordering::Relaxed),
-                    "ejections": stats.ejections.load(Ordering::Relaxed),
-                    "names": pool.discovery.as_ref().map(dns::Discovery::snapshot).unwrap_or_default(),
-                });
-                if let (Some(admission), Some(fields)) =
-                    (self.state.admissions.get(&pool.name), row.as_object_mut())
-                {
-                    if let serde_json::Value::Object(admitted) = admission.stats() {
-                        fields.extend(admitted);
-                    }
-                }
-                row
-            })
-            .collect();
-        let dropped = |events: &events::Events| events.dropped.load(Ordering::Relaxed);
-        let threads = locked(&self.runtime)
-            .as_ref()
-            .map_or(0, |r| r.metrics().num_workers());
-        serde_json::json!({
-            "pools": pools,
-            "series": self.state.telemetry.snapshot(),
-            "connections_accepted": self.state.connections_accepted.load(Ordering::Relaxed),
-            "threads": threads,
-            "events_dropped": dropped(&self.state.events),
-            "observations_dropped": self.state.observations.as_deref().map_or(0, dropped),
-            "serving": *self.state.health.status.borrow() == health::SERVING,
-            "cache": self.state.cache.stats(),
-            "batching": self.state.batchers.snapshot(),
-        })
-        .to_string()
-    }
-}
-
-/// The checks a route (JSON, the core's shape) must pass, given the pools' names: ValueError
-/// with a message naming the key and the value when it fails. The one implementation of them,
-/// for the control plane's config, admin API and route sync as for the core's own tables.
-#[pyfunction]
-fn check_route(route: &str, pools: Vec<String>) -> PyResult<()> {
-    let route: gateway_router::Route =
-        serde_json::from_str(route).map_err(|e| PyValueError::new_err(format!("routes: {e}")))?;
-    let pools: Vec<&str> = pools.iter().map(String::as_str).collect();
-    gateway_router::check_route(&route, &pools).map_err(|e| PyValueError::new_err(e.0))
-}
-
-#[pymodule]
-fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<Core>()?;
-    module.add_function(wrap_pyfunction!(check_route, module)?)?;
-    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
-}

@@ -11,13 +11,13 @@ use crate::admission::Admission;
 use crate::batching::Batchers;
 use crate::cache::ResponseCache;
 use crate::config::CoreConfig;
-use crate::error::GatewayError;
-use crate::events::Events;
 use crate::health::Health;
-use crate::reflection::Reflection;
+use crate::primitives::events::Events;
+use crate::protocol::error::GatewayError;
+use crate::protocol::reflection::Reflection;
+use crate::route::signatures::Signatures;
+use crate::route::table::Table;
 use crate::shadow::Shadows;
-use crate::signatures::Signatures;
-use crate::table::Table;
 use crate::telemetry::Telemetry;
 use crate::traces::Tracer;
 use crate::upstream::Pool;
@@ -47,7 +47,7 @@ impl State {
     pub fn new(config: CoreConfig, reflection: Reflection) -> Result<State, String> {
         let mut pool_order: Vec<Arc<Pool>> = Vec::with_capacity(config.pools.len());
         for pool in &config.pools {
-            pool_order.push(Arc::new(Pool::new(pool.clone())?));
+            pool_order.push(Arc::new(Pool::new(pool.upstream.clone())?));
         }
         let pools = pool_order
             .iter()
@@ -71,14 +71,15 @@ impl State {
             .iter()
             .filter(|p| p.max_inflight > 0 || p.adaptive.is_some())
             .map(|p| {
+                let name = &p.upstream.name;
                 let admission = Admission::new(
-                    &p.name,
+                    name,
                     p.max_inflight,
                     p.max_queue,
                     p.adaptive.as_ref(),
                     levels,
                 );
-                (p.name.clone(), Arc::new(admission))
+                (name.clone(), Arc::new(admission))
             })
             .collect();
         Ok(State {
@@ -128,5 +129,23 @@ impl State {
 
     pub fn all_pools_ready(&self) -> bool {
         !self.health.draining() && self.pool_order.iter().all(|p| p.ready())
+    }
+}
+
+impl crate::shadow::Gateway for State {
+    fn shadows(&self) -> &Shadows {
+        &self.shadows
+    }
+
+    fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    fn pool(&self, name: &str) -> Result<&Arc<Pool>, GatewayError> {
+        State::pool(self, name)
+    }
+
+    fn signatures(&self) -> &Signatures {
+        &self.signatures
     }
 }

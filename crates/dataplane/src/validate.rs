@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error::GatewayError;
-use crate::messages::{
+use crate::protocol::error::GatewayError;
+use crate::protocol::messages::{
     InferInputTensor, InferTensorContents, ModelConfig, ModelInferRequest, ModelMetadataResponse,
 };
 
@@ -352,7 +352,7 @@ pub fn validate(request: &ModelInferRequest, signature: &Signature) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::TensorMetadata;
+    use crate::protocol::messages::TensorMetadata;
     use bytes::Bytes;
 
     fn signature() -> Signature {
@@ -414,7 +414,7 @@ mod tests {
         let mut anything = request(vec![3], 5); // no size or shape to hold it to
         anything
             .outputs
-            .push(crate::messages::InferRequestedOutputTensor {
+            .push(crate::protocol::messages::InferRequestedOutputTensor {
                 name: "WHATEVER".into(),
                 ..Default::default()
             });

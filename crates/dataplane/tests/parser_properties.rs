@@ -1,11 +1,11 @@
 //! The request parser over random and mutated bytes: an error or a value, never a panic or a hang.
 
-use _core::messages::{
+use _core::protocol::messages::{
     InferInputTensor, ModelConfig, ModelInferRequest, ModelInput, ModelMetadataResponse,
     TensorMetadata,
 };
+use _core::protocol::wire;
 use _core::validate::{validate, Signature};
-use _core::wire;
 use bytes::Bytes;
 use proptest::prelude::*;
 use prost::Message;

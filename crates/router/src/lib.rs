@@ -5,6 +5,8 @@
 //! - [`decide`]: `decide(route, metadata, requested version, draw) -> Decision`
 //! - [`check`]: what a route needs before it may serve
 
+#![forbid(unsafe_code)]
+
 pub mod check;
 pub mod decide;
 pub mod route;

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::error::GatewayError;
-use crate::messages::{ModelInferRequest, ParameterChoice};
-use crate::telemetry::Histogram;
+use crate::primitives::histogram::Histogram;
+use crate::protocol::error::GatewayError;
+use crate::protocol::messages::{ModelInferRequest, ParameterChoice};
 use crate::traces::otlp::Value;
 use crate::traces::ChildSpan;
 use adaptive::GradientLimit;
@@ -446,7 +446,7 @@ mod tests {
         assert_eq!(config.priority(Some("x"), &request), 2);
         request.parameters.insert(
             "priority".into(),
-            crate::messages::InferParameter {
+            crate::protocol::messages::InferParameter {
                 choice: Some(ParameterChoice::Uint64(1)),
             },
         );

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
-use crate::messages::{
+use crate::protocol::messages::{
     InferInputTensor, InferOutputTensor, InferParameter, ModelInferAnswer, ModelInferRequest,
 };
 

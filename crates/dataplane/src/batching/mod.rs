@@ -11,17 +11,17 @@ pub mod queue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::error::GatewayError;
-use crate::messages::ModelInferRequest;
+use crate::protocol::error::GatewayError;
+use crate::protocol::messages::ModelInferRequest;
 use crate::traces::{self, Trace};
-use crate::upstream::{ModelKey, Pool};
+use crate::upstream::{CallInfo, ModelKey, Pool};
 use merge::{merge, merge_key, rows, split};
 use queue::{BatchQueue, Pending};
 
@@ -56,14 +56,6 @@ pub struct BatchStats {
     pub expired: AtomicU64,
     /// Callers per call → calls.
     pub sizes: Mutex<BTreeMap<usize, u64>>,
-}
-
-/// How a call went: its time upstream, its retries, and the callers that shared it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct CallInfo {
-    pub upstream: Duration,
-    pub retries: u32,
-    pub shared: Option<usize>,
 }
 
 pub type Answer = Result<(Bytes, CallInfo), GatewayError>;

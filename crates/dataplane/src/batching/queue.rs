@@ -31,10 +31,6 @@ impl<T> BatchQueue<T> {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }

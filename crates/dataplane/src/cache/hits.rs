@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::wire::{self, WireError};
+use crate::protocol::wire::{self, WireError};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HitCounter {

@@ -12,7 +12,9 @@ use std::collections::{HashMap, HashSet};
 use blake2::digest::{Update, VariableOutput};
 use blake2::Blake2bVar;
 
-use crate::messages::{InferParameter, InferTensorContents, ModelInferRequest, ParameterChoice};
+use crate::protocol::messages::{
+    InferParameter, InferTensorContents, ModelInferRequest, ParameterChoice,
+};
 
 pub type Digest = [u8; 16];
 
@@ -148,7 +150,7 @@ pub fn cache_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{InferInputTensor, InferRequestedOutputTensor};
+    use crate::protocol::messages::{InferInputTensor, InferRequestedOutputTensor};
     use bytes::Bytes;
 
     fn tensor(name: &str, contents: Option<InferTensorContents>) -> InferInputTensor {

@@ -104,10 +104,6 @@ impl L1 {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     pub fn bytes(&self) -> u64 {
         self.entries.weight()
     }
@@ -148,6 +144,6 @@ mod tests {
         assert_eq!(l1.discard("n", "b"), 1);
         let remaining = l1.len() as u64;
         assert_eq!(l1.discard("", ""), remaining);
-        assert!(l1.is_empty());
+        assert_eq!(l1.len(), 0);
     }
 }

@@ -22,11 +22,11 @@ use bytes::Bytes;
 use gateway_router::Variant;
 use serde::{Deserialize, Serialize};
 
-use crate::batching::CallInfo;
-use crate::error::GatewayError;
-use crate::flights::Flights;
-use crate::messages::ModelInferRequest;
-use crate::wire;
+use crate::primitives::flights::Flights;
+use crate::protocol::error::GatewayError;
+use crate::protocol::messages::ModelInferRequest;
+use crate::protocol::wire;
+use crate::upstream::CallInfo;
 use hits::ModelHits;
 use l1::{Key, L1};
 use l2::L2;

@@ -279,7 +279,7 @@ impl Tracer {
                     .trim_start_matches("http://")
                     .trim_end_matches('/')
                     .to_owned();
-                Some(crate::upstream::Endpoint::plain(address))
+                Some(crate::protocol::channel::Channel::new(address, None))
             }
             _ => None,
         };
@@ -345,14 +345,14 @@ impl Tracer {
 
     async fn send(
         &self,
-        endpoint: &crate::upstream::Endpoint,
+        endpoint: &crate::protocol::channel::Channel,
         spans: Vec<otlp::Span>,
     ) -> Result<(), String> {
         let payload = bytes::Bytes::from(self.request(spans).encode_to_vec());
         let deadline = Some(Instant::now() + Duration::from_secs(5));
-        let body = crate::body::message(&payload);
+        let body = crate::protocol::body::message(&payload);
         let response = endpoint.post(EXPORT_PATH, body, deadline, None).await?;
-        crate::upstream::collect(response)
+        crate::protocol::channel::collect(response)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -1,0 +1,16 @@
+//! The leaves: what travels on the wire and how failures become statuses. gRPC's status codes,
+//! framing and timeouts (`grpc`), the core's errors and their mapping to statuses (`error`), the
+//! v2 protocol's messages (`messages`) and their encoding worked on without decoding (`wire`),
+//! HTTP/2 bodies (`body`), one client connection to a gRPC server (`channel`), the answers the core builds itself (`respond`), the reflection
+//! service's answers from descriptors (`reflection`), and TLS (`tls`).
+//! Nothing here knows of routes, pools or the core's state.
+
+pub mod body;
+pub mod channel;
+pub mod error;
+pub mod grpc;
+pub mod messages;
+pub mod reflection;
+pub mod respond;
+pub mod tls;
+pub mod wire;

@@ -1,0 +1,77 @@
+//! The answers the core gives itself: a gRPC response around a body, a whole message it holds,
+//! a trailers-only failure with its status and trailing metadata, and the request id they carry.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+
+use crate::protocol::body::{self, boxed, status_trailers, BoxBody, Unary};
+use crate::protocol::error::GatewayError;
+use crate::protocol::grpc::Code;
+
+pub const REQUEST_ID_KEY: &str = "x-request-id";
+/// Trailing metadata of RESOURCE_EXHAUSTED from a full queue: when to try again.
+pub const RETRY_AFTER_KEY: &str = "retry-after-ms";
+
+/// The caller's `x-request-id`, or a new random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(
+            || format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+            str::to_owned,
+        )
+}
+
+/// A gRPC answer's head, around its body.
+pub fn grpc_response(body: BoxBody) -> Response<BoxBody> {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    response
+}
+
+/// Trailers-only: the status and the trailing metadata in the headers, no body.
+pub fn failure(error: &GatewayError, trailing: &[(HeaderName, HeaderValue)]) -> Response<BoxBody> {
+    let mut response = grpc_response(body::empty());
+    let headers = response.headers_mut();
+    headers.extend(status_trailers(error.code(), error.message()));
+    if let GatewayError::Overloaded { retry_after_ms, .. } = error {
+        headers.insert(RETRY_AFTER_KEY, HeaderValue::from(*retry_after_ms));
+    }
+    for (name, value) in trailing {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// A whole answer the core holds (a cached one, one cut out of a merged call, its own).
+pub fn answer(message: &[u8]) -> Response<BoxBody> {
+    grpc_response(boxed(Unary::new(message, status_trailers(Code::Ok, ""))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_travel_trailers_only_with_the_request_id() {
+        let trailing = [(
+            HeaderName::from_static(REQUEST_ID_KEY),
+            HeaderValue::from_static("r-1"),
+        )];
+        let response = failure(
+            &GatewayError::Internal("internal gateway error (request id r-1)".into()),
+            &trailing,
+        );
+        let headers = response.headers();
+        assert_eq!(headers["grpc-status"], "13");
+        assert_eq!(
+            headers["grpc-message"],
+            "internal gateway error (request id r-1)"
+        );
+        assert_eq!(headers[REQUEST_ID_KEY], "r-1");
+        assert!(http_body::Body::is_end_stream(response.body()));
+    }
+}
