@@ -151,7 +151,7 @@ unit: venv
 	$(BIN)/pytest -q tests/unit
 
 pytest: venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: proto-check lint rust-test pytest
 

@@ -87,7 +87,10 @@ class NetBed:
     """Hosts on one switch. `bed` keeps two beds (two test sessions) apart: 10.213.<bed>.0/24."""
 
     def __init__(self, bed: int | None = None) -> None:
-        self.bed = (os.getpid() % 200) + 20 if bed is None else bed
+        # Two beds at once (pytest-xdist's workers, each its own process) differ: by the worker's
+        # parity, and by the pid beside it.
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        self.bed = 20 + 2 * (os.getpid() % 100) + worker % 2 if bed is None else bed
         self.tag = f"gwb{self.bed}"
         self.switch = f"{self.tag}-sw"
         self.hosts: dict[str, Host] = {}

@@ -229,17 +229,19 @@ def test_a_triton_host_partitioned_under_load_is_ejected_and_its_share_moves(bed
         assert ejected < 10, _endpoint(gateway, cut)
         time.sleep(2)
         moved = [now - then for now, then in zip(_served(others), before, strict=True)]
-        while_cut = _pool(gateway)
         bed.net.heal(cut)
         back = until(lambda: _endpoint(gateway, cut).ready and not _endpoint(gateway, cut).ejected, 20)
         assert back < 20, _endpoint(gateway, cut)
         rejoined = _served([cut])[0]
         took_again = until(lambda: _served([cut])[0] > rejoined, 10)
         assert took_again < 10
-    denied = while_cut.retries_denied - pool_before.retries_denied
-    hedges = while_cut.hedges - pool_before.hedges
+    after = _pool(gateway)
+    denied = after.retries_denied - pool_before.retries_denied
+    hedges = after.hedges - pool_before.hedges
     assert all(m > 0 for m in moved), moved  # the others carried the cut host's share
-    assert len(load.failed) <= denied, (load.failed[:5], denied)  # only what the budget refused can fail
+    # Requests caught on the cut host are hedged elsewhere while the budget allows; those whose
+    # hedge it refused wait for that host (and fail when its connection breaks): no more fail.
+    assert len(load.failed) <= denied, (load.failed[:5], denied)
     cut_for = time.monotonic() - partitioned
     print(f"\nTriton partitioned: unready after {ejected:.2f}s; {load.sent} sent, {len(load.failed)} failed, "
           f"{hedges} hedged, {denied} retries refused by the budget; the others served {moved} in the next 2 s "
