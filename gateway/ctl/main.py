@@ -35,6 +35,7 @@ from rich.table import Table
 from gateway.admin.convert import route_to_proto
 from gateway.config.schema import RouteConfig
 from gateway.config.yaml_text import load_yaml
+from gateway.ctl.apply import apply
 from gateway.ctl.common import (
     Connection,
     admin_stub,
@@ -313,6 +314,7 @@ def watch(
 
 
 app.add_typer(rollout_app, name="rollout")
+app.command("apply")(apply)
 app.command("audit")(audit)
 app.command("outcomes")(outcomes)
 app.command("report-outcomes")(report_outcomes)

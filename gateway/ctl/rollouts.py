@@ -2,7 +2,9 @@
 
 gatewayctl rollout start MODEL CANDIDATE [--baseline V] [--shadow-requests N] [--steps 5,25,50]
                          [--interval 30s] [--min-requests 300] [--failure-limit 1] [--gates FILE]
+                         [--wait [--timeout 30m]]
 gatewayctl rollout status MODEL [--json] [--watch]   # exit 0 Succeeded, 1 RolledBack, 2 Paused/Aborted, 4 running
+gatewayctl rollout wait MODEL [--timeout 30m]        # exit 0 Succeeded, 1 RolledBack, 2 Paused/Aborted, 3 timed out
 gatewayctl rollout pause|resume|abort|promote MODEL [--reason TEXT]
 gatewayctl rollout list
 gatewayctl audit [--model M] [--since 10m|2026-12-01T10:00:00] [--verify] [--limit N] [--file PATH]
@@ -23,7 +25,6 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from gateway.audit import read_trail, verify
 from gateway.ctl.common import (
     Connection,
     call,
@@ -37,7 +38,7 @@ from gateway.ctl.common import (
 from gateway.ctl.watch import EXIT_CODES, clock, exit_code, follow
 from gateway_admin import admin_pb2 as pb
 
-__all__ = ["audit", "parse_duration", "rollout_app", "status_view"]
+__all__ = ["TimeoutOption", "WaitOption", "audit", "await_rollout", "parse_duration", "rollout_app", "status_view"]
 
 rollout_app = typer.Typer(no_args_is_help=True, help="Rollouts the gateway drives: shadow, canary steps, promotion.")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
@@ -49,6 +50,25 @@ def parse_duration(text: str) -> float:
     if not match:
         raise typer.BadParameter(f"expected a duration like 30s, 2m, 500ms or 1h, got {text!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Follow it until it ends or pauses; exit 0 Succeeded, 1 RolledBack, 2 Paused "
+                       "or Aborted, 3 past --timeout.")
+]  # fmt: skip
+TimeoutOption = Annotated[str, typer.Option(help="How long a wait may take (30m, 1h); empty: no limit.")]
+
+
+def await_rollout(conn: Connection, model: str, timeout: str) -> None:
+    """Follow MODEL's rollout, a line per change and per transition (a JSON object per line under
+    --json), until it ends or pauses or `timeout` passes; then exit by its code."""
+
+    def fetch() -> pb.RolloutStatus:
+        return call(conn, lambda s, m: s.GetRollout(pb.GetRolloutRequest(model=model), metadata=m))
+
+    limit = parse_duration(timeout) if timeout else None
+    final = follow(fetch, lambda text: typer.echo(text), conn.as_json, timeout_s=limit)
+    raise typer.Exit(exit_code(final, waited=True))
 
 
 def _steps(text: str) -> list[int]:
@@ -113,6 +133,8 @@ def start(
     failure_limit: Annotated[int, typer.Option(help="Failed windows tolerated; one more rolls back.")] = 1,
     max_extensions: Annotated[int, typer.Option(help="Inconclusive windows extended before pausing.")] = 3,
     gates: Annotated[Path | None, typer.Option(help="YAML: gate thresholds and webhooks.")] = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = "",
     *,
     conn: Connection,
 ) -> None:
@@ -122,7 +144,24 @@ def start(
                           shadow_fraction=shadow_fraction, steps=_steps(steps), interval_s=parse_duration(interval),
                           min_requests=min_requests, failure_limit=failure_limit, max_extensions=max_extensions,
                           analysis_yaml=analysis)  # fmt: skip
-    _show(call(conn, lambda s, m: s.StartRollout(pb.StartRolloutRequest(spec=spec), metadata=m)), conn.as_json)
+    started = call(conn, lambda s, m: s.StartRollout(pb.StartRolloutRequest(spec=spec), metadata=m))
+    if wait:
+        await_rollout(conn, model, timeout)
+    _show(started, conn.as_json)
+
+
+@rollout_app.command("wait")
+@connected
+def wait_for(
+    model: str,
+    timeout: TimeoutOption = "",
+    *,
+    conn: Connection,
+) -> None:
+    """Follow MODEL's rollout until it ends or pauses, printing its transitions as they happen;
+    exit 0 on Succeeded, 1 on RolledBack, 2 on Paused or Aborted, 3 when --timeout passes first
+    (for a CI/CD pipeline to gate on)."""
+    await_rollout(conn, model, timeout)
 
 
 @rollout_app.command()
@@ -260,6 +299,8 @@ def audit(
 
 
 def _read_local(file: Path, verify_chain: bool) -> tuple[list[dict[str, Any]], str, int]:
+    from gateway.audit import read_trail, verify  # here: the trail's module brings redis, slow to import
+
     records = read_trail(file) if file.exists() else []
     count, broken = verify(records) if verify_chain else (0, None)
     return records, f"record {broken.id}: {broken.reason}" if broken else "", count

@@ -558,3 +558,52 @@ def test_rollout_status_exit_codes_and_watching_from_a_script(triton: TritonCli,
         admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=AUTH, timeout=10)
         admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
         assert subprocess.run(status, capture_output=True, check=False, timeout=30).returncode == 2
+
+
+@pytest.mark.timeout(300)  # seven gatewayctl runs, three rollouts
+def test_a_pipeline_applies_a_rollout_file_and_gates_on_its_outcome(triton: TritonCli, tmp_path: Path) -> None:
+    """Issue 26, part 3: `apply -f` starts what the file declares, once however often it is applied;
+    `--wait` and `rollout wait` exit 0 on Succeeded, 1 on RolledBack, 3 when their timeout passes."""
+    with _gateway(triton, tmp_path) as gateway, digit_traffic(gateway.address, threads=4):
+        where = ["--admin", gateway.admin_address, "--token", TOKEN]
+        good = tmp_path / "rollout.yaml"
+        good.write_text(yaml.safe_dump({"model": "classifier", "candidate": 2, "baseline": "1", "steps": "20,50",
+                                        "interval": "1500ms", "min_requests": 40, "analysis": GATES}))  # fmt: skip
+        applied = subprocess.run([GATEWAYCTL, *where, "apply", "-f", str(good), "--wait", "--timeout", "60s"],
+                                 capture_output=True, text=True, check=False, timeout=90)  # fmt: skip
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "rollout of classifier started" in applied.stdout and "Canary -> Promoting" in applied.stdout
+        assert applied.stdout.splitlines()[-1].split()[1:3] == ["classifier", "Succeeded"], applied.stdout
+        again = subprocess.run([GATEWAYCTL, *where, "apply", "-f", str(good), "--wait"], capture_output=True,
+                               text=True, check=False, timeout=30)  # fmt: skip
+        assert again.returncode == 0 and "unchanged (Succeeded)" in again.stdout, again.stdout + again.stderr
+        admin = Admin(gateway.admin_address)
+        trail = admin.stub.GetAudit(apb.GetAuditRequest(model="classifier"), metadata=AUTH, timeout=10)
+        assert [r.action for r in trail.records].count("rollout.start") == 1  # applied twice, started once
+
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(yaml.safe_dump({"model": "classifier", "candidate": "errors", "baseline": "2", "steps": [20],
+                                       "interval": 1.5, "min_requests": 150, "failure_limit": 0}))  # fmt: skip
+        start = [GATEWAYCTL, *where, "apply", "-f", str(bad)]
+        assert subprocess.run(start, capture_output=True, check=False, timeout=30).returncode == 0
+        waited = subprocess.run([GATEWAYCTL, *where, "rollout", "wait", "classifier"], capture_output=True,
+                                text=True, check=False, timeout=60)  # fmt: skip
+        assert waited.returncode == 1 and "classifier RolledBack" in waited.stdout, waited.stdout + waited.stderr
+
+        slow = [GATEWAYCTL, *where, "rollout", "start", "classifier", "1", "--baseline", "2", "--interval", "60s",
+                "--wait", "--timeout", "2s"]  # fmt: skip
+        timed_out = subprocess.run(slow, capture_output=True, text=True, check=False, timeout=30)
+        assert timed_out.returncode == 3 and "classifier Canary" in timed_out.stdout, timed_out.stdout
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump({"model": "classifier", "candidate": "1", "baseline": "2", "steps": [30],
+                                           "interval": "60s"}))  # fmt: skip
+        replaced = subprocess.run([GATEWAYCTL, *where, "apply", "-f", str(changed)], capture_output=True, text=True,
+                                  check=False, timeout=30)  # fmt: skip
+        assert replaced.returncode == 0 and "restarted" in replaced.stdout, replaced.stdout + replaced.stderr
+        assert _status(admin).spec.steps == [30] and _weights(admin)["1"] == 30
+
+        wrong = tmp_path / "wrong.yaml"
+        wrong.write_text(yaml.safe_dump({"model": "classifier", "candidate": "2", "stepz": [5]}))
+        refused = subprocess.run([GATEWAYCTL, *where, "apply", "-f", str(wrong)], capture_output=True, text=True,
+                                 check=False, timeout=30)  # fmt: skip
+        assert refused.returncode == 2 and "stepz" in refused.stderr, refused.stderr

@@ -75,3 +75,18 @@ def test_json_watch_is_one_object_per_line_until_the_end() -> None:
 def test_a_rollout_already_ended_prints_once_and_stops() -> None:
     lines, last, polls = _run([_status("Succeeded", 2, {"2": 100}, "promoted", moves=4)], as_json=False)
     assert len(lines) == 1 and polls == 0 and exit_code(last) == 0
+
+
+def test_a_wait_gives_up_at_its_timeout_with_its_own_code() -> None:
+    now = [0.0]
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        now[0] += seconds
+
+    last = follow(lambda: _status("Canary", 1), lambda _: None, False, interval_s=1.0, sleep=sleep,
+                  clock=lambda: now[0], timeout_s=3.0)  # fmt: skip
+    assert last.phase == "Canary" and len(polls) == 3
+    assert exit_code(last, waited=True) == 3 and exit_code(last) == 4
+    assert exit_code(_status("Succeeded"), waited=True) == 0
