@@ -174,7 +174,9 @@ def test_a_candidate_that_loses_accuracy_is_rolled_back_by_the_outcome_gate(trit
         for worker in workers:
             worker.start()
         try:
-            gates = {"outcomes": {"enabled": True, "min_labels": 150, "tolerance": 0.0}}
+            # The outcome gate is what is tested: latency (two Tritons' worth of load on two
+            # cores in parallel test tiers can stretch a p99 past its limit) is not judged.
+            gates = {"outcomes": {"enabled": True, "min_labels": 150, "tolerance": 0.0}, "latency": {"enabled": False}}
             spec = apb.RolloutSpec(model="classifier", candidate="2", baseline="1", steps=[50], interval_s=30,
                                    min_requests=100, failure_limit=0, analysis_yaml=yaml.safe_dump(gates))  # fmt: skip
             admin.stub.StartRollout(apb.StartRolloutRequest(spec=spec), metadata=AUTH, timeout=10)
