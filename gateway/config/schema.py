@@ -331,6 +331,9 @@ class FeedbackConfig(_Frozen):
     ttl_s: float = Field(default=86_400.0, gt=0)  # predictions wait this long for their outcome
     max_records: int = Field(default=1_000_000, ge=1)  # in memory (without shared Redis)
     max_label_lag_s: float = Field(default=86_400.0, gt=0)  # outcomes observed later: late, not judged
+    # An outcome reported before its prediction reached the control plane (within ~0.5 s of the
+    # answer) is tried again this long before it counts as unmatched; 0: at once.
+    hold_s: float = Field(default=2.0, ge=0, le=60)
     queue: int = Field(default=65_536, ge=1)  # the core's observation stream; beyond: dropped, counted
 
 

@@ -3,6 +3,7 @@ observation reader), kept until their outcomes are reported, and joined."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -12,6 +13,8 @@ from gateway.feedback.quality import Outcome, Prediction, QualityTotals
 from gateway.feedback.store import FeedbackStore, MemoryFeedback, RedisFeedback, Reported
 
 __all__ = ["Feedback"]
+
+_RETRY_S = 0.05  # how often held outcomes look for their prediction again
 
 
 class Feedback:
@@ -24,9 +27,20 @@ class Feedback:
         )
         self._clock = clock
         self._refreshed = 0.0
+        self._hold_s = settings.hold_s
 
     async def report(self, outcomes: Sequence[Outcome]) -> Reported:
-        return await self.store.report(outcomes, self._clock())
+        """Join `outcomes` to their predictions. One whose prediction is not here yet (a label that
+        came back within milliseconds of its answer overtakes the prediction's way from the core)
+        is tried again until `feedback.hold_s` has passed; only then does it count as unmatched."""
+        reported = await self.store.report(outcomes, self._clock(), count_unmatched=not self._hold_s)
+        give_up = time.monotonic() + self._hold_s
+        while reported.waiting and self._hold_s and time.monotonic() < give_up:
+            await asyncio.sleep(_RETRY_S)
+            reported += await self.store.report(reported.waiting, self._clock(), count_unmatched=False)
+        if self._hold_s:
+            await self.store.count_unmatched(len(reported.waiting))
+        return reported
 
     def totals(self) -> dict[tuple[str, str], QualityTotals]:
         return self.store.totals()

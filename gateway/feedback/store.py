@@ -32,13 +32,21 @@ class Reported:
     unmatched: int = 0
     late: int = 0
     duplicate: int = 0
+    waiting: tuple[Outcome, ...] = ()  # the unmatched ones: their prediction may not be here yet
+
+    def __add__(self, other: Reported) -> Reported:
+        return Reported(self.accepted + other.accepted, other.unmatched, self.late + other.late,
+                        self.duplicate + other.duplicate, other.waiting)  # fmt: skip
 
 
 class FeedbackStore(Protocol):
     unmatched: int
 
     async def add(self, predictions: Sequence[Prediction]) -> None: ...
-    async def report(self, outcomes: Sequence[Outcome], now: float) -> Reported: ...
+    # `count_unmatched`: whether outcomes matching no prediction count as unmatched now (False:
+    # the caller holds them for another try, and counts what is left with `count_unmatched`).
+    async def report(self, outcomes: Sequence[Outcome], now: float, count_unmatched: bool = True) -> Reported: ...
+    async def count_unmatched(self, count: int) -> None: ...
     async def refresh(self) -> None: ...
     def totals(self) -> dict[Key, QualityTotals]: ...  # as of the last refresh
     async def close(self) -> None: ...
@@ -78,8 +86,9 @@ class MemoryFeedback:
             self._predictions.put(prediction.key, prediction, prediction.time)
             _add(self._counters.setdefault((prediction.model, prediction.variant), {}), prediction_fields(prediction))
 
-    async def report(self, outcomes: Sequence[Outcome], now: float) -> Reported:
-        accepted = unmatched = late = duplicate = 0
+    async def report(self, outcomes: Sequence[Outcome], now: float, count_unmatched: bool = True) -> Reported:
+        accepted = late = duplicate = 0
+        waiting: list[Outcome] = []
         for outcome in outcomes:
             seen = self._reported.get(outcome.key)
             if seen is not None:
@@ -88,7 +97,7 @@ class MemoryFeedback:
                 continue
             entry = self._predictions.pop(outcome.key, None)
             if entry is None:
-                unmatched += 1
+                waiting.append(outcome)
                 continue
             prediction = entry[1]
             assert isinstance(prediction, Prediction)
@@ -98,8 +107,12 @@ class MemoryFeedback:
             key = (prediction.model, prediction.variant)
             _add(self._counters.setdefault(key, {}), fields)
             self._reported.put(outcome.key, key, now)
-        self.unmatched += unmatched
-        return Reported(accepted, unmatched, late, duplicate)
+        if count_unmatched:
+            await self.count_unmatched(len(waiting))
+        return Reported(accepted, len(waiting), late, duplicate, tuple(waiting))
+
+    async def count_unmatched(self, count: int) -> None:
+        self.unmatched += count
 
     async def refresh(self) -> None:
         return None
@@ -141,23 +154,31 @@ class RedisFeedback:
         except (RedisError, OSError) as exc:  # the predictions are lost, the requests were served
             log.warning("%d predictions not recorded: redis: %s", len(predictions), exc)
 
-    async def report(self, outcomes: Sequence[Outcome], now: float) -> Reported:
+    async def report(self, outcomes: Sequence[Outcome], now: float, count_unmatched: bool = True) -> Reported:
         try:
-            return await self._report(outcomes, now)
+            return await self._report(outcomes, now, count_unmatched)
         except (RedisError, OSError) as exc:
             raise UpstreamUnavailable(f"outcomes not recorded: redis: {exc}") from exc
 
-    async def _report(self, outcomes: Sequence[Outcome], now: float) -> Reported:
+    async def count_unmatched(self, count: int) -> None:
+        if count:
+            try:
+                await self._client.incrby(f"{self._ns}outcomes:unmatched", count)
+            except (RedisError, OSError) as exc:
+                raise UpstreamUnavailable(f"outcomes not recorded: redis: {exc}") from exc
+
+    async def _report(self, outcomes: Sequence[Outcome], now: float, count_unmatched: bool) -> Reported:
         found = await self._client.mget([f"{self._ns}pred:{o.key}" for o in outcomes]) if outcomes else []
         async with self._client.pipeline(transaction=False) as pipe:
             for outcome in outcomes:
                 pipe.set(f"{self._ns}joined:{outcome.key}", 1, nx=True, ex=self._ttl)
             first = await pipe.execute()
-        accepted = unmatched = late = duplicate = 0
+        accepted = late = duplicate = 0
+        waiting: list[Outcome] = []
         async with self._client.pipeline(transaction=False) as pipe:
             for outcome, raw, fresh in zip(outcomes, found, first, strict=True):
                 if raw is None:
-                    unmatched += 1
+                    waiting.append(outcome)
                     if fresh:  # an unknown id may still be reported again later
                         pipe.delete(f"{self._ns}joined:{outcome.key}")
                     continue
@@ -171,10 +192,10 @@ class RedisFeedback:
                 late += int("late" in fields)
                 accepted += int("late" not in fields)
                 self._increments(pipe, quality, fields)
-            if unmatched:
-                pipe.incrby(f"{self._ns}outcomes:unmatched", unmatched)
+            if waiting and count_unmatched:
+                pipe.incrby(f"{self._ns}outcomes:unmatched", len(waiting))
             await pipe.execute()
-        return Reported(accepted, unmatched, late, duplicate)
+        return Reported(accepted, len(waiting), late, duplicate, tuple(waiting))
 
     async def refresh(self) -> None:
         try:

@@ -125,6 +125,13 @@ def test_unmatched_late_and_duplicate_outcomes_are_counted(triton: TritonCli, tm
         with pytest.raises(grpc.RpcError) as bad:
             _report(admin, [apb.Outcome(request_id=keys[2])])
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one of class_label" in str(bad.value.details())
+        # Issue 26, part 4: a label that overtakes its prediction (here: reported before the
+        # request is even sent) is held for feedback.hold_s and joined when the prediction comes.
+        early = admin.stub.ReportOutcomes.future(apb.ReportOutcomesRequest(outcomes=[_labelled("digit-200", 1)]),
+                                                 metadata=AUTH, timeout=10)  # fmt: skip
+        time.sleep(0.3)
+        _send(client, 200)
+        assert (early.result().accepted, early.result().unmatched) == (1, 0), early.result()
         client.close()
 
 

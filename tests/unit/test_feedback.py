@@ -7,8 +7,10 @@ import math
 
 import pytest
 
+from gateway.config.schema import parse_config
+from gateway.feedback.loop import Feedback
 from gateway.feedback.quality import Outcome, Prediction, QualityTotals, outcome_fields, prediction_fields
-from gateway.feedback.store import MemoryFeedback
+from gateway.feedback.store import MemoryFeedback, Reported
 from gateway.rollout.gates import (
     ConfidenceGate,
     ConfidenceSettings,
@@ -96,3 +98,27 @@ def test_the_confidence_and_output_drift_gates() -> None:
     skewed = evidence(quality(0, 0, {0: 95, 1: 5}), quality(0, 0, same))
     assert drift.evaluate(skewed).verdict is Verdict.FAIL
     assert class_psi({0: 1}, {1: 1}) > 10 and math.isclose(class_psi(same, same), 0.0)
+
+
+def _feedback(hold_s: float) -> Feedback:
+    config = parse_config({"pools": {"p": {"endpoints": ["127.0.0.1:1"]}}, "feedback": {"enabled": True,
+                           "hold_s": hold_s}})  # fmt: skip
+    return Feedback(config, clock=lambda: 100.0)
+
+
+def test_an_outcome_that_overtakes_its_prediction_is_held_and_joined_when_it_comes() -> None:
+    async def run() -> tuple[Reported, int]:
+        feedback = _feedback(hold_s=1.0)
+        reporting = asyncio.create_task(feedback.report([Outcome("early", label=1), Outcome("never", label=1)]))
+        await asyncio.sleep(0.2)  # the prediction comes after its outcome
+        await feedback.store.add([prediction("early")])
+        return await reporting, feedback.store.unmatched
+
+    reported, unmatched = asyncio.run(run())
+    assert (reported.accepted, reported.unmatched, unmatched) == (1, 1, 1)  # "never" counted once, at the end
+
+
+def test_without_a_hold_an_early_outcome_is_unmatched_at_once() -> None:
+    feedback = _feedback(hold_s=0.0)
+    reported = asyncio.run(feedback.report([Outcome("early", label=1)]))
+    assert (reported.accepted, reported.unmatched, feedback.store.unmatched) == (0, 1, 1)
