@@ -178,6 +178,10 @@ def batch(
             min=0, help="Per record: retries (shed, unavailable, timed out) back off exponentially within this."
         ),
     ] = 60.0,
+    rows_per_request: Annotated[
+        int | None,
+        typer.Option(min=1, help="Records sent as one request to a batching model (default: its max_batch_size)."),
+    ] = None,
 ) -> None:
     """Run a file of records through a model: one output per record in input order, failures in
     OUTPUT.failures.jsonl with their status, a checkpoint in OUTPUT.manifest.json to resume."""
@@ -188,7 +192,7 @@ def batch(
 
     options = BatchOptions(model=model, input=input, output=output, target=target, version=version,
                            concurrency=concurrency, priority=priority, resume=resume,
-                           max_retry_s=max_retry_s)  # fmt: skip
+                           max_retry_s=max_retry_s, rows_per_request=rows_per_request)  # fmt: skip
     try:
         summary = asyncio.run(run_batch(options, show_progress=sys.stderr.isatty()))
     except (BatchError, RecordsError) as exc:

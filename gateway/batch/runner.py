@@ -1,5 +1,7 @@
 """Runs a batch: records read in order, sent with bounded concurrency (at the lowest priority
-through the gateway), results written in input order (a reorder buffer holds the ones that came
+through the gateway), several to a request for a model with a batch dimension (up to its
+`max_batch_size`, within a byte budget; a request that fails is retried record by record, so a bad
+record fails alone), results written in input order (a reorder buffer holds the ones that came
 back early), the files synced and the manifest saved every few hundred records. A killed run
 resumed with `resume=True` truncates what came after its last checkpoint and goes on from
 there, so every record gets exactly one result: a line in the output, or in the failures file.
@@ -8,6 +10,8 @@ there, so every record gets exactly one result: a line in the output, or in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import time
@@ -25,6 +29,7 @@ from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
 
 from gateway.batch.backoff import Backoff, retry_after_ms
 from gateway.batch.manifest import Manifest
+from gateway.batch.merge import merge, merge_key, split
 from gateway.batch.records import Record, RecordsError, count, fingerprint, read
 
 __all__ = ["BatchError", "BatchOptions", "Summary", "run_batch"]
@@ -50,6 +55,8 @@ class BatchOptions:
     timeout_s: float = 60.0
     max_retry_s: float = 60.0  # per record: retries back off exponentially within this
     checkpoint_every: int = 200
+    rows_per_request: int | None = None  # records in one request; None: the model's max_batch_size
+    max_request_bytes: int = 4 << 20  # a request's inputs at most (fewer records when they are large)
 
     @property
     def failures(self) -> Path:
@@ -108,19 +115,23 @@ def _jsonable(array: np.ndarray) -> Any:
 
 def result_line(record: Record, response: pb.ModelInferResponse, batched: bool) -> dict[str, Any]:
     result = InferResult(response)
-    outputs = {}
-    for output in response.outputs:
-        array = result.as_numpy(output.name)
-        outputs[output.name] = _jsonable(array[0] if batched and array.shape[:1] == (1,) else array)
-    return {"index": record.index, "custom_id": record.custom_id, "model_version": response.model_version,
-            "outputs": outputs}  # fmt: skip
+    arrays = {output.name: result.as_numpy(output.name) for output in response.outputs}
+    return _line(record, arrays, response.model_version, batched)
+
+
+def _line(record: Record, arrays: dict[str, Any], version: str, batched: bool) -> dict[str, Any]:
+    """A record's result; `batched`: its request added the batch dimension, taken off again here."""
+    outputs = {name: _jsonable(a[0] if batched and a.shape[:1] == (1,) else a) for name, a in arrays.items()}
+    return {"index": record.index, "custom_id": record.custom_id, "model_version": version, "outputs": outputs}
 
 
 class _Writer:
-    """Results in input order; synced, then the manifest saved, at every checkpoint."""
+    """Results in input order; synced, then the manifest saved, at every checkpoint (one every
+    `checkpoint_every` records or so, where a request's stretch of records ends)."""
 
     def __init__(self, options: BatchOptions, manifest: Manifest) -> None:
         self.options, self.manifest = options, manifest
+        self.align = 1  # checkpoints fall where a request's stretch of records ends
         self.outputs: IO[str] = _open_at(options.output, manifest.outputs_bytes)
         self.failures: IO[str] = _open_at(options.failures, manifest.failures_bytes)
         self.pending: dict[int, tuple[bool, dict[str, Any]]] = {}
@@ -138,7 +149,7 @@ class _Writer:
             self.manifest.failed += not ok
             written += 1
         self._since += written
-        if self._since >= self.options.checkpoint_every:
+        if self._since >= self.options.checkpoint_every and self.manifest.completed % self.align == 0:
             self.checkpoint()
         return written
 
@@ -189,6 +200,24 @@ async def _signature(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: B
     return {t.name: (t.datatype, list(t.shape)) for t in metadata.inputs}
 
 
+async def _max_batch_size(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchOptions) -> int:
+    """The model's max_batch_size (0: no batch dimension, or a server without ModelConfig)."""
+    request = pb.ModelConfigRequest(name=options.model, version=options.version)
+    try:
+        return int((await stub.ModelConfig(request, timeout=30)).config.max_batch_size)
+    except grpc.aio.AioRpcError:
+        return 0
+
+
+def rows_per_request(options: BatchOptions, max_batch_size: int, record_bytes: int) -> int:
+    """Records in one request: the asked number (else the model's max), never past the model's
+    max, nor past the byte budget; 1 for a model without a batch dimension."""
+    if max_batch_size <= 0:
+        return 1
+    wanted = min(options.rows_per_request or max_batch_size, max_batch_size)
+    return max(1, min(wanted, options.max_request_bytes // max(record_bytes, 1)))
+
+
 def _failure(record: Record, code: str, message: str, **extra: Any) -> dict[str, Any]:
     line = {"index": record.index, "custom_id": record.custom_id, "code": code, "message": message, **extra}
     return line | ({"line": record.line} if record.line is not None else {})
@@ -202,18 +231,64 @@ async def _one(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchOp
         request, batched = request_for(options, record, signature)
     except (ValueError, TypeError) as exc:
         return False, _failure(record, "INVALID_ARGUMENT", f"not sent: {exc}")
+    response, error, attempts = await _call(stub, options, request)
+    if error is not None:
+        return False, _failure(record, error.code().name, error.details() or "", attempts=attempts)
+    assert response is not None
+    return True, result_line(record, response, batched)
+
+
+async def _call(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchOptions, request: pb.ModelInferRequest,
+                ) -> tuple[pb.ModelInferResponse | None, grpc.aio.AioRpcError | None, int]:  # fmt: skip
+    """The answer, or the error it ended with, and the attempts made: shed, unavailable or timed
+    out requests are sent again, backing off (by retry-after-ms when the gateway gives one)."""
     metadata = (("x-priority", options.priority),) if options.priority else ()
     backoff, waited, attempt = Backoff(options.max_retry_s), 0.0, 0
     while True:
         try:
-            response = await stub.ModelInfer(request, metadata=metadata, timeout=options.timeout_s)
-            return True, result_line(record, response, batched)
+            return await stub.ModelInfer(request, metadata=metadata, timeout=options.timeout_s), None, attempt + 1
         except grpc.aio.AioRpcError as exc:
             delay = backoff.delay(attempt, retry_after_ms(exc.trailing_metadata()))
             if exc.code() not in _RETRIED or not backoff.allows(waited, delay):
-                return False, _failure(record, exc.code().name, exc.details() or "", attempts=attempt + 1)
+                return None, exc, attempt + 1
             await asyncio.sleep(delay)
             waited, attempt = waited + delay, attempt + 1
+
+
+Result = tuple[Record, bool, dict[str, Any]]
+
+
+async def _several(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchOptions, records: list[Record],
+                   signature: Signature) -> list[Result]:  # fmt: skip
+    """The records' results: those that share a merge key with the first go as one request,
+    the others (and all of them, when the merged one fails) one by one."""
+    built = []
+    for record in records:
+        if record.problem is None:
+            with contextlib.suppress(ValueError, TypeError):  # such a record fails alone, below, with its reason
+                built.append((record, *request_for(options, record, signature)))
+    key = merge_key(built[0][1]) if built else None
+    together = [b for b in built if key is not None and merge_key(b[1]) == key]
+    results: dict[int, Result] = {}
+    if len(together) > 1:
+        response, _, _ = await _call(stub, options, merge([request for _, request, _ in together]))
+        rows = split(response, len(together)) if response is not None else None
+        for (record, _, batched), arrays in zip(together, rows or [], strict=False):
+            assert response is not None
+            results[record.index] = (record, True, _line(record, arrays, response.model_version, batched))
+    for record in records:
+        if record.index not in results:
+            results[record.index] = (record, *await _one(stub, options, record, signature))
+    return [results[record.index] for record in records]
+
+
+def _size(options: BatchOptions, record: Record, signature: Signature) -> int:
+    """A record's input bytes (0 when it cannot be sent)."""
+    try:
+        request, _ = request_for(options, record, signature)
+    except (ValueError, TypeError):
+        return 0
+    return sum(len(raw) for raw in request.raw_input_contents)
 
 
 def _remaining(options: BatchOptions, completed: int) -> Iterator[Record]:
@@ -224,21 +299,26 @@ async def run_batch(options: BatchOptions, show_progress: bool = True) -> Summar
     manifest = _start(options)
     resumed_from, started = manifest.completed, time.monotonic()
     writer = _Writer(options, manifest)
-    window = asyncio.Semaphore(options.concurrency * 8)  # records sent but not yet written, at most
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.0f} records/s"), TimeRemainingColumn())  # fmt: skip
     try:
         async with grpc.aio.insecure_channel(options.target) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             signature = await _signature(stub, options)
+            max_batch_size = await _max_batch_size(stub, options)
             with Progress(*columns, disable=not show_progress, transient=False) as progress:
                 task = progress.add_task(options.model, total=manifest.records, completed=manifest.completed, rate=0.0)
                 lanes = asyncio.Semaphore(options.concurrency)
+                remaining = _remaining(options, manifest.completed)
+                first = next(remaining, None)
+                rows = rows_per_request(options, max_batch_size, _size(options, first, signature)) if first else 1
+                window = asyncio.Semaphore(options.concurrency * max(rows, 4) * 2)  # records sent, not yet written
+                writer.align = rows
 
-                async def handle(record: Record) -> None:
+                async def handle(records: list[Record]) -> None:
                     async with lanes:
-                        ok, line = await _one(stub, options, record, signature)
-                    written = writer.put(record.index, ok, line)
+                        results = await _several(stub, options, records, signature)
+                    written = sum(writer.put(record.index, ok, line) for record, ok, line in results)
                     for _ in range(written):
                         window.release()
                     elapsed = time.monotonic() - started
@@ -247,9 +327,17 @@ async def run_batch(options: BatchOptions, show_progress: bool = True) -> Summar
 
                 try:
                     async with asyncio.TaskGroup() as group:
-                        for record in _remaining(options, manifest.completed):
+                        chunk: list[Record] = []
+                        for record in itertools.chain([first] if first else [], remaining):
                             await window.acquire()
-                            group.create_task(handle(record))
+                            chunk.append(record)
+                            # Requests hold the records of one stretch of `rows` indexes: a resumed
+                            # run forms the same ones, so its answers are the same to the bit.
+                            if (record.index + 1) % rows == 0:
+                                group.create_task(handle(chunk))
+                                chunk = []
+                        if chunk:
+                            group.create_task(handle(chunk))
                 except* RecordsError as unreadable:  # the file itself, midway: what was written stays
                     raise unreadable.exceptions[0] from None
     finally:
