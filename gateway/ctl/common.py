@@ -51,10 +51,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Control a ru
 console = Console()
 
 AdminOption = Annotated[
-    str | None, typer.Option("--admin", help="Admin API HOST:PORT [env GATEWAY_ADMIN].", show_default=False)
+    str | None, typer.Option("--admin", help="Admin API HOST:PORT (env GATEWAY_ADMIN).", show_default=False)
 ]
 TokenOption = Annotated[
-    str | None, typer.Option("--token", help="Admin bearer token [env GATEWAY_ADMIN_TOKEN].", show_default=False)
+    str | None, typer.Option("--token", help="Admin bearer token (env GATEWAY_ADMIN_TOKEN).", show_default=False)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DEFAULT_ADMIN = "127.0.0.1:8002"
