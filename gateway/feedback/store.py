@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -216,9 +216,3 @@ class RedisFeedback:
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self._client.aclose()
-
-
-def by_variant(totals: Mapping[Key, QualityTotals], model: str) -> Iterator[tuple[str, QualityTotals]]:
-    for (name, variant), quality in sorted(totals.items()):
-        if name == model:
-            yield variant, quality
