@@ -23,6 +23,7 @@ class Manifest:
     failed: int = 0
     outputs_bytes: int = 0
     failures_bytes: int = 0
+    rows_per_request: int = 0  # records a request in this run (0: not chosen yet): a resumed run keeps it
 
     def save(self, path: Path) -> None:
         temporary = path.with_suffix(path.suffix + ".tmp")

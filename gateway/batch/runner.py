@@ -249,10 +249,16 @@ async def _call(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: BatchO
             return await stub.ModelInfer(request, metadata=metadata, timeout=options.timeout_s), None, attempt + 1
         except grpc.aio.AioRpcError as exc:
             delay = backoff.delay(attempt, retry_after_ms(exc.trailing_metadata()))
-            if exc.code() not in _RETRIED or not backoff.allows(waited, delay):
+            if exc.code() not in _RETRIED or _too_large(exc) or not backoff.allows(waited, delay):
                 return None, exc, attempt + 1
             await asyncio.sleep(delay)
             waited, attempt = waited + delay, attempt + 1
+
+
+def _too_large(error: grpc.aio.AioRpcError) -> bool:
+    """RESOURCE_EXHAUSTED without retry-after-ms: a message over a size limit, not shedding (no
+    retry helps it; a merged request's records go again one by one)."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after_ms(error.trailing_metadata()) is None
 
 
 Result = tuple[Record, bool, dict[str, Any]]
@@ -270,10 +276,17 @@ async def _several(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: Bat
     key = merge_key(built[0][1]) if built else None
     together = [b for b in built if key is not None and merge_key(b[1]) == key]
     results: dict[int, Result] = {}
-    if len(together) > 1:
-        response, _, _ = await _call(stub, options, merge([request for _, request, _ in together]))
-        rows = split(response, len(together)) if response is not None else None
-        for (record, _, batched), arrays in zip(together, rows or [], strict=False):
+    for group in _within_budget(together, options.max_request_bytes):
+        if len(group) < 2:
+            continue
+        response, error, attempts = await _call(stub, options, merge([request for _, request, _ in group]))
+        if error is not None and error.code() in _RETRIED and not _too_large(error):
+            for record, _, _ in group:  # retried past --max-retry-s: each record failed as it would have alone
+                results[record.index] = (record, False, _failure(record, error.code().name, error.details() or "",
+                                                                 attempts=attempts))  # fmt: skip
+            continue
+        rows = split(response, len(group)) if response is not None else None
+        for (record, _, batched), arrays in zip(group, rows or [], strict=False):
             assert response is not None
             results[record.index] = (record, True, _line(record, arrays, response.model_version, batched))
     for record in records:
@@ -291,6 +304,23 @@ def _size(options: BatchOptions, record: Record, signature: Signature) -> int:
     return sum(len(raw) for raw in request.raw_input_contents)
 
 
+def _within_budget(built: list[tuple[Record, pb.ModelInferRequest, bool]], budget: int,
+                   ) -> Iterator[list[tuple[Record, pb.ModelInferRequest, bool]]]:  # fmt: skip
+    """`built` in consecutive groups whose inputs stay within `budget` bytes (a record over it
+    alone)."""
+    group: list[tuple[Record, pb.ModelInferRequest, bool]] = []
+    size = 0
+    for entry in built:
+        own = sum(len(raw) for raw in entry[1].raw_input_contents)
+        if group and size + own > budget:
+            yield group
+            group, size = [], 0
+        group.append(entry)
+        size += own
+    if group:
+        yield group
+
+
 def _remaining(options: BatchOptions, completed: int) -> Iterator[Record]:
     return (record for record in read(options.input) if record.index >= completed)
 
@@ -302,7 +332,10 @@ async def run_batch(options: BatchOptions, show_progress: bool = True) -> Summar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.0f} records/s"), TimeRemainingColumn())  # fmt: skip
     try:
-        async with grpc.aio.insecure_channel(options.target) as channel:
+        # Merged requests and their answers are `rows` times larger than one record's: no client
+        # limit below the server's own (the gateway's max_message_bytes).
+        limits = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        async with grpc.aio.insecure_channel(options.target, options=limits) as channel:
             stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
             signature = await _signature(stub, options)
             max_batch_size = await _max_batch_size(stub, options)
@@ -311,7 +344,10 @@ async def run_batch(options: BatchOptions, show_progress: bool = True) -> Summar
                 lanes = asyncio.Semaphore(options.concurrency)
                 remaining = _remaining(options, manifest.completed)
                 first = next(remaining, None)
-                rows = rows_per_request(options, max_batch_size, _size(options, first, signature)) if first else 1
+                if not manifest.rows_per_request:  # chosen once a run: a resumed run forms the same requests
+                    record_bytes = _size(options, first, signature) if first else 0
+                    manifest.rows_per_request = rows_per_request(options, max_batch_size, record_bytes)
+                rows = manifest.rows_per_request
                 window = asyncio.Semaphore(options.concurrency * max(rows, 4) * 2)  # records sent, not yet written
                 writer.align = rows
 

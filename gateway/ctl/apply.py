@@ -134,7 +134,7 @@ def apply(
     _normalized(conn, declared, file)  # checked before anything changes
     current = _current(conn, declared.model)
     same = False
-    if current is not None:
+    if current is not None and current.spec.candidate == declared.candidate:
         compared = pb.RolloutSpec()
         compared.CopyFrom(declared)
         compared.baseline = declared.baseline or current.spec.baseline  # as chosen when it started

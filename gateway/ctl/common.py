@@ -32,6 +32,7 @@ __all__ = [
     "Connection",
     "JsonOption",
     "TokenOption",
+    "TransientError",
     "admin_stub",
     "app",
     "as_dict",
@@ -119,16 +120,25 @@ def show(conn: Connection, response: M, view: Callable[[M], Table | None]) -> No
         show_table(table)
 
 
+class TransientError(Exception):
+    """The admin API did not answer (unreachable, or past the call's deadline): worth asking again."""
+
+
 @contextmanager
-def admin_stub(conn: Connection) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str], ...]]]:
+def admin_stub(
+    conn: Connection, transient: bool = False
+) -> Iterator[tuple[admin_pb2_grpc.GatewayAdminStub, tuple[tuple[str, str], ...]]]:
     """The admin API's stub and the metadata every call sends (no token: none, so the gateway can
     tell a missing token from a wrong one). An error exits 1 with what to do about it (as JSON on
-    stderr under --json)."""
+    stderr under --json); with `transient`, UNAVAILABLE and DEADLINE_EXCEEDED raise
+    TransientError instead, for a caller that asks again."""
     metadata = (("authorization", f"Bearer {conn.token}"),) if conn.token else ()
     with grpc.insecure_channel(conn.admin) as channel:
         try:
             yield admin_pb2_grpc.GatewayAdminStub(channel), metadata
         except grpc.RpcError as exc:
+            if transient and exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise TransientError(exc.details() or exc.code().name) from exc
             code = exc.code().name if exc.code() else "UNKNOWN"
             message = explain(exc, conn.admin)
             if conn.as_json:
@@ -153,8 +163,8 @@ def explain(exc: grpc.RpcError, address: str) -> str:
     return details
 
 
-def call(conn: Connection, rpc: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any]) -> Any:
-    with admin_stub(conn) as (stub, metadata):
+def call(conn: Connection, rpc: Callable[[admin_pb2_grpc.GatewayAdminStub, Any], Any], transient: bool = False) -> Any:
+    with admin_stub(conn, transient) as (stub, metadata):
         return rpc(stub, metadata)
 
 

@@ -11,9 +11,10 @@
     gatewayctl cache-stats
     gatewayctl invalidate MODEL [--variant V] | --all
     gatewayctl watch [MODEL]
-    gatewayctl rollout start|status|pause|resume|abort|promote|list ...   # see gateway.ctl_rollouts
+    gatewayctl rollout start|status|wait|pause|resume|abort|promote|list ...   # see gateway.ctl.rollouts
+    gatewayctl apply -f rollout.yaml [--wait]  # a rollout declared in a file; see gateway.ctl.apply
     gatewayctl audit [--model M] [--since 10m] [--verify]
-    gatewayctl report-outcomes FILE.jsonl        # ground truth; see gateway.ctl_feedback
+    gatewayctl report-outcomes FILE.jsonl        # ground truth; see gateway.ctl.feedback
     gatewayctl outcomes MODEL                    # accuracy, errors, rewards, confidence per variant
     gatewayctl drift MODEL | drift reference MODEL FILE.npz
 

@@ -13,6 +13,7 @@ gatewayctl audit [--model M] [--since 10m|2026-12-01T10:00:00] [--verify] [--lim
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import sys
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from gateway.ctl.common import (
     Connection,
+    TransientError,
     call,
     connected,
     console,
@@ -35,7 +37,7 @@ from gateway.ctl.common import (
     show,
     show_table,
 )
-from gateway.ctl.watch import EXIT_CODES, clock, exit_code, follow
+from gateway.ctl.watch import EXIT_CODES, TIMED_OUT, clock, exit_code, follow
 from gateway_admin import admin_pb2 as pb
 
 __all__ = ["TimeoutOption", "WaitOption", "audit", "await_rollout", "parse_duration", "rollout_app", "status_view"]
@@ -59,14 +61,32 @@ WaitOption = Annotated[
 TimeoutOption = Annotated[str, typer.Option(help="How long a wait may take (30m, 1h); empty: no limit.")]
 
 
+def _get_rollout(stub: Any, metadata: Any, request: pb.GetRolloutRequest, timeout: float) -> pb.RolloutStatus:
+    status: pb.RolloutStatus = stub.GetRollout(request, metadata=metadata, timeout=timeout)
+    return status
+
+
 def await_rollout(conn: Connection, model: str, timeout: str) -> None:
     """Follow MODEL's rollout, a line per change and per transition (a JSON object per line under
-    --json), until it ends or pauses or `timeout` passes; then exit by its code."""
+    --json), until it ends or pauses or `timeout` passes; then exit by its code. A gateway that
+    cannot be reached for a while (restarted, its leader moving) is asked again until then."""
+    limit = parse_duration(timeout) if timeout else None
+    give_up = None if limit is None else time.monotonic() + limit
 
     def fetch() -> pb.RolloutStatus:
-        return call(conn, lambda s, m: s.GetRollout(pb.GetRolloutRequest(model=model), metadata=m))
+        request = pb.GetRolloutRequest(model=model)
+        while True:
+            left = 10.0 if give_up is None else max(min(give_up - time.monotonic(), 10.0), 0.1)
+            try:
+                rpc = functools.partial(_get_rollout, request=request, timeout=left)
+                return call(conn, rpc, transient=True)
+            except TransientError as exc:
+                if give_up is not None and time.monotonic() >= give_up:
+                    typer.echo(f"error: timed out waiting: {exc}", err=True)
+                    raise typer.Exit(TIMED_OUT) from exc
+                typer.echo(f"the admin API did not answer ({exc}); asking again", err=True)
+                time.sleep(1.0)
 
-    limit = parse_duration(timeout) if timeout else None
     final = follow(fetch, lambda text: typer.echo(text), conn.as_json, timeout_s=limit)
     raise typer.Exit(exit_code(final, waited=True))
 

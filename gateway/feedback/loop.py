@@ -35,9 +35,13 @@ class Feedback:
         is tried again until `feedback.hold_s` has passed; only then does it count as unmatched."""
         reported = await self.store.report(outcomes, self._clock(), count_unmatched=not self._hold_s)
         give_up = time.monotonic() + self._hold_s
-        while reported.waiting and self._hold_s and time.monotonic() < give_up:
-            await asyncio.sleep(_RETRY_S)
-            reported += await self.store.report(reported.waiting, self._clock(), count_unmatched=False)
+        try:
+            while reported.waiting and self._hold_s and time.monotonic() < give_up:
+                await asyncio.sleep(_RETRY_S)
+                reported += await self.store.report(reported.waiting, self._clock(), count_unmatched=False)
+        except asyncio.CancelledError:  # the caller left (its deadline was shorter): what waits is unmatched
+            await asyncio.shield(self.store.count_unmatched(len(reported.waiting)))
+            raise
         if self._hold_s:
             await self.store.count_unmatched(len(reported.waiting))
         return reported

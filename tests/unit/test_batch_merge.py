@@ -83,3 +83,24 @@ def test_a_merged_request_that_fails_is_sent_again_record_by_record(tmp_path: Pa
     assert server.rows_sent == [4, 1, 1, 1, 1]  # together first, then alone
     assert [(r.custom_id, ok) for r, ok, _ in results] == [("r0", True), ("r1", False), ("r2", True), ("r3", True)]
     assert results[2][2]["outputs"]["LOGITS"] == [3.0, 3.0] and results[1][2]["code"] == "INVALID_ARGUMENT"
+
+
+class _Down:
+    """A server that is never there."""
+
+    def __init__(self) -> None:
+        self.rows_sent: list[int] = []
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, **_: object) -> pb.ModelInferResponse:
+        self.rows_sent.append(int(request.inputs[0].shape[0]))
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="connection refused", debug_error_string="")  # fmt: skip
+
+
+def test_a_merged_request_past_its_retries_fails_its_records_without_sending_each_again(tmp_path: Path) -> None:
+    options = BatchOptions(model="m", input=tmp_path / "in.npz", output=tmp_path / "out.jsonl", max_retry_s=0)
+    records = [Record(i, f"r{i}", {"INPUT0": [1.0, 2.0]}) for i in range(3)]
+    server = _Down()
+    results = asyncio.run(_several(server, options, records, {"INPUT0": ("FP32", [-1, 2])}))
+    assert server.rows_sent == [3]  # one budget for the request, not one more per record
+    assert [(ok, line["code"]) for _, ok, line in results] == [(False, "UNAVAILABLE")] * 3

@@ -34,13 +34,15 @@ impl PoolRow {
     fn of(pool: &Pool, state: &State, now: f64) -> PoolRow {
         let endpoints: Vec<EndpointStats> = pool.endpoints().iter().map(|e| e.stats(now)).collect();
         let stats = &pool.stats;
-        let admission = match state.admissions.get(&pool.name).map(|a| a.stats()) {
+        let mut admission = match state.admissions.get(&pool.name).map(|a| a.stats()) {
             Some(serde_json::Value::Object(fields)) => fields,
             _ => serde_json::Map::new(),
         };
+        // Under admission control, its own count of requests under way is the pool's.
+        let admitted = admission.remove("in_flight").and_then(|v| v.as_u64());
         PoolRow {
             name: pool.name.clone(),
-            in_flight: endpoints.iter().map(|e| e.outstanding).sum(),
+            in_flight: admitted.unwrap_or_else(|| endpoints.iter().map(|e| e.outstanding).sum()),
             endpoints,
             attempts: stats.attempts.load(Ordering::Relaxed),
             retries: stats.retries.load(Ordering::Relaxed),

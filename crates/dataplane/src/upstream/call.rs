@@ -216,11 +216,11 @@ impl Pool {
             self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
             return first.await;
         }
-        self.stats.hedges.fetch_add(1, Ordering::Relaxed);
         let second_endpoint = match self.pick(model, std::slice::from_ref(&first_endpoint)) {
             Ok(endpoint) => endpoint,
             Err(_) => return first.await,
         };
+        self.stats.hedges.fetch_add(1, Ordering::Relaxed);
         let mut second =
             std::pin::pin!(self.attempt(&second_endpoint, "ModelInfer", &payload, deadline, 2));
         tokio::select! {
