@@ -205,15 +205,9 @@ impl Pool {
             }
             () = tokio::time::sleep(delay) => {}
         }
-        if !self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_retry()
-        {
+        if !self.spend_budget() {
             // Counted with the refused retries: a request stuck on a dead endpoint now waits
             // for it, and its failure is one the budget allowed (reported, not silent).
-            self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
             return first.await;
         }
         let second_endpoint = match self.pick(model, std::slice::from_ref(&first_endpoint)) {

@@ -249,6 +249,19 @@ impl Pool {
         Ok(candidates[chosen].clone())
     }
 
+    /// One retry (or hedge) of the budget: false, and counted as refused, when it has none.
+    pub(super) fn spend_budget(&self) -> bool {
+        let spent = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_retry();
+        if !spent {
+            self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        spent
+    }
+
     pub(super) fn retry_allowed(&self, tried: usize, deadline: Option<Instant>) -> bool {
         if tried >= self.config.max_attempts as usize || tried >= self.endpoints.load().len() {
             return false;
@@ -256,13 +269,7 @@ impl Pool {
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return false;
         }
-        if !self
-            .budget
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_retry()
-        {
-            self.stats.retries_denied.fetch_add(1, Ordering::Relaxed);
+        if !self.spend_budget() {
             return false;
         }
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
