@@ -295,13 +295,17 @@ async def _several(stub: service_pb2_grpc.GRPCInferenceServiceStub, options: Bat
     return [results[record.index] for record in records]
 
 
+def _input_bytes(request: pb.ModelInferRequest) -> int:
+    return sum(len(raw) for raw in request.raw_input_contents)
+
+
 def _size(options: BatchOptions, record: Record, signature: Signature) -> int:
     """A record's input bytes (0 when it cannot be sent)."""
     try:
         request, _ = request_for(options, record, signature)
     except (ValueError, TypeError):
         return 0
-    return sum(len(raw) for raw in request.raw_input_contents)
+    return _input_bytes(request)
 
 
 def _within_budget(built: list[tuple[Record, pb.ModelInferRequest, bool]], budget: int,
@@ -311,7 +315,7 @@ def _within_budget(built: list[tuple[Record, pb.ModelInferRequest, bool]], budge
     group: list[tuple[Record, pb.ModelInferRequest, bool]] = []
     size = 0
     for entry in built:
-        own = sum(len(raw) for raw in entry[1].raw_input_contents)
+        own = _input_bytes(entry[1])
         if group and size + own > budget:
             yield group
             group, size = [], 0

@@ -36,6 +36,7 @@ from gateway.ctl.common import Connection, admin_stub, call, connected
 from gateway.ctl.rollouts import TimeoutOption, WaitOption, await_rollout, parse_duration
 from gateway.errors import GatewayError
 from gateway.rollout.messages import spec_from_proto
+from gateway.routes import Route
 from gateway_admin import admin_pb2 as pb
 
 __all__ = ["RolloutFile", "apply"]
@@ -108,14 +109,19 @@ def _current(conn: Connection, model: str) -> pb.RolloutStatus | None:
             raise
 
 
-def _normalized(conn: Connection, spec: pb.RolloutSpec, path: Path) -> dict[str, Any]:
+def _route(conn: Connection, model: str, path: Path) -> Route:
+    """The model's route (a rollout's baseline defaults from its weights)."""
+    routes = call(conn, lambda s, m: s.GetRoutes(pb.GetRoutesRequest(model=model), metadata=m))
+    if not routes.routes:
+        raise typer.BadParameter(f"{path}: model '{model}' has no route (gatewayctl routes lists them)")
+    return route_from_proto(routes.routes[0])
+
+
+def _normalized(spec: pb.RolloutSpec, route: Route, path: Path) -> dict[str, Any]:
     """The spec as the gateway will hold it (defaults filled, the baseline chosen, secrets
     hidden), checked by the gateway's own rules: a usage error with its message when it breaks one."""
-    routes = call(conn, lambda s, m: s.GetRoutes(pb.GetRoutesRequest(model=spec.model), metadata=m))
-    if not routes.routes:
-        raise typer.BadParameter(f"{path}: model '{spec.model}' has no route (gatewayctl routes lists them)")
     try:
-        return spec_from_proto(spec, route_from_proto(routes.routes[0])).model_dump(mode="json")
+        return spec_from_proto(spec, route).model_dump(mode="json")
     except GatewayError as exc:
         raise typer.BadParameter(f"{path}: {exc.message}") from exc
 
@@ -131,14 +137,15 @@ def apply(
     """Start the rollout a file declares, unless its last one has that spec already (a changed
     spec replaces a running rollout). With --wait, follow it and exit by how it ended."""
     declared = read_rollout_file(file)
-    _normalized(conn, declared, file)  # checked before anything changes
+    route = _route(conn, declared.model, file)
+    _normalized(declared, route, file)  # checked before anything changes
     current = _current(conn, declared.model)
     same = False
     if current is not None and current.spec.candidate == declared.candidate:
         compared = pb.RolloutSpec()
         compared.CopyFrom(declared)
         compared.baseline = declared.baseline or current.spec.baseline  # as chosen when it started
-        same = _normalized(conn, compared, file) == _normalized(conn, current.spec, file)
+        same = _normalized(compared, route, file) == _normalized(current.spec, route, file)
     if current is not None and same:
         typer.echo(f"rollout of {declared.model} unchanged ({current.phase})", err=conn.as_json)
     else:
