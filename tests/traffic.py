@@ -137,7 +137,7 @@ class ClosedLoad:
     pause, each on a channel of its own; how many were sent, and every failure with its status."""
 
     def __init__(self, target: str, threads: int = 4, options: list[tuple[str, Any]] | None = None) -> None:
-        self.sent = 0
+        self.sent, self.threads = 0, threads
         self.failed: list[str] = []
         self._stop, self._lock = threading.Event(), threading.Lock()
         self._threads = [threading.Thread(target=self._send, args=(target, options or []), daemon=True)

@@ -305,7 +305,9 @@ def test_a_frozen_gateway_host_behind_round_robin_loses_no_request(bed: Bed) -> 
         frozen.thaw()
         time.sleep(2)
     assert load.failed == [], load.failed[:5]
-    assert during > 100 and carried >= during, (during, carried)
+    # The two counts are read a moment apart: a call the load had in flight (one per thread) may be
+    # counted by the gateway before the first reading and completed by the client after it.
+    assert during > 100 and carried >= during - load.threads, (during, carried)
     print(
         f"\nOne gateway frozen for 5 s: {during} requests completed through the other meanwhile, "
         f"{load.sent} sent in all, {len(load.failed)} failed"
