@@ -211,7 +211,8 @@ pub async fn handle(
 ) -> Result<Response<BoxBody>, Infallible> {
     let id = request_id(request.headers());
     let mut trailing = Vec::with_capacity(2);
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(mut value) = HeaderValue::from_str(&id) {
+        value.set_sensitive(true); // one per request: never worth a place in HPACK's table
         trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
     }
     let path = request.uri().path();

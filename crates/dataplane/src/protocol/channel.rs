@@ -1,15 +1,17 @@
 //! One HTTP/2 client connection to a gRPC server (a v2 server, the OTLP collector), opened on
-//! first use and again after it breaks, and the collecting of a unary answer.
+//! first use and again after it breaks, and the collecting of a unary answer. It speaks h2
+//! directly: a call's answer is awaited in the caller's own task (no task per call, no channel
+//! to the connection's task), and a unary request's message is written as the call starts.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::header::{CONTENT_TYPE, TE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -17,6 +19,10 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::body::BoxBody;
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
+use crate::protocol::streams::{send_body, AnswerBody, Open};
+
+/// An upstream's answer: its head, and its body as it comes.
+pub type Answer = Response<AnswerBody>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -24,29 +30,74 @@ pub fn method_path(method: &str) -> String {
     format!("/{INFERENCE_SERVICE}/{method}")
 }
 
+/// ModelInfer's path, the one sent with nearly every request (the others are built when asked).
+const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// An HTTP/2 client connection, shared by the calls to its server.
+#[derive(Clone)]
+struct Live {
+    sender: h2::client::SendRequest<Bytes>,
+    /// Set by the connection's task when it ends.
+    closed: Arc<AtomicBool>,
+    /// Calls whose answers are being read on it.
+    open: Arc<AtomicUsize>,
+}
+
+/// How often a connection with calls under way pings its server, and how long it waits for the
+/// answer before it takes the connection for dead (its calls then fail and are retried).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An HTTP/2 client connection over `io`, driven by a task of its own until it closes.
-async fn handshake<I>(io: I) -> Result<SendRequest<BoxBody>, String>
+async fn handshake<I>(io: I) -> Result<Live, String>
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(4 << 20)
+    let (sender, mut connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(4 << 20)
         // Callers whose deadline passes reset their streams; frames the server still sends on
         // one it no longer remembers would be a protocol error that closes the connection
         // with every call on it (h2 remembers 10 by default).
         .max_concurrent_reset_streams(4096)
-        .handshake(io)
+        .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| with_causes(&e))?;
+    let live = Live {
+        sender,
+        closed: Arc::new(AtomicBool::new(false)),
+        open: Arc::new(AtomicUsize::new(0)),
+    };
+    let (closed, open) = (live.closed.clone(), live.open.clone());
+    let mut pings = connection.ping_pong();
     tokio::spawn(async move {
-        let _ = connection.await; // ends when the server or the network closes it
+        // Pings only while calls are under way: gRPC servers refuse too many on an idle one.
+        let keepalive = async {
+            loop {
+                tokio::time::sleep(KEEPALIVE).await;
+                let Some(pings) = pings.as_mut() else {
+                    return std::future::pending().await;
+                };
+                if open.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let pong = tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque()));
+                if !matches!(pong.await, Ok(Ok(_))) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = &mut connection => {} // ends when the server or the network closes it
+            () = keepalive => {}      // or when its server stopped answering pings
+        }
+        closed.store(true, Ordering::Relaxed);
     });
-    Ok(sender)
+    Ok(live)
 }
 
 /// The timeout propagated upstream: the caller's remaining time and a little more, so the
@@ -76,49 +127,56 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 /// A connection to `address` (TLS when a connector is given), shared by the calls to it.
 pub struct Channel {
     pub address: String,
+    /// The URI of a ModelInfer to this endpoint, built once: a request clones it.
+    model_infer: Option<Uri>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    sender: Mutex<Option<SendRequest<BoxBody>>>,
+    live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Channel {
     pub fn new(address: String, tls: Option<(TlsConnector, ServerName<'static>)>) -> Channel {
+        let model_infer = uri(tls.is_some(), &address, MODEL_INFER_PATH).ok();
         Channel {
             address,
+            model_infer,
             tls,
-            sender: Mutex::new(None),
+            live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn live_sender(&self) -> Option<SendRequest<BoxBody>> {
-        let guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+    fn live(&self) -> Option<Live> {
+        let guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .filter(|l| !l.closed.load(Ordering::Relaxed))
+            .cloned()
     }
 
-    async fn connect(&self) -> Result<SendRequest<BoxBody>, String> {
+    async fn connect(&self) -> Result<Live, String> {
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(sender) = self.live_sender() {
-            return Ok(sender);
+        if let Some(live) = self.live() {
+            return Ok(live);
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let sender = match &self.tls {
-            None => handshake(TokioIo::new(stream)).await?,
+        let live = match &self.tls {
+            None => handshake(stream).await?,
             Some((connector, name)) => {
                 let stream =
                     tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
                         .await
                         .map_err(|_| "TLS handshake timed out".to_owned())?
                         .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                handshake(TokioIo::new(stream)).await?
+                handshake(stream).await?
             }
         };
-        *self.sender.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+        Ok(live)
     }
 
     /// One HTTP/2 request to this endpoint; Err(reason) when no answer could be had from it.
@@ -128,9 +186,17 @@ impl Channel {
         body: BoxBody,
         deadline: Option<Instant>,
         traceparent: Option<&str>,
-    ) -> Result<Response<Incoming>, String> {
-        self.post(&method_path(method), body, deadline, traceparent)
-            .await
+    ) -> Result<Answer, String> {
+        match (method, &self.model_infer) {
+            ("ModelInfer", Some(model_infer)) => {
+                self.request(model_infer.clone(), body, deadline, traceparent)
+                    .await
+            }
+            _ => {
+                self.post(&method_path(method), body, deadline, traceparent)
+                    .await
+            }
+        }
     }
 
     /// A gRPC request to `path`.
@@ -140,38 +206,77 @@ impl Channel {
         body: BoxBody,
         deadline: Option<Instant>,
         traceparent: Option<&str>,
-    ) -> Result<Response<Incoming>, String> {
-        let mut sender = match self.live_sender() {
-            Some(sender) => sender,
+    ) -> Result<Answer, String> {
+        let uri = uri(self.tls.is_some(), &self.address, path).map_err(|e| e.to_string())?;
+        self.request(uri, body, deadline, traceparent).await
+    }
+
+    async fn request(
+        &self,
+        uri: Uri,
+        body: BoxBody,
+        deadline: Option<Instant>,
+        traceparent: Option<&str>,
+    ) -> Result<Answer, String> {
+        let live = match self.live() {
+            Some(live) => live,
             // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future large;
             // inline it would be copied with every request's future.
             None => Box::pin(self.connect()).await?,
         };
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut request = Request::post(format!("{scheme}://{}{path}", self.address))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        // Values that differ from one request to the next are sent unindexed ("sensitive" to
+        // HPACK): inserted in the connection's header table they would only evict the ones that
+        // repeat, and cost a table update each.
         if let Some(deadline) = deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            request = request.header(
-                "grpc-timeout",
-                grpc::format_timeout(upstream_timeout(remaining)),
-            );
+            let timeout = grpc::format_timeout(upstream_timeout(remaining));
+            if let Ok(mut value) = HeaderValue::from_str(&timeout) {
+                value.set_sensitive(true);
+                headers.insert(GRPC_TIMEOUT, value);
+            }
         }
         if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
+            if let Ok(mut value) = HeaderValue::from_str(traceparent) {
+                value.set_sensitive(true);
+                headers.insert(TRACEPARENT, value);
+            }
         }
-        let request = request.body(body).map_err(|e| e.to_string())?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| with_causes(&e))
+        // Waits while the server's limit of concurrent streams is reached.
+        let mut sender = live.sender.ready().await.map_err(|e| with_causes(&e))?;
+        let empty = body.is_end_stream();
+        let (answer, send) = sender
+            .send_request(request, empty)
+            .map_err(|e| with_causes(&e))?;
+        let open = Open::new(&live.open);
+        if !empty {
+            send_body(body, send).await?;
+        }
+        let answer = answer.await.map_err(|e| with_causes(&e))?;
+        Ok(answer.map(|recv| AnswerBody::new(recv, open)))
     }
+}
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The URI of a request to `path` at `address` (HOST:PORT).
+fn uri(tls: bool, address: &str, path: &str) -> Result<Uri, http::Error> {
+    Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(address)
+        .path_and_query(path)
+        .build()
 }
 
 /// A collected answer: its one message, or the status it carried (headers or trailers).
 /// Err(Unavailable(reason)) when the stream broke off.
-pub async fn collect(response: Response<Incoming>) -> Result<Bytes, GatewayError> {
+pub async fn collect(response: Answer) -> Result<Bytes, GatewayError> {
     let (head, body) = response.into_parts();
     if let Some(status) = crate::protocol::error::status_in(&head.headers) {
         status?;
@@ -195,5 +300,22 @@ fn not_one_message(e: grpc::FrameError) -> GatewayError {
     GatewayError::Upstream {
         code: Code::Internal,
         message: format!("upstream answer is not one gRPC message ({e:?})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_infer_s_ready_uri_is_the_one_built_for_it() {
+        assert_eq!(MODEL_INFER_PATH, method_path("ModelInfer"));
+        let channel = Channel::new("10.0.0.1:8001".into(), None);
+        let built = uri(false, "10.0.0.1:8001", &method_path("ModelInfer")).expect("a valid URI");
+        assert_eq!(channel.model_infer, Some(built));
+        assert_eq!(
+            channel.model_infer.map(|u| u.to_string()),
+            Some("http://10.0.0.1:8001/inference.GRPCInferenceService/ModelInfer".to_owned())
+        );
     }
 }

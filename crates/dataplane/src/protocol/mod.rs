@@ -12,5 +12,6 @@ pub mod grpc;
 pub mod messages;
 pub mod reflection;
 pub mod respond;
+pub mod streams;
 pub mod tls;
 pub mod wire;

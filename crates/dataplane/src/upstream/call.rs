@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Response;
-use hyper::body::Incoming;
 
 use crate::primitives::clock::now_s;
-use crate::protocol::channel::collect;
+use crate::protocol::channel::{collect, Answer};
 use crate::protocol::error::GatewayError;
 use crate::traces::{self, otlp::Value, ChildSpan};
 use crate::upstream::endpoint::{Endpoint, ModelKey};
@@ -100,7 +98,7 @@ impl Pool {
         payload: Bytes,
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
-    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+    ) -> Result<(Answer, Attempt), GatewayError> {
         self.budget
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -137,7 +135,7 @@ impl Pool {
         payload: &Bytes,
         deadline: Option<Instant>,
         number: u32,
-    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+    ) -> Result<(Answer, Attempt), GatewayError> {
         endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let mut span = ChildSpan::start(&format!("upstream {method}"), traces::CLIENT);
@@ -189,7 +187,7 @@ impl Pool {
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
         delay: Duration,
-    ) -> Result<(Response<Incoming>, Attempt), GatewayError> {
+    ) -> Result<(Answer, Attempt), GatewayError> {
         let first_endpoint = self.pick(model, &[])?;
         let mut first =
             std::pin::pin!(self.attempt(&first_endpoint, "ModelInfer", &payload, deadline, 1));

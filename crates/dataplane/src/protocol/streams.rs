@@ -1,0 +1,182 @@
+//! h2's client streams as HTTP bodies: an answer's `RecvStream` read as a `Body` (its flow-control
+//! window given back as it is read), and a request's `Body` written into its `SendStream`: at
+//! once when it is all there (a unary message, every ModelInfer), else by a task of its own that
+//! waits for the window (a client's stream of requests).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::protocol::body::BoxBody;
+
+/// A call under way on a connection, counted while its answer is read (the connection pings
+/// its server only while some are, as gRPC servers expect).
+pub struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    pub fn new(count: &Arc<AtomicUsize>) -> Open {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The body of an upstream's answer: its DATA frames, then its trailers. Dropped before its end,
+/// the stream is reset (CANCEL), which a gRPC server takes as the call cancelled.
+pub struct AnswerBody {
+    recv: RecvStream,
+    data_done: bool,
+    _open: Open,
+}
+
+impl AnswerBody {
+    pub fn new(recv: RecvStream, open: Open) -> AnswerBody {
+        AnswerBody {
+            recv,
+            data_done: false,
+            _open: open,
+        }
+    }
+}
+
+/// A stream the server ended with NO_ERROR or CANCEL has ended, not failed (as hyper reads it).
+fn ended(error: h2::Error) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+    match error.reason() {
+        Some(Reason::NO_ERROR | Reason::CANCEL) => Poll::Ready(None),
+        _ => Poll::Ready(Some(Err(error))),
+    }
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match self.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(data))) => {
+                    // Read: its share of the window goes back to the server.
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => return ended(error),
+                Poll::Ready(None) => self.data_done = true,
+            }
+        }
+        match self.recv.poll_trailers(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => ended(error),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// What writing a request body's next frame came to.
+enum Wrote {
+    /// A DATA frame went; more may follow.
+    Frame,
+    /// The body has nothing ready yet (its waker is registered).
+    Waiting,
+    /// The end of the body went (or it failed, and the stream was reset).
+    End,
+}
+
+/// Writes the body's next frame into `send`, if it has one ready.
+fn write_next(
+    body: &mut BoxBody,
+    send: &mut SendStream<Bytes>,
+    cx: &mut Context<'_>,
+) -> Result<Wrote, String> {
+    match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Pending => Ok(Wrote::Waiting),
+        Poll::Ready(None) => {
+            send.send_data(Bytes::new(), true)
+                .map_err(|e| e.to_string())?;
+            Ok(Wrote::End)
+        }
+        Poll::Ready(Some(Err(error))) => {
+            send.send_reset(Reason::CANCEL);
+            Err(error.to_string())
+        }
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) => {
+                let end = body.is_end_stream();
+                send.send_data(data, end).map_err(|e| e.to_string())?;
+                Ok(if end { Wrote::End } else { Wrote::Frame })
+            }
+            Err(frame) => {
+                let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
+                send.send_trailers(trailers).map_err(|e| e.to_string())?;
+                Ok(Wrote::End)
+            }
+        },
+    }
+}
+
+/// Sends a request's body: what is ready now, here (all of a unary message); the rest, when there
+/// is a rest, by a task of its own that sends a frame only once the stream has window for it and
+/// stops when the server resets the stream.
+pub async fn send_body(mut body: BoxBody, mut send: SendStream<Bytes>) -> Result<(), String> {
+    let all_sent = std::future::poll_fn(|cx| {
+        Poll::Ready(loop {
+            match write_next(&mut body, &mut send, cx) {
+                Ok(Wrote::Frame) => continue,
+                Ok(Wrote::Waiting) => break Ok(false),
+                Ok(Wrote::End) => break Ok(true),
+                Err(error) => break Err(error),
+            }
+        })
+    })
+    .await?;
+    if !all_sent {
+        tokio::spawn(pipe(body, send));
+    }
+    Ok(())
+}
+
+async fn pipe(mut body: BoxBody, mut send: SendStream<Bytes>) {
+    std::future::poll_fn(|cx| loop {
+        if send.poll_reset(cx).is_ready() {
+            return Poll::Ready(()); // the server is done with the stream
+        }
+        // Backpressure: the next frame is read only once the stream has window again.
+        if send.capacity() == 0 {
+            send.reserve_capacity(1);
+            match send.poll_capacity(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        }
+        match write_next(&mut body, &mut send, cx) {
+            Ok(Wrote::Frame) => continue,
+            Ok(Wrote::Waiting) => return Poll::Pending,
+            Ok(Wrote::End) | Err(_) => return Poll::Ready(()),
+        }
+    })
+    .await;
+}
