@@ -4,8 +4,8 @@
 //! records are dropped and counted, never waited for.
 
 pub mod prediction;
+mod series;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +18,7 @@ use crate::primitives::histogram::{Histogram, LATENCY_BUCKETS};
 use crate::primitives::jsonlog::{JsonLog, Rotation};
 use crate::protocol::grpc::Code;
 use crate::telemetry::prediction::{summarize, Prediction};
+use crate::telemetry::series::{Labelled, Series};
 
 /// The RPC's server span ends, with what the record knows.
 fn end_span(trace: &crate::traces::Trace, record: &Record, code: Code) {
@@ -86,15 +87,6 @@ impl Record {
         self.retries = call.retries;
         self.batch = call.shared;
     }
-}
-
-#[derive(Default)]
-struct Series {
-    requests: HashMap<(String, String, String, Code), u64>, // method, model, variant, code
-    durations: HashMap<(String, String, String), Histogram>, // method, model, variant
-    upstream: HashMap<(String, String, String), Histogram>, // pool, model, variant
-    variants: HashMap<(String, String), Histogram>,         // model, variant (ModelInfer)
-    cache: HashMap<(String, &'static str), u64>,            // model, outcome (ModelInfer)
 }
 
 #[derive(Serialize)]
@@ -282,46 +274,27 @@ impl Telemetry {
         }
         {
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (
-                record.method.clone(),
-                record.model.clone(),
-                record.variant.clone(),
-                code,
-            );
-            *series.requests.entry(key).or_default() += 1;
-            // The variant comes from the route table (never from the caller), so it is bounded.
+            let (method, model, variant) = (&*record.method, &*record.model, &*record.variant);
+            series
+                .requests
+                .update([method, model, variant], |codes| codes.count(code));
             series
                 .durations
-                .entry((
-                    record.method.clone(),
-                    record.model.clone(),
-                    record.variant.clone(),
-                ))
-                .or_default()
-                .observe(elapsed);
-            if record.method == "ModelInfer" && !record.variant.is_empty() {
+                .update([method, model, variant], |h| h.observe(elapsed));
+            // The variant comes from the route table (never from the caller), so it is bounded.
+            if method == "ModelInfer" && !variant.is_empty() {
                 series
                     .variants
-                    .entry((record.model.clone(), record.variant.clone()))
-                    .or_default()
-                    .observe(elapsed);
+                    .update([model, variant], |h| h.observe(elapsed));
             }
             if let Some(outcome) = record.cache {
-                *series
-                    .cache
-                    .entry((record.model.clone(), outcome.name()))
-                    .or_default() += 1;
+                series.cache.update([model, outcome.name()], |n| *n += 1);
             }
             if !record.upstream.is_zero() {
+                let upstream = record.upstream.as_secs_f64();
                 series
                     .upstream
-                    .entry((
-                        record.pool.clone(),
-                        record.model.clone(),
-                        record.variant.clone(),
-                    ))
-                    .or_default()
-                    .observe(record.upstream.as_secs_f64());
+                    .update([&*record.pool, model, variant], |h| h.observe(upstream));
             }
         }
         let now = unix_time();
@@ -375,8 +348,10 @@ impl Telemetry {
         let requests: Vec<serde_json::Value> = series
             .requests
             .iter()
-            .map(|((method, model, variant, code), count)| {
-                serde_json::json!({"method": method, "model": model, "variant": variant, "code": code.name(), "count": count})
+            .flat_map(|([method, model, variant], codes)| {
+                codes.iter().map(move |(code, count)| {
+                    serde_json::json!({"method": method, "model": model, "variant": variant, "code": code.name(), "count": count})
+                })
             })
             .collect();
         let histogram = |labels: serde_json::Value, h: &Histogram| {
@@ -386,11 +361,11 @@ impl Telemetry {
             row["sum"] = serde_json::json!(h.sum);
             row
         };
-        let histograms = |map: &HashMap<(String, String, String), Histogram>,
+        let histograms = |map: &Labelled<Histogram, 3>,
                           [first, second, third]: [&str; 3]|
          -> Vec<serde_json::Value> {
             map.iter()
-                .map(|((a, b, c), h)| {
+                .map(|([a, b, c], h)| {
                     histogram(serde_json::json!({first: a, second: b, third: c}), h)
                 })
                 .collect()
@@ -398,7 +373,7 @@ impl Telemetry {
         let cache: Vec<serde_json::Value> = series
             .cache
             .iter()
-            .map(|((model, result), count)| serde_json::json!({"model": model, "result": result, "count": count}))
+            .map(|([model, result], count)| serde_json::json!({"model": model, "result": result, "count": count}))
             .collect();
         serde_json::json!({
             "requests": requests,
@@ -406,7 +381,7 @@ impl Telemetry {
             "durations": histograms(&series.durations, ["method", "model", "variant"]),
             "upstream": histograms(&series.upstream, ["pool", "model", "variant"]),
             "variants": series.variants.iter()
-                .map(|((model, variant), h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))
+                .map(|([model, variant], h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))
                 .collect::<Vec<_>>(),
             "bounds": LATENCY_BUCKETS,
             "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),

@@ -138,7 +138,11 @@ impl Pool {
     ) -> Result<(Answer, Attempt), GatewayError> {
         endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
         self.stats.attempts.fetch_add(1, Ordering::Relaxed);
-        let mut span = ChildSpan::start(&format!("upstream {method}"), traces::CLIENT);
+        let name = match method {
+            "ModelInfer" => std::borrow::Cow::Borrowed("upstream ModelInfer"), // no format per call
+            other => std::borrow::Cow::Owned(format!("upstream {other}")),
+        };
+        let mut span = ChildSpan::start(&name, traces::CLIENT);
         if let Some(span) = &mut span {
             span.set(
                 "server.address",
