@@ -14,7 +14,7 @@ CARGO ?= cargo
 export PYO3_PYTHON = $(abspath $(BIN)/python)
 RUST_SOURCES := Cargo.toml Cargo.lock $(shell find crates -name '*.rs' -o -name Cargo.toml)
 
-.PHONY: all uv lock venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer nginx demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
+.PHONY: all uv lock venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer nginx valgrind demo test lint rust-lint rust-test unit pytest proto proto-check bench rollback-bench quality-bench clean
 
 all: test
 
@@ -121,8 +121,14 @@ nginx:
 	    /usr/sbin/nginx -s quit 2>/dev/null || true; \
 	  else echo "nginx is missing: install Debian's nginx"; exit 1; fi; }
 
+# valgrind's callgrind counts the bare forward's instructions a request (gateway and nginx).
+valgrind:
+	@command -v callgrind_control >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; \
+	  else echo "valgrind is missing: install Debian's valgrind"; exit 1; fi; }
+
 # Gateway vs direct Triton on the standard scenarios: JSON + Markdown into results/ (a few minutes).
-bench: venv triton-venv perf-analyzer nginx
+bench: venv triton-venv perf-analyzer nginx valgrind
 	$(BIN)/gateway-bench suite --out results
 
 # How fast a bad candidate is rolled back at the default rollout settings (about a minute).
@@ -150,7 +156,7 @@ lint: venv rust-lint
 unit: venv
 	$(BIN)/pytest -q tests/unit
 
-pytest: venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer
+pytest: venv triton-venv mlserver-venv redis dnsmasq deploy-tools perf-analyzer nginx valgrind
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: proto-check lint rust-test pytest

@@ -22,6 +22,7 @@ import asyncio
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,11 @@ from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest import BENCH_THREADS
 from loadtest.compare import compare, interleaved
+from loadtest.instructions import instruction_rows
 from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
 from loadtest.plot import plot_bench
-from loadtest.proxies import proxy_rows
+from loadtest.proxies import forward_cpu_rows, proxy_rows
 from loadtest.reference_server import running
 from loadtest.replicas import shared_cache_row, sick_replica_row
 from loadtest.report import hardware, table, write_json
@@ -127,9 +129,10 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         workers = _workers_scenario(duration_s)
         if only is None or only in workers.name:
             rows += _compare_workers(console, workers, triton.options.grpc_target, workdir, rounds)
-        rows += proxy_rows(
-            console, triton.options.grpc_target, workdir, rounds, lambda name: only is None or only in name
-        )
+        wanted: Callable[[str], bool] = lambda name: only is None or only in name  # noqa: E731
+        rows += proxy_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
+        rows += forward_cpu_rows(rows)
+        rows += instruction_rows(console, triton.options.grpc_target, workdir, wanted)
         for stick in _yardsticks(triton.options.grpc_target):
             if only is None or only in stick.scenario or only in stick.versus:
                 rows += _compare_yardstick(console, stick, triton.options.grpc_target, workdir, rounds, duration_s)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gateway.local.processes import free_port
@@ -59,18 +59,28 @@ def _wait_listening(port: int, timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running_nginx(upstream: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """nginx proxying gRPC to `upstream` (HOST:PORT) until the block ends: its address and process."""
+def running_nginx(upstream: str, wrapper: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """nginx proxying gRPC to `upstream` (HOST:PORT) until the block ends: its address and process.
+    Under a `wrapper` (a profiler's command) it runs without a master process: the process
+    started is the one that serves."""
     if not Path(BINARY).exists():
         raise FileNotFoundError(f"{BINARY} is missing: install Debian's nginx (make bench does)")
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as folder:
         port = free_port()
         config = Path(folder) / "nginx.conf"
-        config.write_text(_CONFIG.format(folder=folder, upstream=upstream, port=port))
-        with subprocess.Popen([BINARY, "-c", str(config), "-e", f"{folder}/error.log"]) as process:
+        text = _CONFIG.format(folder=folder, upstream=upstream, port=port)
+        if wrapper:
+            text = "master_process off;\n" + text
+        config.write_text(text)
+        command = [*wrapper, BINARY, "-c", str(config), "-e", f"{folder}/error.log"]
+        with subprocess.Popen(command) as process:
             try:
-                _wait_listening(port)
+                _wait_listening(port, 120.0 if wrapper else 10.0)
                 yield f"127.0.0.1:{port}", process
             finally:
                 process.terminate()
-                process.wait(10)
+                try:
+                    process.wait(60 if wrapper else 10)  # under a profiler it writes its data first
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

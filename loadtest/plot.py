@@ -65,7 +65,9 @@ def plot_results(results: Sequence[tuple[str, Result]], title: str, path: Path) 
 
 
 def plot_bench(rows: Sequence[dict[str, object]], path: Path) -> Path:
-    """One PNG for `make bench`: each scenario's throughput ratio, and p99 of baseline vs gateway."""
+    """One PNG for `make bench`: each scenario's throughput ratio, and p99 of baseline vs gateway
+    (rows without those, such as the side-by-side cost rows, are in the table only)."""
+    rows = [row for row in rows if "ratio" in row and "direct_p99_ms" in row]
     names = [str(row["scenario"]) for row in rows]
     ratios = [float(row["ratio"] or 0.0) for row in rows]  # type: ignore[arg-type]
     p99 = [(float(row["direct_p99_ms"]), float(row["gateway_p99_ms"])) for row in rows]  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from loadtest.nginx import running_nginx
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
 from loadtest.tuned_triton import running_tuned_triton
 
-__all__ = ["proxy_rows"]
+__all__ = ["forward_cpu_rows", "proxy_rows"]
 
 IDENTITY = ("identity", "INPUT0:16")
 IMAGE = ("image", "INPUT0:1,3,224,224")
@@ -141,3 +141,24 @@ def _row(console: Console, row: Row, triton: str, tuned: str, workdir: Path, rou
         console.print(f"[red]{row.name}: {exc}[/]")
         return []
     return [comparison.summary()]
+
+
+def forward_cpu_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The bare forward's CPU a request, the gateway's and nginx's side by side: one row for each
+    workload both plain-proxy rows of this run measured."""
+    by_name = {str(row["scenario"]): row for row in rows}
+    side_by_side: list[dict[str, object]] = []
+    for workload in ("identity c=16", "identity c=1", "image 602KB c=16"):
+        gateway = by_name.get(f"gateway: {workload} (perf_analyzer)", {}).get("gateway_cpu_us_per_request")
+        nginx = by_name.get(f"nginx grpc_pass: {workload} (perf_analyzer)", {}).get("gateway_cpu_us_per_request")
+        if isinstance(gateway, float) and isinstance(nginx, float) and nginx:
+            side_by_side.append(
+                {
+                    "scenario": f"bare forward, CPU a request: {workload} (perf_analyzer)",
+                    "baseline": "nginx grpc_pass",
+                    "gateway_cpu_us_per_request": gateway,
+                    "nginx_cpu_us_per_request": nginx,
+                    "cpu_ratio": round(gateway / nginx, 3),
+                }
+            )
+    return side_by_side

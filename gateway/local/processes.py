@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["GatewayProcess", "free_port"]
@@ -27,8 +28,10 @@ def free_port() -> int:
 class GatewayProcess:
     """`gateway serve ARGS --host 127.0.0.1 --port 0` as a child; `address` once it serves."""
 
-    def __init__(self, args: list[str], log_path: Path | None = None) -> None:
+    def __init__(self, args: list[str], log_path: Path | None = None, wrapper: Sequence[str] = ()) -> None:
+        """`wrapper`: a command the gateway runs under (a profiler's, say)."""
         self.args = args
+        self.wrapper = list(wrapper)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.address = ""
@@ -39,7 +42,9 @@ class GatewayProcess:
     def start(self) -> str:
         with self.log_path.open("ab") if self.log_path else open(os.devnull, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", *self.args], stdout=subprocess.PIPE, stderr=stderr
+                [*self.wrapper, sys.executable, "-m", "gateway", "serve", *self.args],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
             )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

@@ -26,6 +26,7 @@ def test_requests_are_binned_by_the_second_they_were_meant_to_be_sent() -> None:
 def test_plots_are_written_as_png(tmp_path: Path) -> None:
     run = plot_results([("direct", _result([(0.2, 0.001)])), ("gateway", _result([]))], "t", tmp_path / "a.png")
     row = {"scenario": "x", "ratio": 0.5, "direct_p99_ms": 1.0, "gateway_p99_ms": 2.0}
-    bench = plot_bench([row, row | {"scenario": "y", "ratio": 2.0}], tmp_path / "b.png")
+    side_by_side = {"scenario": "z", "gateway_cpu_us_per_request": 1.0, "nginx_cpu_us_per_request": 2.0}
+    bench = plot_bench([row, row | {"scenario": "y", "ratio": 2.0}, side_by_side], tmp_path / "b.png")
     for path in (run, bench):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
