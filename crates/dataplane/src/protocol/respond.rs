@@ -24,10 +24,11 @@ pub fn request_id(headers: &HeaderMap) -> String {
 /// rest of the request's bookkeeping).
 fn random_id(bits: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|digit| char::from(HEX[((bits >> (4 * digit)) & 0xf) as usize]))
-        .collect()
+    let mut digits = [0u8; 32];
+    for (place, digit) in digits.iter_mut().rev().enumerate() {
+        *digit = HEX[((bits >> (4 * place)) & 0xf) as usize];
+    }
+    digits.iter().map(|&digit| char::from(digit)).collect()
 }
 
 /// A gRPC answer's head, around its body.
