@@ -117,13 +117,8 @@ class Proxy:
 @contextlib.contextmanager
 def _gateway(triton: str, folder: Path) -> Iterator[tuple[str, int]]:
     args = ["--upstream", triton, "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING", *BENCH_THREADS]
-    gateway = GatewayProcess(args, folder / "gateway-callgrind.log", wrapper=callgrind_command(folder))
-    gateway.start()
-    try:
-        assert gateway.process is not None
-        yield gateway.address, gateway.process.pid
-    finally:
-        gateway.stop()
+    with GatewayProcess(args, folder / "gateway-callgrind.log", wrapper=callgrind_command(folder)).serving() as served:
+        yield served
 
 
 @contextlib.contextmanager

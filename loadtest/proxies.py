@@ -97,13 +97,8 @@ def _proxy(kind: str, triton: str, workdir: Path) -> Iterator[tuple[str, int]]:
     else:
         args += ["--upstream", triton]
     args += {"gateway+cache": ["--cache"], "gateway+batching": ["--batching"]}.get(kind, [])
-    gateway = GatewayProcess(args, workdir / f"gateway-{kind}.log")
-    gateway.start()
-    try:
-        assert gateway.process is not None
-        yield gateway.address, gateway.process.pid
-    finally:
-        gateway.stop()
+    with GatewayProcess(args, workdir / f"gateway-{kind}.log").serving() as served:
+        yield served
 
 
 def proxy_rows(

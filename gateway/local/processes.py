@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["GatewayProcess", "free_port"]
@@ -58,6 +59,16 @@ class GatewayProcess:
         if metrics := _METRICS.search(line):
             self.metrics_address = f"127.0.0.1:{int(metrics.group(2))}"
         return self.address
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[tuple[str, int]]:
+        """Started until the block ends (then stopped): its data address and its PID."""
+        self.start()
+        try:
+            assert self.process is not None
+            yield self.address, self.process.pid
+        finally:
+            self.stop()
 
     def terminate(self) -> None:
         """SIGTERM once: a second signal during the drain would find the handlers gone at exit."""
