@@ -422,17 +422,26 @@ mod tests {
     #[tokio::test]
     async fn a_queued_request_leaves_when_it_can_no_longer_be_served_in_time() {
         let admission = Arc::new(Admission::new("p", 1, 10, None, 3));
+        // Requests take 100 ms: one waiting behind the one served expects 200 ms, so with 300 ms
+        // to its deadline it is queued, and it leaves once 100 ms (and a margin) are all that is
+        // left, well before its deadline (a wide margin: tests share the machine's cores).
+        locked(&admission.inner).policy.service_time_s = 0.1;
         let held = admission.slot(2, "", None).await.unwrap();
         let started = Instant::now();
         let error = admission
-            .slot(2, "", Some(started + Duration::from_millis(50)))
+            .slot(2, "", Some(started + Duration::from_millis(300)))
             .await
             .err()
             .unwrap();
         assert!(
-            matches!(error, GatewayError::DeadlineExceeded(ref m) if m.contains("in the queue"))
+            matches!(error, GatewayError::DeadlineExceeded(ref m) if m.contains("ms in the queue")),
+            "{error:?}"
         );
-        assert!(started.elapsed() < Duration::from_millis(50));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(280),
+            "{waited:?}"
+        );
         drop(held);
     }
 

@@ -47,6 +47,8 @@ struct Live {
 /// answer before it takes the connection for dead (its calls then fail and are retried).
 const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the connection's task looks whether it should ping.
+const KEEPALIVE_TICK: Duration = Duration::from_secs(1);
 
 /// An HTTP/2 client connection over `io`, driven by a task of its own until it closes.
 async fn handshake<I>(io: I) -> Result<Live, String>
@@ -55,6 +57,9 @@ where
 {
     let (sender, mut connection) = h2::client::Builder::new()
         .enable_push(false)
+        // Until the server's SETTINGS arrive, as many streams as hyper allowed (h2's default is
+        // unbounded, and a burst at connect could pass a proxy's limit and be refused).
+        .initial_max_send_streams(100)
         .initial_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(1 << 20)
@@ -75,16 +80,28 @@ where
     let (closed, open) = (live.closed.clone(), live.open.clone());
     let mut pings = connection.ping_pong();
     tokio::spawn(async move {
-        // Pings only while calls are under way: gRPC servers refuse too many on an idle one.
+        // Pings only while calls are under way (gRPC servers refuse too many on an idle
+        // connection): every KEEPALIVE while busy, and at once when a call starts on one that
+        // sat idle that long (it may have died silently meanwhile).
         let keepalive = async {
+            let Some(pings) = pings.as_mut() else {
+                return std::future::pending().await;
+            };
+            let (mut pinged, mut idle_since) = (Instant::now(), Some(Instant::now()));
             loop {
-                tokio::time::sleep(KEEPALIVE).await;
-                let Some(pings) = pings.as_mut() else {
-                    return std::future::pending().await;
-                };
+                tokio::time::sleep(KEEPALIVE_TICK).await;
+                let now = Instant::now();
                 if open.load(Ordering::Relaxed) == 0 {
+                    idle_since.get_or_insert(now);
                     continue;
                 }
+                let woke_after_idle = idle_since
+                    .take()
+                    .is_some_and(|since| now - since >= KEEPALIVE);
+                if !woke_after_idle && now - pinged < KEEPALIVE {
+                    continue;
+                }
+                pinged = now;
                 let pong = tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque()));
                 if !matches!(pong.await, Ok(Ok(_))) {
                     return;
@@ -218,48 +235,74 @@ impl Channel {
         deadline: Option<Instant>,
         traceparent: Option<&str>,
     ) -> Result<Answer, String> {
-        let live = match self.live() {
-            Some(live) => live,
-            // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future large;
-            // inline it would be copied with every request's future.
-            None => Box::pin(self.connect()).await?,
-        };
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(TE, HeaderValue::from_static("trailers"));
-        // Values that differ from one request to the next are sent unindexed ("sensitive" to
-        // HPACK): inserted in the connection's header table they would only evict the ones that
-        // repeat, and cost a table update each.
-        if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let timeout = grpc::format_timeout(upstream_timeout(remaining));
-            if let Ok(mut value) = HeaderValue::from_str(&timeout) {
-                value.set_sensitive(true);
-                headers.insert(GRPC_TIMEOUT, value);
-            }
+        let mut reconnected = false;
+        loop {
+            let live = match self.live() {
+                Some(live) => live,
+                // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is rare, and its future
+                // large; inline it would be copied with every request's future.
+                None => Box::pin(self.connect()).await?,
+            };
+            let request = head(uri.clone(), deadline, traceparent);
+            let Live {
+                sender,
+                closed,
+                open,
+            } = live;
+            // A call that cannot start leaves the connection for dead (its server went away,
+            // the socket broke, its stream ids ran out): closed now, the next call opens a new
+            // one; this call tries once more on a new connection (its body is not sent yet).
+            let started = match sender.ready().await {
+                Ok(mut sender) => sender.send_request(request, body.is_end_stream()),
+                Err(error) => Err(error),
+            };
+            let (answer, send) = match started {
+                Ok(started) => started,
+                Err(error) => {
+                    closed.store(true, Ordering::Relaxed);
+                    if reconnected {
+                        return Err(with_causes(&error));
+                    }
+                    reconnected = true;
+                    continue;
+                }
+            };
+            let open = Open::new(&open);
+            let cancel = match body.is_end_stream() {
+                true => None,
+                false => send_body(body, send).await?,
+            };
+            let answer = answer.await.map_err(|e| with_causes(&e))?;
+            return Ok(answer.map(|recv| AnswerBody::new(recv, open, cancel)));
         }
-        if let Some(traceparent) = traceparent {
-            if let Ok(mut value) = HeaderValue::from_str(traceparent) {
-                value.set_sensitive(true);
-                headers.insert(TRACEPARENT, value);
-            }
-        }
-        // Waits while the server's limit of concurrent streams is reached.
-        let mut sender = live.sender.ready().await.map_err(|e| with_causes(&e))?;
-        let empty = body.is_end_stream();
-        let (answer, send) = sender
-            .send_request(request, empty)
-            .map_err(|e| with_causes(&e))?;
-        let open = Open::new(&live.open);
-        if !empty {
-            send_body(body, send).await?;
-        }
-        let answer = answer.await.map_err(|e| with_causes(&e))?;
-        Ok(answer.map(|recv| AnswerBody::new(recv, open)))
     }
+}
+
+/// A request's head: a gRPC POST to `uri`. Values that differ from one request to the next are
+/// sent unindexed ("sensitive" to HPACK): inserted in the connection's header table they would
+/// only evict the ones that repeat, and cost a table update each.
+fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Request<()> {
+    let mut request = Request::new(());
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timeout = grpc::format_timeout(upstream_timeout(remaining));
+        if let Ok(mut value) = HeaderValue::from_str(&timeout) {
+            value.set_sensitive(true);
+            headers.insert(GRPC_TIMEOUT, value);
+        }
+    }
+    if let Some(traceparent) = traceparent {
+        if let Ok(mut value) = HeaderValue::from_str(traceparent) {
+            value.set_sensitive(true);
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+    request
 }
 
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");

@@ -1,8 +1,10 @@
 //! h2's client streams as HTTP bodies: an answer's `RecvStream` read as a `Body` (its flow-control
 //! window given back as it is read), and a request's `Body` written into its `SendStream`: at
 //! once when it is all there (a unary message, every ModelInfer), else by a task of its own that
-//! waits for the window (a client's stream of requests).
+//! sends each frame once there is window for it, and resets the stream when its caller leaves
+//! (a client's stream of requests).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
 
 use crate::protocol::body::BoxBody;
 
@@ -38,17 +41,24 @@ pub struct AnswerBody {
     recv: RecvStream,
     data_done: bool,
     _open: Open,
+    /// When the request's body is still being piped: dropped with the answer, it stops the pipe.
+    _piped: Option<Piped>,
 }
 
 impl AnswerBody {
-    pub fn new(recv: RecvStream, open: Open) -> AnswerBody {
+    pub fn new(recv: RecvStream, open: Open, piped: Option<Piped>) -> AnswerBody {
         AnswerBody {
             recv,
             data_done: false,
             _open: open,
+            _piped: piped,
         }
     }
 }
+
+/// Held by the caller of a call whose request body is piped by a task of its own: once the
+/// caller drops it (the answer read or abandoned), the pipe resets the stream and ends.
+pub struct Piped(#[allow(dead_code)] oneshot::Sender<()>);
 
 /// A stream the server ended with NO_ERROR or CANCEL has ended, not failed (as hyper reads it).
 fn ended(error: h2::Error) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
@@ -139,8 +149,11 @@ fn write_next(
 
 /// Sends a request's body: what is ready now, here (all of a unary message); the rest, when there
 /// is a rest, by a task of its own that sends a frame only once the stream has window for it and
-/// stops when the server resets the stream.
-pub async fn send_body(mut body: BoxBody, mut send: SendStream<Bytes>) -> Result<(), String> {
+/// stops when the server resets the stream or the caller drops the `Piped` it is given.
+pub async fn send_body(
+    mut body: BoxBody,
+    mut send: SendStream<Bytes>,
+) -> Result<Option<Piped>, String> {
     let all_sent = std::future::poll_fn(|cx| {
         Poll::Ready(loop {
             match write_next(&mut body, &mut send, cx) {
@@ -152,30 +165,66 @@ pub async fn send_body(mut body: BoxBody, mut send: SendStream<Bytes>) -> Result
         })
     })
     .await?;
-    if !all_sent {
-        tokio::spawn(pipe(body, send));
+    if all_sent {
+        return Ok(None);
     }
-    Ok(())
+    let (piped, cancelled) = oneshot::channel();
+    tokio::spawn(pipe(body, send, cancelled));
+    Ok(Some(Piped(piped)))
 }
 
-async fn pipe(mut body: BoxBody, mut send: SendStream<Bytes>) {
+/// The rest of a streaming request body: a frame is read from the body, then sent once the
+/// stream has some window for it (no window is asked for before there is a frame to send).
+async fn pipe(
+    mut body: BoxBody,
+    mut send: SendStream<Bytes>,
+    mut cancelled: oneshot::Receiver<()>,
+) {
+    let mut held: Option<Bytes> = None;
     std::future::poll_fn(|cx| loop {
         if send.poll_reset(cx).is_ready() {
             return Poll::Ready(()); // the server is done with the stream
         }
-        // Backpressure: the next frame is read only once the stream has window again.
-        if send.capacity() == 0 {
-            send.reserve_capacity(1);
-            match send.poll_capacity(cx) {
+        if Pin::new(&mut cancelled).poll(cx).is_ready() {
+            send.send_reset(Reason::CANCEL); // the caller left
+            return Poll::Ready(());
+        }
+        let data = match held.take() {
+            Some(data) => data,
+            None => match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    let _ = send.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    send.send_reset(Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
+                        let _ = send.send_trailers(trailers);
+                        return Poll::Ready(());
+                    }
+                },
+            },
+        };
+        if send.capacity() == 0 {
+            send.reserve_capacity(data.len().max(1));
+            match send.poll_capacity(cx) {
+                Poll::Pending => {
+                    held = Some(data);
+                    return Poll::Pending;
+                }
                 Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
                 Poll::Ready(Some(Ok(_))) => {}
             }
         }
-        match write_next(&mut body, &mut send, cx) {
-            Ok(Wrote::Frame) => continue,
-            Ok(Wrote::Waiting) => return Poll::Pending,
-            Ok(Wrote::End) | Err(_) => return Poll::Ready(()),
+        let end = body.is_end_stream();
+        if send.send_data(data, end).is_err() || end {
+            return Poll::Ready(());
         }
     })
     .await;
