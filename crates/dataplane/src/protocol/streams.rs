@@ -105,46 +105,45 @@ impl Body for AnswerBody {
     }
 }
 
-/// What writing a request body's next frame came to.
-enum Wrote {
-    /// A DATA frame went; more may follow.
-    Frame,
-    /// The body has nothing ready yet (its waker is registered).
-    Waiting,
-    /// The end of the body went (or it failed, and the stream was reset).
-    End,
+/// A request body's next frame, as far as the stream still has to send it.
+enum Next {
+    /// Data to send, and whether it is the body's last.
+    Data(Bytes, bool),
+    /// The body ended: its end (or its trailers) went into the stream, or, when it failed, the
+    /// stream was reset.
+    Ended,
 }
 
-/// Writes the body's next frame into `send`, if it has one ready.
-fn write_next(
+/// Reads the body's next frame; its end, its trailers and its failure are written into `send`
+/// here, its data is left to the caller (sent at once, or once the stream has window).
+fn next_frame(
     body: &mut BoxBody,
     send: &mut SendStream<Bytes>,
     cx: &mut Context<'_>,
-) -> Result<Wrote, String> {
-    match Pin::new(&mut *body).poll_frame(cx) {
-        Poll::Pending => Ok(Wrote::Waiting),
-        Poll::Ready(None) => {
-            send.send_data(Bytes::new(), true)
-                .map_err(|e| e.to_string())?;
-            Ok(Wrote::End)
-        }
-        Poll::Ready(Some(Err(error))) => {
+) -> Poll<Result<Next, String>> {
+    let frame = match Pin::new(&mut *body).poll_frame(cx) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(frame) => frame,
+    };
+    Poll::Ready(match frame {
+        None => send
+            .send_data(Bytes::new(), true)
+            .map(|()| Next::Ended)
+            .map_err(|e| e.to_string()),
+        Some(Err(error)) => {
             send.send_reset(Reason::CANCEL);
             Err(error.to_string())
         }
-        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-            Ok(data) => {
-                let end = body.is_end_stream();
-                send.send_data(data, end).map_err(|e| e.to_string())?;
-                Ok(if end { Wrote::End } else { Wrote::Frame })
-            }
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => Ok(Next::Data(data, body.is_end_stream())),
             Err(frame) => {
                 let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
-                send.send_trailers(trailers).map_err(|e| e.to_string())?;
-                Ok(Wrote::End)
+                send.send_trailers(trailers)
+                    .map(|()| Next::Ended)
+                    .map_err(|e| e.to_string())
             }
         },
-    }
+    })
 }
 
 /// Sends a request's body: what is ready now, here (all of a unary message); the rest, when there
@@ -156,11 +155,18 @@ pub async fn send_body(
 ) -> Result<Option<Piped>, String> {
     let all_sent = std::future::poll_fn(|cx| {
         Poll::Ready(loop {
-            match write_next(&mut body, &mut send, cx) {
-                Ok(Wrote::Frame) => continue,
-                Ok(Wrote::Waiting) => break Ok(false),
-                Ok(Wrote::End) => break Ok(true),
-                Err(error) => break Err(error),
+            match next_frame(&mut body, &mut send, cx) {
+                Poll::Pending => break Ok(false),
+                Poll::Ready(Ok(Next::Data(data, end))) => {
+                    if let Err(error) = send.send_data(data, end) {
+                        break Err(error.to_string());
+                    }
+                    if end {
+                        break Ok(true);
+                    }
+                }
+                Poll::Ready(Ok(Next::Ended)) => break Ok(true),
+                Poll::Ready(Err(error)) => break Err(error),
             }
         })
     })
@@ -180,7 +186,7 @@ async fn pipe(
     mut send: SendStream<Bytes>,
     mut cancelled: oneshot::Receiver<()>,
 ) {
-    let mut held: Option<Bytes> = None;
+    let mut held: Option<(Bytes, bool)> = None;
     std::future::poll_fn(|cx| loop {
         if send.poll_reset(cx).is_ready() {
             return Poll::Ready(()); // the server is done with the stream
@@ -189,40 +195,25 @@ async fn pipe(
             send.send_reset(Reason::CANCEL); // the caller left
             return Poll::Ready(());
         }
-        let data = match held.take() {
-            Some(data) => data,
-            None => match Pin::new(&mut body).poll_frame(cx) {
+        let (data, end) = match held.take() {
+            Some(held) => held,
+            None => match next_frame(&mut body, &mut send, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    let _ = send.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Some(Err(_))) => {
-                    send.send_reset(Reason::CANCEL);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
-                        let _ = send.send_trailers(trailers);
-                        return Poll::Ready(());
-                    }
-                },
+                Poll::Ready(Ok(Next::Data(data, end))) => (data, end),
+                Poll::Ready(Ok(Next::Ended) | Err(_)) => return Poll::Ready(()),
             },
         };
         if send.capacity() == 0 {
             send.reserve_capacity(data.len().max(1));
             match send.poll_capacity(cx) {
                 Poll::Pending => {
-                    held = Some(data);
+                    held = Some((data, end));
                     return Poll::Pending;
                 }
                 Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
                 Poll::Ready(Some(Ok(_))) => {}
             }
         }
-        let end = body.is_end_stream();
         if send.send_data(data, end).is_err() || end {
             return Poll::Ready(());
         }
