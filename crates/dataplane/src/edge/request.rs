@@ -21,7 +21,7 @@ use crate::protocol::body::{self, boxed, BoxBody, Observed, OnEnd};
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::INFERENCE_SERVICE;
 use crate::protocol::grpc::{self, Code};
-use crate::protocol::respond::{answer, failure, request_id, REQUEST_ID_KEY};
+use crate::protocol::respond::{answer, failure, request_id, unindexed, REQUEST_ID_KEY};
 use crate::rpc::infer::VARIANT_KEY;
 use crate::rpc::{health, infer, metadata, reflection, stream};
 use crate::shadow::{Job, Shadows};
@@ -211,8 +211,7 @@ pub async fn handle(
 ) -> Result<Response<BoxBody>, Infallible> {
     let id = request_id(request.headers());
     let mut trailing = Vec::with_capacity(2);
-    if let Ok(mut value) = HeaderValue::from_str(&id) {
-        value.set_sensitive(true); // one per request: never worth a place in HPACK's table
+    if let Some(value) = unindexed(&id) {
         trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
     }
     let path = request.uri().path();

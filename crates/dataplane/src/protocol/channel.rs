@@ -19,6 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::body::BoxBody;
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
+use crate::protocol::respond::unindexed;
 use crate::protocol::streams::{send_body, AnswerBody, Open};
 
 /// An upstream's answer: its head, and its body as it comes.
@@ -278,9 +279,7 @@ impl Channel {
     }
 }
 
-/// A request's head: a gRPC POST to `uri`. Values that differ from one request to the next are
-/// sent unindexed ("sensitive" to HPACK): inserted in the connection's header table they would
-/// only evict the ones that repeat, and cost a table update each.
+/// A request's head: a gRPC POST to `uri` (its timeout and trace context sent unindexed).
 fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Request<()> {
     let mut request = Request::new(());
     *request.method_mut() = Method::POST;
@@ -290,17 +289,12 @@ fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Reque
     headers.insert(TE, HeaderValue::from_static("trailers"));
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let timeout = grpc::format_timeout(upstream_timeout(remaining));
-        if let Ok(mut value) = HeaderValue::from_str(&timeout) {
-            value.set_sensitive(true);
+        if let Some(value) = unindexed(&grpc::format_timeout(upstream_timeout(remaining))) {
             headers.insert(GRPC_TIMEOUT, value);
         }
     }
-    if let Some(traceparent) = traceparent {
-        if let Ok(mut value) = HeaderValue::from_str(traceparent) {
-            value.set_sensitive(true);
-            headers.insert(TRACEPARENT, value);
-        }
+    if let Some(value) = traceparent.and_then(unindexed) {
+        headers.insert(TRACEPARENT, value);
     }
     request
 }

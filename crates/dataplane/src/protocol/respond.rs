@@ -20,6 +20,15 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| random_id(fastrand::u128(..)), str::to_owned)
 }
 
+/// A header value that differs from one request to the next (a request id, a timeout, a trace
+/// context), marked "sensitive" so HPACK sends it unindexed: inserted in the connection's header
+/// table it would only evict the ones that repeat, and cost a table update each.
+pub fn unindexed(text: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(text).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// 128 random bits as 32 lowercase hex digits (written by hand: `format!` costs more than the
 /// rest of the request's bookkeeping).
 fn random_id(bits: u128) -> String {
