@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -13,9 +12,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::state::State;
 
-use crate::edge::request::handle;
+use crate::edge::request;
 
-type Http2 = hyper::server::conn::http2::Builder<TokioExecutor>;
+/// How long a new connection has to complete its HTTP/2 preface and settings.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// When a connection is asked to go: at shutdown, and once it is `max_age` old (clients then
 /// reconnect, and are spread again over replicas); after the ask, `grace` more to finish.
@@ -25,44 +25,62 @@ struct Lifetime {
     max_age: Option<Duration>,
 }
 
-/// One client connection, plain or TLS, served until it ends; asked to go away (GOAWAY, the
-/// calls under way finish) at shutdown or at its maximum age.
-fn spawn_connection<I>(
-    state: &Arc<State>,
-    builder: &Http2,
+/// The HTTP/2 settings the gateway serves with.
+fn http2() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .max_concurrent_streams(1024)
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(4 << 20);
+    builder
+}
+
+/// One client connection, plain or TLS, served until it ends: each stream it opens is a task of
+/// its own (`request::serve`); asked to go away (GOAWAY, the calls under way finish) at shutdown
+/// or at its maximum age.
+async fn serve_connection<I>(
+    state: Arc<State>,
+    builder: h2::server::Builder,
     mut lifetime: Lifetime,
-    connections: &mut JoinSet<()>,
     io: I,
 ) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let state = state.clone();
-    let service = service_fn(move |request| handle(state.clone(), request));
-    let connection = builder.serve_connection(io, service);
-    connections.spawn(async move {
-        let mut connection = std::pin::pin!(connection);
-        let far = Duration::from_secs(365 * 24 * 3600);
-        let aged = tokio::time::sleep(lifetime.max_age.unwrap_or(far));
-        let mut aged = std::pin::pin!(aged);
-        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        loop {
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                () = &mut aged, if deadline.is_none() => {
-                    connection.as_mut().graceful_shutdown();
-                    deadline = Some(Box::pin(tokio::time::sleep(lifetime.max_age.unwrap_or(far))));
+    let Ok(Ok(mut connection)) =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io)).await
+    else {
+        return;
+    };
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let aged = tokio::time::sleep(lifetime.max_age.unwrap_or(far));
+    let mut aged = std::pin::pin!(aged);
+    let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    tokio::spawn(request::serve(state.clone(), request, respond));
                 }
-                changed = lifetime.stop.changed(), if deadline.is_none() => {
-                    let grace = (*lifetime.stop.borrow()).unwrap_or_default();
-                    if changed.is_err() || lifetime.stop.borrow().is_some() {
-                        connection.as_mut().graceful_shutdown();
-                        deadline = Some(Box::pin(tokio::time::sleep(grace)));
-                    }
-                }
-                () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => return,
+                // The connection ended (or broke): streams under way end with it.
+                Some(Err(_)) | None => return,
+            },
+            () = &mut aged, if deadline.is_none() => {
+                connection.graceful_shutdown();
+                deadline = Some(Box::pin(tokio::time::sleep(lifetime.max_age.unwrap_or(far))));
             }
+            changed = lifetime.stop.changed(), if deadline.is_none() => {
+                let grace = (*lifetime.stop.borrow()).unwrap_or_default();
+                if changed.is_err() || lifetime.stop.borrow().is_some() {
+                    connection.graceful_shutdown();
+                    deadline = Some(Box::pin(tokio::time::sleep(grace)));
+                }
+            }
+            () = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => return,
         }
-    });
+    }
 }
 
 /// Serve until `stop` holds a grace period; then stop accepting, ask every connection to go
@@ -73,14 +91,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(1 << 20)
-        .max_concurrent_streams(1024)
-        .max_send_buf_size(4 << 20);
+    let builder = http2();
     let max_age = state
         .config
         .max_connection_age_s
@@ -102,16 +113,16 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 state.connections_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match &tls {
-                    None => spawn_connection(&state, &builder, lifetime.clone(), &mut connections, TokioIo::new(stream)),
+                    None => {
+                        connections.spawn(serve_connection(state.clone(), builder.clone(), lifetime.clone(), stream));
+                    }
                     Some(acceptor) => {
                         // The handshake in a task of its own: a slow client never holds up accept.
                         let (acceptor, state, builder, lifetime) = (acceptor.clone(), state.clone(), builder.clone(), lifetime.clone());
                         connections.spawn(async move {
-                            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                             if let Ok(Ok(stream)) = handshake.await {
-                                let mut inner = JoinSet::new();
-                                spawn_connection(&state, &builder, lifetime, &mut inner, TokioIo::new(stream));
-                                while inner.join_next().await.is_some() {}
+                                serve_connection(state, builder, lifetime, stream).await;
                             }
                         });
                     }

@@ -3,7 +3,6 @@
 //! DEADLINE_EXCEEDED, a panic in the request's task INTERNAL naming its request id (the process
 //! keeps serving).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -12,8 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
 use http::{HeaderName, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 
 use crate::batching::BATCH_KEY;
 use crate::cache::CACHE_KEY;
@@ -22,6 +22,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::INFERENCE_SERVICE;
 use crate::protocol::grpc::{self, Code};
 use crate::protocol::respond::{answer, failure, request_id, unindexed, REQUEST_ID_KEY};
+use crate::protocol::streams::{send_answer, RecvBody};
 use crate::rpc::infer::VARIANT_KEY;
 use crate::rpc::{health, infer, metadata, reflection, stream};
 use crate::shadow::{Job, Shadows};
@@ -30,7 +31,7 @@ use crate::telemetry::Record;
 use crate::traces;
 use crate::upstream::Attempt;
 
-/// A future that turns a panic into an error value instead of unwinding through hyper.
+/// A future that turns a panic into an error value instead of unwinding through the task.
 struct CatchUnwind<F>(Pin<Box<F>>);
 
 impl<F: Future> Future for CatchUnwind<F> {
@@ -49,7 +50,7 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// A unary request's message, counted in its record (and kept, when drawn for the payload log
 /// or the observation's tensors).
 async fn read_recorded(
-    body: Incoming,
+    body: RecvBody,
     limit: usize,
     record: &mut Record,
 ) -> Result<Bytes, GatewayError> {
@@ -63,7 +64,7 @@ async fn read_recorded(
 
 async fn dispatch(
     state: Arc<State>,
-    request: Request<Incoming>,
+    request: Request<RecvBody>,
     deadline: Option<Instant>,
     record: &mut Record,
 ) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Job>), GatewayError> {
@@ -205,10 +206,35 @@ impl OnEnd for Ending {
     }
 }
 
-pub async fn handle(
+/// One stream a caller opened: its request handled, then its answer sent, in this task. A caller
+/// that resets the stream before its answer cancels the work (its upstream call is reset too).
+pub async fn serve(
     state: Arc<State>,
-    request: Request<Incoming>,
-) -> Result<Response<BoxBody>, Infallible> {
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let handling = handle(state, request.map(RecvBody::request));
+    let mut handling = std::pin::pin!(handling);
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        respond.poll_reset(cx).map(|_| None)
+    })
+    .await;
+    let Some(response) = response else {
+        return; // the caller left
+    };
+    let (head, body) = response.into_parts();
+    let end = http_body::Body::is_end_stream(&body);
+    if let Ok(send) = respond.send_response(Response::from_parts(head, ()), end) {
+        if !end {
+            send_answer(body, send).await;
+        }
+    }
+}
+
+async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBody> {
     let id = request_id(request.headers());
     let mut trailing = Vec::with_capacity(2);
     if let Some(value) = unindexed(&id) {
@@ -272,13 +298,10 @@ pub async fn handle(
                     head.headers.insert(name, value);
                 }
                 Ending::new(record, attempt, state, None).ended(code, 0);
-                return Ok(Response::from_parts(head, body::empty()));
+                return Response::from_parts(head, body::empty());
             }
             let ending = Ending::new(record, attempt, state, job);
-            return Ok(Response::from_parts(
-                head,
-                boxed(Observed::new(body, trailing, ending)),
-            ));
+            return Response::from_parts(head, boxed(Observed::new(body, trailing, ending)));
         }
         Ok(Err(error)) => error,
         Err(()) => {
@@ -287,7 +310,7 @@ pub async fn handle(
         }
     };
     state.telemetry.end(&record, error.code(), 0, None, None);
-    Ok(failure(&error, &trailing))
+    failure(&error, &trailing)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code};
@@ -269,7 +268,11 @@ impl<B: Body + Unpin, T: Unpin> Body for Holding<B, T> {
 }
 
 /// The one message of a unary request's body, within `limit` bytes.
-pub async fn read_unary(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read_unary<B>(body: B, limit: usize) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let collected = Limited::new(body, limit.saturating_add(5))
         .collect()
         .await

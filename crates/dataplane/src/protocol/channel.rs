@@ -20,10 +20,10 @@ use crate::protocol::body::BoxBody;
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
 use crate::protocol::respond::unindexed;
-use crate::protocol::streams::{send_body, AnswerBody, Open};
+use crate::protocol::streams::{send_body, Open, RecvBody};
 
 /// An upstream's answer: its head, and its body as it comes.
-pub type Answer = Response<AnswerBody>;
+pub type Answer = Response<RecvBody>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -274,7 +274,7 @@ impl Channel {
                 false => send_body(body, send).await?,
             };
             let answer = answer.await.map_err(|e| with_causes(&e))?;
-            return Ok(answer.map(|recv| AnswerBody::new(recv, open, cancel)));
+            return Ok(answer.map(|recv| RecvBody::answer(recv, open, cancel)));
         }
     }
 }

@@ -1,8 +1,9 @@
-//! h2's client streams as HTTP bodies: an answer's `RecvStream` read as a `Body` (its flow-control
-//! window given back as it is read), and a request's `Body` written into its `SendStream`: at
-//! once when it is all there (a unary message, every ModelInfer), else by a task of its own that
-//! sends each frame once there is window for it, and resets the stream when its caller leaves
-//! (a client's stream of requests).
+//! h2's streams as HTTP bodies, both ways and on both sides: a stream's received half
+//! (`RecvStream`: a caller's request, an upstream's answer) read as a `Body`, its flow-control
+//! window given back as it is read; and a `Body` written into a stream's `SendStream` (a request
+//! upstream, an answer to a caller): what is there at once is sent at once (all of a unary
+//! message, every ModelInfer), the rest only once the stream has window for it, stopping when
+//! the far end resets the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,23 +36,46 @@ impl Drop for Open {
     }
 }
 
-/// The body of an upstream's answer: its DATA frames, then its trailers. Dropped before its end,
-/// the stream is reset (CANCEL), which a gRPC server takes as the call cancelled.
-pub struct AnswerBody {
+/// The received half of a stream: its DATA frames, then its trailers. Dropped before its end,
+/// the stream is reset (CANCEL): an upstream takes it as the call cancelled.
+pub struct RecvBody {
     recv: RecvStream,
     data_done: bool,
-    _open: Open,
+    /// An upstream's answer: a reset with NO_ERROR or CANCEL after its end is its end (a server
+    /// may stop a request body it no longer needs so). A caller's request: every reset fails it.
+    answer: bool,
+    _open: Option<Open>,
     /// When the request's body is still being piped: dropped with the answer, it stops the pipe.
     _piped: Option<Piped>,
 }
 
-impl AnswerBody {
-    pub fn new(recv: RecvStream, open: Open, piped: Option<Piped>) -> AnswerBody {
-        AnswerBody {
+impl RecvBody {
+    /// A caller's request body.
+    pub fn request(recv: RecvStream) -> RecvBody {
+        RecvBody {
             recv,
             data_done: false,
-            _open: open,
+            answer: false,
+            _open: None,
+            _piped: None,
+        }
+    }
+
+    /// An upstream's answer to a call counted by `open`.
+    pub fn answer(recv: RecvStream, open: Open, piped: Option<Piped>) -> RecvBody {
+        RecvBody {
+            recv,
+            data_done: false,
+            answer: true,
+            _open: Some(open),
             _piped: piped,
+        }
+    }
+
+    fn ended(&self, error: h2::Error) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        match error.reason() {
+            Some(Reason::NO_ERROR | Reason::CANCEL) if self.answer => Poll::Ready(None),
+            _ => Poll::Ready(Some(Err(error))),
         }
     }
 }
@@ -60,15 +84,7 @@ impl AnswerBody {
 /// caller drops it (the answer read or abandoned), the pipe resets the stream and ends.
 pub struct Piped(#[allow(dead_code)] oneshot::Sender<()>);
 
-/// A stream the server ended with NO_ERROR or CANCEL has ended, not failed (as hyper reads it).
-fn ended(error: h2::Error) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-    match error.reason() {
-        Some(Reason::NO_ERROR | Reason::CANCEL) => Poll::Ready(None),
-        _ => Poll::Ready(Some(Err(error))),
-    }
-}
-
-impl Body for AnswerBody {
+impl Body for RecvBody {
     type Data = Bytes;
     type Error = h2::Error;
 
@@ -80,11 +96,11 @@ impl Body for AnswerBody {
             match self.recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
-                    // Read: its share of the window goes back to the server.
+                    // Read: its share of the window goes back to the sender.
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(error))) => return ended(error),
+                Poll::Ready(Some(Err(error))) => return self.ended(error),
                 Poll::Ready(None) => self.data_done = true,
             }
         }
@@ -92,7 +108,7 @@ impl Body for AnswerBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(error)) => ended(error),
+            Poll::Ready(Err(error)) => self.ended(error),
         }
     }
 
@@ -105,7 +121,7 @@ impl Body for AnswerBody {
     }
 }
 
-/// A request body's next frame, as far as the stream still has to send it.
+/// A body's next frame, as far as the stream still has to send it.
 enum Next {
     /// Data to send, and whether it is the body's last.
     Data(Bytes, bool),
@@ -114,11 +130,30 @@ enum Next {
     Ended,
 }
 
+/// What a stream is reset with when the body written into it fails: a request upstream whose
+/// caller's stream broke off is cancelled; an answer to a caller that broke off is an internal
+/// error (as hyper resets both).
+#[derive(Clone, Copy)]
+pub enum Writing {
+    Request,
+    Answer,
+}
+
+impl Writing {
+    fn reset(self) -> Reason {
+        match self {
+            Writing::Request => Reason::CANCEL,
+            Writing::Answer => Reason::INTERNAL_ERROR,
+        }
+    }
+}
+
 /// Reads the body's next frame; its end, its trailers and its failure are written into `send`
 /// here, its data is left to the caller (sent at once, or once the stream has window).
 fn next_frame(
     body: &mut BoxBody,
     send: &mut SendStream<Bytes>,
+    writing: Writing,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Next, String>> {
     let frame = match Pin::new(&mut *body).poll_frame(cx) {
@@ -131,7 +166,7 @@ fn next_frame(
             .map(|()| Next::Ended)
             .map_err(|e| e.to_string()),
         Some(Err(error)) => {
-            send.send_reset(Reason::CANCEL);
+            send.send_reset(writing.reset());
             Err(error.to_string())
         }
         Some(Ok(frame)) => match frame.into_data() {
@@ -146,16 +181,15 @@ fn next_frame(
     })
 }
 
-/// Sends a request's body: what is ready now, here (all of a unary message); the rest, when there
-/// is a rest, by a task of its own that sends a frame only once the stream has window for it and
-/// stops when the server resets the stream or the caller drops the `Piped` it is given.
-pub async fn send_body(
-    mut body: BoxBody,
-    mut send: SendStream<Bytes>,
-) -> Result<Option<Piped>, String> {
-    let all_sent = std::future::poll_fn(|cx| {
+/// Sends the frames of `body` that are ready now; Ok(true) once it has all gone.
+async fn send_ready(
+    body: &mut BoxBody,
+    send: &mut SendStream<Bytes>,
+    writing: Writing,
+) -> Result<bool, String> {
+    std::future::poll_fn(|cx| {
         Poll::Ready(loop {
-            match next_frame(&mut body, &mut send, cx) {
+            match next_frame(body, send, writing, cx) {
                 Poll::Pending => break Ok(false),
                 Poll::Ready(Ok(Next::Data(data, end))) => {
                     if let Err(error) = send.send_data(data, end) {
@@ -170,34 +204,55 @@ pub async fn send_body(
             }
         })
     })
-    .await?;
-    if all_sent {
+    .await
+}
+
+/// Sends a request's body upstream: what is ready now, here (all of a unary message); the rest,
+/// when there is a rest, by a task of its own (`pipe`) that stops when the server resets the
+/// stream or the caller drops the `Piped` it is given.
+pub async fn send_body(
+    mut body: BoxBody,
+    mut send: SendStream<Bytes>,
+) -> Result<Option<Piped>, String> {
+    if send_ready(&mut body, &mut send, Writing::Request).await? {
         return Ok(None);
     }
     let (piped, cancelled) = oneshot::channel();
-    tokio::spawn(pipe(body, send, cancelled));
+    tokio::spawn(pipe(body, send, Writing::Request, Some(cancelled)));
     Ok(Some(Piped(piped)))
 }
 
-/// The rest of a streaming request body: a frame is read from the body, then sent once the
-/// stream has some window for it (no window is asked for before there is a frame to send).
+/// Sends an answer's body to its caller, in the caller's own task, until it ends or the caller
+/// resets the stream (the body is then dropped unfinished: an upstream answer read through it is
+/// reset in turn).
+pub async fn send_answer(mut body: BoxBody, mut send: SendStream<Bytes>) {
+    if let Ok(false) = send_ready(&mut body, &mut send, Writing::Answer).await {
+        pipe(body, send, Writing::Answer, None).await;
+    }
+}
+
+/// The rest of a body: a frame is read from the body, then sent once the stream has some window
+/// for it (no window is asked for before there is a frame to send).
 async fn pipe(
     mut body: BoxBody,
     mut send: SendStream<Bytes>,
-    mut cancelled: oneshot::Receiver<()>,
+    writing: Writing,
+    mut cancelled: Option<oneshot::Receiver<()>>,
 ) {
     let mut held: Option<(Bytes, bool)> = None;
     std::future::poll_fn(|cx| loop {
         if send.poll_reset(cx).is_ready() {
-            return Poll::Ready(()); // the server is done with the stream
+            return Poll::Ready(()); // the far end is done with the stream
         }
-        if Pin::new(&mut cancelled).poll(cx).is_ready() {
-            send.send_reset(Reason::CANCEL); // the caller left
-            return Poll::Ready(());
+        if let Some(cancelled) = cancelled.as_mut() {
+            if Pin::new(cancelled).poll(cx).is_ready() {
+                send.send_reset(Reason::CANCEL); // the caller left
+                return Poll::Ready(());
+            }
         }
         let (data, end) = match held.take() {
             Some(held) => held,
-            None => match next_frame(&mut body, &mut send, cx) {
+            None => match next_frame(&mut body, &mut send, writing, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(Next::Data(data, end))) => (data, end),
                 Poll::Ready(Ok(Next::Ended) | Err(_)) => return Poll::Ready(()),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::Response;
-use hyper::body::{Frame, Incoming};
+use http_body::Frame;
 use prost::Message;
 
 use crate::health::SERVICE_UNKNOWN;
@@ -14,6 +14,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
 use crate::protocol::messages::{HealthCheckRequest, HealthCheckResponse};
 use crate::protocol::respond::{answer, grpc_response};
+use crate::protocol::streams::RecvBody;
 use crate::state::State;
 
 pub const SERVICE: &str = "grpc.health.v1.Health";
@@ -21,7 +22,7 @@ pub const SERVICE: &str = "grpc.health.v1.Health";
 /// Check: the status now; NOT_FOUND for a service the gateway is not.
 pub async fn check(
     state: &State,
-    body: Incoming,
+    body: RecvBody,
     limit: usize,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let service = asked(body, limit).await?;
@@ -31,7 +32,7 @@ pub async fn check(
 }
 
 /// The service a health Check or Watch asks about.
-async fn asked(body: Incoming, limit: usize) -> Result<String, GatewayError> {
+async fn asked(body: RecvBody, limit: usize) -> Result<String, GatewayError> {
     let payload = body::read_unary(body, limit).await?;
     HealthCheckRequest::decode(payload)
         .map(|request| request.service)
@@ -48,7 +49,7 @@ fn status_of(state: &State, service: &str) -> Option<i32> {
 /// Watch: the status now, and again each time it changes, until the caller leaves.
 pub async fn watch(
     state: Arc<State>,
-    body: Incoming,
+    body: RecvBody,
     limit: usize,
 ) -> Result<Response<BoxBody>, GatewayError> {
     let service = asked(body, limit).await?;

@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::Response;
+use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
 
 use crate::protocol::body::{self, boxed, status_trailers, BoxBody};
 use crate::protocol::grpc::{self, Code};
 use crate::protocol::respond::grpc_response;
+use crate::protocol::streams::RecvBody;
 use crate::state::State;
 
 pub const SERVICES: [&str; 2] = [
@@ -19,7 +20,7 @@ pub const SERVICES: [&str; 2] = [
 ];
 
 /// ServerReflectionInfo: each request message answered from the descriptors, in order.
-pub fn serve(state: Arc<State>, mut body: Incoming) -> Response<BoxBody> {
+pub fn serve(state: Arc<State>, mut body: RecvBody) -> Response<BoxBody> {
     let (sender, receiver) = body::channel(4);
     tokio::spawn(async move {
         let mut buffer = BytesMut::new();

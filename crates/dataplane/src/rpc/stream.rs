@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response};
+use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -24,6 +24,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code};
 use crate::protocol::messages::{ModelInferResponseHead, ModelStreamInferResponse};
 use crate::protocol::respond::grpc_response;
+use crate::protocol::streams::RecvBody;
 use crate::rpc::infer;
 use crate::state::State;
 use crate::telemetry::Record;
@@ -32,7 +33,7 @@ use crate::upstream::Pool;
 
 pub fn model_stream_infer(
     state: Arc<State>,
-    body: Incoming,
+    body: RecvBody,
     headers: HeaderMap,
     deadline: Option<Instant>,
 ) -> Response<BoxBody> {
@@ -143,7 +144,7 @@ async fn pump(
 
 async fn run(
     state: &Arc<State>,
-    mut body: Incoming,
+    mut body: RecvBody,
     headers: &HeaderMap,
     deadline: Option<Instant>,
     out: &ChannelSender,
