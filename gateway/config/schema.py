@@ -249,6 +249,14 @@ class RouteConfig(_Frozen):
         return Route(model, variants, rules, self.sticky_header, shadows)
 
 
+class TenantConfig(_Frozen):
+    """A tenant's share of a busy pool and its own caps (per pool)."""
+
+    weight: float = Field(default=1.0, gt=0.0)  # its share against the other tenants' weights
+    max_queue: int | None = Field(default=None, ge=0)  # its requests queued at most; none: the pool's
+    max_inflight: int | None = Field(default=None, ge=1)  # its requests under way at most
+
+
 class AdmissionConfig(_Frozen):
     """Priority classes and tenants, for the pools' queues."""
 
@@ -256,6 +264,9 @@ class AdmissionConfig(_Frozen):
     default_priority: int = Field(default=2, ge=1)
     priority_header: Header = "x-priority"  # or the request parameter `priority`
     tenant_header: Header = "x-tenant"
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)  # named tenants
+    default_tenant: TenantConfig = TenantConfig()  # every tenant not named (and requests without one)
+    max_tenants: int = Field(default=100, ge=1)  # tenants counted apart in metrics; the rest: "other"
 
     @model_validator(mode="after")
     def _default_in_range(self) -> AdmissionConfig:

@@ -25,6 +25,7 @@ and `--json`, before the command or after it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -228,6 +229,21 @@ def cache_stats(*, conn: Connection) -> None:
     show(conn, stats, _cache_stats_view)
 
 
+def _queue_shares_view(pool: str, by: str, shares: Sequence[pb.QueueShare]) -> Table:
+    """A pool's admission queue by tenant (or by priority class): what each holds and got."""
+    table = Table(title=f"pool {pool}: queue by {by}")
+    for column in (by, "queued", "in flight", "admitted", "after queueing", "shed", "expired", "wait p99"):
+        table.add_column(column)
+    for share in shares:
+        name = (share.tenant or "(none)") if by == "tenant" else str(share.priority)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(share.shed_by_reason.items()) if n)
+        shed = f"{share.shed} ({reasons})" if reasons else str(share.shed)
+        in_flight = str(share.in_flight) if by == "tenant" else "-"
+        table.add_row(name, str(share.queued), in_flight, str(share.admitted), str(share.admitted_after_queueing),
+                      shed, str(share.expired), f"{share.queue_wait_p99_ms:.1f} ms")  # fmt: skip
+    return table
+
+
 def _pools_view(response: pb.GetPoolStatsResponse) -> Table | None:
     for pool in response.pools:
         limit = f"limit {pool.limit}, queue ≤{pool.max_queue}" if pool.limit else "no admission limit"
@@ -244,6 +260,9 @@ def _pools_view(response: pb.GetPoolStatsResponse) -> Table | None:
             table.add_row(e.address, e.source or "-", "yes" if e.ready else "NO", ejected, str(e.outstanding),
                           f"{e.latency_ewma_ms:.2f} ms", str(e.ejections), ", ".join(e.unready_models))  # fmt: skip
         show_table(table)
+        for title, shares in (("tenant", pool.tenants), ("priority", pool.classes)):
+            if any(share.admitted or share.shed or share.queued for share in shares):
+                show_table(_queue_shares_view(pool.name, title, shares))
         for name in pool.names:  # the addresses behind each dns: endpoint
             failed = f"; last failure: {name.last_error}" if name.last_error else ""
             console.print(f"{name.name} → {', '.join(name.addresses) or 'no addresses'} "

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,11 @@ log = logging.getLogger(__name__)
 
 _LOOKUP_TIMEOUT_S = 10.0  # a model an admin call names: its zero-config discovery
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _queue_share(share: dict[str, Any]) -> pb.QueueShare:
+    """A tenant's or a priority class's part of a pool's queue, from the core's statistics."""
+    return pb.QueueShare(**{key: value for key, value in share.items() if key != "queue_wait"})
 
 
 class CoreShadowStats:
@@ -141,11 +147,14 @@ class Gateway:
 
     def _pool_stats(self) -> list[pb.PoolStats]:
         pools = json.loads(self.core.stats())["pools"]
+        nested = ("queue_wait", "endpoints", "names", "tenants", "classes")
         return [
             pb.PoolStats(
-                **{key: value for key, value in pool.items() if key not in ("queue_wait", "endpoints", "names")},
+                **{key: value for key, value in pool.items() if key not in nested},
                 endpoints=[pb.EndpointStats(**e) for e in pool["endpoints"]],
                 names=[pb.DnsNameStats(**n) for n in pool["names"]],
+                tenants=[_queue_share(share) for share in pool.get("tenants", [])],
+                classes=[_queue_share(share) for share in pool.get("classes", [])],
             )
             for pool in pools
         ]

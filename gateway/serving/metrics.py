@@ -151,6 +151,43 @@ class CoreCollector(Collector):
         yield _histogram(
             "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue", ["pool"], waits, bounds
         )
+        yield from queue_series(pools, bounds)
+
+
+def queue_series(pools: list[dict[str, Any]], bounds: list[float]) -> Iterator[Family]:
+    """The admission queue by tenant and by priority class: queued and under way now, admitted,
+    shed by reason, expired, and the time waited."""
+    for part, label in (("tenant", "tenant"), ("priority", "priority")):
+        prefix = f"gateway_{part}"
+        labels = ["pool", label]
+        depth = GaugeMetricFamily(f"{prefix}_queue_depth", f"Requests waiting in the admission queue, by {part}",
+                                  labels=labels)  # fmt: skip
+        admitted = CounterMetricFamily(f"{prefix}_admitted", f"Requests given a slot of the pool, by {part}",
+                                       labels=labels)  # fmt: skip
+        shed = CounterMetricFamily(f"{prefix}_shed", f"Requests shed with RESOURCE_EXHAUSTED, by {part} and reason",
+                                   labels=[*labels, "reason"])  # fmt: skip
+        expired = CounterMetricFamily(f"{prefix}_expired", f"Requests that could not be served in time, by {part}",
+                                      labels=labels)  # fmt: skip
+        in_flight = GaugeMetricFamily(f"{prefix}_in_flight", f"Requests under way towards the pool, by {part}",
+                                      labels=labels)  # fmt: skip
+        waits = []
+        for pool in pools:
+            for share in pool.get("tenants" if part == "tenant" else "classes", []):
+                key = [pool["name"], str(share[label])]
+                depth.add_metric(key, share["queued"])
+                admitted.add_metric(key, share["admitted"])
+                expired.add_metric(key, share["expired"])
+                for reason, count in share["shed_by_reason"].items():
+                    shed.add_metric([*key, reason], count)
+                if part == "tenant":
+                    in_flight.add_metric(key, share["in_flight"])
+                if share["queue_wait"].get("count"):
+                    waits.append({"pool": key[0], label: key[1]} | share["queue_wait"])
+        yield from (depth, admitted, shed, expired)
+        if part == "tenant":
+            yield in_flight
+        yield _histogram(f"{prefix}_queue_wait_seconds", f"Time waited in the admission queue, by {part}", labels,
+                         waits, bounds)  # fmt: skip
 
 
 def batch_series(stats: Mapping[str, Any]) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:

@@ -179,3 +179,67 @@ async def test_retry_after_is_never_below_the_expected_service_time(triton: Trit
                 assert len(hints) >= 6, outcomes
                 floor = 10 if burst == "cold" else 150  # ~200 ms a call once the gateway has seen some
                 assert min(hints) >= floor, (burst, hints)
+
+
+async def _open_loop(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    senders: dict[str, tuple[float, tuple[tuple[str, str], ...]]],
+    seconds: float,
+    payload: bytes,
+) -> dict[str, list[Outcome]]:
+    """Each sender at its rate (requests a second) with its metadata for `seconds`, open loop."""
+
+    async def one(rate: float, metadata: tuple[tuple[str, str], ...]) -> list[Outcome]:
+        tasks = []
+        for _ in range(round(rate * seconds)):
+            tasks.append(asyncio.create_task(_send(stub, payload, 20.0, metadata)))
+            await asyncio.sleep(1 / rate)
+        return list(await asyncio.gather(*tasks))
+
+    results = await asyncio.gather(*(one(rate, metadata) for rate, metadata in senders.values()))
+    return dict(zip(senders, results, strict=True))
+
+
+async def test_a_flood_never_sheds_a_tenant_under_its_share(triton: TritonCli, tmp_path: Path) -> None:
+    """Capacity ~50/s (one in flight, 20 ms each), queue of 8. Tenant `flood` sends 3x capacity,
+    `quiet` a quarter of it: every one of quiet's requests is served (the queue full of flood's
+    pushes flood's newest out, not quiet's arrival); flood's excess is shed for being over its
+    share, and the pool's statistics say so per tenant."""
+    for gateway in _limited(triton, tmp_path, inflight=1, queue=8):
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            senders = {"flood": (150.0, (("x-tenant", "flood"),)), "quiet": (12.0, (("x-tenant", "quiet"),))}
+            outcomes = await _open_loop(stub, senders, 2.0, _slow(20.0))
+        quiet = Counter(code for code, *_ in outcomes["quiet"])
+        flood = Counter(code for code, *_ in outcomes["flood"])
+        assert quiet == Counter(OK=24), quiet
+        assert flood["RESOURCE_EXHAUSTED"] > 0 and flood["OK"] > 0, flood
+        details = {d for code, _, d, _ in outcomes["flood"] if code == "RESOURCE_EXHAUSTED"}
+        assert all("tenant over its share" in d for d in details), details
+        stats = _pool_stats(gateway)
+        tenants = {share.tenant: share for share in stats.tenants}
+        assert tenants["quiet"].admitted == 24 and tenants["quiet"].shed == 0
+        assert tenants["flood"].shed == flood["RESOURCE_EXHAUSTED"]
+        assert tenants["flood"].shed_by_reason["tenant over its share"] == flood["RESOURCE_EXHAUSTED"]
+        assert stats.shed_by_reason["tenant over its share"] == stats.shed
+
+
+async def test_a_flood_of_the_lowest_class_never_keeps_the_highest_out(triton: TritonCli, tmp_path: Path) -> None:
+    """The lowest class floods at 3x capacity, the highest sends a fifth of it: none of the
+    highest class's requests is shed (they push the lowest's out of the full queue), and each
+    waits behind no queued request of the lowest class."""
+    for gateway in _limited(triton, tmp_path, inflight=1, queue=8):
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            senders = {"low": (150.0, (("x-priority", "3"),)), "high": (10.0, (("x-priority", "1"),))}
+            outcomes = await _open_loop(stub, senders, 2.0, _slow(20.0))
+        high = Counter(code for code, *_ in outcomes["high"])
+        low = Counter(code for code, *_ in outcomes["low"])
+        assert high == Counter(OK=20), high
+        assert low["RESOURCE_EXHAUSTED"] > 0, low
+        stats = _pool_stats(gateway)
+        classes = {share.priority: share for share in stats.classes}
+        assert classes[1].admitted == 20 and classes[1].shed == 0
+        assert classes[3].shed_by_reason["displaced by a higher priority"] > 0
+        # The highest class waits at most for the request under way and those of its own class.
+        assert classes[1].queue_wait_p99_ms < classes[3].queue_wait_p99_ms

@@ -65,7 +65,6 @@ impl State {
         let shadows = Shadows::new(&config.shadow)
             .map_err(|e| format!("shadow.log_path: cannot open it: {e}"))?;
         let cache = Arc::new(ResponseCache::new(&config.cache)?);
-        let levels = config.admission.priority_levels;
         let admissions = config
             .pools
             .iter()
@@ -77,7 +76,7 @@ impl State {
                     p.max_inflight,
                     p.max_queue,
                     p.adaptive.as_ref(),
-                    levels,
+                    &config.admission,
                 );
                 (name.clone(), Arc::new(admission))
             })

@@ -1,13 +1,19 @@
 //! Admission control on the request path: the async side of `policy`.
 //!
 //! A ModelInfer takes a slot of its pool before going upstream. With the pool at its limit it
-//! waits in the queue (by priority, tenants taking turns) until a slot is free, its deadline
-//! passes (DEADLINE_EXCEEDED, never reaching Triton), or the caller leaves (taken out of the
-//! queue). A full queue sheds at once with RESOURCE_EXHAUSTED and a retry-after hint: a shed
-//! answer takes one lock and no wait. The slot is held until the answer has been sent.
+//! waits in the queue (by priority, tenants sharing each class by weight) until a slot is free,
+//! its deadline passes (DEADLINE_EXCEEDED, never reaching Triton), the caller leaves (taken out
+//! of the queue), or a request with a better claim pushes it out (RESOURCE_EXHAUSTED). A full
+//! queue sheds at once with RESOURCE_EXHAUSTED, the reason and a retry-after hint sized from the
+//! tenant's own backlog: a shed answer takes one lock and no wait. The slot is held until the
+//! answer has been sent.
 
 pub mod adaptive;
+pub mod fair;
 pub mod policy;
+#[cfg(test)]
+mod properties;
+mod tally;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,21 +23,27 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::primitives::histogram::Histogram;
 use crate::protocol::error::GatewayError;
 use crate::protocol::messages::{ModelInferRequest, ParameterChoice};
 use crate::traces::otlp::Value;
 use crate::traces::ChildSpan;
 use adaptive::GradientLimit;
-use policy::{Decision, Policy, Ticket};
+use policy::{Decision, Policy, Shed, TenantLimits, Ticket};
+use tally::Tally;
 
 /// The `admission` section: priority classes and tenants.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct AdmissionConfig {
     pub priority_levels: usize,
     pub default_priority: usize,
     pub priority_header: String,
     pub tenant_header: String,
+    /// Named tenants' weights and caps; any other tenant has `default_tenant`'s.
+    pub tenants: HashMap<String, TenantLimits>,
+    pub default_tenant: TenantLimits,
+    /// Tenants counted apart in the statistics (named ones first); the rest as "other".
+    pub max_tenants: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -41,6 +53,9 @@ impl Default for AdmissionConfig {
             default_priority: 2,
             priority_header: "x-priority".into(),
             tenant_header: "x-tenant".into(),
+            tenants: HashMap::new(),
+            default_tenant: TenantLimits::default(),
+            max_tenants: 100,
         }
     }
 }
@@ -79,24 +94,19 @@ pub struct AdaptiveConfig {
     pub window: usize,
 }
 
-#[derive(Default)]
-pub struct AdmissionStats {
-    pub admitted: AtomicU64,
-    /// Admitted after waiting in the queue.
-    pub queued: AtomicU64,
-    /// RESOURCE_EXHAUSTED: the queue was full.
-    pub shed: AtomicU64,
-    /// DEADLINE_EXCEEDED before reaching the upstream.
-    pub expired: AtomicU64,
-    /// Callers that left the queue.
-    pub cancelled: AtomicU64,
-    pub waits: Mutex<Histogram>,
+/// What a queued caller is told: go (a slot is its), or it was pushed out of the queue. A
+/// caller whose sender is dropped untold was dropped for its deadline.
+enum Verdict {
+    Granted,
+    Shed(Shed, u64),
 }
 
 struct Inner {
     policy: Policy,
-    waiters: HashMap<u64, oneshot::Sender<()>>,
+    waiters: HashMap<u64, oneshot::Sender<Verdict>>,
     adaptive: Option<GradientLimit>,
+    /// The counts by tenant and by class.
+    tally: Tally,
 }
 
 pub struct Admission {
@@ -104,26 +114,25 @@ pub struct Admission {
     inner: Mutex<Inner>,
     epoch: Instant,
     next_id: AtomicU64,
-    pub stats: AdmissionStats,
+    /// Callers that left the queue.
+    pub cancelled: AtomicU64,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
 /// A slot of the pool: given back (and passed to the next in the queue) when dropped.
 pub struct Permit {
     admission: Arc<Admission>,
+    tenant: String,
     started: Instant,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.admission.finished(Some(self.started.elapsed()));
+        let served = self.started.elapsed();
+        self.admission.finished(&self.tenant, Some(served));
     }
 }
 
@@ -132,7 +141,7 @@ impl Drop for Permit {
 struct Waiting {
     admission: Arc<Admission>,
     ticket: Ticket,
-    granted: oneshot::Receiver<()>,
+    verdict: oneshot::Receiver<Verdict>,
     decided: bool,
 }
 
@@ -151,9 +160,9 @@ impl Waiting {
             inner.waiters.remove(&ticket.id);
             return true;
         }
-        if self.granted.try_recv().is_ok() {
+        if let Ok(Verdict::Granted) = self.verdict.try_recv() {
             drop(inner);
-            admission.finished(None);
+            admission.finished(&ticket.tenant, None);
         }
         false
     }
@@ -162,7 +171,7 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if !self.decided && self.withdraw() {
-            bump(&self.admission.stats.cancelled);
+            self.admission.cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -173,7 +182,7 @@ impl Admission {
         max_inflight: usize,
         max_queue: usize,
         adaptive: Option<&AdaptiveConfig>,
-        priority_levels: usize,
+        config: &AdmissionConfig,
     ) -> Admission {
         let limit = match adaptive {
             Some(a) if max_inflight == 0 => a.min_limit,
@@ -184,13 +193,19 @@ impl Admission {
         Admission {
             pool: pool.to_owned(),
             inner: Mutex::new(Inner {
-                policy: Policy::new(limit, max_queue, priority_levels),
+                policy: Policy::new(limit, max_queue, config.priority_levels)
+                    .with_tenants(config.tenants.clone(), config.default_tenant.clone()),
                 waiters: HashMap::new(),
                 adaptive,
+                tally: Tally::new(
+                    config.tenants.keys(),
+                    config.max_tenants,
+                    config.priority_levels,
+                ),
             }),
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
-            stats: AdmissionStats::default(),
+            cancelled: AtomicU64::new(0),
         }
     }
 
@@ -198,8 +213,8 @@ impl Admission {
         at.saturating_duration_since(self.epoch).as_secs_f64()
     }
 
-    /// A slot, once one is free; the time waited for it. Errors: shed (queue full), or the
-    /// deadline cannot be met.
+    /// A slot, once one is free; the time waited for it. Errors: shed (the queue full, or
+    /// pushed out of it), or the deadline cannot be met.
     pub async fn slot(
         self: &Arc<Self>,
         priority: usize,
@@ -213,28 +228,28 @@ impl Admission {
             tenant: tenant.to_owned(),
             deadline: deadline.map(|d| self.clock(d)),
         };
-        let (sender, granted) = oneshot::channel();
-        let (decision, latest_start) = {
+        let (sender, verdict) = oneshot::channel();
+        let latest_start = {
             let mut inner = locked(&self.inner);
-            let decision = inner.policy.offer(ticket.clone(), self.clock(arrived));
-            match decision {
+            let offered = inner.policy.offer(ticket.clone(), self.clock(arrived));
+            if let Some((out, reason)) = offered.evicted {
+                inner.tally.shed(&out.tenant, out.priority, reason);
+                let retry_after_ms = retry_after_ms(&inner.policy, &out.tenant);
+                if let Some(waiter) = inner.waiters.remove(&out.id) {
+                    let _ = waiter.send(Verdict::Shed(reason, retry_after_ms));
+                }
+            }
+            match offered.decision {
                 Decision::Queued => {
                     inner.waiters.insert(ticket.id, sender);
                 }
-                Decision::RejectFull => {
-                    bump(&self.stats.shed);
-                    let policy = &inner.policy;
-                    let retry_after_ms = (policy.retry_after_s() * 1000.0).round().max(1.0) as u64;
-                    return Err(GatewayError::Overloaded {
-                        message: format!(
-                            "pool '{}' is at capacity ({} in flight, {} queued, max_queue {}): retry after ~{retry_after_ms} ms",
-                            self.pool, policy.in_flight, policy.queued, policy.max_queue
-                        ),
-                        retry_after_ms,
-                    });
+                Decision::Shed(reason) => {
+                    inner.tally.shed(tenant, priority, reason);
+                    let retry_after_ms = retry_after_ms(&inner.policy, tenant);
+                    return Err(self.shed(&inner.policy, tenant, reason, retry_after_ms));
                 }
                 Decision::RejectDeadline => {
-                    bump(&self.stats.expired);
+                    inner.tally.expired(tenant, priority);
                     let policy = &inner.policy;
                     let left_ms = deadline.map_or(0.0, |d| {
                         d.saturating_duration_since(arrived).as_secs_f64() * 1000.0
@@ -245,15 +260,14 @@ impl Admission {
                         self.pool
                     )));
                 }
-                Decision::Admit => {}
+                Decision::Admit => {
+                    inner.tally.admitted(tenant, priority, None);
+                    drop(inner);
+                    return Ok((self.permit(tenant), Duration::ZERO));
+                }
             }
-            let latest = ticket.deadline.map(|d| inner.policy.latest_start(d));
-            (decision, latest)
+            ticket.deadline.map(|d| inner.policy.latest_start(d))
         };
-        if decision == Decision::Admit {
-            bump(&self.stats.admitted);
-            return Ok((self.permit(), Duration::ZERO));
-        }
         let mut span = ChildSpan::start("queue", crate::traces::INTERNAL);
         if let Some(span) = &mut span {
             span.set("gateway.pool", Value::String(self.pool.clone()));
@@ -263,65 +277,107 @@ impl Admission {
         let mut waiting = Waiting {
             admission: self.clone(),
             ticket,
-            granted,
+            verdict,
             decided: false,
         };
-        let granted = match latest_start {
-            None => Some((&mut waiting.granted).await.is_ok()),
+        let told = match latest_start {
+            None => Some((&mut waiting.verdict).await.ok()),
             Some(latest) => {
                 let until = self.epoch + Duration::from_secs_f64(latest.max(0.0));
-                tokio::time::timeout_at(until.into(), &mut waiting.granted)
+                tokio::time::timeout_at(until.into(), &mut waiting.verdict)
                     .await
                     .ok()
-                    .map(|r| r.is_ok())
+                    .map(Result::ok)
             }
         };
-        let admitted = match granted {
-            Some(admitted) => admitted,
+        let verdict = match told {
+            Some(verdict) => verdict,
             None => {
                 // Out of time (a slot granted in the same instant is given back: too little
                 // time is left to use it).
                 waiting.withdraw();
-                false
+                None
             }
         };
         waiting.decided = true;
         let waited = arrived.elapsed();
-        if let (false, Some(span)) = (admitted, &mut span) {
-            span.fail("the deadline passed in the queue");
+        match verdict {
+            Some(Verdict::Granted) => {
+                drop(span);
+                let mut inner = locked(&self.inner);
+                inner.tally.admitted(tenant, priority, Some(waited));
+                drop(inner);
+                Ok((self.permit(tenant), waited))
+            }
+            Some(Verdict::Shed(reason, retry_after_ms)) => {
+                if let Some(span) = &mut span {
+                    span.fail(reason.reason());
+                }
+                let inner = locked(&self.inner);
+                Err(self.shed(&inner.policy, tenant, reason, retry_after_ms))
+            }
+            None => {
+                if let Some(span) = &mut span {
+                    span.fail("the deadline passed in the queue");
+                }
+                drop(span);
+                let mut inner = locked(&self.inner);
+                inner.tally.expired(tenant, priority);
+                let service_ms = inner.policy.service_time_s * 1000.0;
+                Err(GatewayError::DeadlineExceeded(format!(
+                    "pool '{}': after {:.0} ms in the queue, too little time was left before the deadline to be served (~{service_ms:.0} ms per request)",
+                    self.pool,
+                    waited.as_secs_f64() * 1000.0
+                )))
+            }
         }
-        drop(span);
-        if !admitted {
-            bump(&self.stats.expired);
-            let service_ms = locked(&self.inner).policy.service_time_s * 1000.0;
-            return Err(GatewayError::DeadlineExceeded(format!(
-                "pool '{}': after {:.0} ms in the queue, too little time was left before the deadline to be served (~{service_ms:.0} ms per request)",
-                self.pool,
-                waited.as_secs_f64() * 1000.0
-            )));
-        }
-        bump(&self.stats.admitted);
-        bump(&self.stats.queued);
-        locked(&self.stats.waits).observe(waited.as_secs_f64());
-        Ok((self.permit(), waited))
     }
 
-    fn permit(self: &Arc<Self>) -> Permit {
+    /// RESOURCE_EXHAUSTED for a request of `tenant` shed for `reason`.
+    fn shed(
+        &self,
+        policy: &Policy,
+        tenant: &str,
+        reason: Shed,
+        retry_after_ms: u64,
+    ) -> GatewayError {
+        let who = match tenant {
+            "" => String::new(),
+            tenant => format!(
+                ", tenant '{tenant}' has {} queued",
+                policy.tenant_queued(tenant)
+            ),
+        };
+        GatewayError::Overloaded {
+            message: format!(
+                "pool '{}' is at capacity ({} in flight, {} queued, max_queue {}{who}): shed, {}; retry after ~{retry_after_ms} ms",
+                self.pool,
+                policy.in_flight,
+                policy.queued,
+                policy.max_queue,
+                reason.reason(),
+            ),
+            retry_after_ms,
+        }
+    }
+
+    fn permit(self: &Arc<Self>, tenant: &str) -> Permit {
         Permit {
             admission: self.clone(),
+            tenant: tenant.to_owned(),
             started: Instant::now(),
         }
     }
 
-    /// A slot is given back (`served`: how long it was held, for the estimates): the next
-    /// tickets are granted, the expired ones told.
-    fn finished(&self, served: Option<Duration>) {
+    /// A slot of `tenant` is given back (`served`: how long it was held, for the estimates):
+    /// the next tickets are granted, the expired ones told.
+    fn finished(&self, tenant: &str, served: Option<Duration>) {
         let now = self.clock(Instant::now());
         let mut inner = locked(&self.inner);
         if let Some(served) = served {
             inner.policy.observe_service_time(served.as_secs_f64());
         }
-        let mut batch = inner.policy.release(now);
+        let mut batch = inner.policy.release(tenant, now);
         let limit = match (&mut inner.adaptive, served) {
             (Some(adaptive), Some(served)) => adaptive.sample(served.as_secs_f64()),
             _ => None,
@@ -336,48 +392,46 @@ impl Admission {
             for ticket in expired {
                 inner.waiters.remove(&ticket.id); // its waiter hears the sender go
             }
-            let mut freed = 0;
+            let mut freed = false;
             for ticket in admitted {
                 let delivered = inner
                     .waiters
                     .remove(&ticket.id)
-                    .is_some_and(|sender| sender.send(()).is_ok());
+                    .is_some_and(|sender| sender.send(Verdict::Granted).is_ok());
                 if !delivered {
-                    freed += 1; // its caller already left: the slot goes to the next
+                    // Its caller already left: the slot goes to the next.
+                    inner.policy.give_back(&ticket.tenant);
+                    freed = true;
                 }
             }
-            if freed == 0 {
+            if !freed {
                 return;
             }
-            inner.policy.in_flight = inner.policy.in_flight.saturating_sub(freed);
             batch = inner.policy.fill(now);
         }
     }
 
     /// The admin API's PoolStats admission fields, as JSON.
     pub fn stats(&self) -> serde_json::Value {
-        let (limit, in_flight, queued, max_queue) = {
-            let inner = locked(&self.inner);
-            let p = &inner.policy;
-            (p.limit, p.in_flight, p.queued, p.max_queue)
-        };
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let waits = locked(&self.stats.waits).clone();
-        serde_json::json!({
-            "limit": limit,
-            "in_flight": in_flight,
-            "queued": queued,
-            "max_queue": max_queue,
-            "admitted": get(&self.stats.admitted),
-            "admitted_after_queueing": get(&self.stats.queued),
-            "shed": get(&self.stats.shed),
-            "expired": get(&self.stats.expired),
-            "cancelled": get(&self.stats.cancelled),
-            "queue_wait_p50_ms": waits.quantile(0.5) * 1000.0,
-            "queue_wait_p99_ms": waits.quantile(0.99) * 1000.0,
-            "queue_wait": waits,
-        })
+        let inner = locked(&self.inner);
+        let p = &inner.policy;
+        let mut stats = inner.tally.json(p);
+        let fields = serde_json::json!({
+            "limit": p.limit,
+            "in_flight": p.in_flight,
+            "queued": p.queued,
+            "max_queue": p.max_queue,
+            "cancelled": self.cancelled.load(Ordering::Relaxed),
+        });
+        if let (Some(stats), serde_json::Value::Object(fields)) = (stats.as_object_mut(), fields) {
+            stats.extend(fields);
+        }
+        stats
     }
+}
+
+fn retry_after_ms(policy: &Policy, tenant: &str) -> u64 {
+    (policy.retry_after_s(tenant) * 1000.0).round().max(1.0) as u64
 }
 
 #[cfg(test)]
@@ -386,7 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_a_slot_sheds_when_full_and_passes_on_a_leavers_slot() {
-        let admission = Arc::new(Admission::new("p", 1, 1, None, 3));
+        let admission = Arc::new(Admission::new("p", 1, 1, None, &AdmissionConfig::default()));
         let (first, _) = admission.slot(2, "", None).await.unwrap();
         let queued = {
             let admission = admission.clone();
@@ -408,7 +462,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         leaver.abort();
         let _ = leaver.await;
-        assert_eq!(admission.stats.cancelled.load(Ordering::Relaxed), 1);
+        assert_eq!(admission.cancelled.load(Ordering::Relaxed), 1);
         drop(held);
         let deadline = Some(Instant::now() + Duration::from_secs(1));
         assert!(admission.slot(2, "", deadline).await.is_ok());
@@ -420,8 +474,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_quiet_tenant_pushes_the_floods_newest_out_of_a_full_queue() {
+        let admission = Arc::new(Admission::new("p", 1, 2, None, &AdmissionConfig::default()));
+        let (held, _) = admission.slot(2, "flood", None).await.unwrap();
+        let wait = |tenant: &'static str| {
+            let admission = admission.clone();
+            tokio::spawn(async move { admission.slot(2, tenant, None).await.map(|_| ()) })
+        };
+        let (first, newest) = (wait("flood"), wait("flood"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let quiet = wait("quiet");
+        let pushed_out = newest.await.unwrap().err().unwrap();
+        assert!(
+            matches!(&pushed_out, GatewayError::Overloaded { message, .. } if message.contains("tenant over its share")),
+            "{pushed_out:?}"
+        );
+        drop(held);
+        first.await.unwrap().unwrap();
+        quiet.await.unwrap().unwrap();
+        let stats = admission.stats();
+        assert_eq!(stats["shed_by_reason"]["tenant over its share"], 1);
+        let flood = &stats["tenants"].as_array().unwrap()[0];
+        assert_eq!(
+            (flood["tenant"].as_str(), flood["shed"].as_u64()),
+            (Some("flood"), Some(1))
+        );
+    }
+
+    #[tokio::test]
     async fn a_queued_request_leaves_when_it_can_no_longer_be_served_in_time() {
-        let admission = Arc::new(Admission::new("p", 1, 10, None, 3));
+        let admission = Arc::new(Admission::new(
+            "p",
+            1,
+            10,
+            None,
+            &AdmissionConfig::default(),
+        ));
         // Requests take 100 ms: one waiting behind the one served expects 200 ms, so with 300 ms
         // to its deadline it is queued, and it leaves once 100 ms (and a margin) are all that is
         // left, well before its deadline (a wide margin: tests share the machine's cores).

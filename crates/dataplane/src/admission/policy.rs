@@ -1,38 +1,101 @@
-//! Admission control, sans-IO: a concurrency limit, then a bounded queue of priority classes with
-//! round-robin fair share across tenants inside each class (deficit round robin, unit cost).
+//! Admission control, sans-IO: a concurrency limit, then a bounded queue of priority classes,
+//! tenants sharing each class by weight (`fair`: start-time fair queuing).
 //!
 //! Fed tickets and clock readings (seconds), it answers with decisions; `super::Admission` turns
-//! them into waits and statuses. Strict priority between classes (1 is the highest); inside a
-//! class, tenants take turns, so one tenant's burst cannot starve the others.
+//! them into waits and statuses. Strict priority between classes (1 is the highest). When the
+//! queue is full an arrival does not simply bounce: it displaces the newest request of a lower
+//! class, else of the tenant in its own class holding the most of the queue for its weight, as
+//! long as that tenant holds more of it than the arrival's does; only then is the arrival shed.
+//! So a tenant under its share is never shed while another is over its own, and a flood of a low
+//! class cannot keep a higher one out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::fair::FairQueue;
+pub use super::fair::Ticket;
 
 /// The shortest `retry-after` before the pool has a service time to go by.
 pub const RETRY_AFTER_FLOOR_S: f64 = 0.010;
+
+/// A tenant's share and caps (`admission.tenants.NAME`, or `admission.default_tenant`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TenantLimits {
+    /// Its share of a busy pool against the others' weights.
+    pub weight: f64,
+    /// At most this many of its requests queued in a pool (None: only the pool's max_queue).
+    pub max_queue: Option<usize>,
+    /// At most this many of its requests under way in a pool at once.
+    pub max_inflight: Option<usize>,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits {
+            weight: 1.0,
+            max_queue: None,
+            max_inflight: None,
+        }
+    }
+}
+
+/// Why a request was shed (RESOURCE_EXHAUSTED): the status message says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shed {
+    /// The queue is full of requests of higher classes, or of tenants under their share.
+    QueueFull,
+    /// Its tenant holds the most of the queue for its weight.
+    OverShare,
+    /// Its tenant has its own `max_queue` queued.
+    TenantQueueFull,
+    /// Queued, then pushed out by a request of a higher class.
+    Displaced,
+}
+
+impl Shed {
+    pub const ALL: [Shed; 4] = [
+        Shed::QueueFull,
+        Shed::OverShare,
+        Shed::TenantQueueFull,
+        Shed::Displaced,
+    ];
+
+    /// The reason in words, as the status message and the `reason` label give it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "queue full",
+            Shed::OverShare => "tenant over its share",
+            Shed::TenantQueueFull => "tenant queue full",
+            Shed::Displaced => "displaced by a higher priority",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Admit,
     Queued,
     /// RESOURCE_EXHAUSTED, with a retry-after hint.
-    RejectFull,
+    Shed(Shed),
     /// DEADLINE_EXCEEDED: it could not be served in time.
     RejectDeadline,
 }
 
-#[derive(Clone, Debug)]
-pub struct Ticket {
-    pub id: u64,
-    pub priority: usize,
-    pub tenant: String,
-    /// On the policy's clock; None: no deadline.
-    pub deadline: Option<f64>,
+/// What an offer decided, and the queued ticket it pushed out to make room (told `Shed`).
+#[derive(Debug)]
+pub struct Offered {
+    pub decision: Decision,
+    pub evicted: Option<(Ticket, Shed)>,
 }
 
-#[derive(Default)]
-struct Class {
-    turns: VecDeque<String>,
-    queues: HashMap<String, VecDeque<Ticket>>,
+impl Offered {
+    fn just(decision: Decision) -> Offered {
+        Offered {
+            decision,
+            evicted: None,
+        }
+    }
 }
 
 pub struct Policy {
@@ -42,7 +105,22 @@ pub struct Policy {
     pub queued: usize,
     /// EWMA of the upstream service time, for deadline estimates.
     pub service_time_s: f64,
-    classes: Vec<Class>,
+    classes: Vec<FairQueue>,
+    tenants: HashMap<String, TenantLimits>,
+    default_tenant: TenantLimits,
+    /// Requests under way per tenant (tenants with none are not held).
+    running: HashMap<String, usize>,
+}
+
+/// Whether `tenant` may start another request now.
+fn may_start(
+    running: &HashMap<String, usize>,
+    limits: &HashMap<String, TenantLimits>,
+    default: &TenantLimits,
+    tenant: &str,
+) -> bool {
+    let cap = limits.get(tenant).unwrap_or(default).max_inflight;
+    cap.is_none_or(|cap| running.get(tenant).copied().unwrap_or(0) < cap)
 }
 
 impl Policy {
@@ -54,9 +132,31 @@ impl Policy {
             queued: 0,
             service_time_s: 0.0,
             classes: (0..priority_levels.max(1))
-                .map(|_| Class::default())
+                .map(|_| FairQueue::default())
                 .collect(),
+            tenants: HashMap::new(),
+            default_tenant: TenantLimits::default(),
+            running: HashMap::new(),
         }
+    }
+
+    /// The tenants' shares and caps: the named ones, and the default for any other.
+    pub fn with_tenants(
+        mut self,
+        tenants: HashMap<String, TenantLimits>,
+        default: TenantLimits,
+    ) -> Policy {
+        self.tenants = tenants;
+        self.default_tenant = default;
+        self
+    }
+
+    fn limits(&self, tenant: &str) -> &TenantLimits {
+        self.tenants.get(tenant).unwrap_or(&self.default_tenant)
+    }
+
+    fn weight(&self, tenant: &str) -> f64 {
+        self.limits(tenant).weight.max(1e-6)
     }
 
     pub fn observe_service_time(&mut self, seconds: f64) {
@@ -76,16 +176,29 @@ impl Policy {
         ((ahead / self.limit.max(1)) as f64 + 1.0) * self.service_time_s
     }
 
-    /// How long a shed caller should wait: the queue's expected drain time, never below one
-    /// expected service time (before any call has finished: `RETRY_AFTER_FLOOR_S`), so a cold
-    /// pool does not invite an immediate retry storm.
-    pub fn retry_after_s(&self) -> f64 {
-        let floor = if self.service_time_s > 0.0 {
-            self.service_time_s
-        } else {
-            RETRY_AFTER_FLOOR_S
-        };
-        self.estimated_wait_s(self.queued).max(floor)
+    /// Requests of `tenant` queued, over every class.
+    pub fn tenant_queued(&self, tenant: &str) -> usize {
+        self.classes.iter().map(|c| c.load(tenant)).sum()
+    }
+
+    /// How long a shed caller of `tenant` should wait: the time its own backlog takes to drain
+    /// at its share of the pool, never below one expected service time (before any call has
+    /// finished: `RETRY_AFTER_FLOOR_S`), so a cold pool does not invite a retry storm.
+    pub fn retry_after_s(&self, tenant: &str) -> f64 {
+        if self.service_time_s == 0.0 {
+            return RETRY_AFTER_FLOOR_S;
+        }
+        let mut weights: HashMap<&str, f64> = HashMap::new();
+        for class in &self.classes {
+            for (name, _) in class.loads() {
+                weights.insert(name, self.weight(name));
+            }
+        }
+        weights.insert(tenant, self.weight(tenant));
+        let share = self.weight(tenant) / weights.values().sum::<f64>();
+        let backlog = self.tenant_queued(tenant) as f64 + 1.0;
+        let drain = backlog / (self.limit.max(1) as f64 * share) * self.service_time_s;
+        drain.max(self.service_time_s)
     }
 
     /// When a queued ticket must have started to finish by its deadline (a little margin
@@ -94,68 +207,124 @@ impl Policy {
         deadline - self.service_time_s - 0.005
     }
 
-    /// Tickets that would be served before a new one of `priority`: its own class and higher.
-    fn ahead_of(&self, priority: usize) -> usize {
-        self.classes[..=self.class(priority)]
-            .iter()
-            .flat_map(|c| c.queues.values())
-            .map(VecDeque::len)
-            .sum()
-    }
-
     fn class(&self, priority: usize) -> usize {
         priority.clamp(1, self.classes.len()) - 1
     }
 
-    pub fn offer(&mut self, ticket: Ticket, now: f64) -> Decision {
+    /// Tickets that would be served before a new one of `tenant` at `class`: every queued one
+    /// of a higher class, and those of its own class whose turn comes first.
+    fn ahead(&self, class: usize, tenant: &str) -> usize {
+        let higher: usize = self.classes[..class].iter().map(FairQueue::len).sum();
+        higher + self.classes[class].ahead(tenant)
+    }
+
+    pub fn offer(&mut self, ticket: Ticket, now: f64) -> Offered {
         if ticket.deadline.is_some_and(|d| d <= now) {
-            return Decision::RejectDeadline;
+            return Offered::just(Decision::RejectDeadline);
         }
-        if self.in_flight < self.limit && self.queued == 0 {
-            self.in_flight += 1;
-            return Decision::Admit;
+        let tenant = ticket.tenant.as_str();
+        let free = may_start(&self.running, &self.tenants, &self.default_tenant, tenant);
+        // Queued tickets wait only while no slot is free or their tenant is at its own cap: with
+        // a slot free, this one goes unless its tenant is capped too.
+        if self.in_flight < self.limit && free {
+            self.start(tenant);
+            return Offered::just(Decision::Admit);
         }
-        if self.queued >= self.max_queue {
-            return Decision::RejectFull;
+        if self
+            .limits(tenant)
+            .max_queue
+            .is_some_and(|max| self.tenant_queued(tenant) >= max)
+        {
+            return Offered::just(Decision::Shed(Shed::TenantQueueFull));
         }
-        let wait = self.estimated_wait_s(self.ahead_of(ticket.priority));
+        let class = self.class(ticket.priority);
+        let wait = self.estimated_wait_s(self.ahead(class, tenant));
         if ticket.deadline.is_some_and(|d| now + wait > d) {
-            return Decision::RejectDeadline;
+            return Offered::just(Decision::RejectDeadline);
         }
-        let index = self.class(ticket.priority);
-        let class = &mut self.classes[index];
-        let queue = class.queues.entry(ticket.tenant.clone()).or_default();
-        if queue.is_empty() {
-            class.turns.push_back(ticket.tenant.clone());
+        let mut evicted = None;
+        if self.queued >= self.max_queue {
+            let Some((victim_class, victim, reason)) = self.victim(class, tenant) else {
+                return Offered::just(Decision::Shed(self.why_not(class, tenant)));
+            };
+            let service = self.service_time_s;
+            let late = |t: &Ticket| t.deadline.is_some_and(|d| d - service - 0.005 <= now);
+            if let Some(out) = self.classes[victim_class].evict(&victim, late) {
+                self.queued -= 1;
+                evicted = Some((out, reason));
+            }
         }
-        queue.push_back(ticket);
+        let weight = self.weight(tenant);
+        self.classes[class].push(ticket, weight);
         self.queued += 1;
-        Decision::Queued
+        Offered {
+            decision: Decision::Queued,
+            evicted,
+        }
+    }
+
+    /// Whose queued ticket makes room for an arrival of `tenant` at `class`: the heaviest
+    /// tenant of the lowest class below it, else the heaviest of its own class if that one holds
+    /// more of the queue for its weight than the arrival's tenant does (so a tenant under its
+    /// fair share is never the one shed while another is over its own).
+    fn victim(&self, class: usize, tenant: &str) -> Option<(usize, String, Shed)> {
+        for lower in (class + 1..self.classes.len()).rev() {
+            if self.classes[lower].is_empty() {
+                continue;
+            }
+            if let Some((heaviest, _)) = self.classes[lower].heaviest() {
+                return Some((lower, heaviest.to_owned(), Shed::Displaced));
+            }
+        }
+        let (heaviest, load) = self.classes[class].heaviest()?;
+        let own = self.classes[class].load(tenant) as f64 / self.weight(tenant);
+        (heaviest != tenant && load > own).then(|| (class, heaviest.to_owned(), Shed::OverShare))
+    }
+
+    /// Why an arrival that could displace nobody is shed.
+    fn why_not(&self, class: usize, tenant: &str) -> Shed {
+        match self.classes[class].load(tenant) {
+            0 => Shed::QueueFull,
+            _ => Shed::OverShare,
+        }
+    }
+
+    fn start(&mut self, tenant: &str) {
+        self.in_flight += 1;
+        match self.running.get_mut(tenant) {
+            Some(count) => *count += 1,
+            None => {
+                self.running.insert(tenant.to_owned(), 1);
+            }
+        }
+    }
+
+    /// A slot of `tenant` given back without a fill (the caller that was granted it had left).
+    pub fn give_back(&mut self, tenant: &str) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(count) = self.running.get_mut(tenant) {
+            *count -= 1;
+            if *count == 0 {
+                self.running.remove(tenant);
+            }
+        }
     }
 
     /// Take a queued ticket out (its caller left or its deadline passed); false if it was not
     /// queued (admitted or dropped meanwhile).
     pub fn remove(&mut self, id: u64, priority: usize, tenant: &str) -> bool {
         let index = self.class(priority);
-        let class = &mut self.classes[index];
-        let Some(queue) = class.queues.get_mut(tenant) else {
-            return false;
-        };
-        let Some(position) = queue.iter().position(|t| t.id == id) else {
-            return false;
-        };
-        queue.remove(position);
-        if queue.is_empty() {
-            class.queues.remove(tenant);
-            class.turns.retain(|t| t != tenant);
+        let removed = self.classes[index].remove(id, tenant).is_some();
+        if removed {
+            self.queued -= 1;
         }
-        self.queued -= 1;
-        true
+        removed
     }
 
-    /// A slot came free: the tickets admitted into free slots, and the expired ones dropped.
-    pub fn release(&mut self, now: f64) -> (Vec<Ticket>, Vec<Ticket>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// A slot of `tenant` came free: the tickets admitted into free slots, and the expired ones
+    /// dropped.
+    pub fn release(&mut self, tenant: &str, now: f64) -> (Vec<Ticket>, Vec<Ticket>) {
+        self.give_back(tenant);
         self.fill(now)
     }
 
@@ -165,33 +334,38 @@ impl Policy {
         self.fill(now)
     }
 
-    /// Admit queued tickets into the free slots (the expired ones are dropped on the way).
+    /// Admit queued tickets into the free slots, highest class first, each class's tenants by
+    /// their turns, passing over tenants at their own cap (the expired are dropped on the way).
     pub fn fill(&mut self, now: f64) -> (Vec<Ticket>, Vec<Ticket>) {
         let (mut admitted, mut expired) = (Vec::new(), Vec::new());
         while self.in_flight < self.limit && self.queued > 0 {
-            let Some(ticket) = self.pop() else { break };
+            let (running, tenants, default) = (&self.running, &self.tenants, &self.default_tenant);
+            let eligible = |tenant: &str| may_start(running, tenants, default, tenant);
+            let Some(ticket) = self.classes.iter_mut().find_map(|c| c.pop(eligible)) else {
+                break; // every queued tenant is at its own cap
+            };
+            self.queued -= 1;
             if ticket.deadline.is_some_and(|d| self.latest_start(d) <= now) {
                 expired.push(ticket);
                 continue;
             }
-            self.in_flight += 1;
+            self.start(&ticket.tenant);
             admitted.push(ticket);
         }
         (admitted, expired)
     }
 
-    fn pop(&mut self) -> Option<Ticket> {
-        let class = self.classes.iter_mut().find(|c| !c.turns.is_empty())?;
-        let tenant = class.turns.pop_front()?;
-        let queue = class.queues.get_mut(&tenant)?;
-        let ticket = queue.pop_front();
-        if queue.is_empty() {
-            class.queues.remove(&tenant);
-        } else {
-            class.turns.push_back(tenant); // back of the line: the next tenant goes first
-        }
-        self.queued -= 1;
-        ticket
+    /// Per class (1 first), each tenant's queued tickets.
+    pub fn queues(&self) -> Vec<Vec<(String, usize)>> {
+        self.classes
+            .iter()
+            .map(|class| class.loads().map(|(t, n)| (t.to_owned(), n)).collect())
+            .collect()
+    }
+
+    /// Requests under way per tenant.
+    pub fn running(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.running.iter().map(|(t, n)| (t.as_str(), *n))
     }
 }
 
@@ -208,27 +382,47 @@ mod tests {
         }
     }
 
+    fn decide(policy: &mut Policy, id: u64, priority: usize, tenant: &str) -> Decision {
+        policy
+            .offer(ticket(id, priority, tenant, None), 0.0)
+            .decision
+    }
+
     #[test]
     fn retry_after_is_never_below_one_service_time() {
         let mut policy = Policy::new(1, 0, 1);
-        assert_eq!(policy.retry_after_s(), RETRY_AFTER_FLOOR_S); // cold: no service time yet
+        assert_eq!(policy.retry_after_s(""), RETRY_AFTER_FLOOR_S); // cold: no service time yet
         policy.observe_service_time(0.2);
-        assert!((policy.retry_after_s() - 0.2).abs() < 1e-9);
+        assert!((policy.retry_after_s("") - 0.2).abs() < 1e-9);
         policy.observe_service_time(0.0001); // fast calls pull the EWMA down, not below it
-        assert!(policy.retry_after_s() >= policy.service_time_s);
+        assert!(policy.retry_after_s("") >= policy.service_time_s);
+    }
+
+    #[test]
+    fn retry_after_grows_with_the_tenants_own_backlog() {
+        let mut policy = Policy::new(1, 100, 1);
+        policy.observe_service_time(0.01);
+        decide(&mut policy, 0, 1, "a");
+        for id in 1..=20 {
+            decide(&mut policy, id, 1, "a");
+        }
+        decide(&mut policy, 100, 1, "b");
+        // a: 21 ahead at half the pool; b: 2 at half.
+        assert!((policy.retry_after_s("a") - 0.42).abs() < 1e-9);
+        assert!((policy.retry_after_s("b") - 0.04).abs() < 1e-9);
     }
 
     #[test]
     fn admits_to_the_limit_then_queues_then_sheds() {
         let mut policy = Policy::new(1, 2, 3);
-        assert_eq!(policy.offer(ticket(1, 2, "", None), 0.0), Decision::Admit);
-        assert_eq!(policy.offer(ticket(2, 2, "", None), 0.0), Decision::Queued);
-        assert_eq!(policy.offer(ticket(3, 2, "", None), 0.0), Decision::Queued);
+        assert_eq!(decide(&mut policy, 1, 2, ""), Decision::Admit);
+        assert_eq!(decide(&mut policy, 2, 2, ""), Decision::Queued);
+        assert_eq!(decide(&mut policy, 3, 2, ""), Decision::Queued);
         assert_eq!(
-            policy.offer(ticket(4, 2, "", None), 0.0),
-            Decision::RejectFull
+            decide(&mut policy, 4, 2, ""),
+            Decision::Shed(Shed::OverShare)
         );
-        let (admitted, expired) = policy.release(0.1);
+        let (admitted, expired) = policy.release("", 0.1);
         assert_eq!((admitted[0].id, expired.len()), (2, 0));
         assert_eq!((policy.in_flight, policy.queued), (1, 1));
     }
@@ -236,39 +430,119 @@ mod tests {
     #[test]
     fn higher_priority_first_and_tenants_take_turns() {
         let mut policy = Policy::new(1, 100, 3);
-        policy.offer(ticket(0, 2, "", None), 0.0);
+        decide(&mut policy, 0, 2, "");
         for id in 1..=3 {
-            policy.offer(ticket(id, 3, "flood", None), 0.0);
+            decide(&mut policy, id, 3, "flood");
         }
-        policy.offer(ticket(10, 3, "quiet", None), 0.0);
-        policy.offer(ticket(20, 1, "vip", None), 0.0);
-        let order: Vec<u64> = (0..5).map(|_| policy.release(0.0).0[0].id).collect();
-        assert_eq!(order, vec![20, 1, 10, 2, 3]);
+        decide(&mut policy, 10, 3, "quiet");
+        decide(&mut policy, 20, 1, "vip");
+        let order: Vec<u64> = (0..5).map(|_| policy.release("", 0.0).0[0].id).collect();
+        assert_eq!(order[0], 20);
+        assert!(order[1..3].contains(&10), "{order:?}");
+    }
+
+    #[test]
+    fn a_full_queue_sheds_the_tenant_that_holds_the_most_of_it() {
+        let mut policy = Policy::new(1, 4, 1);
+        decide(&mut policy, 0, 1, "flood");
+        for id in 1..=4 {
+            assert_eq!(decide(&mut policy, id, 1, "flood"), Decision::Queued);
+        }
+        // The flood's own arrival bounces; a quiet tenant's takes the flood's newest place.
+        assert_eq!(
+            decide(&mut policy, 5, 1, "flood"),
+            Decision::Shed(Shed::OverShare)
+        );
+        let offered = policy.offer(ticket(10, 1, "quiet", None), 0.0);
+        assert_eq!(offered.decision, Decision::Queued);
+        let (evicted, reason) = offered.evicted.unwrap();
+        assert_eq!((evicted.id, reason), (4, Shed::OverShare));
+        // Two each: neither is over the other, so the next arrival bounces.
+        decide(&mut policy, 11, 1, "quiet");
+        assert_eq!(
+            decide(&mut policy, 12, 1, "quiet"),
+            Decision::Shed(Shed::OverShare)
+        );
+        assert_eq!(policy.queued, 4);
+    }
+
+    #[test]
+    fn weights_set_the_shares_of_the_queue() {
+        let tenants = HashMap::from([(
+            "gold".to_owned(),
+            TenantLimits {
+                weight: 3.0,
+                ..TenantLimits::default()
+            },
+        )]);
+        let mut policy = Policy::new(1, 4, 1).with_tenants(tenants, TenantLimits::default());
+        decide(&mut policy, 0, 1, "gold");
+        decide(&mut policy, 1, 1, "free");
+        for id in 2..=4 {
+            decide(&mut policy, id, 1, "gold");
+        }
+        // gold holds 3 of 4 at weight 3 (1.0 each), free 1 at weight 1: a free arrival bounces.
+        assert_eq!(
+            decide(&mut policy, 5, 1, "free"),
+            Decision::Shed(Shed::OverShare)
+        );
+    }
+
+    #[test]
+    fn a_higher_class_displaces_a_lower_one_and_never_the_reverse() {
+        let mut policy = Policy::new(1, 2, 3);
+        decide(&mut policy, 0, 3, "low");
+        decide(&mut policy, 1, 3, "low");
+        decide(&mut policy, 2, 3, "low");
+        let offered = policy.offer(ticket(10, 1, "high", None), 0.0);
+        assert_eq!(
+            offered.evicted.map(|(t, r)| (t.id, r)),
+            Some((2, Shed::Displaced))
+        );
+        decide(&mut policy, 11, 1, "high");
+        assert_eq!(
+            decide(&mut policy, 3, 3, "low"),
+            Decision::Shed(Shed::QueueFull)
+        );
+        let (admitted, _) = policy.release("low", 0.0);
+        assert_eq!(admitted[0].id, 10);
+    }
+
+    #[test]
+    fn a_tenants_own_caps_hold() {
+        let capped = TenantLimits {
+            weight: 1.0,
+            max_queue: Some(1),
+            max_inflight: Some(1),
+        };
+        let mut policy = Policy::new(4, 10, 1).with_tenants(HashMap::new(), capped);
+        assert_eq!(decide(&mut policy, 1, 1, "a"), Decision::Admit);
+        assert_eq!(decide(&mut policy, 2, 1, "a"), Decision::Queued); // at its max_inflight
+        assert_eq!(
+            decide(&mut policy, 3, 1, "a"),
+            Decision::Shed(Shed::TenantQueueFull)
+        );
+        assert_eq!(decide(&mut policy, 4, 1, "b"), Decision::Admit); // slots are free for b
+        let (admitted, _) = policy.release("a", 0.0);
+        assert_eq!(admitted[0].id, 2);
     }
 
     #[test]
     fn deadlines_refuse_what_cannot_be_served_in_time() {
         let mut policy = Policy::new(1, 10, 1);
         policy.observe_service_time(0.1);
-        assert_eq!(
-            policy.offer(ticket(1, 1, "", Some(1.0)), 0.0),
-            Decision::Admit
-        );
+        let offer = |policy: &mut Policy, id, deadline| {
+            policy
+                .offer(ticket(id, 1, "", Some(deadline)), 0.0)
+                .decision
+        };
+        assert_eq!(offer(&mut policy, 1, 1.0), Decision::Admit);
         // One ahead of it at most: ~0.1 s of wait; a deadline 50 ms away cannot make it.
-        assert_eq!(
-            policy.offer(ticket(2, 1, "", Some(0.05)), 0.0),
-            Decision::RejectDeadline
-        );
-        assert_eq!(
-            policy.offer(ticket(3, 1, "", Some(0.5)), 0.0),
-            Decision::Queued
-        );
-        assert_eq!(
-            policy.offer(ticket(4, 1, "", Some(0.0)), 0.0),
-            Decision::RejectDeadline
-        );
+        assert_eq!(offer(&mut policy, 2, 0.05), Decision::RejectDeadline);
+        assert_eq!(offer(&mut policy, 3, 0.5), Decision::Queued);
+        assert_eq!(offer(&mut policy, 4, 0.0), Decision::RejectDeadline);
         // By 0.45 s, ticket 3 can no longer finish (0.1 s of service) by 0.5 s: dropped.
-        let (admitted, expired) = policy.release(0.45);
+        let (admitted, expired) = policy.release("", 0.45);
         assert_eq!((admitted.len(), expired[0].id), (0, 3));
         assert!(!policy.remove(9, 1, "") && policy.queued == 0);
     }
@@ -276,12 +550,12 @@ mod tests {
     #[test]
     fn a_caller_that_leaves_is_taken_out() {
         let mut policy = Policy::new(1, 10, 1);
-        policy.offer(ticket(1, 1, "a", None), 0.0);
-        policy.offer(ticket(2, 1, "a", None), 0.0);
-        policy.offer(ticket(3, 1, "b", None), 0.0);
+        decide(&mut policy, 1, 1, "a");
+        decide(&mut policy, 2, 1, "a");
+        decide(&mut policy, 3, 1, "b");
         assert!(policy.remove(2, 1, "a"));
         assert!(!policy.remove(2, 1, "a"));
-        assert_eq!(policy.release(0.0).0[0].id, 3);
+        assert_eq!(policy.release("a", 0.0).0[0].id, 3);
         let (admitted, _) = policy.set_limit(4, 0.0);
         assert!(admitted.is_empty() && policy.queued == 0);
     }
