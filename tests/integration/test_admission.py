@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -183,7 +183,7 @@ async def test_retry_after_is_never_below_the_expected_service_time(triton: Trit
 
 async def _open_loop(
     stub: service_pb2_grpc.GRPCInferenceServiceStub,
-    senders: dict[str, tuple[float, tuple[tuple[str, str], ...]]],
+    senders: Mapping[str, tuple[float, tuple[tuple[str, str], ...]]],
     seconds: float,
     payload: bytes,
 ) -> dict[str, list[Outcome]]:
