@@ -12,8 +12,10 @@ with perf_analyzer (`make perf-analyzer`), a connection per concurrency context.
 rows with perf_analyzer (`loadtest.proxies`): the gateway and nginx `grpc_pass`,
 each against direct Triton; and the rows against the best-configured Triton (`loadtest.tuned_triton`:
 Triton's own response cache, its dynamic batcher): the gateway's cache against Triton's cache, the
-gateway's micro-batching in front of the dynamic batcher against the batcher alone.
-Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
+gateway's micro-batching in front of the dynamic batcher against the batcher alone. The
+flow-control rows (`loadtest.fairness`): a flooding tenant beside a quiet one, four tenants of
+equal demand, the lowest priority class flooding beside the highest, each against Triton's own
+queue policy. Results: a JSON file and a Markdown table in the output folder, with the hardware recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest import BENCH_THREADS
 from loadtest.compare import compare, interleaved
+from loadtest.fairness import fairness_rows
 from loadtest.instructions import instruction_rows
 from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
@@ -123,6 +126,7 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
                 rows.append(overload_row(console, triton.options.grpc_target, gateway, rounds, duration_s))
             finally:
                 gateway.stop()
+        rows += fairness_rows(console, workdir, rounds, duration_s, lambda name: only is None or only in name)
         for name, row in (("sick replica", sick_replica_row), ("sharing a cache", shared_cache_row)):
             if only is None or only in name:
                 rows.append(row(console, workdir, rounds, duration_s))

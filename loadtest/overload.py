@@ -19,7 +19,7 @@ from loadtest.compare import Comparison, interleaved
 from loadtest.runner import Result, run_scenario
 from loadtest.scenario import RequestMix, Scenario, TensorSpec
 
-__all__ = ["DEADLINE_S", "overload_row"]
+__all__ = ["DEADLINE_S", "GATEWAY_FLAGS", "capacity", "drained", "overload_row"]
 
 DEADLINE_S = 0.1
 GATEWAY_FLAGS = ("--max-inflight", "2", "--max-queue", "16")
@@ -32,7 +32,7 @@ def capacity(triton: str, duration_s: float) -> float:
     return asyncio.run(run_scenario(closed, triton)).throughput
 
 
-async def _drained(triton: str, timeout_s: float = 120.0) -> None:
+async def drained(triton: str, timeout_s: float = 120.0) -> None:
     """Wait until Triton has worked off what an earlier run left queued: requests whose callers
     gave up still execute, and would slow the next run down."""
     probe = Scenario(name="probe", concurrency=1, requests=[_HEAVY], duration_s=0.2, warmup_s=0.0, timeout_s=5.0)
@@ -77,7 +77,7 @@ def overload_row(
     console.print(f"[bold]{scenario.name}[/]: capacity {served:.0f}/s, offered {offered:.0f}/s, {rounds} rounds")
 
     async def measure(target: str) -> Result:
-        await _drained(triton)
+        await drained(triton)
         return await run_scenario(scenario, target)
 
     assert gateway.process is not None

@@ -34,6 +34,8 @@ class Payloads:
             bodies = []
             for _ in range(mix.keys):
                 request = service_pb2.ModelInferRequest(model_name=mix.model, model_version=mix.version)
+                for key, value in mix.parameters.items():
+                    request.parameters[key].int64_param = value
                 for name, spec in mix.inputs.items():
                     request.inputs.add(name=name, datatype=spec.datatype, shape=spec.shape)
                     request.raw_input_contents.append(_tensor(spec.datatype, spec.shape, self._rng))

@@ -28,6 +28,8 @@ class RequestMix(_Frozen):
     inputs: dict[str, TensorSpec]
     weight: float = Field(default=1.0, gt=0)
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Request parameters (int64), as Triton reads them: `priority`, `timeout` (µs).
+    parameters: dict[str, int] = Field(default_factory=dict)
     # Distinct inputs drawn Zipf-distributed (exponent `zipf_s`): repeats exercise cache and coalescing.
     keys: int = Field(default=1, ge=1)
     zipf_s: float = Field(default=1.1, gt=1.0)

@@ -110,7 +110,13 @@ pub struct Policy {
     default_tenant: TenantLimits,
     /// Requests under way per tenant (tenants with none are not held).
     running: HashMap<String, usize>,
+    /// When a request of each class last arrived (None: never).
+    last_arrival: Vec<Option<f64>>,
 }
+
+/// How long after a request of a higher class arrived the lower classes leave a slot free for
+/// the next one.
+pub const HIGHER_CLASS_RECENT_S: f64 = 1.0;
 
 /// Whether `tenant` may start another request now.
 fn may_start(
@@ -137,6 +143,7 @@ impl Policy {
             tenants: HashMap::new(),
             default_tenant: TenantLimits::default(),
             running: HashMap::new(),
+            last_arrival: vec![None; priority_levels.max(1)],
         }
     }
 
@@ -218,15 +225,31 @@ impl Policy {
         higher + self.classes[class].ahead(tenant)
     }
 
+    /// The slots a request of `class` may fill: all of them, but one while a higher class has
+    /// had a request lately (so that class's next finds a slot free, not two requests under way
+    /// ahead of it at the upstream; a single slot is never held back).
+    fn slots_for(&self, class: usize, now: f64) -> usize {
+        let higher_lately = self.last_arrival[..class]
+            .iter()
+            .flatten()
+            .any(|at| now - at < HIGHER_CLASS_RECENT_S);
+        match higher_lately && self.limit > 1 {
+            true => self.limit - 1,
+            false => self.limit,
+        }
+    }
+
     pub fn offer(&mut self, ticket: Ticket, now: f64) -> Offered {
         if ticket.deadline.is_some_and(|d| d <= now) {
             return Offered::just(Decision::RejectDeadline);
         }
+        let class = self.class(ticket.priority);
+        self.last_arrival[class] = Some(now);
         let tenant = ticket.tenant.as_str();
         let free = may_start(&self.running, &self.tenants, &self.default_tenant, tenant);
-        // Queued tickets wait only while no slot is free or their tenant is at its own cap: with
-        // a slot free, this one goes unless its tenant is capped too.
-        if self.in_flight < self.limit && free {
+        // Queued tickets wait only while no slot is free for them or their tenant is at its own
+        // cap: with a slot free, this one goes unless its tenant is capped too.
+        if self.in_flight < self.slots_for(class, now) && free {
             self.start(tenant);
             return Offered::just(Decision::Admit);
         }
@@ -237,7 +260,6 @@ impl Policy {
         {
             return Offered::just(Decision::Shed(Shed::TenantQueueFull));
         }
-        let class = self.class(ticket.priority);
         let wait = self.estimated_wait_s(self.ahead(class, tenant));
         if ticket.deadline.is_some_and(|d| now + wait > d) {
             return Offered::just(Decision::RejectDeadline);
@@ -339,10 +361,17 @@ impl Policy {
     pub fn fill(&mut self, now: f64) -> (Vec<Ticket>, Vec<Ticket>) {
         let (mut admitted, mut expired) = (Vec::new(), Vec::new());
         while self.in_flight < self.limit && self.queued > 0 {
+            // A class held back leaves the lower ones held back too: the first classes may go.
+            let open = (0..self.classes.len())
+                .take_while(|class| self.in_flight < self.slots_for(*class, now))
+                .count();
             let (running, tenants, default) = (&self.running, &self.tenants, &self.default_tenant);
             let eligible = |tenant: &str| may_start(running, tenants, default, tenant);
-            let Some(ticket) = self.classes.iter_mut().find_map(|c| c.pop(eligible)) else {
-                break; // every queued tenant is at its own cap
+            let popped = self.classes[..open]
+                .iter_mut()
+                .find_map(|class| class.pop(eligible));
+            let Some(ticket) = popped else {
+                break; // every queued tenant is at its own cap, or its class at its slots
             };
             self.queued -= 1;
             if ticket.deadline.is_some_and(|d| self.latest_start(d) <= now) {
@@ -506,6 +535,25 @@ mod tests {
         );
         let (admitted, _) = policy.release("low", 0.0);
         assert_eq!(admitted[0].id, 10);
+    }
+
+    #[test]
+    fn lower_classes_leave_a_slot_free_while_a_higher_one_is_active() {
+        let mut policy = Policy::new(2, 10, 3);
+        let at = |policy: &mut Policy, id, priority, now| {
+            policy.offer(ticket(id, priority, "", None), now).decision
+        };
+        assert_eq!(at(&mut policy, 1, 3, 0.0), Decision::Admit);
+        assert_eq!(at(&mut policy, 2, 3, 0.0), Decision::Admit); // no higher class seen: both
+        assert_eq!(at(&mut policy, 3, 1, 0.1), Decision::Queued);
+        assert_eq!(policy.release("", 0.2).0[0].id, 3);
+        // The highest class is active: the lowest may fill one slot of two, not both.
+        assert_eq!(at(&mut policy, 4, 3, 0.3), Decision::Queued);
+        policy.release("", 0.4); // the highest's request ends; ticket 2 still under way
+        assert_eq!(policy.in_flight, 1);
+        assert_eq!(policy.release("", 0.5).0[0].id, 4);
+        // A second after the highest class was last seen, the lowest has both slots again.
+        assert_eq!(at(&mut policy, 5, 3, 1.2), Decision::Admit);
     }
 
     #[test]
