@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import grpc
@@ -53,7 +53,7 @@ def _pool_stats(gateway: GatewayProcess) -> apb.PoolStats:
         return stub.GetPoolStats(apb.GetPoolStatsRequest(), metadata=AUTH, timeout=5).pools[0]
 
 
-def _limited(triton: TritonCli, tmp_path: Path, inflight: int, queue: int) -> Iterator[GatewayProcess]:
+def _limited(triton: TritonCli, tmp_path: Path, inflight: int, queue: int) -> Generator[GatewayProcess]:
     args = ["--upstream", triton.address, "--max-inflight", str(inflight), "--max-queue", str(queue)]
     with running_gateway([*args, "--admin-port", "0", "--admin-token", TOKEN], tmp_path / "gateway.log") as gateway:
         yield gateway
@@ -200,46 +200,60 @@ async def _open_loop(
     return dict(zip(senders, results, strict=True))
 
 
-async def test_a_flood_never_sheds_a_tenant_under_its_share(triton: TritonCli, tmp_path: Path) -> None:
-    """Capacity ~50/s (one in flight, 20 ms each), queue of 8. Tenant `flood` sends 3x capacity,
-    `quiet` a quarter of it: every one of quiet's requests is served (the queue full of flood's
-    pushes flood's newest out, not quiet's arrival); flood's excess is shed for being over its
-    share, and the pool's statistics say so per tenant."""
-    for gateway in _limited(triton, tmp_path, inflight=1, queue=8):
-        async with grpc.aio.insecure_channel(gateway.address) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            senders = {"flood": (150.0, (("x-tenant", "flood"),)), "quiet": (12.0, (("x-tenant", "quiet"),))}
-            outcomes = await _open_loop(stub, senders, 2.0, _slow(20.0))
-        quiet = Counter(code for code, *_ in outcomes["quiet"])
-        flood = Counter(code for code, *_ in outcomes["flood"])
-        assert quiet == Counter(OK=24), quiet
-        assert flood["RESOURCE_EXHAUSTED"] > 0 and flood["OK"] > 0, flood
-        details = {d for code, _, d, _ in outcomes["flood"] if code == "RESOURCE_EXHAUSTED"}
-        assert all("tenant over its share" in d for d in details), details
-        stats = _pool_stats(gateway)
-        tenants = {share.tenant: share for share in stats.tenants}
-        assert tenants["quiet"].admitted == 24 and tenants["quiet"].shed == 0
-        assert tenants["flood"].shed == flood["RESOURCE_EXHAUSTED"]
-        assert tenants["flood"].shed_by_reason["tenant over its share"] == flood["RESOURCE_EXHAUSTED"]
-        assert stats.shed_by_reason["tenant over its share"] == stats.shed
+async def _floods(
+    address: str, senders: Mapping[str, tuple[float, tuple[tuple[str, str], ...]]]
+) -> dict[str, list[Outcome]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return await _open_loop(stub, senders, 2.0, _slow(20.0))
 
 
-async def test_a_flood_of_the_lowest_class_never_keeps_the_highest_out(triton: TritonCli, tmp_path: Path) -> None:
+def _flooded(
+    triton: TritonCli, tmp_path: Path, senders: Mapping[str, tuple[float, tuple[tuple[str, str], ...]]]
+) -> tuple[dict[str, list[Outcome]], apb.PoolStats]:
+    """The senders for 2 s through a gateway of capacity ~50/s (one in flight, 20 ms each) and a
+    queue of 8: their outcomes, and the pool's statistics after."""
+    gateways = _limited(triton, tmp_path, inflight=1, queue=8)
+    try:
+        gateway = next(gateways)
+        return asyncio.run(_floods(gateway.address, senders)), _pool_stats(gateway)
+    finally:
+        gateways.close()
+
+
+def _codes(outcomes: list[Outcome]) -> Counter[str]:
+    return Counter(code for code, *_ in outcomes)
+
+
+def test_a_flood_never_sheds_a_tenant_under_its_share(triton: TritonCli, tmp_path: Path) -> None:
+    """Tenant `flood` sends 3x capacity, `quiet` a quarter of it: every one of quiet's requests is
+    served (the queue full of flood's pushes flood's newest out, not quiet's arrival); flood's
+    excess is shed for being over its share, and the pool's statistics say so per tenant."""
+    senders = {"flood": (150.0, (("x-tenant", "flood"),)), "quiet": (12.0, (("x-tenant", "quiet"),))}
+    outcomes, stats = _flooded(triton, tmp_path, senders)
+    quiet, flood = _codes(outcomes["quiet"]), _codes(outcomes["flood"])
+    assert quiet == Counter(OK=24), quiet
+    assert flood["RESOURCE_EXHAUSTED"] > 0 and flood["OK"] > 0, flood
+    details = {d for code, _, d, _ in outcomes["flood"] if code == "RESOURCE_EXHAUSTED"}
+    assert all("tenant over its share" in d for d in details), details
+    tenants = {share.tenant: share for share in stats.tenants}
+    assert tenants["quiet"].admitted == 24 and tenants["quiet"].shed == 0
+    assert tenants["flood"].shed == flood["RESOURCE_EXHAUSTED"]
+    assert tenants["flood"].shed_by_reason["tenant over its share"] == flood["RESOURCE_EXHAUSTED"]
+    assert stats.shed_by_reason["tenant over its share"] == stats.shed
+
+
+def test_a_flood_of_the_lowest_class_never_keeps_the_highest_out(triton: TritonCli, tmp_path: Path) -> None:
     """The lowest class floods at 3x capacity, the highest sends a fifth of it: none of the
     highest class's requests is shed (they push the lowest's out of the full queue), and each
     waits behind no queued request of the lowest class."""
-    for gateway in _limited(triton, tmp_path, inflight=1, queue=8):
-        async with grpc.aio.insecure_channel(gateway.address) as channel:
-            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            senders = {"low": (150.0, (("x-priority", "3"),)), "high": (10.0, (("x-priority", "1"),))}
-            outcomes = await _open_loop(stub, senders, 2.0, _slow(20.0))
-        high = Counter(code for code, *_ in outcomes["high"])
-        low = Counter(code for code, *_ in outcomes["low"])
-        assert high == Counter(OK=20), high
-        assert low["RESOURCE_EXHAUSTED"] > 0, low
-        stats = _pool_stats(gateway)
-        classes = {share.priority: share for share in stats.classes}
-        assert classes[1].admitted == 20 and classes[1].shed == 0
-        assert classes[3].shed_by_reason["displaced by a higher priority"] > 0
-        # The highest class waits at most for the request under way and those of its own class.
-        assert classes[1].queue_wait_p99_ms < classes[3].queue_wait_p99_ms
+    senders = {"low": (150.0, (("x-priority", "3"),)), "high": (10.0, (("x-priority", "1"),))}
+    outcomes, stats = _flooded(triton, tmp_path, senders)
+    high, low = _codes(outcomes["high"]), _codes(outcomes["low"])
+    assert high == Counter(OK=20), high
+    assert low["RESOURCE_EXHAUSTED"] > 0, low
+    classes = {share.priority: share for share in stats.classes}
+    assert classes[1].admitted == 20 and classes[1].shed == 0
+    assert classes[3].shed_by_reason["displaced by a higher priority"] > 0
+    # The highest class waits at most for the request under way and those of its own class.
+    assert classes[1].queue_wait_p99_ms < classes[3].queue_wait_p99_ms

@@ -9,6 +9,7 @@
 //! answer has been sent.
 
 pub mod adaptive;
+mod config;
 pub mod fair;
 pub mod policy;
 #[cfg(test)]
@@ -20,79 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::protocol::error::GatewayError;
-use crate::protocol::messages::{ModelInferRequest, ParameterChoice};
 use crate::traces::otlp::Value;
 use crate::traces::ChildSpan;
 use adaptive::GradientLimit;
-use policy::{Decision, Policy, Shed, TenantLimits, Ticket};
+pub use config::{AdaptiveConfig, AdmissionConfig};
+use policy::{Decision, Policy, Shed, Ticket};
 use tally::Tally;
-
-/// The `admission` section: priority classes and tenants.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct AdmissionConfig {
-    pub priority_levels: usize,
-    pub default_priority: usize,
-    pub priority_header: String,
-    pub tenant_header: String,
-    /// Named tenants' weights and caps; any other tenant has `default_tenant`'s.
-    pub tenants: HashMap<String, TenantLimits>,
-    pub default_tenant: TenantLimits,
-    /// Tenants counted apart in the statistics (named ones first); the rest as "other".
-    pub max_tenants: usize,
-}
-
-impl Default for AdmissionConfig {
-    fn default() -> Self {
-        AdmissionConfig {
-            priority_levels: 3,
-            default_priority: 2,
-            priority_header: "x-priority".into(),
-            tenant_header: "x-tenant".into(),
-            tenants: HashMap::new(),
-            default_tenant: TenantLimits::default(),
-            max_tenants: 100,
-        }
-    }
-}
-
-impl AdmissionConfig {
-    /// From the priority header, else the request's `priority` parameter (Triton's: 1 is the
-    /// highest, 0 the default); out of range values are clamped to the configured levels.
-    pub fn priority(&self, header: Option<&str>, request: &ModelInferRequest) -> usize {
-        let value: i64 = match header {
-            Some(given) => given.trim().parse().unwrap_or(0),
-            None => match request
-                .parameters
-                .get("priority")
-                .and_then(|p| p.choice.as_ref())
-            {
-                Some(ParameterChoice::Int64(v)) => *v,
-                Some(ParameterChoice::Uint64(v)) => i64::try_from(*v).unwrap_or(i64::MAX),
-                Some(ParameterChoice::Double(v)) => *v as i64,
-                Some(ParameterChoice::String(v)) => v.trim().parse().unwrap_or(0),
-                _ => 0,
-            },
-        };
-        if value <= 0 {
-            self.default_priority
-        } else {
-            usize::try_from(value).map_or(self.priority_levels, |v| v.min(self.priority_levels))
-        }
-    }
-}
-
-/// A pool's limits (`pools.*.max_inflight`, `max_queue`, `adaptive`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct AdaptiveConfig {
-    pub min_limit: usize,
-    pub max_limit: usize,
-    pub window: usize,
-}
 
 /// What a queued caller is told: go (a slot is its), or it was pushed out of the queue. A
 /// caller whose sender is dropped untold was dropped for its deadline.
@@ -435,118 +372,5 @@ fn retry_after_ms(policy: &Policy, tenant: &str) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn waits_for_a_slot_sheds_when_full_and_passes_on_a_leavers_slot() {
-        let admission = Arc::new(Admission::new("p", 1, 1, None, &AdmissionConfig::default()));
-        let (first, _) = admission.slot(2, "", None).await.unwrap();
-        let queued = {
-            let admission = admission.clone();
-            tokio::spawn(async move { admission.slot(2, "", None).await.map(|(_, w)| w) })
-        };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let shed = admission.slot(2, "", None).await.err().unwrap();
-        assert!(
-            matches!(shed, GatewayError::Overloaded { retry_after_ms, .. } if retry_after_ms >= 1)
-        );
-        drop(first);
-        assert!(queued.await.unwrap().unwrap() >= Duration::from_millis(15));
-        // A caller that leaves the queue is taken out; the next one gets the slot.
-        let (held, _) = admission.slot(2, "", None).await.unwrap();
-        let leaver = {
-            let admission = admission.clone();
-            tokio::spawn(async move { admission.slot(2, "", None).await.map(|_| ()) })
-        };
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        leaver.abort();
-        let _ = leaver.await;
-        assert_eq!(admission.cancelled.load(Ordering::Relaxed), 1);
-        drop(held);
-        let deadline = Some(Instant::now() + Duration::from_secs(1));
-        assert!(admission.slot(2, "", deadline).await.is_ok());
-        let stats = admission.stats();
-        assert_eq!(
-            (stats["in_flight"].as_u64(), stats["queued"].as_u64()),
-            (Some(0), Some(0))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_quiet_tenant_pushes_the_floods_newest_out_of_a_full_queue() {
-        let admission = Arc::new(Admission::new("p", 1, 2, None, &AdmissionConfig::default()));
-        let (held, _) = admission.slot(2, "flood", None).await.unwrap();
-        let wait = |tenant: &'static str| {
-            let admission = admission.clone();
-            tokio::spawn(async move { admission.slot(2, tenant, None).await.map(|_| ()) })
-        };
-        let (first, newest) = (wait("flood"), wait("flood"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let quiet = wait("quiet");
-        let pushed_out = newest.await.unwrap().err().unwrap();
-        assert!(
-            matches!(&pushed_out, GatewayError::Overloaded { message, .. } if message.contains("tenant over its share")),
-            "{pushed_out:?}"
-        );
-        drop(held);
-        first.await.unwrap().unwrap();
-        quiet.await.unwrap().unwrap();
-        let stats = admission.stats();
-        assert_eq!(stats["shed_by_reason"]["tenant over its share"], 1);
-        let flood = &stats["tenants"].as_array().unwrap()[0];
-        assert_eq!(
-            (flood["tenant"].as_str(), flood["shed"].as_u64()),
-            (Some("flood"), Some(1))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_queued_request_leaves_when_it_can_no_longer_be_served_in_time() {
-        let admission = Arc::new(Admission::new(
-            "p",
-            1,
-            10,
-            None,
-            &AdmissionConfig::default(),
-        ));
-        // Requests take 100 ms: one waiting behind the one served expects 200 ms, so with 300 ms
-        // to its deadline it is queued, and it leaves once 100 ms (and a margin) are all that is
-        // left, well before its deadline (a wide margin: tests share the machine's cores).
-        locked(&admission.inner).policy.service_time_s = 0.1;
-        let held = admission.slot(2, "", None).await.unwrap();
-        let started = Instant::now();
-        let error = admission
-            .slot(2, "", Some(started + Duration::from_millis(300)))
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            matches!(error, GatewayError::DeadlineExceeded(ref m) if m.contains("ms in the queue")),
-            "{error:?}"
-        );
-        let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_millis(150) && waited < Duration::from_millis(280),
-            "{waited:?}"
-        );
-        drop(held);
-    }
-
-    #[test]
-    fn priorities_come_from_the_header_then_the_parameter() {
-        let config = AdmissionConfig::default();
-        let mut request = ModelInferRequest::default();
-        assert_eq!(config.priority(None, &request), 2);
-        assert_eq!(config.priority(Some("1"), &request), 1);
-        assert_eq!(config.priority(Some("9"), &request), 3);
-        assert_eq!(config.priority(Some("x"), &request), 2);
-        request.parameters.insert(
-            "priority".into(),
-            crate::protocol::messages::InferParameter {
-                choice: Some(ParameterChoice::Uint64(1)),
-            },
-        );
-        assert_eq!(config.priority(None, &request), 1);
-    }
-}
+#[path = "slot_tests.rs"]
+mod tests;
