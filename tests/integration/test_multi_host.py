@@ -229,6 +229,7 @@ def test_a_triton_host_partitioned_under_load_is_ejected_and_its_share_moves(bed
         assert ejected < 10, _endpoint(gateway, cut)
         time.sleep(2)
         moved = [now - then for now, then in zip(_served(others), before, strict=True)]
+        at_move = _pool(gateway)
         bed.net.heal(cut)
         back = until(lambda: _endpoint(gateway, cut).ready and not _endpoint(gateway, cut).ejected, 20)
         assert back < 20, _endpoint(gateway, cut)
@@ -238,7 +239,7 @@ def test_a_triton_host_partitioned_under_load_is_ejected_and_its_share_moves(bed
     after = _pool(gateway)
     denied = after.retries_denied - pool_before.retries_denied
     hedges = after.hedges - pool_before.hedges
-    assert all(m > 0 for m in moved), moved  # the others carried the cut host's share
+    assert all(m > 0 for m in moved), (moved, at_move)  # the others carried the cut host's share
     # Requests caught on the cut host are hedged elsewhere while the budget allows; those whose
     # hedge it refused wait for that host (and fail when its connection breaks): no more fail.
     assert len(load.failed) <= denied, (load.failed[:5], denied)

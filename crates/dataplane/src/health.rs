@@ -66,7 +66,13 @@ impl Default for Health {
     }
 }
 
-async fn ready(endpoint: &Endpoint, method: &str, request: Vec<u8>, timeout: Duration) -> bool {
+/// The server's answer (None: no answer within `timeout`, or the call failed).
+async fn answer(
+    endpoint: &Endpoint,
+    method: &str,
+    request: Vec<u8>,
+    timeout: Duration,
+) -> Option<bool> {
     let deadline = Instant::now() + timeout;
     let body = crate::protocol::body::message(&request.into());
     let probe = async {
@@ -78,12 +84,18 @@ async fn ready(endpoint: &Endpoint, method: &str, request: Vec<u8>, timeout: Dur
         let answer: Bytes = collect(response).await.ok()?;
         Flag::decode(answer).ok().map(|f| f.value)
     };
-    matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+    tokio::time::timeout(timeout, probe).await.ok().flatten()
 }
 
 async fn probe(endpoint: Arc<Endpoint>, models: Vec<ModelKey>, timeout: Duration) {
     let was = endpoint.ready.load(Ordering::Relaxed);
-    let now = ready(&endpoint, "ServerReady", Vec::new(), timeout).await;
+    let answered = answer(&endpoint, "ServerReady", Vec::new(), timeout).await;
+    if answered.is_none() {
+        // No answer at all: the connection may be dead (the host cut off), with calls waiting
+        // on it. A ping tells; without a pong it is closed and its calls go elsewhere.
+        endpoint.channel.check();
+    }
+    let now = answered == Some(true);
     if now != was {
         eprintln!(
             "gateway core: endpoint {} is {}",
@@ -100,7 +112,7 @@ async fn probe(endpoint: Arc<Endpoint>, models: Vec<ModelKey>, timeout: Duration
                 version: version.clone(),
             }
             .encode_to_vec();
-            if !ready(&endpoint, "ModelReady", request, timeout).await {
+            if answer(&endpoint, "ModelReady", request, timeout).await != Some(true) {
                 unready.insert((name, version));
             }
         }

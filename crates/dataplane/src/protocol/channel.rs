@@ -14,6 +14,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 
 use crate::protocol::body::BoxBody;
@@ -42,6 +43,8 @@ struct Live {
     closed: Arc<AtomicBool>,
     /// Calls whose answers are being read on it.
     open: Arc<AtomicUsize>,
+    /// Asks the connection's task to ping its server now (`Channel::check`).
+    check: Arc<Notify>,
 }
 
 /// How often a connection with calls under way pings its server, and how long it waits for the
@@ -50,6 +53,9 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the connection's task looks whether it should ping.
 const KEEPALIVE_TICK: Duration = Duration::from_secs(1);
+/// How long a ping asked for by `Channel::check` waits for its answer. A server that is only slow
+/// answers pings at once (its HTTP/2 layer does, whatever its models are doing).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An HTTP/2 client connection over `io`, driven by a task of its own until it closes.
 async fn handshake<I>(io: I) -> Result<Live, String>
@@ -77,21 +83,36 @@ where
         sender,
         closed: Arc::new(AtomicBool::new(false)),
         open: Arc::new(AtomicUsize::new(0)),
+        check: Arc::new(Notify::new()),
     };
-    let (closed, open) = (live.closed.clone(), live.open.clone());
+    let (closed, open, check) = (live.closed.clone(), live.open.clone(), live.check.clone());
     let mut pings = connection.ping_pong();
     tokio::spawn(async move {
         // Pings only while calls are under way (gRPC servers refuse too many on an idle
         // connection): every KEEPALIVE while busy, and at once when a call starts on one that
-        // sat idle that long (it may have died silently meanwhile).
+        // sat idle that long (it may have died silently meanwhile); and whenever asked to (the
+        // endpoint's health probe got no answer), with a short wait: a connection whose server
+        // is cut off is closed then, so its calls fail (and are retried elsewhere) instead of
+        // waiting for their deadlines.
         let keepalive = async {
             let Some(pings) = pings.as_mut() else {
                 return std::future::pending().await;
             };
             let (mut pinged, mut idle_since) = (Instant::now(), Some(Instant::now()));
             loop {
-                tokio::time::sleep(KEEPALIVE_TICK).await;
+                let asked = tokio::select! {
+                    () = tokio::time::sleep(KEEPALIVE_TICK) => false,
+                    () = check.notified() => true,
+                };
                 let now = Instant::now();
+                if asked {
+                    pinged = now;
+                    let pong = tokio::time::timeout(CHECK_TIMEOUT, pings.ping(h2::Ping::opaque()));
+                    if !matches!(pong.await, Ok(Ok(_))) {
+                        return;
+                    }
+                    continue;
+                }
                 if open.load(Ordering::Relaxed) == 0 {
                     idle_since.get_or_insert(now);
                     continue;
@@ -161,6 +182,14 @@ impl Channel {
             tls,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Has the connection (when there is one) ping its server now, and close when no answer
+    /// comes within `CHECK_TIMEOUT`: for an endpoint whose health probe got no answer.
+    pub fn check(&self) {
+        if let Some(live) = self.live() {
+            live.check.notify_one();
         }
     }
 
@@ -249,6 +278,7 @@ impl Channel {
                 sender,
                 closed,
                 open,
+                ..
             } = live;
             // A call that cannot start leaves the connection for dead (its server went away,
             // the socket broke, its stream ids ran out): closed now, the next call opens a new
