@@ -97,7 +97,7 @@ $(PERF_ANALYZER_DIR)/.installed: $(UV) deploy/tools/perf-analyzer-requirements.t
 	  -r deploy/tools/perf-analyzer-requirements.txt
 	touch $@
 
-demo: venv triton-venv
+demo: venv triton-venv redis
 	$(BIN)/gateway demo
 
 # The admin API's generated code is committed; proto-check fails when it is stale.

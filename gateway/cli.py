@@ -204,6 +204,67 @@ def batch(
     sys.exit(0 if summary.failed == 0 else 1)
 
 
+@app.command()
+def stream(
+    model: Annotated[str, typer.Option(help="The model every entry is predicted by.")],
+    input: Annotated[str, typer.Option("--input", help="The Redis Stream read (in a consumer group).")],
+    output: Annotated[str, typer.Option(help="The Redis Stream the predictions are written to.")],
+    redis: Annotated[str, typer.Option(help="The Redis holding the streams.")] = "redis://127.0.0.1:6379/0",
+    dead_letter: Annotated[str, typer.Option(help="Where entries that fail for good go; default INPUT:dead.")] = "",
+    group: Annotated[str, typer.Option(help="The consumer group; start more consumers to share the work.")] = "gateway",
+    consumer: Annotated[str, typer.Option(help="This consumer's name in the group; default HOST-PID.")] = "",
+    target: Annotated[str, typer.Option(help="The gateway (or a v2 server) HOST:PORT.")] = "127.0.0.1:8001",
+    version: Annotated[str, typer.Option(help="Model version; empty: the server's choice.")] = "",
+    priority: Annotated[str, typer.Option(help="x-priority sent; empty: the gateway's default class.")] = "",
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    block: Annotated[int, typer.Option(min=1, help="Entries read at once.")] = 256,
+    rows_per_request: Annotated[
+        int | None, typer.Option(min=1, help="Entries sent as one request (default: the model's max_batch_size).")
+    ] = None,
+    claim_idle_ms: Annotated[
+        int, typer.Option(min=1, help="Entries pending this long with a consumer (one that died) are claimed.")
+    ] = 30_000,
+    field: Annotated[str, typer.Option(help="The field holding the named tensors as JSON.")] = "inputs",
+    raw: Annotated[
+        list[str] | None,
+        typer.Option(help="Inputs as raw little-endian bytes in a field of their name: NAME:DATATYPE:SHAPE (repeat)."),
+    ] = None,
+    raw_outputs: Annotated[
+        bool, typer.Option(help="Outputs as raw bytes, a field each (else JSON in `outputs`).")
+    ] = False,
+    max_retry_s: Annotated[
+        float, typer.Option(min=0, help="Shed or unavailable requests are retried, backing off, within this.")
+    ] = 300.0,
+    from_start: Annotated[bool, typer.Option(help="A new group reads the stream from its start, not its end.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+) -> None:
+    """Predict a Redis Stream as it arrives: each entry's prediction written to OUTPUT and the entry
+    acknowledged in one step (none lost, none answered twice); failures for good to the dead-letter
+    stream. Runs until SIGTERM or Ctrl-C."""
+    import asyncio
+    import dataclasses
+
+    from gateway.stream.consumer import ModelError, StreamOptions, run_until_signalled
+    from gateway.stream.entries import parse_raw
+
+    try:
+        specs = tuple(parse_raw(text) for text in raw or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    options = StreamOptions(model=model, input=input, output=output, redis_url=redis, dead_letter=dead_letter,
+                            group=group, target=target, version=version, priority=priority, concurrency=concurrency,
+                            block=block, rows_per_request=rows_per_request, claim_idle_ms=claim_idle_ms, field=field,
+                            raw=specs, raw_outputs=raw_outputs, max_retry_s=max_retry_s, from_start=from_start,
+                            metrics_port=metrics_port)  # fmt: skip
+    if consumer:
+        options = dataclasses.replace(options, consumer=consumer)
+    try:
+        asyncio.run(run_until_signalled(options, show_progress=sys.stderr.isatty()))
+    except ModelError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
 # The load generator's commands, also `gateway-bench run|suite|soak` (they need the bench extra).
 app.command("loadtest")(bench_cli.run)
 app.command("bench")(bench_cli.suite)

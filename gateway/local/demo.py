@@ -1,5 +1,6 @@
 """`make demo`: a real Triton, the gateway in front of it, one request per model (a table), then
-the gateway rolling a new classifier out by itself, and a broken one back (`demo_rollout`)."""
+the gateway rolling a new classifier out by itself, and a broken one back (`demo_rollout`), then
+a Redis Stream predicted as it arrives (`demo_stream`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rich.table import Table
 from tritonclient.utils import InferenceServerException
 
 from gateway.local.demo_rollout import DEMO_TOKEN, demo_route, tell_the_rollout_story
+from gateway.local.demo_stream import tell_the_streaming_story
 from gateway.local.processes import GatewayProcess, free_port
 from gateway.local.samples import Sample, infer_inputs, samples
 from gateway.local.triton import TritonOptions, TritonProcess
@@ -113,7 +115,8 @@ def run_demo() -> int:
         console.print(table)
         console.print(f"Server metadata through the gateway: {metadata.name} {metadata.version}")
         told = tell_the_rollout_story(console, address, gateway.admin_address)
+        streamed = tell_the_streaming_story(console, address, workdir)
         console.print(f"took {time.monotonic() - started:.0f}s; the audit trail is in {workdir / 'audit.jsonl'}")
-        return 0 if ok and told else 1
+        return 0 if ok and told and streamed else 1
     finally:
         console.print(f"gateway exit code {gateway.stop()}, triton exit code {triton.stop()}")

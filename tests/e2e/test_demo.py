@@ -1,5 +1,6 @@
 """`gateway demo` (what `make demo` runs) shows real Triton answers through the gateway, then a
-rollout the gateway drives to promotion and a broken candidate it rolls back by itself."""
+rollout the gateway drives to promotion and a broken candidate it rolls back by itself, then a
+Redis Stream predicted as it arrives."""
 
 from __future__ import annotations
 
@@ -21,3 +22,4 @@ def test_demo_runs_every_model_through_the_gateway() -> None:
     assert "Promoting → Succeeded: promoted" in out
     assert "Canary → RolledBack: gate errors failed" in out
     assert "v2 promoted: yes; broken build rolled back by its errors gate: yes; audit chain verified: yes" in out
+    assert "600 readings, 600 predictions, 0 dead letters" in out

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from gateway.batch.calls import CallOptions, rows_per_request, several
 from gateway.batch.merge import merge, merge_key, split
 from gateway.batch.records import Record
-from gateway.batch.runner import BatchOptions, _several, rows_per_request
 
 
 def _request(rows: np.ndarray, name: str = "INPUT0") -> pb.ModelInferRequest:
@@ -48,14 +47,11 @@ def test_the_answer_is_cut_back_one_row_per_record_or_not_at_all() -> None:
     assert split(_response({"SUMMARY": np.zeros((1, 10))}), 3) is None  # not one row per record
 
 
-def test_rows_per_request_follow_the_model_and_the_byte_budget(tmp_path: Path) -> None:
-    options = BatchOptions(model="m", input=tmp_path / "in.npz", output=tmp_path / "out.jsonl")
-    assert rows_per_request(options, 0, 256) == 1  # no batch dimension
-    assert rows_per_request(options, 32, 256) == 32  # the model's max by default
-    asked = BatchOptions(model="m", input=options.input, output=options.output, rows_per_request=100)
-    assert rows_per_request(asked, 32, 256) == 32  # never past the model's max
-    budget = BatchOptions(model="m", input=options.input, output=options.output, max_request_bytes=1024)
-    assert rows_per_request(budget, 32, 256) == 4 and rows_per_request(budget, 32, 4096) == 1
+def test_rows_per_request_follow_the_model_and_the_byte_budget() -> None:
+    assert rows_per_request(None, 4 << 20, 0, 256) == 1  # no batch dimension
+    assert rows_per_request(None, 4 << 20, 32, 256) == 32  # the model's max by default
+    assert rows_per_request(100, 4 << 20, 32, 256) == 32  # never past the model's max
+    assert rows_per_request(None, 1024, 32, 256) == 4 and rows_per_request(None, 1024, 32, 4096) == 1
 
 
 class _Server:
@@ -74,12 +70,12 @@ class _Server:
         return _response({"LOGITS": rows})
 
 
-def test_a_merged_request_that_fails_is_sent_again_record_by_record(tmp_path: Path) -> None:
-    options = BatchOptions(model="m", input=tmp_path / "in.npz", output=tmp_path / "out.jsonl", max_retry_s=0)
+def test_a_merged_request_that_fails_is_sent_again_record_by_record() -> None:
+    options = CallOptions(model="m", max_retry_s=0)
     values = [1.0, -1.0, 3.0, 4.0]
     records = [Record(i, f"r{i}", {"INPUT0": [v, v]}) for i, v in enumerate(values)]
     server = _Server()
-    results = asyncio.run(_several(server, options, records, {"INPUT0": ("FP32", [-1, 2])}))
+    results = asyncio.run(several(server, options, records, {"INPUT0": ("FP32", [-1, 2])}))
     assert server.rows_sent == [4, 1, 1, 1, 1]  # together first, then alone
     assert [(r.custom_id, ok) for r, ok, _ in results] == [("r0", True), ("r1", False), ("r2", True), ("r3", True)]
     assert results[2][2]["outputs"]["LOGITS"] == [3.0, 3.0] and results[1][2]["code"] == "INVALID_ARGUMENT"
@@ -97,10 +93,10 @@ class _Down:
                                    details="connection refused", debug_error_string="")  # fmt: skip
 
 
-def test_a_merged_request_past_its_retries_fails_its_records_without_sending_each_again(tmp_path: Path) -> None:
-    options = BatchOptions(model="m", input=tmp_path / "in.npz", output=tmp_path / "out.jsonl", max_retry_s=0)
+def test_a_merged_request_past_its_retries_fails_its_records_without_sending_each_again() -> None:
+    options = CallOptions(model="m", max_retry_s=0)
     records = [Record(i, f"r{i}", {"INPUT0": [1.0, 2.0]}) for i in range(3)]
     server = _Down()
-    results = asyncio.run(_several(server, options, records, {"INPUT0": ("FP32", [-1, 2])}))
+    results = asyncio.run(several(server, options, records, {"INPUT0": ("FP32", [-1, 2])}))
     assert server.rows_sent == [3]  # one budget for the request, not one more per record
     assert [(ok, line["code"]) for _, ok, line in results] == [(False, "UNAVAILABLE")] * 3
