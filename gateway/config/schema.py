@@ -379,12 +379,33 @@ class DriftConfig(_Frozen):
     webhook: DriftWebhookConfig | None = None
 
 
+class NewVersionConfig(_Frozen):
+    """A rollout started by itself when a routed model's pool holds a newer version than any of
+    the route's variants (which must pin numeric versions): the version joins the route as `v<N>`
+    at weight 0 and is rolled out against the variant with the most weight."""
+
+    spec: dict[str, Any] = Field(default_factory=dict)  # steps, interval_s, gates, webhooks, ... (as `rollout.yaml`)
+    models: list[str] = Field(default_factory=list)  # the routes watched; empty: every route
+    poll_s: float = Field(default=10.0, gt=0)  # how often the pools' repository indexes are read
+
+    @model_validator(mode="after")
+    def _spec_valid(self) -> NewVersionConfig:
+        from gateway.rollout.spec import RolloutSpec  # the rollout's own validation and messages
+
+        named = {"model", "candidate", "baseline"} & set(self.spec)
+        if named:
+            raise ValueError(f"spec: {sorted(named)} are found by the gateway, not given")
+        RolloutSpec.model_validate(self.spec | {"model": "m", "candidate": "new", "baseline": "old"})
+        return self
+
+
 class RolloutsConfig(_Frozen):
     """The rollout controller. With `shared.redis_url`, state lives in Redis and one replica leads."""
 
     state_file: Path | None = None  # without Redis: where state survives a restart; none: memory only
     tick_s: float = Field(default=1.0, gt=0, le=60)  # how often windows are looked at
     lease_s: float = Field(default=10.0, gt=0)  # a leader that stops renewing is replaced after this
+    on_new_version: NewVersionConfig | None = None  # off unless given
 
 
 class ShadowConfig(_Frozen):

@@ -5,6 +5,7 @@ makes, whoever makes it) and the rollout controller, assembled once and run on t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -13,6 +14,7 @@ from gateway.admin.convert import route_to_proto
 from gateway.audit import AuditTrail, current_actor
 from gateway.config.schema import GatewayConfig
 from gateway.rollout.controller import Quality, RolloutController, Totals
+from gateway.rollout.new_versions import NewVersionWatcher
 from gateway.rollout.persistence import FileStates, RedisStates, RolloutStates
 from gateway.rollout.shadow_stats import ShadowStats
 from gateway.routes import Route, RouteEvent, RouteStore
@@ -33,7 +35,7 @@ def _route(route: Route | None) -> dict[str, Any] | None:
 class ControlLoop:
     def __init__(
         self, config: GatewayConfig, store: RouteStore, totals: Totals, shadows: ShadowStats,
-        quality: Quality | None = None,
+        quality: Quality | None = None, index: Callable[[], str] | None = None,
     ) -> None:  # fmt: skip
         shared = config.shared
         self.audit = AuditTrail(config.audit.path, shared.redis_url, shared.namespace, config.audit.memory_records)
@@ -47,6 +49,14 @@ class ControlLoop:
         )
         self._unsubscribe = store.subscribe(self._on_route_change)
         self._task: asyncio.Task[None] | None = None
+        watch = config.rollouts.on_new_version
+        # `index`: the pools' repository indexes (the core's), when new versions are watched for.
+        self.new_versions = (
+            NewVersionWatcher(store, self.rollouts, index, watch.spec, watch.models, watch.poll_s)
+            if watch is not None and index is not None
+            else None
+        )
+        self._watching: asyncio.Task[None] | None = None
 
     def _on_route_change(self, event: RouteEvent) -> None:
         if event.kind == "remote":  # another replica's change: it recorded it
@@ -57,9 +67,14 @@ class ControlLoop:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.rollouts.run())
+        if self.new_versions is not None:
+            self._watching = asyncio.create_task(self.new_versions.run())
 
     async def stop(self) -> None:
         self._unsubscribe()
+        if self.new_versions is not None and self._watching is not None:
+            self.new_versions.stop()
+            await asyncio.wait([self._watching], timeout=5.0)
         self.rollouts.stop()
         if self._task is not None:
             done, _ = await asyncio.wait([self._task], timeout=3.0)  # the round under way finishes

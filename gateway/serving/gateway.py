@@ -92,7 +92,8 @@ class Gateway:
         )
         self.shadow_stats = CoreShadowStats(self.core)
         quality = self.feedback.totals if self.feedback else None
-        self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats, quality)
+        self.loop = ControlLoop(config, self.store, self._variant_totals, self.shadow_stats, quality,
+                                index=lambda: self.core.repository_index(5.0))  # fmt: skip
         self.drift = Drift(config, self._main_variant, self.loop.audit) if config.drift.enabled else None
         sinks = [sink.consume for sink in (self.feedback, self.drift) if sink is not None]
         self.observations = ObservationReader(self.core.next_observations, sinks) if sinks else None

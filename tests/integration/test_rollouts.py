@@ -30,7 +30,7 @@ from gateway.local.processes import GatewayProcess
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway, running_redis
-from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics
+from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics, until
 
 GATEWAYCTL = str(Path(sys.executable).parent / "gatewayctl")  # the installed console script
 OPS_TOKEN = "ops-team-token-1"
@@ -607,3 +607,39 @@ def test_a_pipeline_applies_a_rollout_file_and_gates_on_its_outcome(triton: Trit
         refused = subprocess.run([GATEWAYCTL, *where, "apply", "-f", str(wrong)], capture_output=True, text=True,
                                  check=False, timeout=30)  # fmt: skip
         assert refused.returncode == 2 and "stepz" in refused.stderr, refused.stderr
+
+
+def test_a_newer_version_in_the_pool_starts_its_own_rollout_once(triton: TritonCli, tmp_path: Path) -> None:
+    """`rollouts.on_new_version`: the route knows version 1 only; Triton holds 1 and 2. The gateway
+    adds `v2` to the route at weight 0 and starts its rollout against `v1` by itself, recorded as
+    `on_new_version`; once that rollout has ended (aborted here) it is not started again."""
+    route = {"variants": [{"name": "v1", "pool": "main", "model": "classifier", "version": "1", "weight": 100}]}
+    watch = {"spec": {"steps": [50], "interval_s": 30, "min_requests": 1000}, "poll_s": 0.3}
+    config = {
+        "pools": {"main": {"endpoints": [triton.address]}}, "routes": {"classifier": route},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "rollouts": {"tick_s": 0.2, "state_file": str(tmp_path / "rollouts.json"), "on_new_version": watch},
+        "audit": {"path": str(tmp_path / "audit.jsonl")},
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        admin = Admin(gateway.admin_address)
+
+        def started() -> bool:
+            return bool(admin.stub.ListRollouts(apb.ListRolloutsRequest(), metadata=AUTH, timeout=10).rollouts)
+
+        waited = until(started, 15)
+        assert waited < 15, (tmp_path / "gateway.log").read_text()[-2000:]
+        status = _status(admin)
+        assert (status.candidate, status.baseline, list(status.steps)) == ("v2", "v1", [50])
+        variants = {v.name: (v.version, v.weight) for v in admin.routes("classifier").routes[0].variants}
+        assert variants["v2"][0] == "2"
+        trail = admin.stub.GetAudit(apb.GetAuditRequest(model="classifier"), metadata=AUTH, timeout=10)
+        seen = [(r.actor, r.action) for r in trail.records]
+        assert ("on_new_version", "route.set") in seen and ("on_new_version", "rollout.start") in seen, seen
+        admin.stub.AbortRollout(apb.RolloutCommandRequest(model="classifier"), metadata=AUTH, timeout=10)
+        created = _status(admin).created
+        time.sleep(1.5)  # five looks at the index
+        again = _status(admin)
+        assert (again.phase, again.created) == ("Aborted", created)

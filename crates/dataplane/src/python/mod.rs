@@ -222,6 +222,21 @@ impl Core {
         .to_string())
     }
 
+    /// Every pool's repository index, as JSON: `[{"pool", "models": [{"name", "version",
+    /// "state"}]}]`, or `{"pool", "error"}` for a pool that did not answer within `timeout_s`.
+    fn repository_index(&self, py: Python<'_>, timeout_s: f64) -> PyResult<String> {
+        let handle = self.handle()?;
+        let state = self.state.clone();
+        let deadline =
+            std::time::Instant::now() + Duration::from_secs_f64(timeout_s.clamp(0.0, 3600.0));
+        let indexes = py.detach(move || {
+            handle.block_on(async move {
+                crate::route::table::repository_indexes(&state.pool_order, Some(deadline)).await
+            })
+        });
+        serde_json::to_string(&indexes).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
     /// The core's route table, as JSON.
     fn routes(&self) -> PyResult<String> {
         let table: Vec<_> = self

@@ -146,6 +146,34 @@ pub fn not_ready(state: &str) -> bool {
     .any(|word| state.starts_with(word))
 }
 
+/// Every pool's repository index as JSON (`{"pool", "models": [{"name", "version", "state"}]}`),
+/// or why a pool gave none (`{"pool", "error"}`): what `rollouts.on_new_version` looks at.
+pub async fn repository_indexes(
+    pools: &[Arc<Pool>],
+    deadline: Option<Instant>,
+) -> Vec<serde_json::Value> {
+    let request = RepositoryIndexRequest::default().encode_to_vec();
+    let mut out = Vec::with_capacity(pools.len());
+    for pool in pools {
+        let answer = pool
+            .call("RepositoryIndex", request.clone().into(), deadline)
+            .await;
+        out.push(match answer {
+            Ok(bytes) => {
+                let index = RepositoryIndexResponse::decode(bytes).unwrap_or_default();
+                let models: Vec<_> = index
+                    .models
+                    .iter()
+                    .map(|m| serde_json::json!({"name": m.name, "version": m.version, "state": m.state}))
+                    .collect();
+                serde_json::json!({"pool": pool.name, "models": models})
+            }
+            Err(error) => serde_json::json!({"pool": pool.name, "error": error.message()}),
+        });
+    }
+    out
+}
+
 /// A route from the pool's ready versions of `model`, all weight on the latest; for a server
 /// without a repository index, from the model's metadata.
 async fn discover(
