@@ -31,10 +31,10 @@ $(UV): deploy/tools/uv-requirements.txt
 	  -r deploy/tools/uv-requirements.txt
 	touch $@
 
-# The gateway with its dev group and the bench extra. The project is installed editable: uv builds
+# The gateway with its dev group and the bench and ray extras. The project is installed editable: uv builds
 # the native core (gateway._core) with maturin, release profile, into target/ (reused by later
 # builds), and rebuilds it when the Rust sources change (pyproject's tool.uv.cache-keys).
-SYNC := $(UV) sync --locked --quiet --extra bench
+SYNC := $(UV) sync --locked --quiet --extra bench --extra ray
 venv: $(VENV)/.synced
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock $(RUST_SOURCES)
 	@command -v $(CARGO) >/dev/null || { echo "need cargo (Rust) to build the core: rustup's ~/.cargo/bin/cargo"; exit 1; }
