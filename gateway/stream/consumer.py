@@ -171,7 +171,9 @@ async def _consume(options: StreamOptions, stop: asyncio.Event, stats: StreamSta
     lanes = asyncio.Semaphore(options.concurrency)
     under_way: set[asyncio.Task[None]] = set()
     cursor, claimed_at, shown_at = "0-0", 0.0, 0.0
-    own_pending = True  # after a restart under the same name: its own unacknowledged entries first
+    # After a restart under the same name: its own unacknowledged entries first, each read going on
+    # from the last id of the one before (None once they are all read: new entries from then on).
+    pending_after: str | None = "0"
 
     async def predict(block: list[redis_ops.Entry]) -> None:
         try:
@@ -192,8 +194,9 @@ async def _consume(options: StreamOptions, stop: asyncio.Event, stats: StreamSta
                 claimed_at = now
         if not entries:
             entries = await redis_ops.read_new(redis, options.input, options.group, options.consumer,
-                                               options.block, 500, own_pending)  # fmt: skip
-            own_pending = own_pending and bool(entries)
+                                               options.block, 500, pending_after)  # fmt: skip
+            if pending_after is not None:
+                pending_after = entries[-1][0] if entries else None
         stats.consumed.inc(len(entries))
         for start in range(0, len(entries), rows):
             await lanes.acquire()

@@ -56,10 +56,12 @@ def _id(value: bytes | str) -> str:
 
 
 async def read_new(redis: Redis, stream: str, group: str, consumer: str, count: int, block_ms: int,
-                   own_pending: bool = False) -> list[Entry]:  # fmt: skip
-    """Entries never delivered (or, `own_pending`, this consumer's own unacknowledged ones)."""
-    answer: Any = await redis.xreadgroup(group, consumer, {stream: "0" if own_pending else ">"}, count=count,
-                                         block=None if own_pending else block_ms)  # fmt: skip
+                   pending_after: str | None = None) -> list[Entry]:  # fmt: skip
+    """Entries never delivered; or, given `pending_after`, this consumer's own unacknowledged ones
+    with a later id (read from "0" on, each read going on from the last id of the one before)."""
+    start = ">" if pending_after is None else pending_after
+    answer: Any = await redis.xreadgroup(group, consumer, {stream: start}, count=count,
+                                         block=block_ms if pending_after is None else None)  # fmt: skip
     return [entry for _, entries in answer or [] for entry in _entries(entries)]
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import grpc
 import redis
 
-from gateway.local.processes import GatewayProcess
+from gateway.local.processes import GatewayProcess, free_port
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
 from tests.procs import RedisServer, running_gateway, running_redis
-from tests.traffic import AUTH, TOKEN
+from tests.traffic import AUTH, TOKEN, sample_value, scrape_metrics
 
 MODEL = "identity_batched"  # echoes INPUT0, batches up to 64 rows
 
@@ -113,6 +113,25 @@ def test_entries_that_fail_for_good_are_dead_lettered_with_their_reason(
         reasons = [dead[entry_id][b"message"].decode() for entry_id in ids[5:]]
         assert "not JSON" in reasons[0] and "'NOPE' is not one of the model's" in reasons[1], reasons
         assert dead[ids[7]][b"inputs"] == b'{"INPUT0": ["a", "b"]}'  # the input kept for a person
+
+
+def test_a_consumer_restarted_under_its_name_takes_its_own_pending_entries_once(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    """Entries delivered to `c1` before it died unacknowledged are its first work when it comes
+    back under that name: each read once (not the same pending ones again while under way)."""
+    with running_redis(tmp_path) as server:
+        client = redis.Redis.from_url(server.url)
+        _produce(client, [{"INPUT0": [float(i)]} for i in range(300)])
+        client.xgroup_create("readings", "gateway", id="0")
+        client.xreadgroup("gateway", "c1", {"readings": ">"}, count=300)  # delivered, never acknowledged
+        port = free_port()
+        with _consumer("c1", server, gateway.address, tmp_path / "c1.log", "--metrics-port", str(port),
+                       "--claim-idle-ms", "600000", "--block", "32"):  # fmt: skip
+            _until(lambda: client.xlen("predictions") >= 300 and _pending(client) == 0, 60, "every output")
+            consumed = sample_value(scrape_metrics(f"127.0.0.1:{port}"), "gateway_stream_consumed_total")
+        assert consumed == 300
+        assert client.xlen("predictions") == 300
 
 
 def _shed(gateway: GatewayProcess) -> int:
