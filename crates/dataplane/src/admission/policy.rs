@@ -118,6 +118,11 @@ pub struct Policy {
 /// the next one.
 pub const HIGHER_CLASS_RECENT_S: f64 = 1.0;
 
+/// When a request due by `deadline` must start, at `service_s` a request and a 5 ms margin.
+fn latest_start(deadline: f64, service_s: f64) -> f64 {
+    deadline - service_s - 0.005
+}
+
 /// Whether `tenant` may start another request now.
 fn may_start(
     running: &HashMap<String, usize>,
@@ -211,7 +216,7 @@ impl Policy {
     /// When a queued ticket must have started to finish by its deadline (a little margin
     /// included, so the caller hears this answer before its own timer fires).
     pub fn latest_start(&self, deadline: f64) -> f64 {
-        deadline - self.service_time_s - 0.005
+        latest_start(deadline, self.service_time_s)
     }
 
     fn class(&self, priority: usize) -> usize {
@@ -270,7 +275,7 @@ impl Policy {
                 return Offered::just(Decision::Shed(self.why_not(class, tenant)));
             };
             let service = self.service_time_s;
-            let late = |t: &Ticket| t.deadline.is_some_and(|d| d - service - 0.005 <= now);
+            let late = |t: &Ticket| t.deadline.is_some_and(|d| latest_start(d, service) <= now);
             if let Some(out) = self.classes[victim_class].evict(&victim, late) {
                 self.queued -= 1;
                 evicted = Some((out, reason));

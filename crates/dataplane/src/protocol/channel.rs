@@ -105,26 +105,23 @@ where
                     () = check.notified() => true,
                 };
                 let now = Instant::now();
-                if asked {
-                    pinged = now;
-                    let pong = tokio::time::timeout(CHECK_TIMEOUT, pings.ping(h2::Ping::opaque()));
-                    if !matches!(pong.await, Ok(Ok(_))) {
-                        return;
+                let wait = if asked {
+                    CHECK_TIMEOUT
+                } else {
+                    if open.load(Ordering::Relaxed) == 0 {
+                        idle_since.get_or_insert(now);
+                        continue;
                     }
-                    continue;
-                }
-                if open.load(Ordering::Relaxed) == 0 {
-                    idle_since.get_or_insert(now);
-                    continue;
-                }
-                let woke_after_idle = idle_since
-                    .take()
-                    .is_some_and(|since| now - since >= KEEPALIVE);
-                if !woke_after_idle && now - pinged < KEEPALIVE {
-                    continue;
-                }
+                    let woke_after_idle = idle_since
+                        .take()
+                        .is_some_and(|since| now - since >= KEEPALIVE);
+                    if !woke_after_idle && now - pinged < KEEPALIVE {
+                        continue;
+                    }
+                    KEEPALIVE_TIMEOUT
+                };
                 pinged = now;
-                let pong = tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque()));
+                let pong = tokio::time::timeout(wait, pings.ping(h2::Ping::opaque()));
                 if !matches!(pong.await, Ok(Ok(_))) {
                     return;
                 }

@@ -146,21 +146,33 @@ pub fn not_ready(state: &str) -> bool {
     .any(|word| state.starts_with(word))
 }
 
+/// A pool's repository index (`ready`: its ready models only; a malformed answer reads as empty).
+async fn repository_index(
+    pool: &Arc<Pool>,
+    ready: bool,
+    deadline: Option<Instant>,
+) -> Result<RepositoryIndexResponse, GatewayError> {
+    let request = RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    }
+    .encode_to_vec();
+    let answer = pool
+        .call("RepositoryIndex", request.into(), deadline)
+        .await?;
+    Ok(RepositoryIndexResponse::decode(answer).unwrap_or_default())
+}
+
 /// Every pool's repository index as JSON (`{"pool", "models": [{"name", "version", "state"}]}`),
 /// or why a pool gave none (`{"pool", "error"}`): what `rollouts.on_new_version` looks at.
 pub async fn repository_indexes(
     pools: &[Arc<Pool>],
     deadline: Option<Instant>,
 ) -> Vec<serde_json::Value> {
-    let request = RepositoryIndexRequest::default().encode_to_vec();
     let mut out = Vec::with_capacity(pools.len());
     for pool in pools {
-        let answer = pool
-            .call("RepositoryIndex", request.clone().into(), deadline)
-            .await;
-        out.push(match answer {
-            Ok(bytes) => {
-                let index = RepositoryIndexResponse::decode(bytes).unwrap_or_default();
+        out.push(match repository_index(pool, false, deadline).await {
+            Ok(index) => {
                 let models: Vec<_> = index
                     .models
                     .iter()
@@ -181,14 +193,8 @@ async fn discover(
     model: String,
     deadline: Option<Instant>,
 ) -> Result<Arc<Route>, GatewayError> {
-    let request = RepositoryIndexRequest {
-        repository_name: String::new(),
-        ready: true,
-    }
-    .encode_to_vec();
-    let versions = match pool.call("RepositoryIndex", request.into(), deadline).await {
-        Ok(answer) => {
-            let index = RepositoryIndexResponse::decode(answer).unwrap_or_default();
+    let versions = match repository_index(&pool, true, deadline).await {
+        Ok(index) => {
             let listed: Vec<&str> = index
                 .models
                 .iter()
