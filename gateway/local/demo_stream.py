@@ -4,14 +4,12 @@ the lag stays near zero. Needs Debian's `redis-server` (the Makefile installs it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from gateway.local.processes import free_port
+from gateway.local.redis_server import running_redis
 from gateway.stream.entries import text_of
 
 __all__ = ["tell_the_streaming_story"]
@@ -28,35 +26,14 @@ RATE = 200  # readings a second
 SECONDS = 3.0
 
 
-@contextlib.contextmanager
-def _redis(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(workdir)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.kill()
-        process.wait()
-
-
 def tell_the_streaming_story(console: Console, gateway: str, workdir: Path) -> bool:
     """Readings in, predictions out: True when every reading was predicted once."""
     if shutil.which("redis-server") is None:
         console.print("[yellow]streaming act skipped: redis-server is missing (make demo installs it)[/]")
         return True
     console.rule("Streaming prediction: a Redis Stream predicted as it arrives (gateway stream)")
-    with _redis(workdir) as url:
+    with running_redis(workdir) as server:
+        url = server.url
         client = redis.Redis.from_url(url)
         client.xgroup_create("readings", "gateway", id="0", mkstream=True)
         command = [sys.executable, "-m", "gateway", "stream", "--model", "identity_batched", "--input", "readings",

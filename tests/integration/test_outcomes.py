@@ -21,9 +21,10 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway.local.processes import GatewayProcess
+from gateway.local.redis_server import running_redis
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
-from tests.procs import TritonCli, running_gateway, running_redis
+from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics
 
 

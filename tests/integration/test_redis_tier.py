@@ -14,8 +14,9 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.redis_server import RedisServer, running_redis
 from gateway_admin import admin_pb2 as apb
-from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
+from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client
 
 NAMESPACE = "tier-test:"

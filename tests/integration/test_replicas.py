@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from gateway.local.processes import GatewayProcess
+from gateway.local.redis_server import RedisServer, running_redis
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
-from tests.procs import RedisServer, TritonCli, running_gateway, running_redis
+from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, versions_route
 
 Replicas = tuple[GatewayProcess, GatewayProcess, RedisServer]

@@ -27,9 +27,10 @@ import yaml
 
 from gateway.local.demo_rollout import digit_traffic
 from gateway.local.processes import GatewayProcess
+from gateway.local.redis_server import running_redis
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
-from tests.procs import TritonCli, running_gateway, running_redis
+from tests.procs import TritonCli, running_gateway
 from tests.traffic import AUTH, TOKEN, Admin, Client, digit_request, sample_value, scrape_metrics, until
 
 GATEWAYCTL = str(Path(sys.executable).parent / "gatewayctl")  # the installed console script

@@ -18,9 +18,10 @@ import grpc
 import redis
 
 from gateway.local.processes import GatewayProcess, free_port
+from gateway.local.redis_server import RedisServer, running_redis
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
-from tests.procs import RedisServer, running_gateway, running_redis
+from tests.procs import running_gateway
 from tests.traffic import AUTH, TOKEN, sample_value, scrape_metrics
 
 MODEL = "identity_batched"  # echoes INPUT0, batches up to 64 rows
