@@ -18,6 +18,15 @@ fn ticket(id: u64, priority: usize, tenant: &str) -> Ticket {
     }
 }
 
+/// The oldest request under way (its tenant first in `running`) ends: the tickets admitted into
+/// its slot, their tenants now under way too.
+fn release_oldest(policy: &mut Policy, running: &mut Vec<String>) -> Vec<Ticket> {
+    let tenant = running.remove(0);
+    let (admitted, _) = policy.release(&tenant, 0.0);
+    running.extend(admitted.iter().map(|t| t.tenant.clone()));
+    admitted
+}
+
 fn weighted(weights: &[u32]) -> HashMap<String, TenantLimits> {
     weights
         .iter()
@@ -78,9 +87,7 @@ proptest! {
         let mut running: Vec<String> = Vec::new();
         for (id, (pick, release)) in steps.into_iter().enumerate() {
             if release && !running.is_empty() {
-                let tenant = running.remove(0);
-                let (admitted, _) = policy.release(&tenant, 0.0);
-                running.extend(admitted.into_iter().map(|t| t.tenant));
+                release_oldest(&mut policy, &mut running);
                 continue;
             }
             let tenant = format!("t{}", pick % weights.len());
@@ -118,14 +125,11 @@ proptest! {
         let mut running: Vec<String> = Vec::new();
         for (id, (priority, pick, release)) in steps.into_iter().enumerate() {
             if release && !running.is_empty() {
-                let tenant = running.remove(0);
-                let (admitted, _) = policy.release(&tenant, 0.0);
-                for t in admitted {
+                for t in release_oldest(&mut policy, &mut running) {
                     let queues = policy.queues();
                     let higher_waiting: usize = queues[..t.priority - 1]
                         .iter().flatten().map(|(_, n)| n).sum();
                     prop_assert_eq!(higher_waiting, 0, "class {} admitted before a higher one", t.priority);
-                    running.push(t.tenant);
                 }
                 continue;
             }
@@ -144,9 +148,7 @@ proptest! {
         let mut running: Vec<String> = Vec::new();
         for (id, (name, priority, release)) in steps.into_iter().enumerate() {
             if release && !running.is_empty() {
-                let tenant = running.remove(0);
-                let (admitted, _) = policy.release(&tenant, 0.0);
-                running.extend(admitted.into_iter().map(|t| t.tenant));
+                release_oldest(&mut policy, &mut running);
             } else {
                 let tenant = format!("random-{name}");
                 if policy.offer(ticket(id as u64, priority, &tenant), 0.0).decision == Decision::Admit {
