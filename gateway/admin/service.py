@@ -236,7 +236,9 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
 
     @_statuses
     async def GetDrift(self, request: pb.GetDriftRequest, context: Context) -> pb.GetDriftResponse:
-        return drift_to_proto(self._drifts(), request.model)
+        drift = self._drifts()
+        await drift.refresh()
+        return drift_to_proto(drift, request.model)
 
     @_statuses
     async def SetDriftReference(self, request: pb.SetDriftReferenceRequest, context: Context) -> pb.GetDriftResponse:
@@ -246,7 +248,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         try:
             with np.load(io.BytesIO(request.npz), allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-            reference = drift.upload_reference(request.model, arrays)
+            reference = await drift.upload_reference(request.model, arrays)
         except (ValueError, OSError, EOFError) as exc:
             raise InvalidRequest(f"drift reference for {request.model}: not a usable .npz ({exc})") from exc
         if self._control is not None:

@@ -11,17 +11,16 @@ __all__ = ["drift_to_proto"]
 
 
 def drift_to_proto(drift: Drift, model: str) -> pb.GetDriftResponse:
-    monitor = drift.monitor
-    reference = monitor.references.get(model)
+    reference = drift.references.get(model)
     answer = pb.GetDriftResponse(model=model, reference_source=reference.source if reference else "",
                                  reference_samples=reference.samples if reference else 0,
-                                 collecting=monitor.collecting(model))  # fmt: skip
+                                 collecting=drift.collecting(model))  # fmt: skip
     if drift.trigger is not None:
-        answer.triggers_fired, answer.triggers_skipped = drift.trigger.fired, drift.trigger.skipped
-    for (name, variant), state in sorted(monitor.variants.items()):
+        answer.triggers_fired, answer.triggers_skipped = drift.cooldown.fired, drift.cooldown.skipped
+    for (name, variant), state in sorted(drift.views().items()):
         if name != model:
             continue
-        entry = answer.variants.add(variant=variant, windows=state.windows, collecting=state.window.samples,
+        entry = answer.variants.add(variant=variant, windows=state.windows, collecting=state.collecting,
                                     consecutive=state.consecutive)  # fmt: skip
         last = state.last
         if last is not None:

@@ -25,7 +25,7 @@ class DriftCollector(Collector):
                                   labels=labels)  # fmt: skip
         consecutive = GaugeMetricFamily("gateway_drift_consecutive", "Drifted windows in a row", labels=labels)
         windows = CounterMetricFamily("gateway_drift_windows", "Windows compared with the reference", labels=labels)
-        for (model, variant), state in sorted(self._drift.monitor.variants.items()):
+        for (model, variant), state in sorted(self._drift.views().items()):
             windows.add_metric([model, variant], state.windows)
             if state.last is None:
                 continue

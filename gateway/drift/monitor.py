@@ -16,7 +16,7 @@ from gateway.config.schema import DriftConfig
 from gateway.drift.features import OUTPUT_CLASS, Features
 from gateway.drift.stats import FeatureDrift, Thresholds, compare
 
-__all__ = ["Alert", "DriftMonitor", "Reference", "WindowResult"]
+__all__ = ["Alert", "DriftMonitor", "Reference", "VariantView", "WindowResult", "alert_of", "due", "judge"]
 
 CATEGORICAL = frozenset({OUTPUT_CLASS})
 
@@ -46,6 +46,39 @@ class WindowResult:
 class Alert:
     result: WindowResult
     thresholds: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantView:
+    """What the admin API and the metrics show of a variant's windows."""
+
+    windows: int  # closed so far
+    collecting: int  # samples in the open window
+    consecutive: int
+    last: WindowResult | None
+
+
+def due(samples: int, started: float, now: float, settings: DriftConfig) -> bool:
+    """Whether a window of `samples` opened at `started` closes now."""
+    by_time = settings.window_s is not None and now - started >= settings.window_s
+    return samples >= settings.window_samples or (by_time and samples >= settings.min_samples)
+
+
+def judge(reference: Mapping[str, np.ndarray], window: Mapping[str, np.ndarray], settings: DriftConfig,
+          thresholds: Thresholds) -> tuple[list[FeatureDrift], float, bool]:  # fmt: skip
+    """A closed window's features against the reference: each feature, the drifted share, the verdict."""
+    features = compare(reference, window, thresholds, CATEGORICAL)
+    share = sum(f.drifted for f in features) / len(features) if features else 0.0
+    return features, share, bool(features) and share >= settings.drifted_share
+
+
+def alert_of(result: WindowResult, settings: DriftConfig) -> Alert | None:
+    """An alert once a variant has drifted `consecutive` windows in a row."""
+    if not (result.drifted and result.consecutive >= settings.consecutive):
+        return None
+    thresholds = {"psi_warn": settings.psi_warn, "psi_alert": settings.psi_alert, "ks_alpha": settings.ks_alpha,
+                  "drifted_share": settings.drifted_share, "consecutive": settings.consecutive}  # fmt: skip
+    return Alert(result, thresholds)
 
 
 @dataclass
@@ -100,10 +133,7 @@ class DriftMonitor:
         if state.window.samples == 0:
             state.window.started = now
         state.window.add(features)
-        settings = self.settings
-        samples = state.window.samples
-        by_time = settings.window_s is not None and now - state.window.started >= settings.window_s
-        if samples < settings.window_samples and not (by_time and samples >= settings.min_samples):
+        if not due(state.window.samples, state.window.started, now, self.settings):
             return None
         return self._close(model, variant, state, now)
 
@@ -119,20 +149,19 @@ class DriftMonitor:
             self.set_reference(model, collecting.arrays(), f"frozen from variant {variant}'s first samples")
 
     def _close(self, model: str, variant: str, state: _Variant, now: float) -> Alert | None:
-        window, settings = state.window, self.settings
-        features = compare(self.references[model].features, window.arrays(), self.thresholds, CATEGORICAL)
-        share = sum(f.drifted for f in features) / len(features) if features else 0.0
-        drifted = bool(features) and share >= settings.drifted_share
+        window = state.window
+        features, share, drifted = judge(self.references[model].features, window.arrays(), self.settings,
+                                         self.thresholds)  # fmt: skip
         state.consecutive = state.consecutive + 1 if drifted else 0
         state.windows += 1
         state.last = WindowResult(model, variant, state.windows, window.started, now, window.samples, features,
                                   share, drifted, state.consecutive)  # fmt: skip
         state.window = _Collecting(started=now)
-        if drifted and state.consecutive >= settings.consecutive:
-            thresholds = {"psi_warn": settings.psi_warn, "psi_alert": settings.psi_alert, "ks_alpha": settings.ks_alpha,
-                          "drifted_share": settings.drifted_share, "consecutive": settings.consecutive}  # fmt: skip
-            return Alert(state.last, thresholds)
-        return None
+        return alert_of(state.last, self.settings)
+
+    def views(self) -> dict[tuple[str, str], VariantView]:
+        return {key: VariantView(state.windows, state.window.samples, state.consecutive, state.last)
+                for key, state in self.variants.items()}  # fmt: skip
 
     def collecting(self, model: str) -> int:
         """Samples gathered so far for a reference not yet frozen."""

@@ -1,6 +1,7 @@
 """The retraining trigger: a webhook called when a variant has drifted, with an idempotency key
 (the same alert is one key however often it is retried), retries with exponential back-off, a
-cooldown per model and variant, and each outcome in the audit trail."""
+cooldown per model and variant (this gateway's, or the fleet's through its `Cooldown` in Redis),
+and each outcome in the audit trail."""
 
 from __future__ import annotations
 
@@ -11,25 +12,48 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.audit import AuditTrail
 from gateway.config.schema import DriftWebhookConfig
 from gateway.drift.monitor import Alert
 from gateway.webhook import post_json, secret_of
 
-__all__ = ["RetrainingTrigger"]
+__all__ = ["Cooldown", "LocalCooldown", "RetrainingTrigger"]
 
 log = logging.getLogger(__name__)
 
 
-class RetrainingTrigger:
-    def __init__(self, settings: DriftWebhookConfig, audit: AuditTrail | None,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-        self.settings, self._audit, self._clock = settings, audit, clock
+class Cooldown(Protocol):
+    """Who may fire for a model and variant now, and the counts of what was fired and skipped."""
+
+    fired: int
+    skipped: int  # alerts inside a cooldown
+
+    async def claim(self, model: str, variant: str, seconds: float) -> bool: ...
+    async def count(self, outcome: str) -> None: ...  # "fired" | "skipped"
+
+
+class LocalCooldown:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._last: dict[tuple[str, str], float] = {}
-        self.fired = 0
-        self.skipped = 0  # alerts inside a cooldown
+        self.fired = self.skipped = 0
+
+    async def claim(self, model: str, variant: str, seconds: float) -> bool:
+        now = self._clock()
+        if now - self._last.get((model, variant), -1e18) < seconds:
+            return False
+        self._last[(model, variant)] = now
+        return True
+
+    async def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+class RetrainingTrigger:
+    def __init__(self, settings: DriftWebhookConfig, audit: AuditTrail | None, cooldown: Cooldown) -> None:
+        self.settings, self._audit, self.cooldown = settings, audit, cooldown
         self._tasks: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -43,14 +67,11 @@ class RetrainingTrigger:
             "features": [asdict(f) for f in result.features[:50]], "thresholds": alert.thresholds,
         }  # fmt: skip
 
-    def fire(self, alert: Alert) -> bool:
+    async def fire(self, alert: Alert) -> bool:
         """Sends it in the background unless the variant is inside its cooldown."""
-        where = (alert.result.model, alert.result.variant)
-        now = self._clock()
-        if now - self._last.get(where, -1e18) < self.settings.cooldown_s:
-            self.skipped += 1
+        if not await self.cooldown.claim(alert.result.model, alert.result.variant, self.settings.cooldown_s):
+            await self.cooldown.count("skipped")
             return False
-        self._last[where] = now
         task = asyncio.get_running_loop().create_task(self._send(self.payload(alert)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -68,7 +89,8 @@ class RetrainingTrigger:
             if attempt < settings.retries:
                 await asyncio.sleep(0.5 * 2**attempt)
         ok = 200 <= status < 300
-        self.fired += ok
+        if ok:
+            await self.cooldown.count("fired")
         if not ok:
             log.error("retraining trigger for %s/%s failed: HTTP %s %s", payload["model"], payload["variant"], status,
                       text[:120])  # fmt: skip

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from gateway.local.redis_server import running_redis
 from gateway.local.samples import digits
 from gateway_admin import admin_pb2 as apb
 from tests.procs import TritonCli, running_gateway
@@ -50,7 +51,7 @@ def retrain_hook() -> Iterator[str]:
         server.server_close()
 
 
-def _gateway(triton: TritonCli, tmp_path: Path, hook: str) -> Any:
+def _gateway(triton: TritonCli, tmp_path: Path, hook: str, redis_url: str | None = None, name: str = "gateway") -> Any:
     variants = [{"name": "1", "pool": "main", "model": "classifier", "version": "1", "weight": 100}]
     config = {
         "pools": {"main": {"endpoints": [triton.address]}},
@@ -60,9 +61,11 @@ def _gateway(triton: TritonCli, tmp_path: Path, hook: str) -> Any:
         "drift": {"enabled": True, "sample": 1.0, "reference_samples": 150, "window_samples": 60, "consecutive": 2,
                   "webhook": {"url": hook, "cooldown_s": 3600}, "reference_dir": str(tmp_path / "references")},
     }  # fmt: skip
-    path = tmp_path / "gateway.yaml"
+    if redis_url is not None:
+        config["shared"] = {"redis_url": redis_url}
+    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return running_gateway(["--config", str(path)], tmp_path / "gateway.log")
+    return running_gateway(["--config", str(path)], tmp_path / f"{name}.log")
 
 
 def _drift(admin: Admin) -> apb.GetDriftResponse:
@@ -128,3 +131,39 @@ def test_an_uploaded_reference_replaces_the_frozen_one(triton: TritonCli, tmp_pa
     with _gateway(triton, tmp_path, retrain_hook) as gateway:  # restarted: the uploaded reference is still there
         answer = _drift(Admin(gateway.admin_address))
         assert (answer.reference_source, answer.reference_samples) == ("uploaded", 300)
+
+
+def test_replicas_sharing_redis_judge_one_window_and_fire_one_trigger(
+    triton: TritonCli, tmp_path: Path, retrain_hook: str
+) -> None:
+    """Requests spread over two replicas: half the traffic each, yet the windows fill as one."""
+    _Retrain.calls.clear()
+    pixels = digits()["pixels"].astype(np.float32)
+    shifted = np.clip(pixels[:240] * 0.3 + 9.0, 0, 16)
+    with (
+        running_redis(tmp_path) as redis,
+        _gateway(triton, tmp_path, retrain_hook, redis.url, "a") as first,
+        _gateway(triton, tmp_path, retrain_hook, redis.url, "b") as second,
+    ):
+        clients = [Client(first.address), Client(second.address)]
+        admins = [Admin(first.admin_address), Admin(second.admin_address)]
+
+        def spread(rows: np.ndarray) -> None:
+            for index, row in enumerate(rows):
+                clients[index % 2].call(digit_request(row))
+
+        spread(pixels[:150])  # 75 each: one reference of 150, frozen once
+        for admin in admins:
+            frozen = _until(admin, lambda d: d.reference_source != "")
+            assert frozen.reference_samples >= 150 and "variant 1" in frozen.reference_source
+        spread(pixels[150:210])  # 30 each: one calm window of 60 (each replica alone would have none)
+        calm = _until(admins[1], lambda d: bool(d.variants) and d.variants[0].windows >= 1)
+        assert not calm.variants[0].drifted and calm.variants[0].last_samples >= 60
+        spread(shifted)  # four drifted windows between them: one alert, one trigger, the rest in cooldown
+        for admin in admins:
+            seen = _until(admin, lambda d: d.variants[0].windows >= 5 and d.triggers_fired >= 1)
+            assert seen.variants[0].drifted and seen.variants[0].consecutive >= 3 and seen.triggers_skipped >= 1
+        for client in clients:
+            client.close()
+    assert len(_Retrain.calls) == 1
+    assert (_Retrain.calls[0]["model"], _Retrain.calls[0]["consecutive"]) == ("classifier", 2)
