@@ -391,6 +391,46 @@ class GetPoolStatsResponse(_message.Message):
     pools: _containers.RepeatedCompositeFieldContainer[PoolStats]
     def __init__(self, pools: _Optional[_Iterable[_Union[PoolStats, _Mapping]]] = ...) -> None: ...
 
+class GetStreamStatsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class StreamStats(_message.Message):
+    __slots__ = ("model", "variant", "requests", "done", "failed", "cancelled", "broken", "responses", "first_response_p50_ms", "first_response_p99_ms", "gap_p50_ms", "gap_p99_ms")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    BROKEN_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_RESPONSE_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_RESPONSE_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    GAP_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    GAP_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    variant: str
+    requests: int
+    done: int
+    failed: int
+    cancelled: int
+    broken: int
+    responses: int
+    first_response_p50_ms: float
+    first_response_p99_ms: float
+    gap_p50_ms: float
+    gap_p99_ms: float
+    def __init__(self, model: _Optional[str] = ..., variant: _Optional[str] = ..., requests: _Optional[int] = ..., done: _Optional[int] = ..., failed: _Optional[int] = ..., cancelled: _Optional[int] = ..., broken: _Optional[int] = ..., responses: _Optional[int] = ..., first_response_p50_ms: _Optional[float] = ..., first_response_p99_ms: _Optional[float] = ..., gap_p50_ms: _Optional[float] = ..., gap_p99_ms: _Optional[float] = ...) -> None: ...
+
+class GetStreamStatsResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: _containers.RepeatedCompositeFieldContainer[StreamStats]
+    def __init__(self, stats: _Optional[_Iterable[_Union[StreamStats, _Mapping]]] = ...) -> None: ...
+
 class RolloutSpec(_message.Message):
     __slots__ = ("model", "candidate", "baseline", "shadow_requests", "shadow_fraction", "steps", "interval_s", "min_requests", "failure_limit", "max_extensions", "analysis_yaml")
     MODEL_FIELD_NUMBER: _ClassVar[int]

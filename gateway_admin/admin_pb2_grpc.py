@@ -79,6 +79,11 @@ class GatewayAdminStub:
                 request_serializer=gateway__admin_dot_admin__pb2.GetPoolStatsRequest.SerializeToString,
                 response_deserializer=gateway__admin_dot_admin__pb2.GetPoolStatsResponse.FromString,
                 _registered_method=True)
+        self.GetStreamStats = channel.unary_unary(
+                '/gateway.admin.v1.GatewayAdmin/GetStreamStats',
+                request_serializer=gateway__admin_dot_admin__pb2.GetStreamStatsRequest.SerializeToString,
+                response_deserializer=gateway__admin_dot_admin__pb2.GetStreamStatsResponse.FromString,
+                _registered_method=True)
         self.InvalidateCache = channel.unary_unary(
                 '/gateway.admin.v1.GatewayAdmin/InvalidateCache',
                 request_serializer=gateway__admin_dot_admin__pb2.InvalidateCacheRequest.SerializeToString,
@@ -203,6 +208,12 @@ class GatewayAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPoolStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStreamStats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -344,6 +355,11 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.GetPoolStats,
                     request_deserializer=gateway__admin_dot_admin__pb2.GetPoolStatsRequest.FromString,
                     response_serializer=gateway__admin_dot_admin__pb2.GetPoolStatsResponse.SerializeToString,
+            ),
+            'GetStreamStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStreamStats,
+                    request_deserializer=gateway__admin_dot_admin__pb2.GetStreamStatsRequest.FromString,
+                    response_serializer=gateway__admin_dot_admin__pb2.GetStreamStatsResponse.SerializeToString,
             ),
             'InvalidateCache': grpc.unary_unary_rpc_method_handler(
                     servicer.InvalidateCache,
@@ -659,6 +675,33 @@ class GatewayAdmin:
             '/gateway.admin.v1.GatewayAdmin/GetPoolStats',
             gateway__admin_dot_admin__pb2.GetPoolStatsRequest.SerializeToString,
             gateway__admin_dot_admin__pb2.GetPoolStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStreamStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gateway.admin.v1.GatewayAdmin/GetStreamStats',
+            gateway__admin_dot_admin__pb2.GetStreamStatsRequest.SerializeToString,
+            gateway__admin_dot_admin__pb2.GetStreamStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
+from gateway.rollout.totals import Latencies
 from gateway.routes import MatchOp, MatchRule, Route, RouteEvent, ShadowPolicy, Variant
 from gateway_admin import admin_pb2 as pb
 
@@ -15,6 +16,7 @@ __all__ = [
     "route_from_proto",
     "route_to_proto",
     "stats_to_proto",
+    "streams_to_proto",
 ]
 
 _OPS = {MatchOp.EQUALS: pb.MatchRule.EQUALS, MatchOp.ONE_OF: pb.MatchRule.ONE_OF, MatchOp.PREFIX: pb.MatchRule.PREFIX}
@@ -77,3 +79,19 @@ def cache_stats_to_proto(stats: Mapping[str, Any]) -> pb.CacheStats:
 
 def event_to_proto(event: RouteEvent) -> pb.RouteEvent:
     return pb.RouteEvent(revision=event.revision, kind=event.kind, model=event.model, route=route_to_proto(event.route))
+
+
+def streams_to_proto(rows: list[dict[str, Any]], model: str = "") -> list[pb.StreamStats]:
+    """The core's stream series (its stats' `series.streams`) per model and variant."""
+    stats = []
+    for row in sorted(rows, key=lambda r: (r["model"], r["variant"])):
+        if model and row["model"] != model:
+            continue
+        first, gaps = Latencies.of(row["first_response"]), Latencies.of(row["gaps"])
+        stat = pb.StreamStats(model=row["model"], variant=row["variant"], requests=sum(row["ended"].values()),
+                              responses=row["answers_sum"], **row["ended"])  # fmt: skip
+        for name, latencies in (("first_response", first), ("gap", gaps)):
+            for q in (50, 99):
+                setattr(stat, f"{name}_p{q}_ms", 1000 * (latencies.quantile(q / 100) or 0.0))
+        stats.append(stat)
+    return stats

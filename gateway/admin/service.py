@@ -80,6 +80,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         cache: CacheAdmin,
         pool_stats: Callable[[], list[pb.PoolStats]],
         control: ControlLoop | None = None,
+        stream_stats: Callable[[str], list[pb.StreamStats]] | None = None,
         feedback: Feedback | None = None,
         drift: Drift | None = None,
     ) -> None:
@@ -87,6 +88,7 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
         `pool_stats`: the pools' numbers, from the core; `control`: the audit trail and rollouts
         (none: those RPCs answer UNIMPLEMENTED)."""
         self._pool_stats = pool_stats
+        self._stream_stats = stream_stats
         self._control = control
         self._feedback = feedback
         self._drift = drift
@@ -150,6 +152,12 @@ class AdminServicer(admin_pb2_grpc.GatewayAdminServicer):  # type: ignore[misc] 
     @_statuses
     async def GetPoolStats(self, request: pb.GetPoolStatsRequest, context: Context) -> pb.GetPoolStatsResponse:
         return pb.GetPoolStatsResponse(pools=self._pool_stats())
+
+    @_statuses
+    async def GetStreamStats(self, request: pb.GetStreamStatsRequest, context: Context) -> pb.GetStreamStatsResponse:
+        if self._stream_stats is None:
+            raise NotSupported("stream statistics are not kept here")
+        return pb.GetStreamStatsResponse(stats=self._stream_stats(request.model))
 
     @_statuses
     async def InvalidateCache(self, request: pb.InvalidateCacheRequest, context: Context) -> pb.InvalidateCacheResponse:

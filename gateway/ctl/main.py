@@ -229,6 +229,31 @@ def cache_stats(*, conn: Connection) -> None:
     show(conn, stats, _cache_stats_view)
 
 
+def _stream_stats_view(response: pb.GetStreamStatsResponse) -> Table:
+    table = Table(title="streamed requests (generative models)")
+    for column in ("model", "variant", "requests", "done", "failed", "cancelled", "broken", "answers/request",
+                   "first answer p50", "p99", "gap p50", "p99"):  # fmt: skip
+        table.add_column(column)
+    for s in response.stats:
+        per_request = f"{s.responses / s.requests:.1f}" if s.requests else "-"
+        times = (s.first_response_p50_ms, s.first_response_p99_ms, s.gap_p50_ms, s.gap_p99_ms)
+        table.add_row(s.model, s.variant, str(s.requests), str(s.done), str(s.failed), str(s.cancelled),
+                      str(s.broken), per_request, *(f"{ms:.1f} ms" for ms in times))  # fmt: skip
+    return table
+
+
+@app.command("stream-stats")
+@connected
+def stream_stats(
+    model: Annotated[str, typer.Argument(help="Only this model.")] = "",
+    *,
+    conn: Connection,
+) -> None:
+    """Streamed requests per variant: how they ended, answers per request, first-answer time, gaps."""
+    request = pb.GetStreamStatsRequest(model=model)
+    show(conn, call(conn, lambda s, m: s.GetStreamStats(request, metadata=m)), _stream_stats_view)
+
+
 def _queue_shares_view(pool: str, by: str, shares: Sequence[pb.QueueShare]) -> Table:
     """A pool's admission queue by tenant (or by priority class): what each holds and got."""
     table = Table(title=f"pool {pool}: queue by {by}")

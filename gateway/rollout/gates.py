@@ -3,9 +3,10 @@ inconclusive, with the numbers it decided on. Pure: evidence in, a verdict out.
 
 Defaults follow the issue tracker complaints about Flagger and Argo Rollouts: errors are gRPC
 statuses that mean the variant failed (not HTTP 5xx, not the caller's mistakes, not shedding);
-latency is judged against the baseline in the same window, not against a fixed number; a
-shadow phase is judged on what the candidate answers. Other gates (model quality) implement
-`Gate` and join the list.
+latency is judged against the baseline in the same window, not against a fixed number (and so,
+for the streamed requests of generative models, are the time to the first answer and the gap
+between answers: what their users feel); a shadow phase is judged on what the candidate
+answers. Other gates (model quality) implement `Gate` and join the list.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.feedback.quality import QualityTotals
 from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
-from gateway.rollout.totals import VariantTotals
+from gateway.rollout.totals import Latencies, VariantTotals
 
 __all__ = [
     "Evidence",
@@ -138,6 +139,9 @@ class GateSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     errors: ErrorsSettings = Field(default_factory=ErrorsSettings)
     latency: LatencySettings = Field(default_factory=LatencySettings)
+    # Streamed requests (generative models): their first answer, and the gaps between answers.
+    first_response: LatencySettings = Field(default_factory=LatencySettings)
+    response_gap: LatencySettings = Field(default_factory=LatencySettings)
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     outcomes: OutcomesSettings = Field(default_factory=OutcomesSettings)
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
@@ -186,23 +190,42 @@ class ErrorsGate:
         return GateResult(self.name, Verdict.FAIL if failed else Verdict.PASS, values, detail)
 
 
+_MEASURES = {"latency": "latencies", "first_response": "first-answer times", "response_gap": "gaps between answers"}
+
+
+def _measured(totals: VariantTotals, measure: str) -> Latencies:
+    if measure == "first_response":
+        return totals.first_response
+    if measure == "response_gap":
+        return totals.gaps
+    return Latencies(totals.buckets, totals.count)
+
+
 @dataclass(frozen=True, slots=True)
 class LatencyGate:
+    """A quantile of the candidate's against the baseline's, in the same window: of unary
+    latencies (`latency`), of streamed requests' first answers (`first_response`) or of the gaps
+    between their answers (`response_gap`). When both variants served requests in the window but
+    none measured so (all streamed, or all unary), there is nothing to judge: it passes."""
+
     settings: LatencySettings
     name: str = "latency"
     shadow_phase: bool = False
 
     def evaluate(self, evidence: Evidence) -> GateResult:
-        q = self.settings.quantile
-        candidate, baseline = evidence.candidate.quantile(q), evidence.baseline.quantile(q)
+        q, what = self.settings.quantile, _MEASURES[self.name]
+        measured = [_measured(totals, self.name) for totals in (evidence.candidate, evidence.baseline)]
+        if not any(m.count for m in measured) and evidence.candidate.requests and evidence.baseline.requests:
+            return GateResult(self.name, Verdict.PASS, detail=f"no {what} in the window: nothing to judge")
+        candidate, baseline = (m.quantile(q) for m in measured)
         if candidate is None or baseline is None:
-            return GateResult(self.name, Verdict.INCONCLUSIVE, detail="no latencies in the window")
+            return GateResult(self.name, Verdict.INCONCLUSIVE, detail=f"no {what} in the window")
         limit = self.settings.factor * baseline + self.settings.offset_ms / 1000
         label = f"p{100 * q:g}"
         values = {f"candidate_{label}_ms": candidate * 1000, f"baseline_{label}_ms": baseline * 1000,
                   "limit_ms": limit * 1000}  # fmt: skip
         detail = (
-            f"candidate {label} {candidate * 1000:.1f} ms, baseline {baseline * 1000:.1f} ms, limit "
+            f"{what}: candidate {label} {candidate * 1000:.1f} ms, baseline {baseline * 1000:.1f} ms, limit "
             f"{self.settings.factor:g} x baseline + {self.settings.offset_ms:g} ms = {limit * 1000:.1f} ms"
         )
         return GateResult(self.name, Verdict.FAIL if candidate > limit else Verdict.PASS, values, detail)
@@ -341,8 +364,10 @@ def gates_for(settings: GateSettings, shadow_pairs: int, extra: Sequence[Gate] =
     gates: list[Gate] = []
     if settings.errors.enabled:
         gates.append(ErrorsGate(settings.errors))
-    if settings.latency.enabled:
-        gates.append(LatencyGate(settings.latency))
+    for name in ("latency", "first_response", "response_gap"):
+        latency: LatencySettings = getattr(settings, name)
+        if latency.enabled:
+            gates.append(LatencyGate(latency, name))
     if settings.shadow.enabled and shadow_pairs > 0:
         gates.append(ShadowGate(settings.shadow, shadow_pairs))
     if settings.outcomes.enabled:

@@ -20,6 +20,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from gateway._core import Core
+from gateway.admin.convert import streams_to_proto
 from gateway.admin.service import AdminServicer, admin_server, listen
 from gateway.config.boundary import core_config, reflection_descriptors, routes_to_core
 from gateway.config.policies import batching_for_core, policies_for_core
@@ -100,6 +101,7 @@ class Gateway:
         servicer = AdminServicer(
             self.store, self._route_of, self.shadow_stats, CoreCache(self.core), self._pool_stats, control=self.loop,
             feedback=self.feedback, drift=self.drift,
+            stream_stats=lambda model: streams_to_proto(json.loads(self.core.stats())["series"]["streams"], model),
         )  # fmt: skip
         self.admin_server = admin_server(config, servicer) if config.admin else None
         shared = config.shared

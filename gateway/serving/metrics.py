@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowStats
 from gateway.serving.cache_admin import cache_series
 
-__all__ = ["BATCH_SIZE_BUCKETS", "CoreCollector", "batch_series", "shadow_series"]
+__all__ = ["BATCH_SIZE_BUCKETS", "CoreCollector", "batch_series", "shadow_series", "stream_series"]
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, float("inf"))
 
@@ -78,6 +78,7 @@ class CoreCollector(Collector):
             series["upstream"],
             bounds,
         )
+        yield from stream_series(series["streams"], bounds, series["answer_bounds"])
         yield from self._pools(snapshot["pools"], bounds)
         lookups = CounterMetricFamily(
             "gateway_cache_lookups",
@@ -152,6 +153,29 @@ class CoreCollector(Collector):
             "gateway_queue_wait_seconds", "Time a request waited in its pool's admission queue", ["pool"], waits, bounds
         )
         yield from queue_series(pools, bounds)
+
+
+def stream_series(rows: list[dict[str, Any]], bounds: list[float], answer_bounds: list[float]) -> Iterator[Family]:
+    """Generative traffic: each streamed request's time to its first answer, the gaps between its
+    answers, its answers, and how it ended (done, failed, cancelled by its caller, broken)."""
+    labels = ["model", "variant"]
+    yield _histogram("gateway_stream_first_response_seconds",
+                     "Time from sending a streamed request upstream to its first answer, by variant", labels,
+                     [{"model": r["model"], "variant": r["variant"]} | r["first_response"] for r in rows
+                      if r["first_response"]["count"]], bounds)  # fmt: skip
+    yield _histogram("gateway_stream_response_gap_seconds", "Time between two answers of a streamed request",
+                     labels, [{"model": r["model"], "variant": r["variant"]} | r["gaps"] for r in rows
+                              if r["gaps"]["count"]], bounds)  # fmt: skip
+    answered = [{"model": r["model"], "variant": r["variant"], "buckets": r["answers"], "sum": r["answers_sum"],
+                 "count": sum(r["ended"].values())} for r in rows if r["answers"]]  # fmt: skip
+    yield _histogram("gateway_stream_responses_per_request", "Answers a streamed request had", labels, answered,
+                     answer_bounds)  # fmt: skip
+    ended = CounterMetricFamily("gateway_stream_requests", "Streamed requests by how they ended (done, failed, "
+                                "cancelled by their caller, broken)", labels=[*labels, "ended"])  # fmt: skip
+    for row in rows:
+        for ending, count in row["ended"].items():
+            ended.add_metric([row["model"], row["variant"], ending], count)
+    yield ended
 
 
 def queue_series(pools: list[dict[str, Any]], bounds: list[float]) -> Iterator[Family]:

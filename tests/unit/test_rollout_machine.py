@@ -29,7 +29,7 @@ from gateway.rollout.machine import CallHook, NewWindow, Notify, RolloutState, S
 from gateway.rollout.phases import ACTIVE, TERMINAL, IllegalTransition, Phase, check_transition
 from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
 from gateway.rollout.spec import RolloutSpec, WebhookSpec
-from gateway.rollout.totals import LATENCY_BUCKETS, VariantTotals
+from gateway.rollout.totals import LATENCY_BUCKETS, Latencies, VariantTotals, totals_from_core
 
 
 def totals(ok: int, failed: int = 0, seconds: float = 0.002) -> VariantTotals:
@@ -231,6 +231,44 @@ def test_latency_quantiles_interpolate_within_buckets_and_windows_subtract() -> 
     gate = LatencyGate(LatencySettings())
     slow = gate.evaluate(evidence(totals(100, seconds=0.03), totals(100, seconds=0.002)))
     assert slow.verdict is Verdict.FAIL and math.isclose(slow.values["limit_ms"], 1.2 * 2.4925 + 10, rel_tol=0.01)
+
+
+def _latencies(count: int, seconds: float) -> Latencies:
+    bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+    return Latencies(tuple(count if i == bucket else 0 for i in range(len(LATENCY_BUCKETS))), count)
+
+
+def streamed(requests: int, first_s: float, gap_s: float) -> VariantTotals:
+    """`requests` streamed requests, each with its first answer after `first_s` and 9 more `gap_s` apart."""
+    return VariantTotals({"OK": requests}, first_response=_latencies(requests, first_s),
+                         gaps=_latencies(9 * requests, gap_s))  # fmt: skip
+
+
+def test_generative_variants_are_judged_on_their_first_answers_and_gaps_and_unary_latency_passes() -> None:
+    gates = {gate.name: gate for gate in gates_for(GateSettings(), 0)}
+    slow_start = evidence(streamed(300, 0.2, 0.01), streamed(300, 0.05, 0.01))
+    assert gates["first_response"].evaluate(slow_start).verdict is Verdict.FAIL
+    assert gates["response_gap"].evaluate(slow_start).verdict is Verdict.PASS
+    assert gates["latency"].evaluate(slow_start).verdict is Verdict.PASS  # no unary calls: nothing to judge
+    stutter = evidence(streamed(300, 0.05, 0.2), streamed(300, 0.05, 0.01))
+    assert gates["response_gap"].evaluate(stutter).verdict is Verdict.FAIL
+    one_sided = evidence(streamed(300, 0.05, 0.01), totals(300))  # only one variant streamed: too thin to judge
+    assert gates["first_response"].evaluate(one_sided).verdict is Verdict.INCONCLUSIVE
+    unary = evidence(totals(300), totals(300))
+    assert gates["first_response"].evaluate(unary).verdict is Verdict.PASS
+    window = streamed(500, 0.2, 0.01).minus(streamed(300, 0.2, 0.01))
+    assert (window.first_response.count, window.gaps.count, window.requests) == (200, 1800, 200)
+    assert VariantTotals.from_dict(window.to_dict()) == window
+
+
+def test_streamed_requests_count_in_the_totals_by_how_they_ended() -> None:
+    empty = {"buckets": [], "count": 0, "sum": 0.0}
+    first = {"buckets": [0] * 8 + [3] + [0] * 7, "count": 3, "sum": 0.06}
+    row = {"model": "m", "variant": "v", "first_response": first, "gaps": empty, "answers": [], "answers_sum": 9,
+           "ended": {"done": 2, "failed": 1, "cancelled": 4, "broken": 0}}  # fmt: skip
+    totals_ = totals_from_core({"series": {"requests": [], "variants": [], "streams": [row]}})[("m", "v")]
+    assert totals_.codes == {"OK": 2, "UNKNOWN": 1, "CANCELLED": 4}
+    assert (totals_.requests, totals_.failures, totals_.first_response.count, totals_.count) == (3, 1, 3, 0)
 
 
 def test_regressions_are_judged_on_errors_above_the_tolerance() -> None:

@@ -55,9 +55,7 @@ pub struct Admission {
     pub cancelled: AtomicU64,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::primitives::locked;
 
 /// A slot of the pool: given back (and passed to the next in the queue) when dropped.
 pub struct Permit {

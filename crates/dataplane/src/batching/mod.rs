@@ -68,9 +68,7 @@ struct Caller {
     answer: oneshot::Sender<Answer>,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::primitives::locked;
 
 pub struct ModelBatcher {
     pool: Arc<Pool>,

@@ -23,9 +23,7 @@ const FORMAT: &str = "n1|";
 const RAW: u8 = b'r';
 const LZ4: u8 = b'l';
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::primitives::locked;
 
 fn glob_escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -28,6 +28,21 @@ impl Histogram {
         self.sum += seconds;
     }
 
+    /// Adds `other`'s observations.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len()];
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
     /// The `q` quantile, interpolated inside its bucket as Prometheus does; 0 when empty.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.count == 0 {

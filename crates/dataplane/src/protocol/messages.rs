@@ -229,6 +229,27 @@ pub struct ModelStreamInferResponse {
     pub infer_response: Option<ModelInferResponseHead>,
 }
 
+/// A ModelStreamInferResponse as the stream's bookkeeping reads it: the answer kept as bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamAnswer {
+    #[prost(string, tag = "1")]
+    pub error_message: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub infer_response: Bytes,
+}
+
+/// What a streamed answer says of its request: its id, whether it is the last
+/// (`triton_final_response`), and how many outputs it holds (kept as bytes, not decoded).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamAnswerHead {
+    #[prost(string, tag = "3")]
+    pub id: String,
+    #[prost(map = "string, message", tag = "4")]
+    pub parameters: HashMap<String, InferParameter>,
+    #[prost(bytes = "bytes", repeated, tag = "5")]
+    pub outputs: Vec<Bytes>,
+}
+
 /// grpc.health.v1
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct HealthCheckRequest {

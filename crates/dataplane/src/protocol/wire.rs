@@ -121,6 +121,27 @@ pub fn strip(message: &[u8], number: u32) -> Result<BytesMut, WireError> {
     Ok(out)
 }
 
+/// `message` with the string field `number` set to `value` where it stood (or at the end), its
+/// other occurrences dropped; an empty `value` is left out, as an encoder leaves it out.
+pub fn replace_string(message: &[u8], number: u32, value: &[u8]) -> Result<BytesMut, WireError> {
+    let mut out = BytesMut::with_capacity(message.len() + value.len() + 6);
+    let mut placed = false;
+    for field in fields(message)? {
+        if field.number != number {
+            out.put_slice(&message[field.start..field.end]);
+            continue;
+        }
+        if !placed && !value.is_empty() {
+            out.put_slice(&string_field(number, value));
+        }
+        placed = true;
+    }
+    if !placed && !value.is_empty() {
+        out.put_slice(&string_field(number, value));
+    }
+    Ok(out)
+}
+
 /// The string value of field `number` (the last occurrence wins), or "".
 pub fn string_of(message: &[u8], number: u32) -> Result<&[u8], WireError> {
     let mut value: &[u8] = b"";
@@ -208,6 +229,24 @@ pub fn merge_answers(answers: &[Bytes], entries: Option<u32>) -> Result<Bytes, W
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_string_takes_the_place_of_the_first_and_drops_the_rest() {
+        let mut message = string_field(1, b"m");
+        message.extend_from_slice(&string_field(3, b"17"));
+        message.extend_from_slice(&string_field(5, b"out"));
+        message.extend_from_slice(&string_field(3, b"18"));
+        let mut expected = string_field(1, b"m");
+        expected.extend_from_slice(&string_field(3, b"mine"));
+        expected.extend_from_slice(&string_field(5, b"out"));
+        assert_eq!(replace_string(&message, 3, b"mine").unwrap(), expected);
+        let mut without = string_field(1, b"m");
+        without.extend_from_slice(&string_field(5, b"out"));
+        assert_eq!(replace_string(&message, 3, b"").unwrap(), without);
+        let mut appended = without.clone();
+        appended.extend_from_slice(&string_field(3, b"x"));
+        assert_eq!(replace_string(&without, 3, b"x").unwrap(), appended);
+    }
 
     #[test]
     fn appended_strings_override() {

@@ -17,9 +17,7 @@ use crate::protocol::tls;
 use crate::state::State;
 use crate::{config, edge, health, upstream};
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::primitives::locked;
 
 /// The data plane of one gateway process.
 #[pyclass(module = "gateway._core")]

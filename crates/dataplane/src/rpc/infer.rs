@@ -127,7 +127,7 @@ pub async fn prepare(
 }
 
 /// What a request asks of its pool's admission control: a slot, at its priority, for its tenant.
-struct Slot {
+pub struct Slot {
     admission: Arc<Admission>,
     priority: usize,
     tenant: String,
@@ -135,7 +135,7 @@ struct Slot {
 
 impl Slot {
     /// None when the pool has no limit.
-    fn of(state: &State, prepared: &Prepared, headers: &HeaderMap) -> Option<Slot> {
+    pub fn of(state: &State, prepared: &Prepared, headers: &HeaderMap) -> Option<Slot> {
         let admission = state.admissions.get(&prepared.pool.name)?.clone();
         let settings = &state.config.admission;
         let priority = settings.priority(
@@ -152,7 +152,7 @@ impl Slot {
         })
     }
 
-    async fn take(
+    pub async fn take(
         self,
         deadline: Option<Instant>,
     ) -> Result<(Permit, std::time::Duration), GatewayError> {

@@ -5,6 +5,7 @@
 
 pub mod prediction;
 mod series;
+pub mod streamed;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -89,7 +90,7 @@ impl Record {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct AccessEntry {
     time: f64,
     request_id: String,
@@ -104,6 +105,14 @@ struct AccessEntry {
     retries: u32,
     bytes_in: u64,
     bytes_out: u64,
+    /// A request of a stream (`method` ModelStreamInfer/request): how it ended, its time to
+    /// its first answer, and its answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_response_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    responses: Option<u64>,
 }
 
 /// A compact per-request record for the control plane (rollouts, feedback, drift).
@@ -317,6 +326,7 @@ impl Telemetry {
                 retries: record.retries,
                 bytes_in: record.bytes_in,
                 bytes_out,
+                ..AccessEntry::default()
             };
             access.write(entry);
         }
@@ -383,7 +393,9 @@ impl Telemetry {
             "variants": series.variants.iter()
                 .map(|([model, variant], h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))
                 .collect::<Vec<_>>(),
+            "streams": streamed::rows(&series.streams),
             "bounds": LATENCY_BUCKETS,
+            "answer_bounds": streamed::ANSWER_BUCKETS,
             "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),
             "payload_log_dropped": self.payloads.as_ref().map_or(0, |(log, _)| log.dropped.load(Ordering::Relaxed)),
         })

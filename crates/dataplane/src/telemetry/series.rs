@@ -8,6 +8,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::primitives::histogram::Histogram;
 use crate::protocol::grpc::Code;
+use crate::telemetry::streamed::StreamSeries;
 
 /// Labels borrowed from a record, looked up against the owned ones of a series' keys (an array
 /// of `&str` hashes as the array of `String` with the same text does).
@@ -75,6 +76,7 @@ pub struct Series {
     pub upstream: Labelled<Histogram, 3>, // pool, model, variant
     pub variants: Labelled<Histogram, 2>, // model, variant (ModelInfer)
     pub cache: Labelled<u64, 2>,      // model, outcome (ModelInfer)
+    pub streams: Labelled<StreamSeries, 2>, // model, variant (requests of ModelStreamInfer)
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct Attempt {
     /// 1 for the first try; more after retries on other endpoints.
     pub number: u32,
     done: bool,
+    /// Whether its time counts in the endpoint's latency (a streamed request's does not: it
+    /// lasts as long as its generation).
+    timed: bool,
     /// Its span, when the RPC is traced: ends with the attempt.
     span: Option<ChildSpan>,
 }
@@ -68,7 +71,9 @@ impl Attempt {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .success(now);
-            self.endpoint.observe(self.started.elapsed().as_secs_f64());
+            if self.timed {
+                self.endpoint.observe(self.started.elapsed().as_secs_f64());
+            }
         }
     }
 }
@@ -127,6 +132,22 @@ impl Pool {
         }
     }
 
+    /// A streamed request's share of `endpoint`'s load, from now until it is finished (its last
+    /// answer) or dropped.
+    pub fn hold(self: &Arc<Self>, endpoint: &Arc<Endpoint>) -> Attempt {
+        endpoint.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+        Attempt {
+            endpoint: endpoint.clone(),
+            pool: self.clone(),
+            started: Instant::now(),
+            number: 1,
+            done: false,
+            timed: false,
+            span: None,
+        }
+    }
+
     /// One request to one endpoint; a connection failure is counted against it (and mapped).
     async fn attempt(
         self: &Arc<Self>,
@@ -158,6 +179,7 @@ impl Pool {
             started: Instant::now(),
             number,
             done: false,
+            timed: true,
             span,
         };
         let body = crate::protocol::body::message(payload);

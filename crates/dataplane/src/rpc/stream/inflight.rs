@@ -1,0 +1,276 @@
+//! The requests under way on one upstream stream, and what each answer means for them (pure).
+//!
+//! A request goes up with an id of the gateway's own (unique on its upstream stream) and
+//! `triton_enable_empty_final_response`, so that every answer names its request and the last one
+//! says so (`triton_final_response`: Triton sends nothing at a decoupled request's end
+//! otherwise). Answers go back with the caller's id in place of the gateway's; the empty final answer only to a caller that
+//! asked for it. An error answer, and any answer of a model that is not decoupled, is its
+//! request's last. What each request holds (its admission slot, its share of the endpoint's
+//! load) is handed back with it when it ends.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+
+use crate::protocol::messages::{
+    InferParameter, ModelInferRequest, ParameterChoice, StreamAnswer, StreamAnswerHead,
+};
+use crate::protocol::wire;
+use crate::telemetry::streamed::{Ending, Timing};
+
+pub const FINAL: &str = "triton_final_response";
+pub const EMPTY_FINAL: &str = "triton_enable_empty_final_response";
+
+fn flag(parameters: &HashMap<String, InferParameter>, name: &str) -> bool {
+    matches!(
+        parameters.get(name).and_then(|p| p.choice.as_ref()),
+        Some(ParameterChoice::Bool(true))
+    )
+}
+
+/// The request's bytes as they go upstream: the gateway's id, and the empty final answer asked
+/// for (both appended: later fields win).
+pub fn upstream_request(payload: &Bytes, upstream_id: &str) -> Bytes {
+    let mut suffix = wire::string_field(3, upstream_id.as_bytes());
+    let mut entry = wire::string_field(1, EMPTY_FINAL.as_bytes());
+    wire::message_field(&mut entry, 2, &[0x08, 0x01]); // InferParameter { bool_param: true }
+    wire::message_field(&mut suffix, 4, &entry);
+    wire::append(payload, &suffix)
+}
+
+/// A request under way, and what it holds until it ends.
+pub struct Pending<T> {
+    pub caller_id: String,
+    /// Whether its model streams many answers; if not, its first answer is its last.
+    pub decoupled: bool,
+    /// The caller asked for the empty final answer itself.
+    pub wants_empty_final: bool,
+    pub timing: Timing,
+    pub held: T,
+}
+
+impl<T> Pending<T> {
+    pub fn new(
+        request: &ModelInferRequest,
+        decoupled: bool,
+        timing: Timing,
+        held: T,
+    ) -> Pending<T> {
+        Pending {
+            caller_id: request.id.clone(),
+            decoupled,
+            wants_empty_final: flag(&request.parameters, EMPTY_FINAL),
+            timing,
+            held,
+        }
+    }
+}
+
+/// A request that has ended, and how.
+pub struct Ended<T> {
+    pub request: Pending<T>,
+    pub ending: Ending,
+}
+
+/// What to do with one answer: the bytes for the caller (none for an empty final answer it did
+/// not ask for), and its request when this was its last.
+pub struct Routed<T> {
+    pub forward: Option<Bytes>,
+    pub ended: Option<Ended<T>>,
+}
+
+pub struct InFlight<T> {
+    requests: HashMap<String, Pending<T>>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        InFlight {
+            requests: HashMap::new(),
+        }
+    }
+}
+
+impl<T> InFlight<T> {
+    pub fn add(&mut self, upstream_id: String, request: Pending<T>) {
+        self.requests.insert(upstream_id, request);
+    }
+
+    pub fn remove(&mut self, upstream_id: &str) -> Option<Pending<T>> {
+        self.requests.remove(upstream_id)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Every request still under way (the stream broke off, or the caller left).
+    pub fn drain(&mut self) -> impl Iterator<Item = Pending<T>> + '_ {
+        self.requests.drain().map(|(_, request)| request)
+    }
+
+    /// One answer from upstream, at `now`. An answer naming no request of this stream is
+    /// passed on untouched.
+    pub fn route(&mut self, message: Bytes, now: Instant) -> Result<Routed<T>, wire::WireError> {
+        let malformed = |e: prost::DecodeError| wire::WireError(e.to_string());
+        let answer = StreamAnswer::decode(message.clone()).map_err(malformed)?;
+        let head = StreamAnswerHead::decode(answer.infer_response.clone()).map_err(malformed)?;
+        let Some(request) = self.requests.get_mut(&head.id) else {
+            return Ok(Routed {
+                forward: Some(message),
+                ended: None,
+            });
+        };
+        let failed = !answer.error_message.is_empty();
+        let last = failed || !request.decoupled || flag(&head.parameters, FINAL);
+        let empty = !failed && head.outputs.is_empty();
+        let forward = match empty && last && !request.wants_empty_final {
+            true => None,
+            false => Some(with_caller_id(&answer, &request.caller_id)?),
+        };
+        if !empty {
+            request.timing.answered(now);
+        }
+        let ending = if failed { Ending::Failed } else { Ending::Done };
+        let ended = match last {
+            true => self
+                .requests
+                .remove(&head.id)
+                .map(|request| Ended { request, ending }),
+            false => None,
+        };
+        Ok(Routed { forward, ended })
+    }
+}
+
+/// The answer re-encoded with the caller's id where the server put the gateway's (so that it
+/// reads byte for byte as the server's answer to the caller would).
+fn with_caller_id(answer: &StreamAnswer, caller_id: &str) -> Result<Bytes, wire::WireError> {
+    let inner = wire::replace_string(&answer.infer_response, 3, caller_id.as_bytes())?;
+    let mut out = BytesMut::with_capacity(inner.len() + answer.error_message.len() + 12);
+    if !answer.error_message.is_empty() {
+        wire::message_field(&mut out, 1, answer.error_message.as_bytes());
+    }
+    wire::message_field(&mut out, 2, &inner);
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::messages::{ModelInferAnswer, ModelStreamInferResponse};
+
+    fn answer(id: &str, final_flag: Option<bool>, outputs: usize, error: &str) -> Bytes {
+        let mut parameters = HashMap::new();
+        if let Some(value) = final_flag {
+            let choice = Some(ParameterChoice::Bool(value));
+            parameters.insert(FINAL.to_owned(), InferParameter { choice });
+        }
+        let inner = ModelInferAnswer {
+            id: id.into(),
+            parameters,
+            outputs: (0..outputs).map(|_| Default::default()).collect(),
+            ..Default::default()
+        };
+        let mut out = BytesMut::new();
+        if !error.is_empty() {
+            wire::message_field(&mut out, 1, error.as_bytes());
+        }
+        wire::message_field(&mut out, 2, &inner.encode_to_vec());
+        out.freeze()
+    }
+
+    fn pending(caller_id: &str, decoupled: bool, wants_empty_final: bool) -> Pending<u32> {
+        let mut request = ModelInferRequest {
+            id: caller_id.into(),
+            ..Default::default()
+        };
+        if wants_empty_final {
+            let choice = Some(ParameterChoice::Bool(true));
+            request
+                .parameters
+                .insert(EMPTY_FINAL.into(), InferParameter { choice });
+        }
+        let timing = Timing::new("m".into(), "v".into(), Instant::now());
+        Pending::new(&request, decoupled, timing, 7)
+    }
+
+    fn caller_id(forwarded: &Bytes) -> String {
+        let response = ModelStreamInferResponse::decode(forwarded.clone()).unwrap();
+        response.infer_response.unwrap().id
+    }
+
+    #[test]
+    fn the_upstream_request_carries_the_gateways_id_and_asks_for_the_final_answer() {
+        let request = ModelInferRequest {
+            id: "mine".into(),
+            model_name: "m".into(),
+            ..Default::default()
+        };
+        let sent = upstream_request(&request.encode_to_vec().into(), "17");
+        let decoded = ModelInferRequest::decode(sent).unwrap();
+        assert_eq!(
+            (decoded.id.as_str(), decoded.model_name.as_str()),
+            ("17", "m")
+        );
+        assert!(flag(&decoded.parameters, EMPTY_FINAL));
+    }
+
+    #[test]
+    fn answers_go_back_with_the_callers_id_and_the_empty_final_one_ends_the_request_unseen() {
+        let mut inflight = InFlight::default();
+        inflight.add("1".into(), pending("caller-a", true, false));
+        let now = Instant::now();
+        let first = inflight
+            .route(answer("1", Some(false), 1, ""), now)
+            .unwrap();
+        assert_eq!(caller_id(&first.forward.unwrap()), "caller-a");
+        assert!(first.ended.is_none());
+        let last = inflight.route(answer("1", Some(true), 0, ""), now).unwrap();
+        assert!(last.forward.is_none());
+        let ended = last.ended.unwrap();
+        assert_eq!((ended.request.timing.answers, ended.request.held), (1, 7));
+        assert_eq!(ended.ending, Ending::Done);
+        assert_eq!(inflight.len(), 0);
+    }
+
+    #[test]
+    fn a_caller_that_asked_for_the_empty_final_answer_gets_it() {
+        let mut inflight = InFlight::default();
+        inflight.add("1".into(), pending("", true, true));
+        let last = inflight
+            .route(answer("1", Some(true), 0, ""), Instant::now())
+            .unwrap();
+        assert_eq!(caller_id(&last.forward.unwrap()), "");
+        assert_eq!(last.ended.unwrap().request.timing.answers, 0);
+    }
+
+    #[test]
+    fn errors_and_answers_of_models_that_are_not_decoupled_are_last() {
+        let mut inflight = InFlight::default();
+        inflight.add("1".into(), pending("a", true, false));
+        inflight.add("2".into(), pending("b", false, false));
+        let failed = inflight
+            .route(answer("1", None, 0, "boom"), Instant::now())
+            .unwrap();
+        let forwarded = ModelStreamInferResponse::decode(failed.forward.unwrap()).unwrap();
+        assert_eq!(forwarded.error_message, "boom");
+        assert_eq!(forwarded.infer_response.unwrap().id, "a");
+        assert_eq!(failed.ended.unwrap().ending, Ending::Failed);
+        let unary = inflight
+            .route(answer("2", None, 1, ""), Instant::now())
+            .unwrap();
+        assert!(unary.forward.is_some() && unary.ended.is_some());
+    }
+
+    #[test]
+    fn an_answer_for_no_known_request_passes_untouched() {
+        let mut inflight: InFlight<u32> = InFlight::default();
+        let message = answer("elsewhere", Some(false), 1, "");
+        let routed = inflight.route(message.clone(), Instant::now()).unwrap();
+        assert_eq!(routed.forward, Some(message));
+    }
+}

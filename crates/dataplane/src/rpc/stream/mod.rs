@@ -1,0 +1,265 @@
+//! ModelStreamInfer: each request of the caller's stream is first-class traffic.
+//!
+//! Every request is routed on its own (weights, header rules and sticky keys apply per request),
+//! validated, admitted by its pool's admission control (it waits in the same fair queues and
+//! priorities as unary calls, and holds its slot until its last answer; shed, it gets an
+//! in-stream error answer carrying `grpc_status` and `retry-after-ms`), and sent to the
+//! endpoint P2C picks among the ready ones, counted in that endpoint's load until its last
+//! answer. It goes up the caller's own stream to that endpoint for that model (one model per
+//! upstream stream is deliberate: Triton 2.51 aborts when responses of different models race on
+//! one stream), so that the caller cancelling its RPC, or its deadline passing, resets exactly
+//! its own upstream streams, and Triton cancels what they were generating. Requests of one
+//! caller's stream are taken in order (a request waiting for a slot holds the next back). A
+//! request that fails validation gets an in-stream error answer (as Triton does) and the stream
+//! goes on; a broken upstream stream ends the caller's stream with the mapped status.
+
+mod inflight;
+mod upstream;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::protocol::body::{self, boxed, status_trailers, BoxBody, ChannelSender};
+use crate::protocol::error::GatewayError;
+use crate::protocol::grpc::{self, Code};
+use crate::protocol::messages::ModelInferResponseHead;
+use crate::protocol::respond::grpc_response;
+use crate::protocol::streams::RecvBody;
+use crate::protocol::wire;
+use crate::rpc::infer::{self, Prepared, Slot};
+use crate::state::State;
+use crate::telemetry::streamed::Timing;
+use crate::telemetry::Record;
+use inflight::{upstream_request, Pending};
+use upstream::{open, Upstream};
+
+pub fn model_stream_infer(
+    state: Arc<State>,
+    body: RecvBody,
+    headers: HeaderMap,
+    deadline: Option<Instant>,
+) -> Response<BoxBody> {
+    let (out, receiver) = body::channel(16);
+    tokio::spawn(async move {
+        let session = run(&state, body, &headers, deadline, &out);
+        // The deadline ends the whole stream: what is under way upstream is cancelled with it.
+        let result = match deadline {
+            None => session.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), session)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(GatewayError::DeadlineExceeded(
+                        "the stream's deadline passed".into(),
+                    ))
+                }),
+        };
+        let (code, message) = match result {
+            Ok(()) => (Code::Ok, String::new()),
+            Err(error) => (error.code(), error.message().to_owned()),
+        };
+        let _ = out
+            .send(Frame::trailers(status_trailers(code, &message)))
+            .await;
+    });
+    grpc_response(boxed(receiver))
+}
+
+/// An in-stream error answer (as Triton sends one): the message, the request's id and model, and
+/// parameters `grpc_status` (the status a unary call would have had) and, when shed,
+/// `retry-after-ms`.
+fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
+    let head = infer::parse(request)
+        .map(|r| (r.id, r.model_name))
+        .unwrap_or_default();
+    let mut inner = ModelInferResponseHead {
+        id: head.0,
+        model_name: head.1,
+        model_version: String::new(),
+    }
+    .encode_to_vec();
+    let mut parameters = BytesMut::new();
+    let mut entry = wire::string_field(1, b"grpc_status");
+    wire::message_field(
+        &mut entry,
+        2,
+        &wire::string_field(3, error.code().name().as_bytes()),
+    );
+    wire::message_field(&mut parameters, 4, &entry);
+    if let GatewayError::Overloaded { retry_after_ms, .. } = error {
+        let mut entry = wire::string_field(1, b"retry-after-ms");
+        let mut value = BytesMut::new();
+        wire::uint_field(&mut value, 2, *retry_after_ms); // int64_param
+        wire::message_field(&mut entry, 2, &value);
+        wire::message_field(&mut parameters, 4, &entry);
+    }
+    inner.extend_from_slice(&parameters);
+    let mut out = wire::string_field(1, error.message().as_bytes());
+    wire::message_field(&mut out, 2, &inner);
+    out.freeze()
+}
+
+/// The caller's stream: its upstream streams (one per pool, endpoint and model), the tasks
+/// pumping their answers, and the first failure of any.
+struct Session<'a> {
+    state: &'a Arc<State>,
+    headers: &'a HeaderMap,
+    deadline: Option<Instant>,
+    out: &'a ChannelSender,
+    upstreams: HashMap<(String, String, String), Upstream>,
+    failures: mpsc::Sender<GatewayError>,
+    pumps: JoinSet<()>,
+    sent: u64,
+}
+
+impl Session<'_> {
+    /// One request of the caller's: Err only for what ends the whole stream.
+    async fn request(&mut self, message: Bytes) -> Result<(), GatewayError> {
+        infer::parse(&message)?; // a malformed message ends the stream, as in Triton
+        if let Err(error) = self.forward(&message).await {
+            let answer = error_response(&message, &error);
+            let _ = self.out.send(Frame::data(grpc::frame(&answer))).await;
+        }
+        Ok(())
+    }
+
+    /// Routed, admitted and sent upstream; Err: the request's in-stream error.
+    async fn forward(&mut self, message: &Bytes) -> Result<(), GatewayError> {
+        let (state, deadline) = (self.state, self.deadline);
+        let mut record = Record::default();
+        let prepared =
+            infer::prepare(state, message.clone(), self.headers, deadline, &mut record).await?;
+        let permit = match Slot::of(state, &prepared, self.headers) {
+            None => None,
+            Some(slot) => Some(slot.take(deadline).await?.0),
+        };
+        let model = (
+            prepared.variant.model.clone(),
+            prepared.variant.version.clone(),
+        );
+        let endpoint = prepared.pool.pick(Some(&model), &[])?;
+        self.sent += 1;
+        let id = self.sent.to_string();
+        let timing = Timing::new(
+            prepared.route_model.clone(),
+            prepared.variant.name.clone(),
+            Instant::now(),
+        );
+        let held = (permit, prepared.pool.hold(&endpoint));
+        let pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
+        let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, &id)));
+        let key = (
+            prepared.pool.name.clone(),
+            endpoint.address().to_owned(),
+            prepared.variant.model.clone(),
+        );
+        let upstream = self.upstream(&prepared, &endpoint, key.clone());
+        upstream.tracked.lock().add(id.clone(), pending);
+        let Err(unsent) = upstream.sender.send(payload).await else {
+            return Ok(());
+        };
+        // That upstream stream has ended (its server closed it): a new one takes this request,
+        // so none is lost.
+        let pending = upstream.tracked.lock().remove(&id);
+        self.upstreams.remove(&key);
+        let upstream = self.upstream(&prepared, &endpoint, key);
+        if let Some(pending) = pending {
+            upstream.tracked.lock().add(id, pending);
+        }
+        upstream
+            .sender
+            .send(unsent.0)
+            .await
+            .map_err(|_| GatewayError::Unavailable("an upstream stream closed at once".into()))
+    }
+
+    fn upstream(
+        &mut self,
+        prepared: &Prepared,
+        endpoint: &Arc<crate::upstream::Endpoint>,
+        key: (String, String, String),
+    ) -> &Upstream {
+        self.upstreams.entry(key).or_insert_with(|| {
+            open(
+                self.state.clone(),
+                prepared.pool.clone(),
+                endpoint.clone(),
+                self.deadline,
+                self.out.clone(),
+                self.failures.clone(),
+                &mut self.pumps,
+            )
+        })
+    }
+}
+
+async fn run(
+    state: &Arc<State>,
+    mut body: RecvBody,
+    headers: &HeaderMap,
+    deadline: Option<Instant>,
+    out: &ChannelSender,
+) -> Result<(), GatewayError> {
+    let (failures, mut failed) = mpsc::channel::<GatewayError>(1);
+    let mut session = Session {
+        state,
+        headers,
+        deadline,
+        out,
+        upstreams: HashMap::new(),
+        failures,
+        pumps: JoinSet::new(),
+        sent: 0,
+    };
+    let mut buffer = BytesMut::new();
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            Some(error) = failed.recv() => return Err(error),
+        };
+        let Some(frame) = frame else { break };
+        let Ok(frame) = frame else {
+            return Err(GatewayError::Internal(
+                "the caller's stream broke off".into(),
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buffer.extend_from_slice(&data);
+        let limit = state.config.max_message_bytes;
+        while let Some(message) = grpc::next_message(&mut buffer, limit)
+            .map_err(|e| crate::protocol::error::frame_error(e, limit))?
+        {
+            session.request(message).await?;
+        }
+    }
+    // Done writing: every upstream stream sees the end of its requests, and their answers are
+    // awaited (unless the caller leaves: its upstream streams are then reset, cancelling them).
+    session.upstreams.clear();
+    let Session {
+        mut pumps,
+        failures,
+        ..
+    } = session;
+    drop(failures);
+    loop {
+        tokio::select! {
+            joined = pumps.join_next() => if joined.is_none() { break },
+            Some(error) = failed.recv() => return Err(error),
+            () = out.closed() => return Ok(()),
+        }
+    }
+    match failed.try_recv() {
+        Ok(error) => Err(error),
+        Err(_) => Ok(()),
+    }
+}

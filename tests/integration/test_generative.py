@@ -1,0 +1,238 @@
+"""Generative (decoupled) models through a real gateway and Triton: cancellation reaches the model,
+streamed requests are admitted like unary ones and hold their slot until their last answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from gateway.local.processes import GatewayProcess
+from gateway_admin import admin_pb2 as apb
+from gateway_admin import admin_pb2_grpc
+from tests.procs import TritonCli, running_gateway
+from tests.traffic import AUTH, TOKEN
+
+_END = object()
+
+
+def generate(tokens: int, delay_ms: int, request_id: str = "", log: Path | None = None,
+             empty_final: bool = False) -> pb.ModelInferRequest:  # fmt: skip
+    """A request of the `generate` model: `tokens` answers `delay_ms` apart."""
+    request = pb.ModelInferRequest(model_name="generate", id=request_id)
+    for name, value in (("N", tokens), ("DELAY_MS", delay_ms)):
+        request.inputs.add(name=name, datatype="INT32", shape=[1])
+        request.raw_input_contents.append(np.array([value], np.int32).tobytes())
+    if log is not None:
+        request.parameters["log"].string_param = str(log)
+    if empty_final:
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+    return request
+
+
+class Stream:
+    """One ModelStreamInfer call: requests written when asked, answers gathered with their time."""
+
+    def __init__(self, address: str, timeout: float | None = None) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._requests: queue.Queue[object] = queue.Queue()
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self.call = stub.ModelStreamInfer(iter(self._requests.get, _END), timeout=timeout)
+        self.answers: queue.Queue[tuple[float, pb.ModelStreamInferResponse]] = queue.Queue()
+        self.status: grpc.StatusCode | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for answer in self.call:
+                self.answers.put((time.time(), answer))
+            self.status = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            self.status = exc.code()
+
+    def send(self, request: pb.ModelInferRequest) -> None:
+        self._requests.put(request)
+
+    def take(self, count: int, timeout: float = 10.0) -> list[tuple[float, pb.ModelStreamInferResponse]]:
+        return [self.answers.get(timeout=timeout) for _ in range(count)]
+
+    def close(self) -> None:
+        """Done writing; waits for the answers to end."""
+        self._requests.put(_END)
+        self._reader.join(30)
+        self._channel.close()
+
+    def cancel(self) -> float:
+        cancelled = time.time()
+        self.call.cancel()
+        self._reader.join(10)
+        self._channel.close()
+        return cancelled
+
+
+def _log(path: Path) -> list[tuple[str, float]]:
+    """The model's log: (event, time) per line ("token 3", "cancelled 6", "done")."""
+    lines = [line.rsplit(" ", 1) for line in path.read_text().splitlines()] if path.exists() else []
+    return [(event, float(at)) for event, at in lines]
+
+
+def _until_cancelled(path: Path, timeout_s: float = 5.0) -> list[tuple[str, float]]:
+    deadline = time.monotonic() + timeout_s
+    while not any(e.startswith("cancelled") for e, _ in _log(path)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _log(path)
+
+
+def _tokens(answers: list[tuple[float, pb.ModelStreamInferResponse]]) -> list[int]:
+    return [int(np.frombuffer(a.infer_response.raw_output_contents[0], np.int32)[0]) for _, a in answers]
+
+
+def test_a_caller_that_cancels_stops_its_generation_within_100_ms_and_no_one_elses(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    cancelled_log, other_log = tmp_path / "cancelled.log", tmp_path / "other.log"
+    leaving, staying = Stream(gateway.address), Stream(gateway.address)
+    leaving.send(generate(500, 20, "a", cancelled_log))
+    staying.send(generate(40, 20, "b", other_log))
+    assert _tokens(leaving.take(5)) == [0, 1, 2, 3, 4]
+    cancelled_at = leaving.cancel()
+    events = _until_cancelled(cancelled_log)
+    stopped = [at for event, at in events if event.startswith("cancelled")]
+    assert stopped and stopped[0] - cancelled_at < 0.1, events[-3:]
+    assert all(at < cancelled_at + 0.1 for event, at in events if event.startswith("token"))
+    answers = staying.take(40)  # the other stream, on the same model and server, went on
+    staying.close()
+    assert _tokens(answers) == list(range(40)) and {a.infer_response.id for _, a in answers} == {"b"}
+    assert staying.status == grpc.StatusCode.OK and _log(other_log)[-1][0] == "done"
+
+
+def test_a_stream_whose_deadline_passes_ends_with_deadline_exceeded_and_is_cancelled_upstream(
+    gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    log = tmp_path / "late.log"
+    started = time.time()
+    late = Stream(gateway.address, timeout=0.4)
+    late.send(generate(500, 20, "late", log))
+    late._reader.join(5)
+    assert late.status == grpc.StatusCode.DEADLINE_EXCEEDED
+    stopped = [at for event, at in _until_cancelled(log) if event.startswith("cancelled")]
+    assert stopped and stopped[0] - (started + 0.4) < 0.1
+
+
+def test_answers_keep_the_callers_id_and_the_empty_final_answer_only_when_asked_for(gateway: GatewayProcess) -> None:
+    stream = Stream(gateway.address)
+    stream.send(generate(3, 0, "plain"))
+    stream.send(generate(2, 0, "wants-final", empty_final=True))
+    stream.close()
+    answers = [answer for _, answer in list(stream.answers.queue)]
+    plain = [a for a in answers if a.infer_response.id == "plain"]
+    final = [a for a in answers if a.infer_response.id == "wants-final"]
+    assert len(plain) == 3 and all(not a.infer_response.parameters["triton_final_response"].bool_param for a in plain)
+    assert len(final) == 3 and final[-1].infer_response.parameters["triton_final_response"].bool_param
+    assert not final[-1].infer_response.outputs and stream.status == grpc.StatusCode.OK
+
+
+def _pool_stats(gateway: GatewayProcess) -> apb.PoolStats:
+    with grpc.insecure_channel(gateway.admin_address) as channel:
+        stub = admin_pb2_grpc.GatewayAdminStub(channel)
+        return stub.GetPoolStats(apb.GetPoolStatsRequest(), metadata=AUTH, timeout=5).pools[0]
+
+
+@pytest.fixture
+def one_slot(triton: TritonCli, tmp_path: Path) -> Iterator[GatewayProcess]:
+    args = ["--upstream", triton.address, "--max-inflight", "1", "--max-queue", "1"]
+    with running_gateway([*args, "--admin-port", "0", "--admin-token", TOKEN], tmp_path / "gateway.log") as gateway:
+        yield gateway
+
+
+def test_streamed_requests_hold_their_slot_until_their_last_answer_and_are_shed_in_stream(
+    one_slot: GatewayProcess,
+) -> None:
+    first, second, third = (Stream(one_slot.address) for _ in range(3))
+    first.send(generate(15, 20, "first"))  # holds the one slot for ~300 ms
+    first.take(1)
+    second.send(generate(1, 0, "second"))  # waits in the queue of one
+    time.sleep(0.1)
+    third.send(generate(1, 0, "third"))  # the queue is full: shed, in its stream
+    [(_, shed)] = third.take(1)
+    assert "is at capacity" in shed.error_message and shed.infer_response.id == "third"
+    parameters = shed.infer_response.parameters
+    assert parameters["grpc_status"].string_param == "RESOURCE_EXHAUSTED"
+    assert parameters["retry-after-ms"].int64_param > 0
+    first_answers = first.take(14)
+    [(second_at, answer)] = second.take(1)
+    assert answer.infer_response.id == "second" and not answer.error_message
+    assert second_at >= first_answers[-1][0]  # admitted only once the first had its last answer
+    for stream in (first, second, third):
+        stream.close()
+        assert stream.status == grpc.StatusCode.OK
+    stats = _pool_stats(one_slot)
+    assert (stats.admitted, stats.in_flight, stats.queued, stats.shed) == (2, 0, 0, 1)
+
+
+@pytest.fixture
+def observed(triton: TritonCli, tmp_path: Path) -> Iterator[tuple[GatewayProcess, Path]]:
+    access_log = tmp_path / "access.jsonl"
+    args = ["--upstream", triton.address, "--metrics-port", "0", "--access-log", str(access_log)]
+    with running_gateway([*args, "--admin-port", "0", "--admin-token", TOKEN], tmp_path / "gateway.log") as gateway:
+        yield gateway, access_log
+
+
+def test_streamed_requests_are_measured_per_variant(observed: tuple[GatewayProcess, Path], tmp_path: Path) -> None:
+    gateway, access_log = observed
+    stream = Stream(gateway.address)
+    for index in range(3):
+        stream.send(generate(5, 10, f"r{index}"))
+    stream.take(15)
+    stream.close()
+    leaving = Stream(gateway.address)
+    leaving.send(generate(500, 10, "gone"))
+    leaving.take(2)
+    leaving.cancel()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(gateway.admin_address) as channel:
+            stub = admin_pb2_grpc.GatewayAdminStub(channel)
+            stats = stub.GetStreamStats(apb.GetStreamStatsRequest(model="generate"), metadata=AUTH, timeout=5).stats
+        if stats and stats[0].requests == 4:
+            break
+        time.sleep(0.05)
+    [stat] = stats
+    assert (stat.done, stat.cancelled, stat.failed, stat.broken) == (3, 1, 0, 0)
+    assert stat.responses >= 17 and 0 < stat.first_response_p50_ms < stat.first_response_p99_ms < 250
+    assert 5 <= stat.gap_p50_ms < 100
+    metrics = urllib.request.urlopen(f"http://{gateway.metrics_address}/metrics", timeout=5).read().decode()
+    series = f'model="generate",variant="{stat.variant}"'
+    assert f"gateway_stream_first_response_seconds_count{{{series}}} 4.0" in metrics
+    assert f'gateway_stream_requests_total{{ended="cancelled",{series}}} 1.0' in metrics
+    assert f"gateway_stream_responses_per_request_count{{{series}}} 4.0" in metrics
+
+    def streamed() -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in access_log.read_text().splitlines()] if access_log.exists() else []
+        return [e for e in entries if e["method"] == "ModelStreamInfer/request"]
+
+    deadline = time.monotonic() + 5
+    while len(streamed()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    requests = streamed()
+    assert sorted(e["ended"] for e in requests) == ["cancelled", "done", "done", "done"]
+    assert all(e["first_response_ms"] > 0 and e["model"] == "generate" for e in requests)
+    ctl = [str(Path(sys.executable).parent / "gatewayctl"), "--admin", gateway.admin_address, "--token", TOKEN]
+    shown = subprocess.run([*ctl, "stream-stats", "generate"], capture_output=True, text=True, check=False,
+                           env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert shown.returncode == 0 and "generate" in shown.stdout and stat.variant in shown.stdout, shown.stderr
