@@ -1,4 +1,5 @@
-"""Decoupled token generator that honours cancellation (see config.pbtxt)."""
+"""Decoupled token generator that honours cancellation (see config.pbtxt). Versions 2 and 3 are
+this file: version 2 is slow to its first token (80 ms more), version 3 as fast as version 1."""
 
 import json
 import threading
@@ -21,6 +22,7 @@ def _log(path, line):
 
 class TritonPythonModel:
     def initialize(self, args):
+        self._first_delay = 0.08 if args["model_version"] == "2" else 0.0
         self._threads = set()
         self._lock = threading.Lock()
 
@@ -37,6 +39,8 @@ class TritonPythonModel:
         try:
             count, delay = _input(request, "N", 0), _input(request, "DELAY_MS", 0) / 1000.0
             path = json.loads(request.parameters() or "{}").get("log")
+            if self._first_delay:
+                time.sleep(self._first_delay)
             for index in range(max(count, 0)):
                 if request.is_cancelled():
                     _log(path, f"cancelled {index}")

@@ -8,7 +8,7 @@
 //! request's last. What each request holds (its admission slot, its share of the endpoint's
 //! load) is handed back with it when it ends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -32,8 +32,8 @@ fn flag(parameters: &HashMap<String, InferParameter>, name: &str) -> bool {
 
 /// The request's bytes as they go upstream: the gateway's id, and the empty final answer asked
 /// for (both appended: later fields win).
-pub fn upstream_request(payload: &Bytes, upstream_id: &str) -> Bytes {
-    let mut suffix = wire::string_field(3, upstream_id.as_bytes());
+pub fn upstream_request(payload: &Bytes, upstream_id: u64) -> Bytes {
+    let mut suffix = wire::string_field(3, upstream_id.to_string().as_bytes());
     let mut entry = wire::string_field(1, EMPTY_FINAL.as_bytes());
     wire::message_field(&mut entry, 2, &[0x08, 0x01]); // InferParameter { bool_param: true }
     wire::message_field(&mut suffix, 4, &entry);
@@ -81,25 +81,26 @@ pub struct Routed<T> {
     pub ended: Option<Ended<T>>,
 }
 
+/// By the gateway's id, which counts up: the first entry is the oldest request.
 pub struct InFlight<T> {
-    requests: HashMap<String, Pending<T>>,
+    requests: BTreeMap<u64, Pending<T>>,
 }
 
 impl<T> Default for InFlight<T> {
     fn default() -> Self {
         InFlight {
-            requests: HashMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 }
 
 impl<T> InFlight<T> {
-    pub fn add(&mut self, upstream_id: String, request: Pending<T>) {
+    pub fn add(&mut self, upstream_id: u64, request: Pending<T>) {
         self.requests.insert(upstream_id, request);
     }
 
-    pub fn remove(&mut self, upstream_id: &str) -> Option<Pending<T>> {
-        self.requests.remove(upstream_id)
+    pub fn remove(&mut self, upstream_id: u64) -> Option<Pending<T>> {
+        self.requests.remove(&upstream_id)
     }
 
     #[cfg(test)]
@@ -108,17 +109,31 @@ impl<T> InFlight<T> {
     }
 
     /// Every request still under way (the stream broke off, or the caller left).
-    pub fn drain(&mut self) -> impl Iterator<Item = Pending<T>> + '_ {
-        self.requests.drain().map(|(_, request)| request)
+    pub fn drain(&mut self) -> impl Iterator<Item = Pending<T>> {
+        std::mem::take(&mut self.requests).into_values()
     }
 
-    /// One answer from upstream, at `now`. An answer naming no request of this stream is
-    /// passed on untouched.
+    /// One answer from upstream, at `now`. An answer naming no request under way is taken as
+    /// the oldest one's (a server that does not echo ids answers in order: MLServer names every
+    /// answer of a stream after its first request); with none under way it passes untouched.
     pub fn route(&mut self, message: Bytes, now: Instant) -> Result<Routed<T>, wire::WireError> {
         let malformed = |e: prost::DecodeError| wire::WireError(e.to_string());
-        let answer = StreamAnswer::decode(message.clone()).map_err(malformed)?;
+        // Triton answers a ModelStreamInferResponse (fields 1 and 2); some servers (MLServer)
+        // answer the bare ModelInferResponse, whose id, parameters and outputs are fields 3 to 6.
+        let bare = wire::fields(&message)?.iter().any(|field| field.number > 2);
+        let answer = match bare {
+            true => StreamAnswer {
+                error_message: String::new(),
+                infer_response: message.clone(),
+            },
+            false => StreamAnswer::decode(message.clone()).map_err(malformed)?,
+        };
         let head = StreamAnswerHead::decode(answer.infer_response.clone()).map_err(malformed)?;
-        let Some(request) = self.requests.get_mut(&head.id) else {
+        let named = head.id.parse::<u64>().ok();
+        let key = named
+            .filter(|key| self.requests.contains_key(key))
+            .or_else(|| self.requests.keys().next().copied());
+        let Some(request) = key.and_then(|key| self.requests.get_mut(&key)) else {
             return Ok(Routed {
                 forward: Some(message),
                 ended: None,
@@ -127,18 +142,20 @@ impl<T> InFlight<T> {
         let failed = !answer.error_message.is_empty();
         let last = failed || !request.decoupled || flag(&head.parameters, FINAL);
         let empty = !failed && head.outputs.is_empty();
-        let forward = match empty && last && !request.wants_empty_final {
-            true => None,
-            false => Some(with_caller_id(&answer, &request.caller_id)?),
+        let forward = match (empty && last && !request.wants_empty_final, bare) {
+            (true, _) => None,
+            (false, true) => {
+                Some(wire::replace_string(&message, 3, request.caller_id.as_bytes())?.freeze())
+            }
+            (false, false) => Some(with_caller_id(&answer, &request.caller_id)?),
         };
         if !empty {
             request.timing.answered(now);
         }
         let ending = if failed { Ending::Failed } else { Ending::Done };
         let ended = match last {
-            true => self
-                .requests
-                .remove(&head.id)
+            true => key
+                .and_then(|key| self.requests.remove(&key))
                 .map(|request| Ended { request, ending }),
             false => None,
         };
@@ -210,7 +227,7 @@ mod tests {
             model_name: "m".into(),
             ..Default::default()
         };
-        let sent = upstream_request(&request.encode_to_vec().into(), "17");
+        let sent = upstream_request(&request.encode_to_vec().into(), 17);
         let decoded = ModelInferRequest::decode(sent).unwrap();
         assert_eq!(
             (decoded.id.as_str(), decoded.model_name.as_str()),
@@ -222,7 +239,7 @@ mod tests {
     #[test]
     fn answers_go_back_with_the_callers_id_and_the_empty_final_one_ends_the_request_unseen() {
         let mut inflight = InFlight::default();
-        inflight.add("1".into(), pending("caller-a", true, false));
+        inflight.add(1, pending("caller-a", true, false));
         let now = Instant::now();
         let first = inflight
             .route(answer("1", Some(false), 1, ""), now)
@@ -240,7 +257,7 @@ mod tests {
     #[test]
     fn a_caller_that_asked_for_the_empty_final_answer_gets_it() {
         let mut inflight = InFlight::default();
-        inflight.add("1".into(), pending("", true, true));
+        inflight.add(1, pending("", true, true));
         let last = inflight
             .route(answer("1", Some(true), 0, ""), Instant::now())
             .unwrap();
@@ -251,8 +268,8 @@ mod tests {
     #[test]
     fn errors_and_answers_of_models_that_are_not_decoupled_are_last() {
         let mut inflight = InFlight::default();
-        inflight.add("1".into(), pending("a", true, false));
-        inflight.add("2".into(), pending("b", false, false));
+        inflight.add(1, pending("a", true, false));
+        inflight.add(2, pending("b", false, false));
         let failed = inflight
             .route(answer("1", None, 0, "boom"), Instant::now())
             .unwrap();
@@ -267,8 +284,39 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_for_no_known_request_passes_untouched() {
+    fn a_bare_model_infer_response_is_read_as_the_answer_and_keeps_its_shape() {
+        let mut inflight = InFlight::default();
+        inflight.add(1, pending("", false, false));
+        let bare = ModelInferAnswer {
+            model_name: "m".into(),
+            id: "1".into(),
+            outputs: vec![Default::default()],
+            ..Default::default()
+        };
+        let routed = inflight
+            .route(bare.encode_to_vec().into(), Instant::now())
+            .unwrap();
+        let forwarded = ModelInferAnswer::decode(routed.forward.unwrap()).unwrap();
+        assert_eq!(
+            (forwarded.id.as_str(), forwarded.model_name.as_str()),
+            ("", "m")
+        );
+        assert_eq!(routed.ended.unwrap().ending, Ending::Done);
+    }
+
+    #[test]
+    fn an_answer_naming_no_request_is_the_oldest_ones_and_with_none_passes_untouched() {
         let mut inflight: InFlight<u32> = InFlight::default();
+        inflight.add(4, pending("first", false, false));
+        inflight.add(5, pending("second", false, false));
+        let misnamed = inflight
+            .route(answer("4", None, 1, ""), Instant::now())
+            .unwrap();
+        assert_eq!(caller_id(&misnamed.forward.unwrap()), "first");
+        let misnamed = inflight
+            .route(answer("4", None, 1, ""), Instant::now())
+            .unwrap();
+        assert_eq!(caller_id(&misnamed.forward.unwrap()), "second");
         let message = answer("elsewhere", Some(false), 1, "");
         let routed = inflight.route(message.clone(), Instant::now()).unwrap();
         assert_eq!(routed.forward, Some(message));

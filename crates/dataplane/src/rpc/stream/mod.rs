@@ -147,7 +147,7 @@ impl Session<'_> {
         );
         let endpoint = prepared.pool.pick(Some(&model), &[])?;
         self.sent += 1;
-        let id = self.sent.to_string();
+        let id = self.sent;
         let timing = Timing::new(
             prepared.route_model.clone(),
             prepared.variant.name.clone(),
@@ -155,20 +155,20 @@ impl Session<'_> {
         );
         let held = (permit, prepared.pool.hold(&endpoint));
         let pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
-        let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, &id)));
+        let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, id)));
         let key = (
             prepared.pool.name.clone(),
             endpoint.address().to_owned(),
             prepared.variant.model.clone(),
         );
         let upstream = self.upstream(&prepared, &endpoint, key.clone());
-        upstream.tracked.lock().add(id.clone(), pending);
+        upstream.tracked.lock().add(id, pending);
         let Err(unsent) = upstream.sender.send(payload).await else {
             return Ok(());
         };
         // That upstream stream has ended (its server closed it): a new one takes this request,
         // so none is lost.
-        let pending = upstream.tracked.lock().remove(&id);
+        let pending = upstream.tracked.lock().remove(id);
         self.upstreams.remove(&key);
         let upstream = self.upstream(&prepared, &endpoint, key);
         if let Some(pending) = pending {
