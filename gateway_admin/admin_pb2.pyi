@@ -300,8 +300,15 @@ class DnsNameStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., resolutions: _Optional[int] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints", "hedges", "names", "shed_by_reason", "tenants", "classes")
+    __slots__ = ("name", "limit", "in_flight", "queued", "max_queue", "attempts", "retries", "retries_denied", "ejections", "admitted", "admitted_after_queueing", "shed", "expired", "cancelled", "queue_wait_p50_ms", "queue_wait_p99_ms", "endpoints", "hedges", "names", "shed_by_reason", "tenants", "classes", "affinity")
     class ShedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class AffinityEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -330,6 +337,7 @@ class PoolStats(_message.Message):
     SHED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
     TENANTS_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    AFFINITY_FIELD_NUMBER: _ClassVar[int]
     name: str
     limit: int
     in_flight: int
@@ -352,7 +360,8 @@ class PoolStats(_message.Message):
     shed_by_reason: _containers.ScalarMap[str, int]
     tenants: _containers.RepeatedCompositeFieldContainer[QueueShare]
     classes: _containers.RepeatedCompositeFieldContainer[QueueShare]
-    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ..., hedges: _Optional[int] = ..., names: _Optional[_Iterable[_Union[DnsNameStats, _Mapping]]] = ..., shed_by_reason: _Optional[_Mapping[str, int]] = ..., tenants: _Optional[_Iterable[_Union[QueueShare, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[QueueShare, _Mapping]]] = ...) -> None: ...
+    affinity: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., limit: _Optional[int] = ..., in_flight: _Optional[int] = ..., queued: _Optional[int] = ..., max_queue: _Optional[int] = ..., attempts: _Optional[int] = ..., retries: _Optional[int] = ..., retries_denied: _Optional[int] = ..., ejections: _Optional[int] = ..., admitted: _Optional[int] = ..., admitted_after_queueing: _Optional[int] = ..., shed: _Optional[int] = ..., expired: _Optional[int] = ..., cancelled: _Optional[int] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p99_ms: _Optional[float] = ..., endpoints: _Optional[_Iterable[_Union[EndpointStats, _Mapping]]] = ..., hedges: _Optional[int] = ..., names: _Optional[_Iterable[_Union[DnsNameStats, _Mapping]]] = ..., shed_by_reason: _Optional[_Mapping[str, int]] = ..., tenants: _Optional[_Iterable[_Union[QueueShare, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[QueueShare, _Mapping]]] = ..., affinity: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class QueueShare(_message.Message):
     __slots__ = ("tenant", "priority", "queued", "in_flight", "admitted", "admitted_after_queueing", "shed", "shed_by_reason", "expired", "queue_wait_p99_ms")

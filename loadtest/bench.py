@@ -35,6 +35,7 @@ from gateway.local.triton import TritonOptions, TritonProcess
 from loadtest import BENCH_THREADS
 from loadtest.compare import compare, interleaved
 from loadtest.fairness import fairness_rows
+from loadtest.generative import generative_rows
 from loadtest.instructions import instruction_rows
 from loadtest.overload import GATEWAY_FLAGS, overload_row
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
@@ -134,6 +135,7 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         if only is None or only in workers.name:
             rows += _compare_workers(console, workers, triton.options.grpc_target, workdir, rounds)
         wanted: Callable[[str], bool] = lambda name: only is None or only in name  # noqa: E731
+        rows += generative_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
         rows += proxy_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
         rows += forward_cpu_rows(rows)
         rows += instruction_rows(console, triton.options.grpc_target, workdir, wanted)

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from tritonclient.grpc import service_pb2
 
-from gateway.config.policies import batching_for_core, policies_for_core
+from gateway.config.policies import affinity_for_core, batching_for_core, policies_for_core
 from gateway.config.schema import GatewayConfig
 from gateway.routes import Route
 
@@ -59,6 +59,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
             "service_name": telemetry.service_name,
         },
         "batching": batching_for_core(config),
+        "affinity": affinity_for_core(config),
         "cache": {
             key: getattr(config.cache, key)
             for key in ("l1_max_bytes", "redis_url", "redis_timeout_ms", "namespace", "compress", "ignored_parameters")

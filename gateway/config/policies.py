@@ -7,7 +7,15 @@ from typing import Any
 
 from gateway.config.schema import BatchingConfig, CacheConfig, GatewayConfig, RouteBatchingConfig, RouteCacheConfig
 
-__all__ = ["BatchSettings", "CachePolicy", "batch_settings", "batching_for_core", "policies", "policies_for_core"]
+__all__ = [
+    "BatchSettings",
+    "CachePolicy",
+    "affinity_for_core",
+    "batch_settings",
+    "batching_for_core",
+    "policies",
+    "policies_for_core",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -77,3 +85,8 @@ def batching_for_core(config: GatewayConfig) -> dict[str, Any]:
         return dataclasses.asdict(value) if value is not None else None
 
     return {"default": settings(default), "routes": {model: settings(value) for model, value in routes.items()}}
+
+
+def affinity_for_core(config: GatewayConfig) -> dict[str, Any]:
+    """What `Core.set_affinity_policies` takes (crates/dataplane/src/route/affinity.rs): route -> policy."""
+    return {model: route.affinity.model_dump() for model, route in config.routes.items() if route.affinity}

@@ -223,6 +223,17 @@ class BatchingConfig(_Frozen):
     max_inflight: int = Field(default=1, ge=1)  # merged calls under way at once per model
 
 
+class RouteAffinityConfig(_Frozen):
+    """Prefix affinity for a route's streamed requests: requests that share a prompt prefix go to
+    the endpoint that served it (its prefix / KV cache), bounded by load; no tokenizer needed."""
+
+    input: str = Field(min_length=1)  # the prompt: token ids (an integer input) or BYTES
+    block_size: int = Field(default=16, ge=1)  # elements per block (bytes for BYTES)
+    session_header: Header | None = "x-session-id"  # pins a conversation; none: prefixes only
+    load_factor: float = Field(default=1.25, ge=1.0)  # of an endpoint's fair share of requests under way
+    max_blocks: int = Field(default=512, ge=1)  # a longer prompt's tail is not hashed
+
+
 class RouteConfig(_Frozen):
     """A public model name: its variants, rules, sticky key and shadows."""
 
@@ -232,6 +243,7 @@ class RouteConfig(_Frozen):
     shadows: list[ShadowPolicyConfig] = Field(default_factory=list)
     cache: RouteCacheConfig | None = None
     batching: RouteBatchingConfig | None = None
+    affinity: RouteAffinityConfig | None = None
 
     def to_route(self, model: str) -> Route:
         variants = tuple(Variant(v.name, v.pool, v.model or model, v.version, v.weight) for v in self.variants)

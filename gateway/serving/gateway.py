@@ -23,7 +23,7 @@ from gateway._core import Core
 from gateway.admin.convert import streams_to_proto
 from gateway.admin.service import AdminServicer, admin_server, listen
 from gateway.config.boundary import core_config, reflection_descriptors, routes_to_core
-from gateway.config.policies import batching_for_core, policies_for_core
+from gateway.config.policies import affinity_for_core, batching_for_core, policies_for_core
 from gateway.config.reload import ConfigReloader, ConfigSource
 from gateway.config.schema import GatewayConfig
 from gateway.config.tls import server_credentials
@@ -124,6 +124,7 @@ class Gateway:
     def _reloaded(self, config: GatewayConfig) -> None:
         self.core.set_cache_policies(json.dumps(policies_for_core(config)))
         self.core.set_batching_policies(json.dumps(batching_for_core(config)))
+        self.core.set_affinity_policies(json.dumps(affinity_for_core(config)))
         self._push()
 
     def _push(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from tritonclient.grpc import service_pb2_grpc
 from gateway.local.processes import GatewayProcess
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
-from tests.procs import TritonCli, running_gateway
+from tests.procs import TritonCli, running_gateway, running_triton
 from tests.traffic import AUTH, TOKEN, Admin
 
 _END = object()
@@ -304,3 +305,65 @@ def test_a_generative_canary_is_promoted_or_rolled_back_on_its_first_answers(
     if phase == "RolledBack":
         assert "first_response" in status.reason
     assert not traffic.failed and traffic.requests > 100
+
+
+def _prompt_request(model: str, prompt: np.ndarray) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="PROMPT", datatype="INT32", shape=[len(prompt)])
+    request.raw_input_contents.append(prompt.astype(np.int32).tobytes())
+    return request
+
+
+def _cached_blocks(address: str, model: str, prompt: np.ndarray, session: str = "") -> int:
+    """One turn of a conversation on a stream of its own: the prompt's blocks the replica had."""
+    metadata = (("x-session-id", session),) if session else ()
+    with grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        answers = list(stub.ModelStreamInfer(iter([_prompt_request(model, prompt)]), metadata=metadata, timeout=10))
+    assert answers and not answers[0].error_message, answers
+    cached = answers[0].infer_response.raw_output_contents[1]
+    return int(np.frombuffer(cached, np.int32)[0])
+
+
+@pytest.fixture
+def two_replicas(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two Tritons serving the prefix-cache model, each with a cache of its own."""
+    repository = tmp_path / "models"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "deploy" / "models" / "prefix_cache",
+                    repository / "prefix_cache")  # fmt: skip
+    with (
+        running_triton(tmp_path / "a.log", model_repository=repository) as first,
+        running_triton(tmp_path / "b.log", model_repository=repository) as second,
+    ):
+        yield first.address, second.address
+
+
+def test_turns_of_a_conversation_go_to_the_replica_that_holds_their_prefix(
+    two_replicas: tuple[str, str], tmp_path: Path
+) -> None:
+    affinity = {"input": "PROMPT", "block_size": 16}
+    variant = {"name": "1", "pool": "gen", "model": "prefix_cache", "weight": 100}
+    config = {
+        "pools": {"gen": {"endpoints": list(two_replicas), "lb_policy": "round_robin"}},
+        "routes": {"chat": {"variants": [variant], "affinity": affinity}, "chat_rr": {"variants": [variant]}},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(5)
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        for route in ("chat", "chat_rr"):
+            prompt, hits = rng.integers(0, 30_000, 48), []
+            for _ in range(6):  # each turn: the conversation so far, and 32 tokens more
+                hits.append((_cached_blocks(gateway.address, route, prompt), len(prompt) // 16))
+                prompt = np.concatenate([prompt, rng.integers(0, 30_000, 32)])
+            previous_blocks = [blocks for _, blocks in hits[:-1]]
+            if route == "chat":  # every turn found all of the turn before on its replica
+                assert [cached for cached, _ in hits[1:]] == previous_blocks, hits
+            else:  # round robin: each turn lands on the replica that saw the turn before last only
+                assert [cached for cached, _ in hits[2:]] == previous_blocks[:-1] and hits[1][0] == 0, hits
+        stats = _pool_stats(gateway).affinity
+        assert (stats["new"], stats["prefix"]) == (1, 5)
+        words = [rng.integers(0, 30_000, 40) for _ in range(4)]  # nothing in common but the session
+        firsts = [_cached_blocks(gateway.address, "chat", w, session="conversation-1") for w in words]
+        assert firsts == [0, 0, 0, 0] and _pool_stats(gateway).affinity["session"] == 3

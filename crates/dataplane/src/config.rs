@@ -82,6 +82,9 @@ pub struct CoreConfig {
     /// Priority classes and tenants of the pools' queues.
     #[serde(default)]
     pub admission: crate::admission::AdmissionConfig,
+    /// Prefix affinity of the routes that have it.
+    #[serde(default)]
+    pub affinity: crate::route::affinity::AffinityPolicies,
 }
 
 /// What `Core.routes()` reports and `Core.set_routes()` takes: the whole table.

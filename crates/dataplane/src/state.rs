@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use gateway_router::Route;
 
 use crate::admission::Admission;
@@ -15,6 +16,7 @@ use crate::health::Health;
 use crate::primitives::events::Events;
 use crate::protocol::error::GatewayError;
 use crate::protocol::reflection::Reflection;
+use crate::route::affinity::AffinityPolicies;
 use crate::route::signatures::Signatures;
 use crate::route::table::Table;
 use crate::shadow::Shadows;
@@ -23,6 +25,8 @@ use crate::traces::Tracer;
 use crate::upstream::Pool;
 
 pub struct State {
+    /// Prefix affinity of the routes that have it (swapped whole on a reload).
+    pub affinities: ArcSwap<AffinityPolicies>,
     /// Admission control of the pools that have a limit.
     pub admissions: HashMap<String, Arc<Admission>>,
     pub cache: Arc<ResponseCache>,
@@ -82,6 +86,7 @@ impl State {
             })
             .collect();
         Ok(State {
+            affinities: ArcSwap::from_pointee(config.affinity.clone()),
             batchers: Batchers::new(config.batching.clone()),
             tracer: Tracer::new(config.tracing.clone()),
             admissions,

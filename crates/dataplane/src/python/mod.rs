@@ -183,6 +183,14 @@ impl Core {
         Ok(())
     }
 
+    /// Prefix affinity of the routes (a JSON object: route -> policy), replacing the last.
+    fn set_affinity_policies(&self, policies: &str) -> PyResult<()> {
+        let policies = serde_json::from_str(policies)
+            .map_err(|e| PyValueError::new_err(format!("affinity policies: {e}")))?;
+        self.state.affinities.store(Arc::new(policies));
+        Ok(())
+    }
+
     /// The response cache's counters and tiers (the admin API's CacheStats), as JSON.
     fn cache_stats(&self) -> String {
         self.state.cache.stats().to_string()

@@ -10,6 +10,7 @@ use crate::health;
 use crate::primitives::clock::now_s;
 use crate::primitives::events::Events;
 use crate::state::State;
+use crate::upstream::affine::Chosen;
 use crate::upstream::dns::NameStatus;
 use crate::upstream::endpoint::EndpointStats;
 use crate::upstream::Pool;
@@ -24,6 +25,8 @@ pub struct PoolRow {
     retries_denied: u64,
     hedges: u64,
     ejections: u64,
+    /// Streamed requests of affinity routes, by how their endpoint was chosen.
+    affinity: std::collections::BTreeMap<&'static str, u64>,
     names: Vec<NameStatus>,
     /// Its admission control's fields, when it has a limit.
     #[serde(flatten)]
@@ -49,6 +52,11 @@ impl PoolRow {
             retries_denied: stats.retries_denied.load(Ordering::Relaxed),
             hedges: stats.hedges.load(Ordering::Relaxed),
             ejections: stats.ejections.load(Ordering::Relaxed),
+            affinity: Chosen::NAMES
+                .iter()
+                .zip(&stats.affinity)
+                .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+                .collect(),
             names: pool
                 .discovery
                 .as_ref()

@@ -9,6 +9,7 @@
 //! collects one for the core's own use (metadata, probes). `dns:` endpoints are found and
 //! followed by `dns`.
 
+pub mod affine;
 pub mod call;
 pub mod dns;
 pub mod endpoint;

@@ -52,6 +52,9 @@ pub struct PoolConfig {
     pub dns_resolver: Option<String>,
 }
 
+/// Prefix and session keys a pool remembers (about; the oldest are forgotten first).
+const PREFIX_KEYS: usize = 131_072;
+
 fn default_dns_refresh_s() -> f64 {
     5.0
 }
@@ -63,6 +66,10 @@ pub struct PoolStats {
     pub retries_denied: AtomicU64,
     pub hedges: AtomicU64,
     pub ejections: AtomicU64,
+    /// Streamed requests of routes with prefix affinity, by how their endpoint was chosen:
+    /// their session's, their longest known prefix's, spilled to P2C past the load bound, or
+    /// new (nothing known).
+    pub affinity: [AtomicU64; 4],
 }
 
 pub struct Pool {
@@ -77,6 +84,8 @@ pub struct Pool {
     /// The next turn, for `lb_policy: round_robin`.
     turn: AtomicUsize,
     pub stats: PoolStats,
+    /// Where prompts' prefixes and sessions were last sent (prefix affinity).
+    pub(super) prefixes: Mutex<crate::upstream::affine::PrefixIndex>,
 }
 
 impl Pool {
@@ -109,6 +118,7 @@ impl Pool {
             budget: Mutex::new(budget),
             turn: AtomicUsize::new(0),
             stats: PoolStats::default(),
+            prefixes: Mutex::new(crate::upstream::affine::PrefixIndex::new(PREFIX_KEYS)),
         };
         let endpoints = addresses
             .iter()
@@ -208,6 +218,16 @@ impl Pool {
         model: Option<&ModelKey>,
         exclude: &[Arc<Endpoint>],
     ) -> Result<Arc<Endpoint>, GatewayError> {
+        let candidates = self.candidates(model, exclude)?;
+        Ok(self.choose_among(&candidates).clone())
+    }
+
+    /// The endpoints a call may go to (see `pick`).
+    pub(super) fn candidates(
+        &self,
+        model: Option<&ModelKey>,
+        exclude: &[Arc<Endpoint>],
+    ) -> Result<Vec<Arc<Endpoint>>, GatewayError> {
         let endpoints = self.endpoints.load();
         if endpoints.is_empty() {
             let why = self
@@ -236,6 +256,11 @@ impl Pool {
                 rest.iter().copied().filter(|e| !e.ejected(now)).collect();
             candidates = if healthy.is_empty() { rest } else { healthy };
         }
+        Ok(candidates.into_iter().cloned().collect())
+    }
+
+    /// One of `candidates` (not empty), by the pool's `lb_policy`.
+    pub(super) fn choose_among<'a>(&self, candidates: &'a [Arc<Endpoint>]) -> &'a Arc<Endpoint> {
         let chosen = match self.config.lb_policy {
             LbPolicy::RoundRobin => self.turn.fetch_add(1, Ordering::Relaxed) % candidates.len(),
             LbPolicy::LeastRequest => {
@@ -246,7 +271,7 @@ impl Pool {
                 choose(&loads, |n| fastrand::usize(..n))
             }
         };
-        Ok(candidates[chosen].clone())
+        &candidates[chosen]
     }
 
     /// One retry (or hedge) of the budget: false, and counted as refused, when it has none.
@@ -295,10 +320,11 @@ pub async fn discover(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pool(lb_policy: &str) -> Pool {
+    /// Three endpoints that are never called.
+    pub(crate) fn pool(lb_policy: &str) -> Pool {
         let config = serde_json::json!({
             "name": "p", "endpoints": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
             "outlier": {"consecutive_failures": 5, "base_ejection_s": 1.0, "max_ejection_s": 30.0,

@@ -35,10 +35,12 @@ use crate::protocol::messages::ModelInferResponseHead;
 use crate::protocol::respond::grpc_response;
 use crate::protocol::streams::RecvBody;
 use crate::protocol::wire;
+use crate::route::affinity;
 use crate::rpc::infer::{self, Prepared, Slot};
 use crate::state::State;
 use crate::telemetry::streamed::Timing;
 use crate::telemetry::Record;
+use crate::upstream::{Endpoint, ModelKey};
 use inflight::{upstream_request, Pending};
 use upstream::{open, Upstream};
 
@@ -107,6 +109,29 @@ fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
     out.freeze()
 }
 
+/// The endpoint for a request: by prefix affinity when its route has it, else P2C.
+fn pick(
+    state: &State,
+    headers: &HeaderMap,
+    prepared: &Prepared,
+    model: &ModelKey,
+) -> Result<Arc<Endpoint>, GatewayError> {
+    let affinities = state.affinities.load();
+    let Some(policy) = affinities.get(&prepared.route_model) else {
+        return prepared.pool.pick(Some(model), &[]);
+    };
+    let session = policy
+        .session_header
+        .as_deref()
+        .and_then(|name| headers.get(name))
+        .and_then(|value| value.to_str().ok());
+    let keys = affinity::keys(policy, &prepared.route_model, &prepared.request, session);
+    let (endpoint, _how) = prepared
+        .pool
+        .pick_affine(Some(model), &keys, policy.load_factor)?;
+    Ok(endpoint)
+}
+
 /// The caller's stream: its upstream streams (one per pool, endpoint and model), the tasks
 /// pumping their answers, and the first failure of any.
 struct Session<'a> {
@@ -145,7 +170,7 @@ impl Session<'_> {
             prepared.variant.model.clone(),
             prepared.variant.version.clone(),
         );
-        let endpoint = prepared.pool.pick(Some(&model), &[])?;
+        let endpoint = pick(state, self.headers, &prepared, &model)?;
         self.sent += 1;
         let id = self.sent;
         let timing = Timing::new(
@@ -184,7 +209,7 @@ impl Session<'_> {
     fn upstream(
         &mut self,
         prepared: &Prepared,
-        endpoint: &Arc<crate::upstream::Endpoint>,
+        endpoint: &Arc<Endpoint>,
         key: (String, String, String),
     ) -> &Upstream {
         self.upstreams.entry(key).or_insert_with(|| {
