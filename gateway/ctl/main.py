@@ -288,6 +288,9 @@ def _pools_view(response: pb.GetPoolStatsResponse) -> Table | None:
         for title, shares in (("tenant", pool.tenants), ("priority", pool.classes)):
             if any(share.admitted or share.shed or share.queued for share in shares):
                 show_table(_queue_shares_view(pool.name, title, shares))
+        if any(pool.affinity.values()):
+            counts = ", ".join(f"{how} {pool.affinity.get(how, 0)}" for how in ("session", "prefix", "spilled", "new"))
+            console.print(f"prefix affinity, streamed requests by how their endpoint was chosen: {counts}")
         for name in pool.names:  # the addresses behind each dns: endpoint
             failed = f"; last failure: {name.last_error}" if name.last_error else ""
             console.print(f"{name.name} → {', '.join(name.addresses) or 'no addresses'} "

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.flags import ServeFlags, serve_config
+from gateway.config.policies import affinity_for_core
 from gateway.config.schema import ConfigError, config_for_upstreams, load_config, parse_config
 
 VARIANTS = [{"name": "v1", "pool": "a", "version": "1", "weight": 90}, {"name": "v2", "pool": "a", "weight": 10}]
@@ -133,3 +134,14 @@ def test_an_unquoted_version_is_a_version_and_a_yaml_error_names_the_file(tmp_pa
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert f'in "{path}", line' in str(caught.value) and "<unicode string>" not in str(caught.value)
+
+
+def test_route_affinity_is_checked_and_handed_to_the_core() -> None:
+    message = _error(
+        {**VALID, "routes": {"m": {"variants": VARIANTS, "affinity": {"input": "PROMPT", "block_size": 0}}}}
+    )
+    assert message.startswith("routes.m.affinity.block_size")
+    route = {"variants": VARIANTS, "affinity": {"input": "PROMPT", "session_header": "X-Conversation"}}
+    handed = affinity_for_core(parse_config({**VALID, "routes": {"m": route}}))
+    assert handed == {"m": {"input": "PROMPT", "block_size": 16, "session_header": "x-conversation",
+                            "load_factor": 1.25, "max_blocks": 512}}  # fmt: skip

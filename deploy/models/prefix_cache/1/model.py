@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 BLOCK = 16
 CAPACITY = 320
-BASE_S, PER_BLOCK_S, TOKEN_S = 0.002, 0.0015, 0.001
+BASE_S, PER_BLOCK_S, TOKEN_S = 0.001, 0.008, 0.001
 
 
 def block_hashes(prompt):
