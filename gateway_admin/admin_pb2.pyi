@@ -139,7 +139,7 @@ class GetShadowStatsRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ShadowStats(_message.Message):
-    __slots__ = ("model", "primary", "variant", "sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements", "max_abs_error", "max_rel_error", "abs_error_histogram", "mismatches")
+    __slots__ = ("model", "primary", "variant", "sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements", "max_abs_error", "max_rel_error", "abs_error_histogram", "mismatches", "streams", "first_k_agreements", "first_response_pairs", "primary_first_response_ms", "shadow_first_response_ms")
     class AbsErrorHistogramEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +161,11 @@ class ShadowStats(_message.Message):
     MAX_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
     ABS_ERROR_HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
     MISMATCHES_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_K_AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_RESPONSE_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIRST_RESPONSE_MS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIRST_RESPONSE_MS_FIELD_NUMBER: _ClassVar[int]
     model: str
     primary: str
     variant: str
@@ -175,7 +180,12 @@ class ShadowStats(_message.Message):
     max_rel_error: float
     abs_error_histogram: _containers.ScalarMap[str, int]
     mismatches: int
-    def __init__(self, model: _Optional[str] = ..., primary: _Optional[str] = ..., variant: _Optional[str] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared: _Optional[int] = ..., exact_matches: _Optional[int] = ..., argmax_compared: _Optional[int] = ..., argmax_disagreements: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., abs_error_histogram: _Optional[_Mapping[str, int]] = ..., mismatches: _Optional[int] = ...) -> None: ...
+    streams: int
+    first_k_agreements: int
+    first_response_pairs: int
+    primary_first_response_ms: float
+    shadow_first_response_ms: float
+    def __init__(self, model: _Optional[str] = ..., primary: _Optional[str] = ..., variant: _Optional[str] = ..., sent: _Optional[int] = ..., dropped: _Optional[int] = ..., failed: _Optional[int] = ..., compared: _Optional[int] = ..., exact_matches: _Optional[int] = ..., argmax_compared: _Optional[int] = ..., argmax_disagreements: _Optional[int] = ..., max_abs_error: _Optional[float] = ..., max_rel_error: _Optional[float] = ..., abs_error_histogram: _Optional[_Mapping[str, int]] = ..., mismatches: _Optional[int] = ..., streams: _Optional[int] = ..., first_k_agreements: _Optional[int] = ..., first_response_pairs: _Optional[int] = ..., primary_first_response_ms: _Optional[float] = ..., shadow_first_response_ms: _Optional[float] = ...) -> None: ...
 
 class GetShadowStatsResponse(_message.Message):
     __slots__ = ("stats",)

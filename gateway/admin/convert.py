@@ -51,6 +51,10 @@ def route_from_proto(route: pb.Route) -> Route:
     )
 
 
+def _mean_ms(total_s: float, count: int) -> float:
+    return 1000 * total_s / count if count else 0.0
+
+
 def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounters) -> pb.ShadowStats:
     return pb.ShadowStats(
         model=model,
@@ -66,6 +70,11 @@ def stats_to_proto(model: str, primary: str, shadow: str, counters: ShadowCounte
         max_abs_error=counters.max_abs_error,
         max_rel_error=counters.max_rel_error,
         mismatches=counters.mismatches,
+        streams=counters.streams,
+        first_k_agreements=counters.first_k_agreements,
+        first_response_pairs=counters.first_response_pairs,
+        primary_first_response_ms=_mean_ms(counters.primary_first_response_s, counters.first_response_pairs),
+        shadow_first_response_ms=_mean_ms(counters.shadow_first_response_s, counters.first_response_pairs),
         abs_error_histogram={
             str(bound): count for bound, count in zip(ABS_ERROR_BUCKETS, counters.abs_error_buckets, strict=True)
         },

@@ -176,9 +176,14 @@ def _shadow_stats_view(response: pb.GetShadowStatsResponse) -> Table:
         "mismatches",
         "max abs err",
         "max rel err",
+        "streams (first 4 agree)",
+        "first answer primary / shadow",
     ):
         table.add_column(column)
     for s in response.stats:
+        streams = f"{s.streams} ({s.first_k_agreements})" if s.streams else "-"
+        first = (f"{s.primary_first_response_ms:.1f} / {s.shadow_first_response_ms:.1f} ms"
+                 if s.first_response_pairs else "-")  # fmt: skip
         rate = (
             f"{s.argmax_disagreements} ({100 * s.argmax_disagreements / s.argmax_compared:.1f}%)"
             if s.argmax_compared
@@ -186,7 +191,7 @@ def _shadow_stats_view(response: pb.GetShadowStatsResponse) -> Table:
         )
         table.add_row(s.model, s.primary, s.variant, str(s.sent), str(s.dropped), str(s.failed), str(s.compared),
                       str(s.exact_matches), rate, str(s.mismatches), f"{s.max_abs_error:.4g}",
-                      f"{s.max_rel_error:.4g}")  # fmt: skip
+                      f"{s.max_rel_error:.4g}", streams, first)  # fmt: skip
     return table
 
 

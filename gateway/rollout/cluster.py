@@ -10,20 +10,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from gateway.rollout.gates import shadow_delta
-from gateway.rollout.shadow_stats import ShadowCounters, ShadowStats
+from gateway.rollout.shadow_stats import SUMMED, ShadowCounters, ShadowStats
 from gateway.rollout.totals import VariantTotals
 
 __all__ = ["Snapshot", "add_shadows", "shadow_totals", "window"]
 
 Key = tuple[str, str]  # model, variant
 _SEP = "\x1f"
-_SUMMED = ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements",
-           "mismatches")  # fmt: skip
 
 
 def add_shadows(a: ShadowCounters, b: ShadowCounters) -> ShadowCounters:
     return ShadowCounters(
-        **{name: getattr(a, name) + getattr(b, name) for name in _SUMMED},
+        **{name: getattr(a, name) + getattr(b, name) for name in SUMMED},
         max_abs_error=max(a.max_abs_error, b.max_abs_error), max_rel_error=max(a.max_rel_error, b.max_rel_error),
         abs_error_buckets=[x + y for x, y in zip(a.abs_error_buckets, b.abs_error_buckets, strict=True)],
     )  # fmt: skip

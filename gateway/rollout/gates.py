@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.feedback.quality import QualityTotals
-from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, ShadowCounters
+from gateway.rollout.shadow_stats import ABS_ERROR_BUCKETS, SUMMED, ShadowCounters
 from gateway.rollout.totals import Latencies, VariantTotals
 
 __all__ = [
@@ -345,14 +345,7 @@ def shadow_delta(now: ShadowCounters, earlier: ShadowCounters) -> ShadowCounters
     if now.compared < earlier.compared:  # reset by a restart
         return now
     return ShadowCounters(
-        sent=now.sent - earlier.sent,
-        dropped=now.dropped - earlier.dropped,
-        failed=now.failed - earlier.failed,
-        compared=now.compared - earlier.compared,
-        exact_matches=now.exact_matches - earlier.exact_matches,
-        argmax_compared=now.argmax_compared - earlier.argmax_compared,
-        argmax_disagreements=now.argmax_disagreements - earlier.argmax_disagreements,
-        mismatches=now.mismatches - earlier.mismatches,
+        **{name: getattr(now, name) - getattr(earlier, name) for name in SUMMED},
         max_abs_error=now.max_abs_error,
         max_rel_error=now.max_rel_error,
         abs_error_buckets=[a - b for a, b in zip(now.abs_error_buckets, earlier.abs_error_buckets, strict=True)],

@@ -13,10 +13,16 @@ from typing import Any, Protocol
 
 from gateway import _core
 
-__all__ = ["ABS_ERROR_BUCKETS", "ShadowCounters", "ShadowCountersError", "ShadowStats"]
+__all__ = ["ABS_ERROR_BUCKETS", "SUMMED", "ShadowCounters", "ShadowCountersError", "ShadowStats"]
 
 # Upper bounds of the absolute-error histogram ("le", as Prometheus does); inf is the last.
 ABS_ERROR_BUCKETS: tuple[float, ...] = tuple(_core.ABS_ERROR_BUCKETS)  # the core's own
+
+
+# The counters that add up (and subtract over a window); the errors' maxima do not.
+SUMMED = ("sent", "dropped", "failed", "compared", "exact_matches", "argmax_compared", "argmax_disagreements",
+          "mismatches", "streams", "first_k_agreements", "first_response_pairs", "primary_first_response_s",
+          "shadow_first_response_s")  # fmt: skip
 
 
 class ShadowCountersError(ValueError):
@@ -36,6 +42,14 @@ class ShadowCounters:
     max_abs_error: float = 0.0  # finite, as every error the core reports
     max_rel_error: float = 0.0
     abs_error_buckets: list[int] = field(default_factory=lambda: [0] * len(ABS_ERROR_BUCKETS))
+    # Streamed requests (their answers concatenated into one comparison), of the compared: how
+    # many, how many agreed on their first few answers, and the time to the first answer of
+    # primary and shadow (sums over the pairs that had one).
+    streams: int = 0
+    first_k_agreements: int = 0
+    first_response_pairs: int = 0
+    primary_first_response_s: float = 0.0
+    shadow_first_response_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShadowCounters:

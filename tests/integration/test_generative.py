@@ -367,3 +367,36 @@ def test_turns_of_a_conversation_go_to_the_replica_that_holds_their_prefix(
         words = [rng.integers(0, 30_000, 40) for _ in range(4)]  # nothing in common but the session
         firsts = [_cached_blocks(gateway.address, "chat", w, session="conversation-1") for w in words]
         assert firsts == [0, 0, 0, 0] and _pool_stats(gateway).affinity["session"] == 3
+
+
+def test_a_shadowed_stream_is_copied_after_its_last_answer_and_compared(triton: TritonCli, tmp_path: Path) -> None:
+    variants = [{"name": v, "pool": "main", "model": "generate", "version": v, "weight": 100 if v == "1" else 0}
+                for v in ("1", "2")]  # fmt: skip
+    config = {
+        "pools": {"main": {"endpoints": [triton.address]}},
+        "routes": {"generate": {"variants": variants, "shadows": [{"variant": "2", "fraction": 1.0}]}},
+        "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        stream = Stream(gateway.address)
+        for index in range(3):
+            stream.send(generate(6, 2, f"r{index}"))
+        answers = stream.take(18)
+        stream.close()
+        assert sorted(_tokens(answers)) == sorted(list(range(6)) * 3)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with grpc.insecure_channel(gateway.admin_address) as channel:
+                stub = admin_pb2_grpc.GatewayAdminStub(channel)
+                request = apb.GetShadowStatsRequest(model="generate")
+                stats = stub.GetShadowStats(request, metadata=AUTH, timeout=5).stats
+            if stats and stats[0].compared == 3:
+                break
+            time.sleep(0.1)
+    [stat] = stats
+    assert (stat.primary, stat.variant, stat.sent, stat.failed) == ("1", "2", 3, 0)
+    assert (stat.compared, stat.streams, stat.exact_matches, stat.first_k_agreements) == (3, 3, 3, 3)
+    # version 2 is 80 ms slower to its first token: the comparison says so
+    assert stat.first_response_pairs == 3 and stat.shadow_first_response_ms > stat.primary_first_response_ms

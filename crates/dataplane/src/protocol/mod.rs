@@ -1,7 +1,8 @@
 //! The leaves: what travels on the wire and how failures become statuses. gRPC's status codes,
 //! framing and timeouts (`grpc`), the core's errors and their mapping to statuses (`error`), the
 //! v2 protocol's messages (`messages`) and their encoding worked on without decoding (`wire`),
-//! HTTP/2 bodies (`body`), one client connection to a gRPC server (`channel`), the answers the core builds itself (`respond`), the reflection
+//! HTTP/2 bodies (`body`), one client connection to a gRPC server (`channel`), the answers the
+//! core builds itself (`respond`), ModelStreamInfer's requests and answers (`stream_answers`), the reflection
 //! service's answers from descriptors (`reflection`), and TLS (`tls`).
 //! Nothing here knows of routes, pools or the core's state.
 
@@ -12,6 +13,7 @@ pub mod grpc;
 pub mod messages;
 pub mod reflection;
 pub mod respond;
+pub mod stream_answers;
 pub mod streams;
 pub mod tls;
 pub mod wire;

@@ -6,6 +6,7 @@
 //! reads, and (sampled, when not byte-identical) in the discrepancy log, written by a thread.
 
 pub mod compare;
+pub mod streamed;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -56,6 +57,14 @@ pub struct Counters {
     pub max_abs_error: f64,
     pub max_rel_error: f64,
     pub abs_error_buckets: Vec<u64>,
+    /// Of the compared: streamed requests (their answers concatenated), those whose first
+    /// `streamed::FIRST_K` answers agreed exactly, and the time to the first answer of both
+    /// (sums, over the pairs that had one).
+    pub streams: u64,
+    pub first_k_agreements: u64,
+    pub first_response_pairs: u64,
+    pub primary_first_response_s: f64,
+    pub shadow_first_response_s: f64,
 }
 
 impl Counters {
@@ -231,26 +240,37 @@ impl Shadows {
         change(counters.entry(key.clone()).or_default());
     }
 
+    /// One more copy to `variant` (counted as sent; its slot's key, for the `Slot` that gives it
+    /// back), or None when it has `max_inflight` under way (counted as dropped); and the
+    /// counters' key.
+    fn admit(
+        &self,
+        job: &Job,
+        variant: &Variant,
+        max_inflight: u32,
+    ) -> Option<(Key, (String, String))> {
+        let key = (job.model.clone(), job.primary.clone(), variant.name.clone());
+        let slot_key = (job.model.clone(), variant.name.clone());
+        let admitted = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let count = inflight.entry(slot_key.clone()).or_default();
+            (*count < max_inflight).then(|| *count += 1).is_some()
+        };
+        if !admitted {
+            self.with_counters(&key, |c| c.dropped += 1);
+            return None;
+        }
+        self.with_counters(&key, |c| c.sent += 1);
+        Some((key, slot_key))
+    }
+
     /// Start the copies of an answered request (`response`: the primary's message).
     pub fn submit<G: Gateway>(state: &Arc<G>, job: Job, response: Bytes) {
         let job = Arc::new(job);
         for (variant, max_inflight) in &job.shadows {
-            let key = (job.model.clone(), job.primary.clone(), variant.name.clone());
-            let slot_key = (job.model.clone(), variant.name.clone());
-            let admitted = {
-                let mut inflight = state
-                    .shadows()
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let count = inflight.entry(slot_key.clone()).or_default();
-                (*count < *max_inflight).then(|| *count += 1).is_some()
-            };
-            if !admitted {
-                state.shadows().with_counters(&key, |c| c.dropped += 1);
+            let Some((key, slot)) = state.shadows().admit(&job, variant, *max_inflight) else {
                 continue;
-            }
-            state.shadows().with_counters(&key, |c| c.sent += 1);
+            };
             let (state, job, variant, response) = (
                 state.clone(),
                 job.clone(),
@@ -269,10 +289,7 @@ impl Shadows {
                         variant: variant.name.clone(),
                     });
                 let shadows = state.shadows();
-                let _slot = Slot {
-                    shadows,
-                    key: slot_key,
-                };
+                let _slot = Slot { shadows, key: slot };
                 match traces::within(linked, copy(&*state, &job, &variant)).await {
                     Ok(answer) => {
                         let comparison = compare_responses(&response, &answer);

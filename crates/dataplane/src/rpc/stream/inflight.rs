@@ -1,44 +1,21 @@
 //! The requests under way on one upstream stream, and what each answer means for them (pure).
 //!
-//! A request goes up with an id of the gateway's own (unique on its upstream stream) and
-//! `triton_enable_empty_final_response`, so that every answer names its request and the last one
-//! says so (`triton_final_response`: Triton sends nothing at a decoupled request's end
-//! otherwise). Answers go back with the caller's id in place of the gateway's; the empty final answer only to a caller that
-//! asked for it. An error answer, and any answer of a model that is not decoupled, is its
-//! request's last. What each request holds (its admission slot, its share of the endpoint's
-//! load) is handed back with it when it ends.
+//! Every answer names its request (`protocol::stream_answers`); an error answer, and any answer
+//! of a model that is not decoupled, is its request's last; the empty final answer goes back only
+//! to a caller that asked for it itself. What each request holds (its admission slot, its share
+//! of the endpoint's load) is handed back with it when it ends, and the answers of a request
+//! sampled for shadows are kept (up to a bound) for the comparison.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use prost::Message;
+use bytes::Bytes;
 
-use crate::protocol::messages::{
-    InferParameter, ModelInferRequest, ParameterChoice, StreamAnswer, StreamAnswerHead,
-};
+use crate::protocol::messages::ModelInferRequest;
+use crate::protocol::stream_answers::{flag, Answer, EMPTY_FINAL};
 use crate::protocol::wire;
+use crate::shadow::streamed::Capture;
 use crate::telemetry::streamed::{Ending, Timing};
-
-pub const FINAL: &str = "triton_final_response";
-pub const EMPTY_FINAL: &str = "triton_enable_empty_final_response";
-
-fn flag(parameters: &HashMap<String, InferParameter>, name: &str) -> bool {
-    matches!(
-        parameters.get(name).and_then(|p| p.choice.as_ref()),
-        Some(ParameterChoice::Bool(true))
-    )
-}
-
-/// The request's bytes as they go upstream: the gateway's id, and the empty final answer asked
-/// for (both appended: later fields win).
-pub fn upstream_request(payload: &Bytes, upstream_id: u64) -> Bytes {
-    let mut suffix = wire::string_field(3, upstream_id.to_string().as_bytes());
-    let mut entry = wire::string_field(1, EMPTY_FINAL.as_bytes());
-    wire::message_field(&mut entry, 2, &[0x08, 0x01]); // InferParameter { bool_param: true }
-    wire::message_field(&mut suffix, 4, &entry);
-    wire::append(payload, &suffix)
-}
 
 /// A request under way, and what it holds until it ends.
 pub struct Pending<T> {
@@ -49,6 +26,8 @@ pub struct Pending<T> {
     pub wants_empty_final: bool,
     pub timing: Timing,
     pub held: T,
+    /// Its answers, kept for its shadow copies' comparison.
+    pub capture: Option<Capture>,
 }
 
 impl<T> Pending<T> {
@@ -64,6 +43,7 @@ impl<T> Pending<T> {
             wants_empty_final: flag(&request.parameters, EMPTY_FINAL),
             timing,
             held,
+            capture: None,
         }
     }
 }
@@ -117,42 +97,34 @@ impl<T> InFlight<T> {
     /// the oldest one's (a server that does not echo ids answers in order: MLServer names every
     /// answer of a stream after its first request); with none under way it passes untouched.
     pub fn route(&mut self, message: Bytes, now: Instant) -> Result<Routed<T>, wire::WireError> {
-        let malformed = |e: prost::DecodeError| wire::WireError(e.to_string());
-        // Triton answers a ModelStreamInferResponse (fields 1 and 2); some servers (MLServer)
-        // answer the bare ModelInferResponse, whose id, parameters and outputs are fields 3 to 6.
-        let bare = wire::fields(&message)?.iter().any(|field| field.number > 2);
-        let answer = match bare {
-            true => StreamAnswer {
-                error_message: String::new(),
-                infer_response: message.clone(),
-            },
-            false => StreamAnswer::decode(message.clone()).map_err(malformed)?,
-        };
-        let head = StreamAnswerHead::decode(answer.infer_response.clone()).map_err(malformed)?;
-        let named = head.id.parse::<u64>().ok();
+        let answer = Answer::read(message)?;
+        let named = answer.id.parse::<u64>().ok();
         let key = named
             .filter(|key| self.requests.contains_key(key))
             .or_else(|| self.requests.keys().next().copied());
         let Some(request) = key.and_then(|key| self.requests.get_mut(&key)) else {
             return Ok(Routed {
-                forward: Some(message),
+                forward: Some(answer.message),
                 ended: None,
             });
         };
-        let failed = !answer.error_message.is_empty();
-        let last = failed || !request.decoupled || flag(&head.parameters, FINAL);
-        let empty = !failed && head.outputs.is_empty();
-        let forward = match (empty && last && !request.wants_empty_final, bare) {
-            (true, _) => None,
-            (false, true) => {
-                Some(wire::replace_string(&message, 3, request.caller_id.as_bytes())?.freeze())
-            }
-            (false, false) => Some(with_caller_id(&answer, &request.caller_id)?),
+        let last = answer.failed() || !request.decoupled || answer.final_flag;
+        let empty = answer.empty();
+        let forward = match empty && last && !request.wants_empty_final {
+            true => None,
+            false => Some(answer.for_caller(&request.caller_id)?),
         };
         if !empty {
             request.timing.answered(now);
+            if let Some(capture) = &mut request.capture {
+                capture.add(&answer.infer_response);
+            }
         }
-        let ending = if failed { Ending::Failed } else { Ending::Done };
+        let ending = if answer.failed() {
+            Ending::Failed
+        } else {
+            Ending::Done
+        };
         let ended = match last {
             true => key
                 .and_then(|key| self.requests.remove(&key))
@@ -163,22 +135,16 @@ impl<T> InFlight<T> {
     }
 }
 
-/// The answer re-encoded with the caller's id where the server put the gateway's (so that it
-/// reads byte for byte as the server's answer to the caller would).
-fn with_caller_id(answer: &StreamAnswer, caller_id: &str) -> Result<Bytes, wire::WireError> {
-    let inner = wire::replace_string(&answer.infer_response, 3, caller_id.as_bytes())?;
-    let mut out = BytesMut::with_capacity(inner.len() + answer.error_message.len() + 12);
-    if !answer.error_message.is_empty() {
-        wire::message_field(&mut out, 1, answer.error_message.as_bytes());
-    }
-    wire::message_field(&mut out, 2, &inner);
-    Ok(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::messages::{ModelInferAnswer, ModelStreamInferResponse};
+    use crate::protocol::messages::{
+        InferParameter, ModelInferAnswer, ModelStreamInferResponse, ParameterChoice,
+    };
+    use crate::protocol::stream_answers::FINAL;
+    use bytes::BytesMut;
+    use prost::Message;
+    use std::collections::HashMap;
 
     fn answer(id: &str, final_flag: Option<bool>, outputs: usize, error: &str) -> Bytes {
         let mut parameters = HashMap::new();
@@ -218,22 +184,6 @@ mod tests {
     fn caller_id(forwarded: &Bytes) -> String {
         let response = ModelStreamInferResponse::decode(forwarded.clone()).unwrap();
         response.infer_response.unwrap().id
-    }
-
-    #[test]
-    fn the_upstream_request_carries_the_gateways_id_and_asks_for_the_final_answer() {
-        let request = ModelInferRequest {
-            id: "mine".into(),
-            model_name: "m".into(),
-            ..Default::default()
-        };
-        let sent = upstream_request(&request.encode_to_vec().into(), 17);
-        let decoded = ModelInferRequest::decode(sent).unwrap();
-        assert_eq!(
-            (decoded.id.as_str(), decoded.model_name.as_str()),
-            ("17", "m")
-        );
-        assert!(flag(&decoded.parameters, EMPTY_FINAL));
     }
 
     #[test]
@@ -281,27 +231,6 @@ mod tests {
             .route(answer("2", None, 1, ""), Instant::now())
             .unwrap();
         assert!(unary.forward.is_some() && unary.ended.is_some());
-    }
-
-    #[test]
-    fn a_bare_model_infer_response_is_read_as_the_answer_and_keeps_its_shape() {
-        let mut inflight = InFlight::default();
-        inflight.add(1, pending("", false, false));
-        let bare = ModelInferAnswer {
-            model_name: "m".into(),
-            id: "1".into(),
-            outputs: vec![Default::default()],
-            ..Default::default()
-        };
-        let routed = inflight
-            .route(bare.encode_to_vec().into(), Instant::now())
-            .unwrap();
-        let forwarded = ModelInferAnswer::decode(routed.forward.unwrap()).unwrap();
-        assert_eq!(
-            (forwarded.id.as_str(), forwarded.model_name.as_str()),
-            ("", "m")
-        );
-        assert_eq!(routed.ended.unwrap().ending, Ending::Done);
     }
 
     #[test]

@@ -33,15 +33,18 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code};
 use crate::protocol::messages::ModelInferResponseHead;
 use crate::protocol::respond::grpc_response;
+use crate::protocol::stream_answers::upstream_request;
 use crate::protocol::streams::RecvBody;
 use crate::protocol::wire;
 use crate::route::affinity;
 use crate::rpc::infer::{self, Prepared, Slot};
+use crate::shadow::streamed::Capture;
+use crate::shadow::Job;
 use crate::state::State;
 use crate::telemetry::streamed::Timing;
 use crate::telemetry::Record;
 use crate::upstream::{Endpoint, ModelKey};
-use inflight::{upstream_request, Pending};
+use inflight::Pending;
 use upstream::{open, Upstream};
 
 pub fn model_stream_infer(
@@ -179,7 +182,18 @@ impl Session<'_> {
             Instant::now(),
         );
         let held = (permit, prepared.pool.hold(&endpoint));
-        let pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
+        let mut pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
+        if !prepared.shadows.is_empty() {
+            pending.capture = Some(Capture::new(Job {
+                trace: None,
+                model: prepared.route_model.clone(),
+                primary: prepared.variant.name.clone(),
+                request_id: String::new(),
+                request: prepared.request.clone(),
+                payload: prepared.original.clone(),
+                shadows: prepared.shadows.clone(),
+            }));
+        }
         let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, id)));
         let key = (
             prepared.pool.name.clone(),

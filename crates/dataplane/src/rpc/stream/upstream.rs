@@ -17,6 +17,7 @@ use crate::primitives::locked;
 use crate::protocol::body::{self, boxed, ChannelSender};
 use crate::protocol::error::{status_in, GatewayError};
 use crate::protocol::grpc::{self, Code};
+use crate::shadow::Shadows;
 use crate::state::State;
 use crate::telemetry::streamed::Ending;
 use crate::traces::{self, ChildSpan};
@@ -48,11 +49,16 @@ impl Tracked {
     }
 
     fn end(&self, ended: Ended<Held>) {
+        let request = ended.request;
         self.state
             .telemetry
-            .stream_request_ended(&ended.request.timing, ended.ending);
-        let (_permit, attempt) = ended.request.held;
+            .stream_request_ended(&request.timing, ended.ending);
+        let (_permit, attempt) = request.held;
         attempt.finish(false); // an error answer is the model's, not the endpoint's failure
+        if let (Some(capture), Ending::Done) = (request.capture, ended.ending) {
+            let first = request.timing.first.map(|at| at - request.timing.sent);
+            Shadows::submit_stream(&self.state, capture, first);
+        }
     }
 }
 
