@@ -27,6 +27,7 @@ class CachePolicy:
     max_entry_bytes: int = 1 << 20
     l1: bool = True
     l2: bool = True
+    streams: bool = False  # streamed answers cached whatever the caller says
 
 
 def _policy(defaults: CacheConfig, route: RouteCacheConfig | None, redis: bool) -> CachePolicy:
@@ -38,6 +39,7 @@ def _policy(defaults: CacheConfig, route: RouteCacheConfig | None, redis: bool) 
         or defaults.max_entry_bytes,
         l1="l1" in tiers,
         l2="l2" in tiers and redis,
+        streams=bool(route and route.streams),
     )
 
 

@@ -185,6 +185,9 @@ class RouteCacheConfig(_Frozen):
     ttl_s: float | None = Field(default=None, gt=0)
     max_entry_bytes: int | None = Field(default=None, gt=0)
     tiers: list[Tier] | None = None
+    # Streamed answers of deterministic requests too (a hit replays the sequence); without it, a
+    # caller may still ask for it per request with the parameter `cache_stream: true`.
+    streams: bool = False
 
 
 class CacheConfig(_Frozen):

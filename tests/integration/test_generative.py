@@ -400,3 +400,41 @@ def test_a_shadowed_stream_is_copied_after_its_last_answer_and_compared(triton: 
     assert (stat.compared, stat.streams, stat.exact_matches, stat.first_k_agreements) == (3, 3, 3, 3)
     # version 2 is 80 ms slower to its first token: the comparison says so
     assert stat.first_response_pairs == 3 and stat.shadow_first_response_ms > stat.primary_first_response_ms
+
+
+def test_streamed_answers_are_cached_when_the_route_or_the_caller_asks(triton: TritonCli, tmp_path: Path) -> None:
+    variant = {"name": "1", "pool": "main", "model": "generate", "version": "1", "weight": 100}
+    config = {
+        "pools": {"main": {"endpoints": [triton.address]}},
+        "routes": {
+            "generate": {"variants": [variant], "cache": {"streams": True}},
+            "generate_opt_in": {"variants": [variant], "cache": {}},
+        },
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def turn(model: str, request_id: str, log: Path, **parameters: bool) -> list[pb.ModelStreamInferResponse]:
+        request = generate(5, 2, request_id, log, empty_final=parameters.pop("empty_final", False))
+        request.model_name = model
+        for name, value in parameters.items():
+            request.parameters[name].bool_param = value
+        stream = Stream(gateway.address)
+        stream.send(request)
+        stream.close()
+        return [answer for _, answer in list(stream.answers.queue)]
+
+    with running_gateway(["--config", str(path)], tmp_path / "gateway.log") as gateway:
+        log = tmp_path / "cached.log"
+        first = turn("generate", "a", log)
+        again = turn("generate", "b", log, empty_final=True)
+        assert _tokens([(0, a) for a in first]) == _tokens([(0, a) for a in again[:-1]]) == list(range(5))
+        assert {a.infer_response.id for a in again} == {"b"}
+        assert all(a.infer_response.parameters["x-cache"].string_param == "hit-l1" for a in again[:-1])
+        assert again[-1].infer_response.parameters["triton_final_response"].bool_param  # asked for: replayed
+        assert [e for e, _ in _log(log)].count("done") == 1  # generated once
+        plain, asked = tmp_path / "plain.log", tmp_path / "asked.log"
+        for _ in range(2):
+            turn("generate_opt_in", "c", plain)
+            turn("generate_opt_in", "d", asked, cache_stream=True)
+        assert [e for e, _ in _log(plain)].count("done") == 2 and [e for e, _ in _log(asked)].count("done") == 1

@@ -1,5 +1,6 @@
 //! The response cache on the ModelInfer path: a policy per route, two tiers (in process, then
-//! Redis), identical concurrent misses sharing one upstream call, `x-cache`.
+//! Redis), identical concurrent misses sharing one upstream call, `x-cache`; and, opt-in, the
+//! sequences of streamed answers (`streamed`).
 //!
 //! Answers are stored without the caller's request id; each caller gets its own id back
 //! (appended as a protobuf field, which overrides: a hit is never re-serialized).
@@ -10,6 +11,7 @@ pub mod key;
 pub mod l1;
 pub mod l2;
 pub mod policy;
+pub mod streamed;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -25,10 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::primitives::flights::Flights;
 use crate::protocol::error::GatewayError;
 use crate::protocol::messages::ModelInferRequest;
+use crate::protocol::stream_answers::EMPTY_FINAL;
 use crate::protocol::wire;
 use crate::upstream::CallInfo;
 use hits::ModelHits;
-use l1::{Key, L1};
+pub use l1::Key;
+use l1::L1;
 use l2::L2;
 pub use policy::{Directives, Outcome, Policies, Policy, CACHE_CONTROL, CACHE_KEY};
 
@@ -129,7 +133,10 @@ impl ResponseCache {
         };
         Ok(ResponseCache {
             policies: ArcSwap::from_pointee(config.policies.clone()),
-            ignored: config.ignored_parameters.iter().cloned().collect(),
+            // Asking for a stream to be cached, or for its final answer, does not change it.
+            ignored: (config.ignored_parameters.iter().cloned())
+                .chain([streamed::CACHE_STREAM, EMPTY_FINAL].map(String::from))
+                .collect(),
             l1: L1::new(config.l1_max_bytes),
             l2,
             counters,

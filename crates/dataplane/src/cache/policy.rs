@@ -35,6 +35,9 @@ pub struct Policy {
     pub max_entry_bytes: usize,
     pub l1: bool,
     pub l2: bool,
+    /// Streamed answers are cached too (else only for requests that ask: `cache_stream`).
+    #[serde(default)]
+    pub streams: bool,
 }
 
 impl Default for Policy {
@@ -45,6 +48,7 @@ impl Default for Policy {
             max_entry_bytes: 1 << 20,
             l1: true,
             l2: true,
+            streams: false,
         }
     }
 }

@@ -35,6 +35,26 @@ pub fn upstream_request(payload: &Bytes, upstream_id: u64) -> Bytes {
     wire::append(payload, &suffix)
 }
 
+/// A string parameter of a message's `parameters` map (field `number`), as an entry to append.
+pub fn string_parameter(number: u32, name: &str, value: &str) -> BytesMut {
+    let mut entry = wire::string_field(1, name.as_bytes());
+    wire::message_field(&mut entry, 2, &wire::string_field(3, value.as_bytes()));
+    let mut out = BytesMut::new();
+    wire::message_field(&mut out, number, &entry);
+    out
+}
+
+/// The empty final answer of a request (`triton_final_response`), for a caller that asked for it.
+pub fn final_answer(caller_id: &str) -> Bytes {
+    let mut inner = wire::string_field(3, caller_id.as_bytes());
+    let mut entry = wire::string_field(1, FINAL.as_bytes());
+    wire::message_field(&mut entry, 2, &[0x08, 0x01]);
+    wire::message_field(&mut inner, 4, &entry);
+    let mut out = BytesMut::new();
+    wire::message_field(&mut out, 2, &inner);
+    out.freeze()
+}
+
 /// One answer, read.
 pub struct Answer {
     /// The whole message as the server sent it.
@@ -86,7 +106,13 @@ impl Answer {
     /// The answer as its caller gets it: with the caller's id where the server put the
     /// gateway's (so that it reads byte for byte as the server's answer to the caller would).
     pub fn for_caller(&self, caller_id: &str) -> Result<Bytes, wire::WireError> {
-        let inner = wire::replace_string(&self.infer_response, 3, caller_id.as_bytes())?;
+        self.for_caller_with(caller_id, &[])
+    }
+
+    /// The same, with `extra` fields appended to the ModelInferResponse (a parameter).
+    pub fn for_caller_with(&self, caller_id: &str, extra: &[u8]) -> Result<Bytes, wire::WireError> {
+        let mut inner = wire::replace_string(&self.infer_response, 3, caller_id.as_bytes())?;
+        inner.extend_from_slice(extra);
         if self.bare {
             return Ok(inner.freeze());
         }

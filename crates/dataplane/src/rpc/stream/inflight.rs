@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::cache::streamed::Recording;
 use crate::protocol::messages::ModelInferRequest;
 use crate::protocol::stream_answers::{flag, Answer, EMPTY_FINAL};
 use crate::protocol::wire;
@@ -28,6 +29,8 @@ pub struct Pending<T> {
     pub held: T,
     /// Its answers, kept for its shadow copies' comparison.
     pub capture: Option<Capture>,
+    /// Its answers, on their way to the cache.
+    pub recording: Option<Recording>,
 }
 
 impl<T> Pending<T> {
@@ -44,6 +47,7 @@ impl<T> Pending<T> {
             timing,
             held,
             capture: None,
+            recording: None,
         }
     }
 }
@@ -118,6 +122,9 @@ impl<T> InFlight<T> {
             request.timing.answered(now);
             if let Some(capture) = &mut request.capture {
                 capture.add(&answer.infer_response);
+            }
+            if let Some(recording) = &mut request.recording {
+                recording.add(&answer.for_caller("")?);
             }
         }
         let ending = if answer.failed() {

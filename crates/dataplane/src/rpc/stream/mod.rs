@@ -28,12 +28,15 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::cache::{self, Outcome, ResponseCache, CACHE_KEY};
 use crate::protocol::body::{self, boxed, status_trailers, BoxBody, ChannelSender};
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code};
 use crate::protocol::messages::ModelInferResponseHead;
 use crate::protocol::respond::grpc_response;
-use crate::protocol::stream_answers::upstream_request;
+use crate::protocol::stream_answers::{
+    final_answer, flag, string_parameter, upstream_request, Answer, EMPTY_FINAL,
+};
 use crate::protocol::streams::RecvBody;
 use crate::protocol::wire;
 use crate::route::affinity;
@@ -41,6 +44,7 @@ use crate::rpc::infer::{self, Prepared, Slot};
 use crate::shadow::streamed::Capture;
 use crate::shadow::Job;
 use crate::state::State;
+use crate::telemetry::streamed::Ending;
 use crate::telemetry::streamed::Timing;
 use crate::telemetry::Record;
 use crate::upstream::{Endpoint, ModelKey};
@@ -91,14 +95,7 @@ fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
         model_version: String::new(),
     }
     .encode_to_vec();
-    let mut parameters = BytesMut::new();
-    let mut entry = wire::string_field(1, b"grpc_status");
-    wire::message_field(
-        &mut entry,
-        2,
-        &wire::string_field(3, error.code().name().as_bytes()),
-    );
-    wire::message_field(&mut parameters, 4, &entry);
+    let mut parameters = string_parameter(4, "grpc_status", error.code().name());
     if let GatewayError::Overloaded { retry_after_ms, .. } = error {
         let mut entry = wire::string_field(1, b"retry-after-ms");
         let mut value = BytesMut::new();
@@ -165,6 +162,21 @@ impl Session<'_> {
         let mut record = Record::default();
         let prepared =
             infer::prepare(state, message.clone(), self.headers, deadline, &mut record).await?;
+        let cached = (state.cache).stream_policy(
+            &prepared.route_model,
+            &prepared.variant,
+            &prepared.request,
+        );
+        let recording = match cached {
+            None => None,
+            Some((policy, key)) => match state.cache.stream_hit(&key, &policy).await {
+                Some((stored, outcome)) => {
+                    self.replay(&prepared, &stored, outcome).await;
+                    return Ok(());
+                }
+                None => Some(ResponseCache::recording(key, policy)),
+            },
+        };
         let permit = match Slot::of(state, &prepared, self.headers) {
             None => None,
             Some(slot) => Some(slot.take(deadline).await?.0),
@@ -183,6 +195,7 @@ impl Session<'_> {
         );
         let held = (permit, prepared.pool.hold(&endpoint));
         let mut pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
+        pending.recording = recording;
         if !prepared.shadows.is_empty() {
             pending.capture = Some(Capture::new(Job {
                 trace: None,
@@ -218,6 +231,37 @@ impl Session<'_> {
             .send(unsent.0)
             .await
             .map_err(|_| GatewayError::Unavailable("an upstream stream closed at once".into()))
+    }
+
+    /// A stored sequence of answers, replayed to the caller, each marked with the parameter
+    /// `x-cache` (`hit-l1`, `hit-l2`).
+    async fn replay(&self, prepared: &Prepared, stored: &Bytes, outcome: Outcome) {
+        let request = &prepared.request;
+        let (model, variant) = (prepared.route_model.clone(), prepared.variant.name.clone());
+        let mut timing = Timing::new(model, variant, Instant::now());
+        let mark = string_parameter(4, CACHE_KEY, outcome.name());
+        for message in cache::streamed::answers(stored) {
+            let Ok(answer) = Answer::read(message) else {
+                continue;
+            };
+            let Ok(forward) = answer.for_caller_with(&request.id, &mark) else {
+                continue;
+            };
+            timing.answered(Instant::now());
+            if self
+                .out
+                .send(Frame::data(grpc::frame(&forward)))
+                .await
+                .is_err()
+            {
+                return; // the caller left
+            }
+        }
+        if flag(&request.parameters, EMPTY_FINAL) {
+            let last = final_answer(&request.id);
+            let _ = self.out.send(Frame::data(grpc::frame(&last))).await;
+        }
+        (self.state.telemetry).stream_request_ended(&timing, Ending::Done);
     }
 
     fn upstream(

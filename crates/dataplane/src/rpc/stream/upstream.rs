@@ -55,6 +55,9 @@ impl Tracked {
             .stream_request_ended(&request.timing, ended.ending);
         let (_permit, attempt) = request.held;
         attempt.finish(false); // an error answer is the model's, not the endpoint's failure
+        if let (Some(recording), Ending::Done) = (request.recording, ended.ending) {
+            self.state.cache.keep(recording);
+        }
         if let (Some(capture), Ending::Done) = (request.capture, ended.ending) {
             let first = request.timing.first.map(|at| at - request.timing.sent);
             Shadows::submit_stream(&self.state, capture, first);
