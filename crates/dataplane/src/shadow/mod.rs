@@ -371,14 +371,38 @@ impl Shadows {
     }
 }
 
+/// A copy of `job` for `variant`, ready to send: its pool, the request re-addressed to the
+/// variant (checked against the variant's signature), its deadline, and whether the variant's
+/// model is decoupled.
+struct Copy {
+    pool: Arc<Pool>,
+    payload: Bytes,
+    deadline: Option<Instant>,
+    decoupled: bool,
+}
+
+impl Copy {
+    async fn of<G: Gateway>(state: &G, job: &Job, variant: &Variant) -> Result<Copy, GatewayError> {
+        let deadline = Some(Instant::now() + state.shadows().timeout);
+        let pool = state.pool(&variant.pool)?.clone();
+        let signature = state
+            .signatures()
+            .get(&pool, &variant.model, &variant.version, deadline)
+            .await?;
+        validate(&job.request, &signature)?;
+        let payload = retarget(&job.payload, &job.request, variant)?;
+        Ok(Copy {
+            pool,
+            payload,
+            deadline,
+            decoupled: signature.decoupled,
+        })
+    }
+}
+
 async fn copy<G: Gateway>(state: &G, job: &Job, variant: &Variant) -> Result<Bytes, GatewayError> {
-    let deadline = Some(Instant::now() + state.shadows().timeout);
-    let pool = state.pool(&variant.pool)?.clone();
-    let signature = state
-        .signatures()
-        .get(&pool, &variant.model, &variant.version, deadline)
-        .await?;
-    validate(&job.request, &signature)?;
-    let payload = retarget(&job.payload, &job.request, variant)?;
-    pool.call("ModelInfer", payload, deadline).await
+    let copy = Copy::of(state, job, variant).await?;
+    copy.pool
+        .call("ModelInfer", copy.payload, copy.deadline)
+        .await
 }

@@ -18,10 +18,8 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc;
 use crate::protocol::messages::ModelInferAnswer;
 use crate::protocol::stream_answers::{upstream_request, Answer};
-use crate::route::retarget::retarget;
 use crate::shadow::compare::compare_responses;
-use crate::shadow::{Gateway, Job, Shadows, Slot};
-use crate::validate::validate;
+use crate::shadow::{Copy, Gateway, Job, Shadows, Slot};
 
 /// Answers compared apart at the start of a sequence.
 pub const FIRST_K: usize = 4;
@@ -92,14 +90,13 @@ async fn copy_stream<G: Gateway>(
     job: &Job,
     variant: &Variant,
 ) -> Result<(Vec<Bytes>, Option<Duration>), GatewayError> {
-    let deadline = Some(Instant::now() + state.shadows().timeout);
-    let pool = state.pool(&variant.pool)?.clone();
-    let signature = state
-        .signatures()
-        .get(&pool, &variant.model, &variant.version, deadline)
-        .await?;
-    validate(&job.request, &signature)?;
-    let payload = upstream_request(&retarget(&job.payload, &job.request, variant)?, 1);
+    let Copy {
+        pool,
+        payload,
+        deadline,
+        decoupled,
+    } = Copy::of(state, job, variant).await?;
+    let payload = upstream_request(&payload, 1);
     let model = (variant.model.clone(), variant.version.clone());
     let endpoint = pool.pick(Some(&model), &[])?;
     let sent = Instant::now();
@@ -131,7 +128,7 @@ async fn copy_stream<G: Gateway>(
                 first.get_or_insert_with(|| sent.elapsed());
                 answers.push(answer.infer_response);
             }
-            if answer.final_flag || !signature.decoupled {
+            if answer.final_flag || !decoupled {
                 return Ok((answers, first));
             }
         }
