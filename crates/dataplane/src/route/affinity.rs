@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::messages::{InferTensorContents, ModelInferRequest};
+use crate::upstream::affine::Keys;
 
 /// A route's `affinity`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,14 +33,6 @@ pub struct AffinityPolicy {
 
 /// The policies of the routes that have one, by route.
 pub type AffinityPolicies = HashMap<String, AffinityPolicy>;
-
-/// Where a request would like to go: its session's key, and one key per whole block of its
-/// prompt (the longest prefix last).
-#[derive(Debug, Default, PartialEq)]
-pub struct Keys {
-    pub session: Option<u64>,
-    pub prefixes: Vec<u64>,
-}
 
 fn hash_of(value: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();

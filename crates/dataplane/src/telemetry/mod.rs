@@ -393,7 +393,7 @@ impl Telemetry {
             "variants": series.variants.iter()
                 .map(|([model, variant], h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))
                 .collect::<Vec<_>>(),
-            "streams": streamed::rows(&series.streams),
+            "streams": streamed::rows(series.streams.iter()),
             "bounds": LATENCY_BUCKETS,
             "answer_bounds": streamed::ANSWER_BUCKETS,
             "access_log_dropped": self.access.as_ref().map_or(0, |log| log.dropped.load(Ordering::Relaxed)),

@@ -121,9 +121,10 @@ impl StreamSeries {
 }
 
 /// The series as JSON-ready rows (the core's stats: `streams`).
-pub fn rows(series: &super::series::Labelled<StreamSeries, 2>) -> Vec<serde_json::Value> {
+pub fn rows<'a>(
+    series: impl Iterator<Item = (&'a [String; 2], &'a StreamSeries)>,
+) -> Vec<serde_json::Value> {
     series
-        .iter()
         .map(|([model, variant], s)| {
             let ended: serde_json::Map<String, serde_json::Value> = [
                 Ending::Done,

@@ -1,5 +1,5 @@
 //! Prefix affinity, the pool's part: which endpoint served each prompt prefix and session last
-//! (a bounded index), and the pick that prefers it, bounded by load.
+//! (`prefix_index`), and the pick that prefers it, bounded by load.
 //!
 //! A request goes to the endpoint its session went to, else to the one that served its longest
 //! known prefix (the replica whose prefix / KV cache holds the most of its prompt), as long as
@@ -7,53 +7,20 @@
 //! pool's (consistent hashing with bounded loads, Mirrokni et al.); past it, or with nothing
 //! known, P2C picks. Every key of the request is then the chosen endpoint's.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::primitives::locked;
 use crate::protocol::error::GatewayError;
-use crate::route::affinity::Keys;
 use crate::upstream::endpoint::{Endpoint, ModelKey};
 use crate::upstream::pool::Pool;
 
-/// Keys to endpoint addresses, about `capacity` of them: two generations, the older dropped
-/// whole when the newer fills (a key read from the older moves to the newer).
-pub struct PrefixIndex {
-    current: HashMap<u64, Arc<str>>,
-    previous: HashMap<u64, Arc<str>>,
-    capacity: usize,
-}
-
-impl PrefixIndex {
-    pub fn new(capacity: usize) -> PrefixIndex {
-        PrefixIndex {
-            current: HashMap::new(),
-            previous: HashMap::new(),
-            capacity: capacity.max(2),
-        }
-    }
-
-    pub fn get(&mut self, key: u64) -> Option<Arc<str>> {
-        if let Some(address) = self.current.get(&key) {
-            return Some(address.clone());
-        }
-        let address = self.previous.remove(&key)?;
-        self.put(key, address.clone());
-        Some(address)
-    }
-
-    pub fn put(&mut self, key: u64, address: Arc<str>) {
-        if self.current.len() >= self.capacity / 2 && !self.current.contains_key(&key) {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(key, address);
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
-    }
+/// Where a request would like to go: its session's key, and one key per whole block of its
+/// prompt, the longest prefix last (`route::affinity` reads them off the request).
+#[derive(Debug, Default, PartialEq)]
+pub struct Keys {
+    pub session: Option<u64>,
+    pub prefixes: Vec<u64>,
 }
 
 /// How a request's endpoint was chosen (the index into `PoolStats::affinity`).
@@ -168,20 +135,5 @@ mod tests {
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
         assert_eq!(counted, [1, 3, 1, 2]);
-    }
-
-    #[test]
-    fn the_index_keeps_about_its_capacity_and_what_is_read_survives() {
-        let mut index = PrefixIndex::new(8);
-        let address: Arc<str> = Arc::from("a:1");
-        for key in 0..4 {
-            index.put(key, address.clone());
-        }
-        assert_eq!(index.get(0).as_deref(), Some("a:1")); // read: moved to the newer generation
-        for key in 4..12 {
-            index.put(key, address.clone());
-        }
-        assert!(index.len() <= 8);
-        assert!(index.get(11).is_some() && index.get(1).is_none());
     }
 }

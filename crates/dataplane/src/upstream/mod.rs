@@ -14,6 +14,7 @@ pub mod call;
 pub mod dns;
 pub mod endpoint;
 pub mod pool;
+pub mod prefix_index;
 pub mod resilience;
 
 pub use call::{Attempt, CallInfo};

@@ -16,6 +16,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::tls::{self, UpstreamTls};
 use crate::upstream::dns::{self, Discovery, DnsName};
 use crate::upstream::endpoint::{Endpoint, ModelKey};
+use crate::upstream::prefix_index::PrefixIndex;
 use crate::upstream::resilience::{choose, EndpointHealth, OutlierConfig, RetryBudget};
 
 /// How a pool picks among its eligible endpoints (Envoy's `lb_policy` names).
@@ -85,7 +86,7 @@ pub struct Pool {
     turn: AtomicUsize,
     pub stats: PoolStats,
     /// Where prompts' prefixes and sessions were last sent (prefix affinity).
-    pub(super) prefixes: Mutex<crate::upstream::affine::PrefixIndex>,
+    pub(super) prefixes: Mutex<PrefixIndex>,
 }
 
 impl Pool {
@@ -118,7 +119,7 @@ impl Pool {
             budget: Mutex::new(budget),
             turn: AtomicUsize::new(0),
             stats: PoolStats::default(),
-            prefixes: Mutex::new(crate::upstream::affine::PrefixIndex::new(PREFIX_KEYS)),
+            prefixes: Mutex::new(PrefixIndex::new(PREFIX_KEYS)),
         };
         let endpoints = addresses
             .iter()
