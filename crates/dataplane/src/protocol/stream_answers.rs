@@ -29,16 +29,27 @@ pub fn flag(parameters: &HashMap<String, InferParameter>, name: &str) -> bool {
 /// for (both appended: later fields win).
 pub fn upstream_request(payload: &Bytes, upstream_id: u64) -> Bytes {
     let mut suffix = wire::string_field(3, upstream_id.to_string().as_bytes());
-    let mut entry = wire::string_field(1, EMPTY_FINAL.as_bytes());
-    wire::message_field(&mut entry, 2, &[0x08, 0x01]); // InferParameter { bool_param: true }
-    wire::message_field(&mut suffix, 4, &entry);
+    suffix.extend_from_slice(&parameter(4, EMPTY_FINAL, Value::Bool(true)));
     wire::append(payload, &suffix)
 }
 
-/// A string parameter of a message's `parameters` map (field `number`), as an entry to append.
-pub fn string_parameter(number: u32, name: &str, value: &str) -> BytesMut {
+/// An InferParameter's value.
+pub enum Value<'a> {
+    Bool(bool),
+    Int64(u64),
+    String(&'a str),
+}
+
+/// An entry of a message's `parameters` map (field `number`), to append to the message.
+pub fn parameter(number: u32, name: &str, value: Value<'_>) -> BytesMut {
     let mut entry = wire::string_field(1, name.as_bytes());
-    wire::message_field(&mut entry, 2, &wire::string_field(3, value.as_bytes()));
+    let mut choice = BytesMut::new();
+    match value {
+        Value::Bool(value) => wire::uint_field(&mut choice, 1, u64::from(value)),
+        Value::Int64(value) => wire::uint_field(&mut choice, 2, value),
+        Value::String(value) => choice = wire::string_field(3, value.as_bytes()),
+    }
+    wire::message_field(&mut entry, 2, &choice);
     let mut out = BytesMut::new();
     wire::message_field(&mut out, number, &entry);
     out
@@ -47,9 +58,7 @@ pub fn string_parameter(number: u32, name: &str, value: &str) -> BytesMut {
 /// The empty final answer of a request (`triton_final_response`), for a caller that asked for it.
 pub fn final_answer(caller_id: &str) -> Bytes {
     let mut inner = wire::string_field(3, caller_id.as_bytes());
-    let mut entry = wire::string_field(1, FINAL.as_bytes());
-    wire::message_field(&mut entry, 2, &[0x08, 0x01]);
-    wire::message_field(&mut inner, 4, &entry);
+    inner.extend_from_slice(&parameter(4, FINAL, Value::Bool(true)));
     let mut out = BytesMut::new();
     wire::message_field(&mut out, 2, &inner);
     out.freeze()

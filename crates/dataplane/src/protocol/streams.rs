@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use h2::{Reason, RecvStream, SendStream};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
 use crate::protocol::body::BoxBody;
+use crate::protocol::grpc::{self, FrameError};
 
 /// A call under way on a connection, counted while its answer is read (the connection pings
 /// its server only while some are, as gRPC servers expect).
@@ -33,6 +35,62 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What comes next in a received body of gRPC messages.
+pub enum Read {
+    Message(Bytes),
+    Trailers(HeaderMap),
+    End,
+}
+
+/// Why a received body of gRPC messages could not be read on.
+pub enum ReadError {
+    /// The stream failed (reset, connection lost).
+    Body(String),
+    /// A message was malformed or over the limit.
+    Frame(FrameError),
+}
+
+/// The gRPC messages of a received body, one at a time (those already buffered first, so a
+/// frame holding several gives them all before the body is read again).
+pub struct Messages {
+    body: RecvBody,
+    buffer: BytesMut,
+    limit: usize,
+}
+
+impl Messages {
+    pub fn new(body: RecvBody, limit: usize) -> Messages {
+        Messages {
+            body,
+            buffer: BytesMut::new(),
+            limit,
+        }
+    }
+
+    pub async fn next(&mut self) -> Result<Read, ReadError> {
+        loop {
+            let message = grpc::next_message(&mut self.buffer, self.limit);
+            if let Some(message) = message.map_err(ReadError::Frame)? {
+                return Ok(Read::Message(message));
+            }
+            let Some(frame) = self.body.frame().await else {
+                return Ok(Read::End);
+            };
+            match frame
+                .map_err(|e| ReadError::Body(e.to_string()))?
+                .into_data()
+            {
+                Ok(data) => self.buffer.extend_from_slice(&data),
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        return Ok(Read::Trailers(trailers));
+                    }
+                }
+            }
+        }
     }
 }
 

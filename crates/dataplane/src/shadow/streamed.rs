@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use gateway_router::Variant;
-use http_body_util::BodyExt;
 use prost::Message;
 
 use crate::protocol::body;
@@ -18,6 +17,7 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc;
 use crate::protocol::messages::ModelInferAnswer;
 use crate::protocol::stream_answers::{upstream_request, Answer};
+use crate::protocol::streams::{Messages, Read, ReadError};
 use crate::shadow::compare::compare_responses;
 use crate::shadow::{Copy, Gateway, Job, Shadows, Slot};
 
@@ -107,33 +107,30 @@ async fn copy_stream<G: Gateway>(
         .await
         .map_err(|e| pool.unreachable(&endpoint, &e))?;
     let malformed = |e: String| GatewayError::Internal(format!("shadow stream: {e}"));
-    let (mut answers, mut first, mut buffer) = (Vec::new(), None, BytesMut::new());
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|e| malformed(e.to_string()))?.into_data() else {
-            break; // trailers: the stream's end
+    let (mut answers, mut first) = (Vec::new(), None);
+    let mut messages = Messages::new(response.into_body(), usize::MAX);
+    loop {
+        let message = match messages.next().await {
+            Ok(Read::Message(message)) => message,
+            Ok(Read::Trailers(_) | Read::End) => return Ok((answers, first)),
+            Err(ReadError::Body(e)) => return Err(malformed(e)),
+            Err(ReadError::Frame(e)) => return Err(malformed(format!("{e:?}"))),
         };
-        buffer.extend_from_slice(&data);
-        while let Some(message) =
-            grpc::next_message(&mut buffer, usize::MAX).map_err(|e| malformed(format!("{e:?}")))?
-        {
-            let answer = Answer::read(message).map_err(|e| malformed(e.0))?;
-            if answer.failed() {
-                return Err(GatewayError::Upstream {
-                    code: grpc::Code::Unknown,
-                    message: answer.error_message,
-                });
-            }
-            if !answer.empty() {
-                first.get_or_insert_with(|| sent.elapsed());
-                answers.push(answer.infer_response);
-            }
-            if answer.final_flag || !decoupled {
-                return Ok((answers, first));
-            }
+        let answer = Answer::read(message).map_err(|e| malformed(e.0))?;
+        if answer.failed() {
+            return Err(GatewayError::Upstream {
+                code: grpc::Code::Unknown,
+                message: answer.error_message,
+            });
+        }
+        if !answer.empty() {
+            first.get_or_insert_with(|| sent.elapsed());
+            answers.push(answer.infer_response);
+        }
+        if answer.final_flag || !decoupled {
+            return Ok((answers, first));
         }
     }
-    Ok((answers, first))
 }
 
 impl Shadows {

@@ -84,9 +84,13 @@ impl Timing {
         self.answers += 1;
     }
 
+    /// The time from sending to the first answer.
+    pub fn first_after(&self) -> Option<std::time::Duration> {
+        self.first.map(|at| at.duration_since(self.sent))
+    }
+
     fn first_s(&self) -> Option<f64> {
-        self.first
-            .map(|at| at.duration_since(self.sent).as_secs_f64())
+        self.first_after().map(|d| d.as_secs_f64())
     }
 }
 

@@ -20,10 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,9 +34,9 @@ use crate::protocol::grpc::{self, Code};
 use crate::protocol::messages::ModelInferResponseHead;
 use crate::protocol::respond::grpc_response;
 use crate::protocol::stream_answers::{
-    final_answer, flag, string_parameter, upstream_request, Answer, EMPTY_FINAL,
+    final_answer, flag, parameter, upstream_request, Answer, Value, EMPTY_FINAL,
 };
-use crate::protocol::streams::RecvBody;
+use crate::protocol::streams::{Messages, Read, ReadError, RecvBody};
 use crate::protocol::wire;
 use crate::route::affinity;
 use crate::rpc::infer::{self, Prepared, Slot};
@@ -82,31 +81,37 @@ pub fn model_stream_infer(
     grpc_response(boxed(receiver))
 }
 
-/// An in-stream error answer (as Triton sends one): the message, the request's id and model, and
-/// parameters `grpc_status` (the status a unary call would have had) and, when shed,
+/// An in-stream error answer (as Triton sends one) to the request `id` of `model`: the message,
+/// and parameters `grpc_status` (the status a unary call would have had) and, when shed,
 /// `retry-after-ms`.
-fn error_response(request: &Bytes, error: &GatewayError) -> Bytes {
-    let head = infer::parse(request)
-        .map(|r| (r.id, r.model_name))
-        .unwrap_or_default();
+fn error_response(id: &str, model: &str, error: &GatewayError) -> Bytes {
     let mut inner = ModelInferResponseHead {
-        id: head.0,
-        model_name: head.1,
+        id: id.to_owned(),
+        model_name: model.to_owned(),
         model_version: String::new(),
     }
     .encode_to_vec();
-    let mut parameters = string_parameter(4, "grpc_status", error.code().name());
+    inner.extend_from_slice(&parameter(
+        4,
+        "grpc_status",
+        Value::String(error.code().name()),
+    ));
     if let GatewayError::Overloaded { retry_after_ms, .. } = error {
-        let mut entry = wire::string_field(1, b"retry-after-ms");
-        let mut value = BytesMut::new();
-        wire::uint_field(&mut value, 2, *retry_after_ms); // int64_param
-        wire::message_field(&mut entry, 2, &value);
-        wire::message_field(&mut parameters, 4, &entry);
+        inner.extend_from_slice(&parameter(
+            4,
+            "retry-after-ms",
+            Value::Int64(*retry_after_ms),
+        ));
     }
-    inner.extend_from_slice(&parameters);
     let mut out = wire::string_field(1, error.message().as_bytes());
     wire::message_field(&mut out, 2, &inner);
     out.freeze()
+}
+
+/// A request's measures, from now, under its route and variant.
+fn timing(prepared: &Prepared) -> Timing {
+    let (model, variant) = (prepared.route_model.clone(), prepared.variant.name.clone());
+    Timing::new(model, variant, Instant::now())
 }
 
 /// The endpoint for a request: by prefix affinity when its route has it, else P2C.
@@ -148,9 +153,9 @@ struct Session<'a> {
 impl Session<'_> {
     /// One request of the caller's: Err only for what ends the whole stream.
     async fn request(&mut self, message: Bytes) -> Result<(), GatewayError> {
-        infer::parse(&message)?; // a malformed message ends the stream, as in Triton
+        let request = infer::parse(&message)?; // a malformed message ends the stream, as in Triton
         if let Err(error) = self.forward(&message).await {
-            let answer = error_response(&message, &error);
+            let answer = error_response(&request.id, &request.model_name, &error);
             let _ = self.out.send(Frame::data(grpc::frame(&answer))).await;
         }
         Ok(())
@@ -188,11 +193,7 @@ impl Session<'_> {
         let endpoint = pick(state, self.headers, &prepared, &model)?;
         self.sent += 1;
         let id = self.sent;
-        let timing = Timing::new(
-            prepared.route_model.clone(),
-            prepared.variant.name.clone(),
-            Instant::now(),
-        );
+        let timing = timing(&prepared);
         let held = (permit, prepared.pool.hold(&endpoint));
         let mut pending = Pending::new(&prepared.request, prepared.decoupled, timing, held);
         pending.recording = recording;
@@ -237,9 +238,8 @@ impl Session<'_> {
     /// `x-cache` (`hit-l1`, `hit-l2`).
     async fn replay(&self, prepared: &Prepared, stored: &Bytes, outcome: Outcome) {
         let request = &prepared.request;
-        let (model, variant) = (prepared.route_model.clone(), prepared.variant.name.clone());
-        let mut timing = Timing::new(model, variant, Instant::now());
-        let mark = string_parameter(4, CACHE_KEY, outcome.name());
+        let mut timing = timing(prepared);
+        let mark = parameter(4, CACHE_KEY, Value::String(outcome.name()));
         for message in cache::streamed::answers(stored) {
             let Ok(answer) = Answer::read(message) else {
                 continue;
@@ -286,7 +286,7 @@ impl Session<'_> {
 
 async fn run(
     state: &Arc<State>,
-    mut body: RecvBody,
+    body: RecvBody,
     headers: &HeaderMap,
     deadline: Option<Instant>,
     out: &ChannelSender,
@@ -302,27 +302,23 @@ async fn run(
         pumps: JoinSet::new(),
         sent: 0,
     };
-    let mut buffer = BytesMut::new();
+    let limit = state.config.max_message_bytes;
+    let mut requests = Messages::new(body, limit);
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
+        let next = tokio::select! {
+            next = requests.next() => next,
             Some(error) = failed.recv() => return Err(error),
         };
-        let Some(frame) = frame else { break };
-        let Ok(frame) = frame else {
-            return Err(GatewayError::Internal(
-                "the caller's stream broke off".into(),
-            ));
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        buffer.extend_from_slice(&data);
-        let limit = state.config.max_message_bytes;
-        while let Some(message) = grpc::next_message(&mut buffer, limit)
-            .map_err(|e| crate::protocol::error::frame_error(e, limit))?
-        {
-            session.request(message).await?;
+        match next {
+            Ok(Read::Message(message)) => session.request(message).await?,
+            Ok(Read::Trailers(_)) => continue,
+            Ok(Read::End) => break,
+            Err(ReadError::Body(_)) => {
+                return Err(GatewayError::Internal(
+                    "the caller's stream broke off".into(),
+                ))
+            }
+            Err(ReadError::Frame(e)) => return Err(crate::protocol::error::frame_error(e, limit)),
         }
     }
     // Done writing: every upstream stream sees the end of its requests, and their answers are

@@ -5,9 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use http_body::Frame;
-use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -17,6 +15,7 @@ use crate::primitives::locked;
 use crate::protocol::body::{self, boxed, ChannelSender};
 use crate::protocol::error::{status_in, GatewayError};
 use crate::protocol::grpc::{self, Code};
+use crate::protocol::streams::{Messages, Read, ReadError};
 use crate::shadow::Shadows;
 use crate::state::State;
 use crate::telemetry::streamed::Ending;
@@ -59,8 +58,7 @@ impl Tracked {
             self.state.cache.keep(recording);
         }
         if let (Some(capture), Ending::Done) = (request.capture, ended.ending) {
-            let first = request.timing.first.map(|at| at - request.timing.sent);
-            Shadows::submit_stream(&self.state, capture, first);
+            Shadows::submit_stream(&self.state, capture, request.timing.first_after());
         }
     }
 }
@@ -131,7 +129,7 @@ async fn pump(
         )
         .await
         .map_err(unreachable)?;
-    let (head, mut answers) = response.into_parts();
+    let (head, answers) = response.into_parts();
     if let Some(status) = status_in(&head.headers) {
         return status;
     }
@@ -139,36 +137,30 @@ async fn pump(
         code: Code::Internal,
         message: format!("malformed upstream stream: {e}"),
     };
-    let mut buffer = BytesMut::new();
-    while let Some(frame) = answers.frame().await {
-        let frame = frame.map_err(|e| unreachable(e.to_string()))?;
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => match frame.into_trailers() {
-                Ok(trailers) => {
-                    return status_in(&trailers).unwrap_or(Err(GatewayError::Upstream {
-                        code: Code::Unknown,
-                        message: String::new(),
-                    }))
-                }
-                Err(_) => continue,
-            },
-        };
-        buffer.extend_from_slice(&data);
-        while let Some(message) =
-            grpc::next_message(&mut buffer, usize::MAX).map_err(|e| malformed(format!("{e:?}")))?
-        {
-            let routed = tracked
-                .lock()
-                .route(message, Instant::now())
-                .map_err(|e| malformed(e.0))?;
-            if let Some(ended) = routed.ended {
-                tracked.end(ended);
+    let mut answers = Messages::new(answers, usize::MAX);
+    loop {
+        let message = match answers.next().await {
+            Ok(Read::Message(message)) => message,
+            Ok(Read::Trailers(trailers)) => {
+                return status_in(&trailers).unwrap_or(Err(GatewayError::Upstream {
+                    code: Code::Unknown,
+                    message: String::new(),
+                }))
             }
-            if let Some(forward) = routed.forward {
-                if out.send(Frame::data(grpc::frame(&forward))).await.is_err() {
-                    return Ok(()); // the caller left: dropping the answer cancels the stream
-                }
+            Ok(Read::End) => break,
+            Err(ReadError::Body(reason)) => return Err(unreachable(reason)),
+            Err(ReadError::Frame(e)) => return Err(malformed(format!("{e:?}"))),
+        };
+        let routed = tracked
+            .lock()
+            .route(message, Instant::now())
+            .map_err(|e| malformed(e.0))?;
+        if let Some(ended) = routed.ended {
+            tracked.end(ended);
+        }
+        if let Some(forward) = routed.forward {
+            if out.send(Frame::data(grpc::frame(&forward))).await.is_err() {
+                return Ok(()); // the caller left: dropping the answer cancels the stream
             }
         }
     }
