@@ -1,5 +1,6 @@
 """`gateway serve --workers N`: the core serves the port on N threads (default: one per CPU
-core); requests over many connections are all served and counted once."""
+core; one worker runs the current-thread scheduler on a thread of its own); requests over many
+connections are all served and counted once."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _send_over_new_connections(address: str, per_connection: int) -> int:
     return answered
 
 
-@pytest.mark.parametrize("workers", [3, None])
+@pytest.mark.parametrize("workers", [1, 3, None])
 def test_the_core_runs_the_threads_asked_for_and_serves_every_connection(
     triton: TritonCli, tmp_path: Path, workers: int | None
 ) -> None:

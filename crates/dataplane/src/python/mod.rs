@@ -1,6 +1,7 @@
 //! The core's Python boundary (`gateway._core`): the `Core` class the control plane drives at
 //! control rate, and `check_route`. Nothing here runs per request.
 
+mod runtime;
 mod stats;
 
 use std::collections::HashMap;
@@ -18,11 +19,12 @@ use crate::state::State;
 use crate::{config, edge, health, upstream};
 
 use crate::primitives::locked;
+use runtime::CoreRuntime;
 
 /// The data plane of one gateway process.
 #[pyclass(module = "gateway._core")]
 struct Core {
-    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    runtime: Mutex<Option<CoreRuntime>>,
     state: Arc<State>,
     stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -54,12 +56,7 @@ impl Core {
         if config.pools.is_empty() {
             return Err(PyValueError::new_err("core configuration: no pools"));
         }
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name("gateway-core");
-        if config.threads > 0 {
-            builder.worker_threads(config.threads);
-        }
-        let runtime = builder.build().map_err(|e| {
+        let runtime = CoreRuntime::start(config.threads).map_err(|e| {
             PyRuntimeError::new_err(format!("cannot start the core's runtime: {e}"))
         })?;
         let files = files
@@ -294,7 +291,7 @@ impl Core {
                         let _ = tokio::time::timeout(grace + Duration::from_secs(1), task).await;
                     }
                 });
-                runtime.shutdown_timeout(Duration::from_secs(1));
+                runtime.shutdown(Duration::from_secs(1));
             });
         }
     }
@@ -308,7 +305,7 @@ impl Core {
     fn stats(&self) -> String {
         let threads = locked(&self.runtime)
             .as_ref()
-            .map_or(0, |r| r.metrics().num_workers());
+            .map_or(0, CoreRuntime::workers);
         stats::CoreStats::of(&self.state, threads).to_json()
     }
 }
