@@ -137,7 +137,7 @@ def run_bench(out: Path, duration_s: float = 5.0, rounds: int = 2, only: str | N
         wanted: Callable[[str], bool] = lambda name: only is None or only in name  # noqa: E731
         rows += generative_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
         rows += proxy_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
-        rows += forward_cpu_rows(rows)
+        rows += forward_cpu_rows(console, triton.options.grpc_target, workdir, rounds, wanted)
         rows += instruction_rows(console, triton.options.grpc_target, workdir, wanted)
         for stick in _yardsticks(triton.options.grpc_target):
             if only is None or only in stick.scenario or only in stick.versus:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import yaml
 from rich.console import Console
 
@@ -23,9 +24,10 @@ from loadtest import BENCH_THREADS
 from loadtest.compare import interleaved
 from loadtest.nginx import running_nginx
 from loadtest.perf_analyzer import BINARY, PerfAnalyzerRun, measure
+from loadtest.process_usage import cpu_seconds
 from loadtest.tuned_triton import running_tuned_triton
 
-__all__ = ["forward_cpu_rows", "proxy_rows"]
+__all__ = ["cpu_row", "forward_cpu_rows", "proxy_rows", "turns"]
 
 IDENTITY = ("identity", "INPUT0:16")
 IMAGE = ("image", "INPUT0:1,3,224,224")
@@ -138,22 +140,52 @@ def _row(console: Console, row: Row, triton: str, tuned: str, workdir: Path, rou
     return [comparison.summary()]
 
 
-def forward_cpu_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
-    """The bare forward's CPU a request, the gateway's and nginx's side by side: one row for each
-    workload both plain-proxy rows of this run measured."""
-    by_name = {str(row["scenario"]): row for row in rows}
-    side_by_side: list[dict[str, object]] = []
-    for workload in ("identity c=16", "identity c=1", "image 602KB c=16"):
-        gateway = by_name.get(f"gateway: {workload} (perf_analyzer)", {}).get("gateway_cpu_us_per_request")
-        nginx = by_name.get(f"nginx grpc_pass: {workload} (perf_analyzer)", {}).get("gateway_cpu_us_per_request")
-        if isinstance(gateway, float) and isinstance(nginx, float) and nginx:
-            side_by_side.append(
-                {
-                    "scenario": f"bare forward, CPU a request: {workload} (perf_analyzer)",
-                    "baseline": "nginx grpc_pass",
-                    "gateway_cpu_us_per_request": gateway,
-                    "nginx_cpu_us_per_request": nginx,
-                    "cpu_ratio": round(gateway / nginx, 3),
-                }
-            )
-    return side_by_side
+CPU_WORKLOADS = (("identity c=16", IDENTITY, 16), ("identity c=1", IDENTITY, 1), ("image 602KB c=16", IMAGE, 16))
+
+
+def _cpu_name(workload: str) -> str:
+    return f"bare forward, CPU a request: {workload} (perf_analyzer)"
+
+
+def turns(rounds: int) -> list[str]:
+    """Who is measured when: gateway, nginx, then nginx, gateway, and so on (a drift of the machine
+    during the runs falls on both alike)."""
+    pairs = (("gateway", "nginx"), ("nginx", "gateway"))
+    return [kind for turn in range(rounds) for kind in pairs[turn % 2]]
+
+
+def cpu_row(workload: str, spent: dict[str, tuple[float, int]]) -> dict[str, object]:
+    """`spent`: for "gateway" and "nginx", the CPU seconds of their runs and the requests served."""
+    per_request = {kind: round(1e6 * seconds / max(requests, 1), 1) for kind, (seconds, requests) in spent.items()}
+    return {"scenario": _cpu_name(workload), "baseline": "nginx grpc_pass",
+            "gateway_cpu_us_per_request": per_request["gateway"], "nginx_cpu_us_per_request": per_request["nginx"],
+            "cpu_ratio": round(per_request["gateway"] / per_request["nginx"], 3)}  # fmt: skip
+
+
+def forward_cpu_rows(
+    console: Console, triton: str, workdir: Path, rounds: int, wanted: Callable[[str], bool]
+) -> list[dict[str, object]]:
+    """The bare forward's CPU a request, the gateway's and nginx's side by side: both up in front
+    of the same Triton and measured in turn (`turns`), `rounds` runs each. (Taken from the separate
+    rows above, minutes apart on this shared machine, the ratio moved by ±25% from run to run.)"""
+    selected = [workload for workload in CPU_WORKLOADS if wanted(_cpu_name(workload[0]))]
+    if not selected or not BINARY.exists():
+        return []
+    rows: list[dict[str, object]] = []
+    try:
+        with _proxy("gateway", triton, workdir) as gateway, _proxy("nginx", triton, workdir) as nginx:
+            proxies = {"gateway": gateway, "nginx": nginx}
+            for workload, (model, shape), concurrency in selected:
+                console.print(f"[bold]{_cpu_name(workload)}[/]: gateway and nginx in turn, {rounds} runs each")
+                spent = {kind: (0.0, 0) for kind in proxies}
+                for kind in turns(rounds):
+                    address, pid = proxies[kind]
+                    process = psutil.Process(pid)
+                    before = cpu_seconds(process)
+                    run = measure(address, model, shape, concurrency, connection_per_context=True)
+                    seconds, requests = spent[kind]
+                    spent[kind] = (seconds + cpu_seconds(process) - before, requests + run.codes["OK"])
+                rows.append(cpu_row(workload, spent))
+    except (RuntimeError, FileNotFoundError, subprocess.SubprocessError) as exc:  # reported; others count
+        console.print(f"[red]bare forward, CPU a request: {exc}[/]")
+    return rows
