@@ -137,7 +137,7 @@ fn routed_models(table: &Table) -> HashMap<String, Vec<ModelKey>> {
 
 pub async fn check_once(
     health: &Health,
-    pools: &HashMap<String, Arc<Pool>>,
+    pools: &hashbrown::HashMap<String, Arc<Pool>>,
     table: &Table,
     timeout: Duration,
 ) {

@@ -1,12 +1,12 @@
 //! Everything a request handler reads: pools, the route table, signatures, health, events.
 //! Built once at start; only the route table (atomically) and health change afterwards.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use gateway_router::Route;
+use hashbrown::HashMap;
 
 use crate::admission::Admission;
 use crate::batching::Batchers;

@@ -21,7 +21,7 @@ use crate::protocol::body::{self, boxed, BoxBody, Observed, OnEnd};
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::INFERENCE_SERVICE;
 use crate::protocol::grpc::{self, Code};
-use crate::protocol::respond::{answer, failure, request_id, unindexed, REQUEST_ID_KEY};
+use crate::protocol::respond::{answer, failure, request_id, unindexed, REQUEST_ID};
 use crate::protocol::streams::{send_answer, RecvBody};
 use crate::rpc::infer::VARIANT_KEY;
 use crate::rpc::{health, infer, metadata, reflection, stream};
@@ -30,6 +30,11 @@ use crate::state::State;
 use crate::telemetry::Record;
 use crate::traces;
 use crate::upstream::Attempt;
+
+/// The trailing metadata the gateway adds, its names parsed once.
+const VARIANT: HeaderName = HeaderName::from_static(VARIANT_KEY);
+const BATCH: HeaderName = HeaderName::from_static(BATCH_KEY);
+const CACHE: HeaderName = HeaderName::from_static(CACHE_KEY);
 
 /// A future that turns a panic into an error value instead of unwinding through the task.
 struct CatchUnwind<F>(Pin<Box<F>>);
@@ -238,7 +243,7 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
     let id = request_id(request.headers());
     let mut trailing = Vec::with_capacity(2);
     if let Some(value) = unindexed(&id) {
-        trailing.push((HeaderName::from_static(REQUEST_ID_KEY), value));
+        trailing.push((REQUEST_ID, value));
     }
     let path = request.uri().path();
     let trace = state.tracer.begin(request.headers());
@@ -254,7 +259,7 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
     };
     let timeout = request
         .headers()
-        .get("grpc-timeout")
+        .get(&grpc::GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(grpc::parse_timeout);
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -275,23 +280,17 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
         Ok(Ok((response, attempt, job))) => {
             if record.method == "ModelInfer" && !record.variant.is_empty() {
                 if let Ok(value) = HeaderValue::from_str(&record.variant) {
-                    trailing.push((HeaderName::from_static(VARIANT_KEY), value));
+                    trailing.push((VARIANT, value));
                 }
             }
             if let Some(shared) = record.batch {
-                trailing.push((
-                    HeaderName::from_static(BATCH_KEY),
-                    HeaderValue::from(shared),
-                ));
+                trailing.push((BATCH, HeaderValue::from(shared)));
             }
             if let Some(outcome) = record.cache {
-                trailing.push((
-                    HeaderName::from_static(CACHE_KEY),
-                    HeaderValue::from_static(outcome.name()),
-                ));
+                trailing.push((CACHE, HeaderValue::from_static(outcome.name())));
             }
             let (mut head, body) = response.into_parts();
-            if let Some(status) = head.headers.get("grpc-status") {
+            if let Some(status) = head.headers.get(&grpc::GRPC_STATUS) {
                 // Trailers-only: the status (and our metadata) travel in the headers.
                 let code = Code::parse(status.as_bytes());
                 for (name, value) in trailing {

@@ -3,6 +3,7 @@
 //! to the control plane, JSON-lines logs written by a thread of their own, and `locked` (a
 //! mutex's guard, whether or not a thread panicked while holding it: what it guards stays usable).
 
+pub mod borrowed;
 pub mod clock;
 pub mod events;
 pub mod flights;

@@ -167,7 +167,7 @@ where
             Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
                 Ok(mut trailers) => {
                     let code = trailers
-                        .get("grpc-status")
+                        .get(&crate::protocol::grpc::GRPC_STATUS)
                         .map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
                     for (name, value) in this.extra.drain(..) {
                         trailers.insert(name, value);

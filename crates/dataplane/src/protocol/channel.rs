@@ -317,7 +317,7 @@ fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Reque
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if let Some(value) = unindexed(&grpc::format_timeout(upstream_timeout(remaining))) {
-            headers.insert(GRPC_TIMEOUT, value);
+            headers.insert(grpc::GRPC_TIMEOUT, value);
         }
     }
     if let Some(value) = traceparent.and_then(unindexed) {
@@ -326,7 +326,6 @@ fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Reque
     request
 }
 
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The URI of a request to `path` at `address` (HOST:PORT).

@@ -81,12 +81,12 @@ impl std::error::Error for GatewayError {}
 /// The status a header map (an answer's headers, trailers-only, or its trailers) carries: None
 /// without `grpc-status`; an error other than OK as the server's own code and message.
 pub fn status_in(headers: &http::HeaderMap) -> Option<Result<(), GatewayError>> {
-    let code = Code::parse(headers.get("grpc-status")?.as_bytes());
+    let code = Code::parse(headers.get(&grpc::GRPC_STATUS)?.as_bytes());
     if code == Code::Ok {
         return Some(Ok(()));
     }
     let message = headers
-        .get("grpc-message")
+        .get(&grpc::GRPC_MESSAGE)
         .map(|m| grpc::decode_message(m.as_bytes()))
         .unwrap_or_default();
     Some(Err(GatewayError::Upstream { code, message }))

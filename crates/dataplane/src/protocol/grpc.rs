@@ -4,9 +4,15 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderName;
 
 /// The v2 inference service every model RPC belongs to.
 pub const INFERENCE_SERVICE: &str = "inference.GRPCInferenceService";
+
+/// gRPC's header names, parsed once: a lookup by `&str` parses the name again each time.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// gRPC status codes (the numbers are the protocol's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

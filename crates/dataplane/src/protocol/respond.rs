@@ -8,13 +8,14 @@ use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::Code;
 
 pub const REQUEST_ID_KEY: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_KEY);
 /// Trailing metadata of RESOURCE_EXHAUSTED from a full queue: when to try again.
 pub const RETRY_AFTER_KEY: &str = "retry-after-ms";
 
 /// The caller's `x-request-id`, or a new random one.
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get(REQUEST_ID_KEY)
+        .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .map_or_else(|| random_id(fastrand::u128(..)), str::to_owned)

@@ -2,12 +2,13 @@
 //! misses share one ModelMetadata + ModelConfig pair. A server without ModelConfig (any v2
 //! server may leave it out) is validated from ModelMetadata alone.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hashbrown::HashMap;
 use prost::Message;
 
+use crate::primitives::borrowed::Borrowed;
 use crate::primitives::flights::Flights;
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::Code;
@@ -15,7 +16,7 @@ use crate::protocol::messages::{ModelConfigResponse, ModelMetadataResponse, Name
 use crate::upstream::Pool;
 use crate::validate::Signature;
 
-type Key = (String, String, String); // pool, upstream model, version
+type Key = [String; 3]; // pool, upstream model, version
 
 pub struct Signatures {
     ttl: Duration,
@@ -39,7 +40,7 @@ impl Signatures {
         version: &str,
         deadline: Option<Instant>,
     ) -> Result<Arc<Signature>, GatewayError> {
-        let key = (pool.name.clone(), model.to_owned(), version.to_owned());
+        let key = Borrowed([pool.name.as_str(), model, version]);
         if let Some((expiry, signature)) = self
             .entries
             .lock()
@@ -53,14 +54,14 @@ impl Signatures {
         let (pool, model, version) = (pool.clone(), model.to_owned(), version.to_owned());
         let signature = self
             .flights
-            .run(key.clone(), move || fetch(pool, model, version, deadline))
+            .run(key.owned(), move || fetch(pool, model, version, deadline))
             .await
             .0?;
         let expiry = Instant::now() + self.ttl;
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, (expiry, signature.clone()));
+            .insert(key.owned(), (expiry, signature.clone()));
         Ok(signature)
     }
 }

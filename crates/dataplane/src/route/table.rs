@@ -2,12 +2,12 @@
 //! request sees the control plane's latest swap. Models with no route get one discovered from
 //! the default pool (zero-config), announced to the control plane through the event queue.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use gateway_router::{check_route, Route, RouteError, Variant};
+use hashbrown::HashMap;
 use prost::Message;
 
 use crate::primitives::events::Events;

@@ -195,7 +195,7 @@ impl Unary {
             .await?;
         record.retries = attempt.number - 1;
         let (mut head, body) = response.into_parts();
-        head.headers.remove("content-length");
+        head.headers.remove(http::header::CONTENT_LENGTH);
         let body = match permit {
             None => boxed(body),
             Some(permit) => boxed(Holding::new(body, permit)),

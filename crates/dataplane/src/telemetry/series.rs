@@ -2,29 +2,12 @@
 //! before is found by the labels the record holds, borrowed: no key is built for each request,
 //! only for the first of its label set.
 
-use std::hash::{Hash, Hasher};
+use hashbrown::HashMap;
 
-use hashbrown::{Equivalent, HashMap};
-
+use crate::primitives::borrowed::Borrowed;
 use crate::primitives::histogram::Histogram;
 use crate::protocol::grpc::Code;
 use crate::telemetry::streamed::StreamSeries;
-
-/// Labels borrowed from a record, looked up against the owned ones of a series' keys (an array
-/// of `&str` hashes as the array of `String` with the same text does).
-struct Borrowed<'a, const N: usize>([&'a str; N]);
-
-impl<const N: usize> Hash for Borrowed<'_, N> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl<const N: usize> Equivalent<[String; N]> for Borrowed<'_, N> {
-    fn equivalent(&self, key: &[String; N]) -> bool {
-        self.0.iter().zip(key).all(|(mine, theirs)| *mine == theirs)
-    }
-}
 
 /// Values per label set.
 pub struct Labelled<V, const N: usize>(HashMap<[String; N], V>);
@@ -44,7 +27,7 @@ impl<V: Default, const N: usize> Labelled<V, N> {
         }
         let mut value = V::default();
         update(&mut value);
-        self.0.insert(labels.map(str::to_owned), value);
+        self.0.insert(Borrowed(labels).owned(), value);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[String; N], &V)> {
