@@ -1,7 +1,8 @@
 //! Small parts every layer above uses: latency histograms, single flights (one call shared by
 //! the callers that ask for the same thing at once), the monotonic clock, bounded event queues
-//! to the control plane, JSON-lines logs written by a thread of their own, and `locked` (a
-//! mutex's guard, whether or not a thread panicked while holding it: what it guards stays usable).
+//! to the control plane, JSON-lines logs written by a thread of their own, keys of owned strings
+//! found by borrowed ones, and `locked` (a mutex's guard, whether or not a thread panicked while
+//! holding it: what it guards stays usable).
 
 pub mod borrowed;
 pub mod clock;
