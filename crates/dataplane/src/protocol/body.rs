@@ -167,7 +167,7 @@ where
             Poll::Ready(Some(Ok(frame))) => match frame.into_trailers() {
                 Ok(mut trailers) => {
                     let code = trailers
-                        .get(&crate::protocol::grpc::GRPC_STATUS)
+                        .get(&grpc::GRPC_STATUS)
                         .map_or(Code::Unknown, |v| Code::parse(v.as_bytes()));
                     for (name, value) in this.extra.drain(..) {
                         trailers.insert(name, value);
@@ -225,10 +225,10 @@ impl Body for Channel {
 /// The trailers of a call that ended with `code`.
 pub fn status_trailers(code: Code, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", code.header_value());
+    trailers.insert(grpc::GRPC_STATUS, code.header_value());
     if !message.is_empty() {
         if let Ok(value) = HeaderValue::from_str(&grpc::encode_message(message)) {
-            trailers.insert("grpc-message", value);
+            trailers.insert(grpc::GRPC_MESSAGE, value);
         }
     }
     trailers

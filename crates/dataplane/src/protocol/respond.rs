@@ -44,9 +44,10 @@ fn random_id(bits: u128) -> String {
 /// A gRPC answer's head, around its body.
 pub fn grpc_response(body: BoxBody) -> Response<BoxBody> {
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     response
 }
 
