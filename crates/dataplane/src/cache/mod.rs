@@ -163,10 +163,7 @@ impl ResponseCache {
         request: &ModelInferRequest,
     ) -> Option<Policy> {
         let policy = self.policies.load().of(route).clone();
-        let sequence = SEQUENCE_PARAMETERS
-            .iter()
-            .any(|p| request.parameters.contains_key(*p));
-        if !policy.enabled || decoupled || sequence {
+        if !policy.enabled || decoupled || in_sequence(request) {
             bump(&self.counters.bypassed);
             return None;
         }
@@ -191,11 +188,7 @@ impl ResponseCache {
         Fut: Future<Output = Result<Fresh, GatewayError>> + Send + 'static,
     {
         let started = Instant::now();
-        let key = Key {
-            model: route.to_owned(),
-            variant: variant.name.clone(),
-            digest: key::cache_key(request, &variant.model, &variant.version, &self.ignored),
-        };
+        let key = self.key_of(route, variant, &variant.model, request);
         if !directives.no_cache && policy.l1 {
             if let Some(message) = self.l1.get(&key, started) {
                 bump(&self.counters.hits_l1);
@@ -240,13 +233,8 @@ impl ResponseCache {
         id: String,
         call: impl Future<Output = Result<Fresh, GatewayError>>,
     ) -> Result<Answer, GatewayError> {
-        if let (false, true, Some(l2)) = (directives.no_cache, policy.l2, &self.l2) {
-            if let Some(message) = Box::pin(l2.get(&key)).await {
-                bump(&self.counters.hits_l2);
-                if policy.l1 {
-                    self.l1
-                        .put(key, message.clone(), ttl(&policy), Instant::now());
-                }
+        if !directives.no_cache {
+            if let Some(message) = self.l2_hit(&key, &policy).await {
                 return Ok(Answer {
                     message,
                     outcome: Outcome::HitL2,
@@ -272,6 +260,35 @@ impl ResponseCache {
             outcome: Outcome::Miss,
             call: Some(info),
         })
+    }
+
+    /// The key a request's answer is kept under: the route's, the variant's, and a digest of the
+    /// request as sent to `model` (the upstream model, or a name that keeps streams apart).
+    fn key_of(
+        &self,
+        route: &str,
+        variant: &Variant,
+        model: &str,
+        request: &ModelInferRequest,
+    ) -> Key {
+        Key {
+            model: route.to_owned(),
+            variant: variant.name.clone(),
+            digest: key::cache_key(request, model, &variant.version, &self.ignored),
+        }
+    }
+
+    /// The answer Redis keeps for `key` (when the policy reads it), copied into the in-process
+    /// tier when the policy keeps one there.
+    async fn l2_hit(&self, key: &Key, policy: &Policy) -> Option<Bytes> {
+        let l2 = self.l2.as_ref().filter(|_| policy.l2)?;
+        let message = Box::pin(l2.get(key)).await?;
+        bump(&self.counters.hits_l2);
+        if policy.l1 {
+            self.l1
+                .put(key.clone(), message.clone(), ttl(policy), Instant::now());
+        }
+        Some(message)
     }
 
     fn store(&self, key: Key, message: &Bytes, policy: &Policy) {
@@ -335,6 +352,13 @@ impl ResponseCache {
             "invalidated": get(&c.invalidated),
         })
     }
+}
+
+/// A request of a sequence: its answer depends on the requests before it, never cached.
+fn in_sequence(request: &ModelInferRequest) -> bool {
+    SEQUENCE_PARAMETERS
+        .iter()
+        .any(|p| request.parameters.contains_key(*p))
 }
 
 fn ttl(policy: &Policy) -> Duration {

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use gateway_router::Variant;
 
 use super::l1::Key;
-use super::{bump, key, ttl, Outcome, Policy, ResponseCache, SEQUENCE_PARAMETERS};
+use super::{bump, in_sequence, Outcome, Policy, ResponseCache};
 use crate::protocol::grpc;
 use crate::protocol::messages::ModelInferRequest;
 use crate::protocol::stream_answers::flag;
@@ -58,18 +58,11 @@ impl ResponseCache {
     ) -> Option<(Policy, Key)> {
         let policy = self.policies.load().of(route).clone();
         let asked = policy.streams || flag(&request.parameters, CACHE_STREAM);
-        let sequence = SEQUENCE_PARAMETERS
-            .iter()
-            .any(|p| request.parameters.contains_key(*p));
-        if !policy.enabled || !asked || sequence {
+        if !policy.enabled || !asked || in_sequence(request) {
             return None;
         }
         let model = format!("{}\x1fstream", variant.model);
-        let key = Key {
-            model: route.to_owned(),
-            variant: variant.name.clone(),
-            digest: key::cache_key(request, &model, &variant.version, &self.ignored),
-        };
+        let key = self.key_of(route, variant, &model, request);
         Some((policy, key))
     }
 
@@ -81,15 +74,8 @@ impl ResponseCache {
                 return Some((stored, Outcome::HitL1));
             }
         }
-        if let (true, Some(l2)) = (policy.l2, &self.l2) {
-            if let Some(stored) = Box::pin(l2.get(key)).await {
-                bump(&self.counters.hits_l2);
-                if policy.l1 {
-                    self.l1
-                        .put(key.clone(), stored.clone(), ttl(policy), Instant::now());
-                }
-                return Some((stored, Outcome::HitL2));
-            }
+        if let Some(stored) = self.l2_hit(key, policy).await {
+            return Some((stored, Outcome::HitL2));
         }
         bump(&self.counters.misses);
         None
