@@ -70,17 +70,13 @@ async fn read_recorded(
 async fn dispatch(
     state: Arc<State>,
     request: Request<RecvBody>,
+    rpc: Rpc,
     deadline: Option<Instant>,
     record: &mut Record,
-) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Job>), GatewayError> {
-    let path = request.uri().path().to_owned();
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", ""));
+) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Box<Job>>), GatewayError> {
     let (head, body) = request.into_parts();
     let limit = state.config.max_message_bytes;
-    let response = match (service, method) {
+    let response = match (rpc.service, rpc.method) {
         (INFERENCE_SERVICE, "ModelInfer") => {
             let payload = read_recorded(body, limit, record).await?;
             let (response, attempt, job) =
@@ -103,43 +99,58 @@ async fn dispatch(
         (service, "ServerReflectionInfo") if reflection::SERVICES.contains(&service) => {
             Ok(reflection::serve(state, body))
         }
-        _ => Err(GatewayError::NotSupported(format!("unknown method {path}"))),
+        _ => Err(GatewayError::NotSupported(format!(
+            "unknown method {}",
+            head.uri.path()
+        ))),
     }?;
     Ok((response, None, None))
 }
 
-/// The `method` label of an RPC: its name for the services served, "unknown" for any other path
-/// (a caller must not be able to mint metric series).
-fn method_label(path: &str) -> String {
-    let Some((_, method)) = path.trim_start_matches('/').split_once('/') else {
-        return "unknown".to_owned();
-    };
-    let service = service_label(path);
-    let served = service != "unknown"
-        && (service != INFERENCE_SERVICE
-            || metadata::is_unary(method)
-            || method == "ModelInfer"
-            || method == "ModelStreamInfer");
-    if served {
-        method.to_owned()
-    } else {
-        "unknown".to_owned()
-    }
+/// A request's path, read once: the RPC it names, by the static names that label its metrics and
+/// its span and that `dispatch` serves. Any path the gateway does not serve is "unknown" (a caller
+/// must not be able to mint metric series).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Rpc {
+    service: &'static str,
+    method: &'static str,
 }
 
-/// The service of a served path ("unknown" for any other): the span's name, and what
-/// `method_label` checks first.
-fn service_label(path: &str) -> &'static str {
-    let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    [
-        INFERENCE_SERVICE,
-        health::SERVICE,
-        reflection::SERVICES[0],
-        reflection::SERVICES[1],
-    ]
-    .into_iter()
-    .find(|served| *served == service)
-    .unwrap_or("unknown")
+impl Rpc {
+    const UNKNOWN: &'static str = "unknown";
+
+    fn of(path: &str) -> Rpc {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or("");
+        let Some(service) = [
+            INFERENCE_SERVICE,
+            health::SERVICE,
+            reflection::SERVICES[0],
+            reflection::SERVICES[1],
+        ]
+        .into_iter()
+        .find(|served| *served == service) else {
+            return Rpc {
+                service: Rpc::UNKNOWN,
+                method: Rpc::UNKNOWN,
+            };
+        };
+        let method = parts.next().and_then(|method| match (service, method) {
+            (INFERENCE_SERVICE, "ModelInfer") => Some("ModelInfer"),
+            (INFERENCE_SERVICE, "ModelStreamInfer") => Some("ModelStreamInfer"),
+            (INFERENCE_SERVICE, method) => metadata::unary_name(method),
+            (health::SERVICE, "Check") => Some("Check"),
+            (health::SERVICE, "Watch") => Some("Watch"),
+            (_, "ServerReflectionInfo") if service != health::SERVICE => {
+                Some("ServerReflectionInfo")
+            }
+            _ => None,
+        });
+        Rpc {
+            service,
+            method: method.unwrap_or(Rpc::UNKNOWN),
+        }
+    }
 }
 
 /// How an RPC whose answer is streamed ends: its attempt given back, its record closed.
@@ -148,7 +159,7 @@ struct Ending {
     attempt: Option<Attempt>,
     state: Arc<State>,
     /// Shadow copies to start once the answer is whole, and the answer's frames meanwhile.
-    job: Option<Job>,
+    job: Option<Box<Job>>,
     captured: Vec<Bytes>,
 }
 
@@ -157,7 +168,7 @@ impl Ending {
         record: Record,
         attempt: Option<Attempt>,
         state: Arc<State>,
-        job: Option<Job>,
+        job: Option<Box<Job>>,
     ) -> Box<Ending> {
         Box::new(Ending {
             record,
@@ -206,7 +217,7 @@ impl OnEnd for Ending {
             .telemetry
             .end(&self.record, code, bytes, tensors, prediction);
         if let (Some(job), Some(answer)) = (self.job.take(), answer) {
-            Shadows::submit(&self.state, job, answer);
+            Shadows::submit(&self.state, *job, answer);
         }
     }
 }
@@ -245,11 +256,11 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
     if let Some(value) = unindexed(&id) {
         trailing.push((REQUEST_ID, value));
     }
-    let path = request.uri().path();
+    let rpc = Rpc::of(request.uri().path());
     let trace = state.tracer.begin(request.headers());
     let mut record = Record {
-        method: method_label(path),
-        service: service_label(path),
+        method: rpc.method,
+        service: rpc.service,
         trace: trace.clone(),
         request_id: id.clone(),
         started: Some(Instant::now()),
@@ -265,7 +276,7 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
     let deadline = timeout.map(|t| Instant::now() + t);
     let work = CatchUnwind(Box::pin(traces::within(
         trace,
-        dispatch(state.clone(), request, deadline, &mut record),
+        dispatch(state.clone(), request, rpc, deadline, &mut record),
     )));
     let outcome = match deadline {
         None => work.await,
@@ -318,6 +329,45 @@ mod tests {
 
     fn a_bug() -> i32 {
         panic!("a bug in a request's task")
+    }
+
+    #[test]
+    fn a_path_names_a_served_rpc_or_is_unknown() {
+        let rpc = |service, method| Rpc { service, method };
+        let infer = "/inference.GRPCInferenceService/";
+        assert_eq!(
+            Rpc::of(&format!("{infer}ModelInfer")),
+            rpc(INFERENCE_SERVICE, "ModelInfer")
+        );
+        assert_eq!(
+            Rpc::of(&format!("{infer}ModelMetadata")),
+            rpc(INFERENCE_SERVICE, "ModelMetadata")
+        );
+        assert_eq!(
+            Rpc::of(&format!("{infer}MadeUp")),
+            rpc(INFERENCE_SERVICE, "unknown")
+        );
+        assert_eq!(
+            Rpc::of("/inference.GRPCInferenceService"),
+            rpc(INFERENCE_SERVICE, "unknown")
+        );
+        assert_eq!(
+            Rpc::of("/grpc.health.v1.Health/Watch"),
+            rpc(health::SERVICE, "Watch")
+        );
+        assert_eq!(
+            Rpc::of("/grpc.health.v1.Health/Anything"),
+            rpc(health::SERVICE, "unknown")
+        );
+        assert_eq!(
+            Rpc::of(&format!(
+                "/{}/ServerReflectionInfo",
+                reflection::SERVICES[1]
+            )),
+            rpc(reflection::SERVICES[1], "ServerReflectionInfo")
+        );
+        assert_eq!(Rpc::of("/made.Up/ModelInfer"), rpc("unknown", "unknown"));
+        assert_eq!(Rpc::of(""), rpc("unknown", "unknown"));
     }
 
     #[tokio::test]

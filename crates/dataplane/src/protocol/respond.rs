@@ -35,10 +35,16 @@ pub fn unindexed(text: &str) -> Option<HeaderValue> {
 fn random_id(bits: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
-    for (place, digit) in digits.iter_mut().rev().enumerate() {
-        *digit = HEX[((bits >> (4 * place)) & 0xf) as usize];
+    for (half, value) in [(bits >> 64) as u64, bits as u64].into_iter().enumerate() {
+        for (place, digit) in digits[16 * half..16 * half + 16]
+            .iter_mut()
+            .rev()
+            .enumerate()
+        {
+            *digit = HEX[((value >> (4 * place)) & 0xf) as usize];
+        }
     }
-    digits.iter().map(|&digit| char::from(digit)).collect()
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 /// A gRPC answer's head, around its body.

@@ -241,7 +241,7 @@ pub async fn model_infer(
     headers: &HeaderMap,
     deadline: Option<Instant>,
     record: &mut Record,
-) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Job>), GatewayError> {
+) -> Result<(Response<BoxBody>, Option<Attempt>, Option<Box<Job>>), GatewayError> {
     let prepared = prepare(state, payload, headers, deadline, record).await?;
     let model = (
         prepared.variant.model.clone(),
@@ -303,14 +303,17 @@ pub async fn model_infer(
             (crate::protocol::respond::answer(&message), None)
         }
     };
-    let job = (!prepared.shadows.is_empty()).then(|| Job {
-        trace: traces::current(),
-        model: prepared.route_model,
-        primary: prepared.variant.name.clone(),
-        request_id: record.request_id.clone(),
-        request: prepared.request,
-        payload: prepared.original,
-        shadows: prepared.shadows,
+    // Boxed: rare, and large inline in the result every layer above moves.
+    let job = (!prepared.shadows.is_empty()).then(|| {
+        Box::new(Job {
+            trace: traces::current(),
+            model: prepared.route_model,
+            primary: prepared.variant.name.clone(),
+            request_id: record.request_id.clone(),
+            request: prepared.request,
+            payload: prepared.original,
+            shadows: prepared.shadows,
+        })
     });
     Ok((response, attempt, job))
 }

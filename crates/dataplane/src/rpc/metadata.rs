@@ -52,13 +52,35 @@ fn name_and_version(method: &str, payload: &Bytes) -> Result<(String, String), G
 }
 
 /// Whether `unary` serves this method (anything else of the service is ModelInfer or the stream).
+/// The unary RPCs of the inference service other than ModelInfer.
+const UNARY: [&str; 18] = [
+    "ServerLive",
+    "ServerReady",
+    "ServerMetadata",
+    "ModelReady",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "TraceSetting",
+    "LogSettings",
+    SHARED_MEMORY_RPCS[0],
+    SHARED_MEMORY_RPCS[1],
+    SHARED_MEMORY_RPCS[2],
+    SHARED_MEMORY_RPCS[3],
+    SHARED_MEMORY_RPCS[4],
+    SHARED_MEMORY_RPCS[5],
+];
+
 pub fn is_unary(method: &str) -> bool {
-    model_fields(method).is_some()
-        || SHARED_MEMORY_RPCS.contains(&method)
-        || matches!(
-            method,
-            "ServerLive" | "ServerReady" | "ServerMetadata" | "RepositoryIndex" | "LogSettings"
-        )
+    unary_name(method).is_some()
+}
+
+/// `method`'s own static name when it is one of the unary RPCs served here.
+pub fn unary_name(method: &str) -> Option<&'static str> {
+    UNARY.into_iter().find(|name| *name == method)
 }
 
 pub async fn unary(

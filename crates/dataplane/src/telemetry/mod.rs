@@ -28,7 +28,7 @@ fn end_span(trace: &crate::traces::Trace, record: &Record, code: Code) {
     let attributes = vec![
         attribute("rpc.system", text("grpc")),
         attribute("rpc.service", text(record.service)),
-        attribute("rpc.method", text(&record.method)),
+        attribute("rpc.method", text(record.method)),
         attribute("gateway.request_id", text(&record.request_id)),
         attribute("rpc.grpc.status_code", text(code.name())),
         attribute("gateway.model", text(&record.model)),
@@ -51,7 +51,8 @@ fn end_span(trace: &crate::traces::Trace, record: &Record, code: Code) {
 /// One RPC as it goes: filled in by the stages that know each part.
 #[derive(Debug, Clone, Default)]
 pub struct Record {
-    pub method: String,
+    /// The RPC's static name ("unknown" for a path the gateway does not serve).
+    pub method: &'static str,
     pub request_id: String,
     pub started: Option<Instant>,
     pub bytes_in: u64,
@@ -283,7 +284,7 @@ impl Telemetry {
         }
         {
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-            let (method, model, variant) = (&*record.method, &*record.model, &*record.variant);
+            let (method, model, variant) = (record.method, &*record.model, &*record.variant);
             series
                 .requests
                 .update([method, model, variant], |codes| codes.count(code));
@@ -316,7 +317,7 @@ impl Telemetry {
                     .as_ref()
                     .map(|t| crate::traces::context::hex_id(&t.trace_id))
                     .unwrap_or_default(),
-                method: record.method.clone(),
+                method: record.method.into(),
                 model: record.model.clone(),
                 variant: record.variant.clone(),
                 code: code.name(),
@@ -335,7 +336,7 @@ impl Telemetry {
                 kind: "request",
                 time: now,
                 request_id: &record.request_id,
-                method: &record.method,
+                method: record.method,
                 model: &record.model,
                 variant: &record.variant,
                 version: &record.version,

@@ -219,6 +219,10 @@ impl Pool {
         model: Option<&ModelKey>,
         exclude: &[Arc<Endpoint>],
     ) -> Result<Arc<Endpoint>, GatewayError> {
+        // One endpoint is every pick's answer, eligible or not (see `candidates`).
+        if let [only] = &self.endpoints.load()[..] {
+            return Ok(only.clone());
+        }
         let candidates = self.candidates(model, exclude)?;
         Ok(self.choose_among(&candidates).clone())
     }
@@ -326,8 +330,12 @@ pub(crate) mod tests {
 
     /// Three endpoints that are never called.
     pub(crate) fn pool(lb_policy: &str) -> Pool {
+        pool_of(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], lb_policy)
+    }
+
+    fn pool_of(endpoints: &[&str], lb_policy: &str) -> Pool {
         let config = serde_json::json!({
-            "name": "p", "endpoints": ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"],
+            "name": "p", "endpoints": endpoints,
             "outlier": {"consecutive_failures": 5, "base_ejection_s": 1.0, "max_ejection_s": 30.0,
                         "max_ejection_percent": 50},
             "max_attempts": 2, "retry_budget_ratio": 0.2, "retry_budget_initial": 3.0,
@@ -351,6 +359,21 @@ pub(crate) mod tests {
                 &tried
             ));
         }
+    }
+
+    #[test]
+    fn a_pool_of_one_always_picks_it_even_when_tried_or_ejected() {
+        let pool = pool_of(&["127.0.0.1:1"], "least_request");
+        let only = pool.pick(None, &[]).unwrap();
+        assert!(Arc::ptr_eq(
+            &pool.pick(None, std::slice::from_ref(&only)).unwrap(),
+            &only
+        ));
+        for _ in 0..5 {
+            only.health.lock().unwrap().failure(now_s(), true);
+        }
+        assert!(only.ejected(now_s()));
+        assert!(Arc::ptr_eq(&pool.pick(None, &[]).unwrap(), &only));
     }
 
     #[test]
