@@ -62,7 +62,9 @@ async fn serve_connection<I>(
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    tokio::spawn(request::serve(state.clone(), request, respond));
+                    // Boxed: the task then holds a pointer, not the request's whole future,
+                    // which tokio would copy as it spawns, finishes and drops the task.
+                    tokio::spawn(Box::pin(request::serve(state.clone(), request, respond)));
                 }
                 // The connection ended (or broke): streams under way end with it.
                 Some(Err(_)) | None => return,
