@@ -108,8 +108,8 @@ async fn probe(endpoint: Arc<Endpoint>, models: Vec<ModelKey>, timeout: Duration
     if now {
         for (name, version) in models {
             let request = NameVersion {
-                name: name.clone(),
-                version: version.clone(),
+                name: name.to_string(),
+                version: version.to_string(),
             }
             .encode_to_vec();
             if answer(&endpoint, "ModelReady", request, timeout).await != Some(true) {
@@ -125,7 +125,7 @@ fn routed_models(table: &Table) -> HashMap<String, Vec<ModelKey>> {
     let mut out: HashMap<String, HashSet<ModelKey>> = HashMap::new();
     for route in table.snapshot().values() {
         for variant in &route.variants {
-            out.entry(variant.pool.clone())
+            out.entry(variant.pool.to_string())
                 .or_default()
                 .insert((variant.model.clone(), variant.version.clone()));
         }

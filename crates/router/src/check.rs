@@ -56,7 +56,7 @@ pub fn check_route(route: &Route, pools: &[&str]) -> Result<(), RouteError> {
             "{key}.variants: a route needs at least one variant"
         ));
     }
-    let names: Vec<&str> = route.variants.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<&str> = route.variants.iter().map(|v| &*v.name).collect();
     let mut known_pools = pools.to_vec();
     known_pools.sort_unstable();
     for (index, variant) in route.variants.iter().enumerate() {
@@ -64,13 +64,13 @@ pub fn check_route(route: &Route, pools: &[&str]) -> Result<(), RouteError> {
         if variant.name.is_empty() {
             return fail(format!("{at}.name: a variant needs a name"));
         }
-        if names[..index].contains(&variant.name.as_str()) {
+        if names[..index].contains(&&*variant.name) {
             return fail(format!(
                 "{at}.name: variant {} is defined twice",
                 quoted(&variant.name)
             ));
         }
-        if !pools.contains(&variant.pool.as_str()) {
+        if !pools.contains(&&*variant.pool) {
             return fail(format!(
                 "{at}.pool: unknown pool {} (pools: {})",
                 quoted(&variant.pool),

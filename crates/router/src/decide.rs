@@ -64,7 +64,7 @@ pub fn decide<'r, 'm>(
     let shadows = route
         .shadows
         .iter()
-        .filter(|policy| policy.variant != primary.name)
+        .filter(|policy| *policy.variant != *primary.name)
         .filter_map(|policy| route.variant(&policy.variant).map(|v| (v, policy)))
         .filter(|(_, policy)| draw() < policy.fraction)
         .collect();
@@ -110,16 +110,16 @@ pub fn requested<'r>(route: &'r Route, version: &str) -> Cow<'r, Variant> {
     if let Some(variant) = route
         .variants
         .iter()
-        .find(|v| v.name == version || v.version == version)
+        .find(|v| &*v.name == version || &*v.version == version)
     {
         return Cow::Borrowed(variant);
     }
     let heaviest = route.heaviest();
     Cow::Owned(Variant {
-        name: version.to_owned(),
+        name: version.into(),
         pool: heaviest.pool.clone(),
         model: heaviest.model.clone(),
-        version: version.to_owned(),
+        version: version.into(),
         weight: 0,
     })
 }

@@ -13,4 +13,4 @@ pub mod route;
 
 pub use check::{check_route, RouteError};
 pub use decide::{blake2b_64, decide, requested, sticky_variant, weighted, Decision, Reason};
-pub use route::{MatchOp, MatchRule, Route, ShadowPolicy, Variant};
+pub use route::{MatchOp, MatchRule, Name, Route, ShadowPolicy, Variant};

@@ -3,16 +3,22 @@
 //! Values are immutable once built: a route table swap installs new `Arc<Route>`s, so a request
 //! that picked its variant from one route finishes on it whatever happens to the table meanwhile.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A name from the route table (a model, a variant, a pool, a version): shared, not copied, by
+/// every request routed by it and every record of one.
+pub type Name = Arc<str>;
 
 /// One way to serve a route: a pool and the upstream model name/version to ask it for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variant {
-    pub name: String,
-    pub pool: String,
-    pub model: String,
-    #[serde(default)]
-    pub version: String,
+    pub name: Name,
+    pub pool: Name,
+    pub model: Name,
+    #[serde(default = "unversioned")]
+    pub version: Name,
     #[serde(default)]
     pub weight: u32,
 }
@@ -61,7 +67,7 @@ fn default_shadow_inflight() -> u32 {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Route {
-    pub model: String,
+    pub model: Name,
     pub variants: Vec<Variant>,
     #[serde(default)]
     pub rules: Vec<MatchRule>,
@@ -74,9 +80,14 @@ pub struct Route {
     pub discovered: bool,
 }
 
+/// No version pinned: the upstream's choice.
+fn unversioned() -> Name {
+    Name::from("")
+}
+
 impl Route {
     pub fn variant(&self, name: &str) -> Option<&Variant> {
-        self.variants.iter().find(|v| v.name == name)
+        self.variants.iter().find(|v| &*v.name == name)
     }
 
     /// The variant with the most weight (the first of equals): metadata RPCs go to its pool.

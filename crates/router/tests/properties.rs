@@ -12,10 +12,10 @@ fn route(weights: &[u32]) -> Route {
             .iter()
             .enumerate()
             .map(|(i, w)| Variant {
-                name: format!("v{i}"),
+                name: format!("v{i}").into(),
                 pool: "p".into(),
                 model: "m".into(),
-                version: String::new(),
+                version: "".into(),
                 weight: *w,
             })
             .collect(),
@@ -80,7 +80,7 @@ proptest! {
 fn sticky_shares_follow_the_weights() {
     let route = route(&[30, 70]);
     let on_second = (0..20_000)
-        .filter(|i| sticky_variant(&route, &format!("k{i}")).name == "v1")
+        .filter(|i| sticky_variant(&route, &format!("k{i}")).name.as_ref() == "v1")
         .count();
     let share = on_second as f64 / 20_000.0;
     assert!((share - 0.7).abs() < 0.02, "share {share}");
@@ -114,7 +114,7 @@ fn the_first_matching_rule_wins_over_sticky_and_weights() {
     let metadata = [("x-tier", "gold-plus"), ("x-user", "u1")];
     let header = |name: &str| metadata.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     let decision = decide(&route, header, "", || 0.5);
-    assert_eq!(decision.primary.name, "v1");
+    assert_eq!(decision.primary.name.as_ref(), "v1");
     assert_eq!(decision.reason, Reason::Match("x-tier".into()));
     let none = |_: &str| None;
     assert_eq!(decide(&route, none, "", || 0.5).reason, Reason::Weighted);
@@ -130,7 +130,7 @@ fn a_requested_version_no_variant_names_goes_to_the_heaviest_pool() {
     let route = route(&[10, 90]);
     let decision = decide(&route, |_| None, "7", || 0.0);
     assert_eq!(decision.reason, Reason::RequestedVersion);
-    assert_eq!(decision.primary.name, "7");
-    assert_eq!(decision.primary.version, "7");
+    assert_eq!(decision.primary.name.as_ref(), "7");
+    assert_eq!(decision.primary.version.as_ref(), "7");
     assert_eq!(decision.primary.weight, 0);
 }

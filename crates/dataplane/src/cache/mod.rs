@@ -273,7 +273,7 @@ impl ResponseCache {
     ) -> Key {
         Key {
             model: route.to_owned(),
-            variant: variant.name.clone(),
+            variant: variant.name.to_string(),
             digest: key::cache_key(request, model, &variant.version, &self.ignored),
         }
     }

@@ -20,16 +20,16 @@ pub fn retarget(
     };
     if variant.version.is_empty() && !request.model_version.is_empty() {
         let mut stripped = wire::strip(payload, 2).map_err(malformed)?;
-        if variant.model != request.model_name {
+        if *variant.model != *request.model_name {
             stripped.extend_from_slice(&wire::string_field(1, variant.model.as_bytes()));
         }
         return Ok(stripped.freeze());
     }
     let mut suffix = bytes::BytesMut::new();
-    if variant.model != request.model_name {
+    if *variant.model != *request.model_name {
         suffix.extend_from_slice(&wire::string_field(1, variant.model.as_bytes()));
     }
-    if variant.version != request.model_version {
+    if *variant.version != *request.model_version {
         suffix.extend_from_slice(&wire::string_field(2, variant.version.as_bytes()));
     }
     if suffix.is_empty() {

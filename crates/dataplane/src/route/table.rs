@@ -54,7 +54,7 @@ impl Table {
         }
         let mut next: Routes = routes
             .into_iter()
-            .map(|r| (r.model.clone(), Arc::new(r)))
+            .map(|r| (r.model.to_string(), Arc::new(r)))
             .collect();
         for (model, route) in self.routes.load().iter() {
             if route.discovered && !next.contains_key(model) {
@@ -72,7 +72,7 @@ impl Table {
             let mut next = (**current).clone();
             // An operator's route for the model, installed meanwhile, wins the race.
             chosen = next
-                .entry(route.model.clone())
+                .entry(route.model.to_string())
                 .or_insert_with(|| route.clone())
                 .clone();
             next
@@ -243,9 +243,9 @@ async fn discover(
     let variants = if numbered.is_empty() {
         vec![Variant {
             name: UNVERSIONED.into(),
-            pool: pool.name.clone(),
-            model: model.clone(),
-            version: String::new(),
+            pool: pool.name.as_str().into(),
+            model: model.as_str().into(),
+            version: "".into(),
             weight: 100,
         }]
     } else {
@@ -253,16 +253,16 @@ async fn discover(
         numbered
             .iter()
             .map(|v| Variant {
-                name: v.to_string(),
-                pool: pool.name.clone(),
-                model: model.clone(),
-                version: v.to_string(),
+                name: v.to_string().into(),
+                pool: pool.name.as_str().into(),
+                model: model.as_str().into(),
+                version: v.to_string().into(),
                 weight: if *v == latest { 100 } else { 0 },
             })
             .collect()
     };
     Ok(Arc::new(Route {
-        model,
+        model: model.into(),
         variants,
         rules: vec![],
         sticky_header: None,

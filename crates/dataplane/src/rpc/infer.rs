@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gateway_router::{decide, Variant};
+use gateway_router::{decide, Name, Variant};
 use http::{HeaderMap, Response};
 use prost::Message;
 
@@ -37,7 +37,7 @@ pub struct Prepared {
     pub payload: Bytes,
     /// The caller's bytes as they came (shadow copies are re-addressed from them).
     pub original: Bytes,
-    pub route_model: String,
+    pub route_model: Name,
     pub shadows: Vec<(Variant, u32)>,
     /// From the model's signature: what the cache needs to know.
     pub decoupled: bool,
@@ -79,13 +79,13 @@ pub async fn prepare(
     // knew it (below): callers must not be able to mint metric series with made-up versions.
     let named = matches!(decision.primary, std::borrow::Cow::Borrowed(_));
     let variant = decision.primary.into_owned();
-    record.model.clone_from(&route.model);
-    record.pool.clone_from(&variant.pool);
+    record.model = route.model.clone();
+    record.pool = variant.pool.clone();
     record.infer_id.clone_from(&request.id);
     record.predict = state.telemetry.predicts();
     if named {
-        record.variant.clone_from(&variant.name);
-        record.version.clone_from(&variant.version);
+        record.variant = variant.name.clone();
+        record.version = variant.version.clone();
     }
     drop(routing);
     let pool = state.pool(&variant.pool)?.clone();
@@ -95,8 +95,8 @@ pub async fn prepare(
         .get(&pool, &variant.model, &variant.version, deadline)
         .await?;
     if !named {
-        record.variant.clone_from(&variant.name);
-        record.version.clone_from(&variant.version);
+        record.variant = variant.name.clone();
+        record.version = variant.version.clone();
     }
     if let Err(error) = validate(&request, &signature) {
         if let Some(span) = &mut validating {
@@ -307,8 +307,8 @@ pub async fn model_infer(
     let job = (!prepared.shadows.is_empty()).then(|| {
         Box::new(Job {
             trace: traces::current(),
-            model: prepared.route_model,
-            primary: prepared.variant.name.clone(),
+            model: prepared.route_model.to_string(),
+            primary: prepared.variant.name.to_string(),
             request_id: record.request_id.clone(),
             request: prepared.request,
             payload: prepared.original,

@@ -132,7 +132,8 @@ async fn model_scoped(
     // Re-addressed as inference is: the variant's upstream model, and the version a variant
     // named by the caller (by its name) is pinned to.
     let mut readdressed = payload.clone();
-    if let Some(field) = version_field.filter(|_| !version.is_empty() && variant.version != version)
+    if let Some(field) =
+        version_field.filter(|_| !version.is_empty() && *variant.version != *version)
     {
         let malformed = |e: wire::WireError| {
             GatewayError::InvalidRequest(format!("malformed {method}Request: {}", e.0))
@@ -141,7 +142,7 @@ async fn model_scoped(
         edited.extend_from_slice(&wire::string_field(field, variant.version.as_bytes()));
         readdressed = edited.freeze();
     }
-    if variant.model == public {
+    if *variant.model == *public {
         return pool.call(method, readdressed, deadline).await;
     }
     let readdressed = wire::append(

@@ -249,8 +249,12 @@ impl Shadows {
         variant: &Variant,
         max_inflight: u32,
     ) -> Option<(Key, (String, String))> {
-        let key = (job.model.clone(), job.primary.clone(), variant.name.clone());
-        let slot_key = (job.model.clone(), variant.name.clone());
+        let key = (
+            job.model.clone(),
+            job.primary.clone(),
+            variant.name.to_string(),
+        );
+        let slot_key = (job.model.clone(), variant.name.to_string());
         let admitted = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             let count = inflight.entry(slot_key.clone()).or_default();
@@ -286,7 +290,7 @@ impl Shadows {
                         own: own.clone(),
                         primary: primary.clone(),
                         model: job.model.clone(),
-                        variant: variant.name.clone(),
+                        variant: variant.name.to_string(),
                     });
                 let shadows = state.shadows();
                 let _slot = Slot { shadows, key: slot };

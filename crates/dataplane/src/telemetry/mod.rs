@@ -56,10 +56,11 @@ pub struct Record {
     pub request_id: String,
     pub started: Option<Instant>,
     pub bytes_in: u64,
-    pub model: String,
-    pub variant: String,
-    pub version: String,
-    pub pool: String,
+    /// The route table's names, shared with it.
+    pub model: Arc<str>,
+    pub variant: Arc<str>,
+    pub version: Arc<str>,
+    pub pool: Arc<str>,
     pub upstream: Duration,
     pub retries: u32,
     /// Drawn for the payload log / the observation's tensors; then the request's bytes are kept
@@ -260,8 +261,8 @@ impl Telemetry {
         log.write(PayloadEntry {
             time: unix_time(),
             request_id: record.request_id.clone(),
-            model: record.model.clone(),
-            variant: record.variant.clone(),
+            model: record.model.to_string(),
+            variant: record.variant.to_string(),
             code: code.name(),
             request: encode(request),
             response: encode(response),
@@ -318,8 +319,8 @@ impl Telemetry {
                     .map(|t| crate::traces::context::hex_id(&t.trace_id))
                     .unwrap_or_default(),
                 method: record.method.into(),
-                model: record.model.clone(),
-                variant: record.variant.clone(),
+                model: record.model.to_string(),
+                variant: record.variant.to_string(),
                 code: code.name(),
                 latency_ms: round3(elapsed * 1000.0),
                 cache: record.cache.map(crate::cache::Outcome::name),

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::ServerName;
@@ -14,7 +14,7 @@ use crate::primitives::clock::now_s;
 use crate::protocol::channel::Channel;
 use crate::upstream::resilience::{faded, update, EndpointHealth};
 
-pub type ModelKey = (String, String); // upstream model name, version
+pub type ModelKey = (Arc<str>, Arc<str>); // upstream model name, version
 
 /// An endpoint as the admin API shows it (`EndpointStats` in proto/gateway_admin/admin.proto).
 #[derive(Serialize)]

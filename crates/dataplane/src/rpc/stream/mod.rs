@@ -110,7 +110,10 @@ fn error_response(id: &str, model: &str, error: &GatewayError) -> Bytes {
 
 /// A request's measures, from now, under its route and variant.
 fn timing(prepared: &Prepared) -> Timing {
-    let (model, variant) = (prepared.route_model.clone(), prepared.variant.name.clone());
+    let (model, variant) = (
+        prepared.route_model.to_string(),
+        prepared.variant.name.to_string(),
+    );
     Timing::new(model, variant, Instant::now())
 }
 
@@ -122,7 +125,7 @@ fn pick(
     model: &ModelKey,
 ) -> Result<Arc<Endpoint>, GatewayError> {
     let affinities = state.affinities.load();
-    let Some(policy) = affinities.get(&prepared.route_model) else {
+    let Some(policy) = affinities.get(&*prepared.route_model) else {
         return prepared.pool.pick(Some(model), &[]);
     };
     let session = policy
@@ -200,8 +203,8 @@ impl Session<'_> {
         if !prepared.shadows.is_empty() {
             pending.capture = Some(Capture::new(Job {
                 trace: None,
-                model: prepared.route_model.clone(),
-                primary: prepared.variant.name.clone(),
+                model: prepared.route_model.to_string(),
+                primary: prepared.variant.name.to_string(),
                 request_id: String::new(),
                 request: prepared.request.clone(),
                 payload: prepared.original.clone(),
@@ -212,7 +215,7 @@ impl Session<'_> {
         let key = (
             prepared.pool.name.clone(),
             endpoint.address().to_owned(),
-            prepared.variant.model.clone(),
+            prepared.variant.model.to_string(),
         );
         let upstream = self.upstream(&prepared, &endpoint, key.clone());
         upstream.tracked.lock().add(id, pending);
