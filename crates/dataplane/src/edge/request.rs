@@ -252,7 +252,7 @@ pub async fn serve(
 
 async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBody> {
     let id = request_id(request.headers());
-    let mut trailing = Vec::with_capacity(2);
+    let mut trailing = Vec::with_capacity(4); // the request id, variant, batch, cache
     if let Some(value) = unindexed(&id) {
         trailing.push((REQUEST_ID, value));
     }

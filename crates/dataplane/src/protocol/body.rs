@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code};
@@ -267,31 +267,109 @@ impl<B: Body + Unpin, T: Unpin> Body for Holding<B, T> {
     }
 }
 
-/// The one message of a unary request's body, within `limit` bytes.
+/// The one message of a unary request's body, within `limit` bytes. A message that came in one
+/// DATA frame (any small one) is that frame's bytes, not a copy.
 pub async fn read_unary<B>(body: B, limit: usize) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let collected = Limited::new(body, limit.saturating_add(5))
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                GatewayError::TooLarge(format!("received message larger than max ({limit} bytes)"))
-            } else {
-                GatewayError::Unavailable(format!("the request broke off: {e}"))
-            }
+    let mut body = std::pin::pin!(body);
+    let mut read = Read::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            GatewayError::Unavailable(format!("the request broke off: {}", e.into()))
         })?;
-    grpc::unary_message(collected.to_bytes())
-        .map_err(|e| crate::protocol::error::frame_error(e, limit))
+        if let Ok(data) = frame.into_data() {
+            read.push(data, limit.saturating_add(5)).map_err(|()| {
+                GatewayError::TooLarge(format!("received message larger than max ({limit} bytes)"))
+            })?;
+        }
+    }
+    grpc::unary_message(read.bytes()).map_err(|e| crate::protocol::error::frame_error(e, limit))
+}
+
+/// A body's DATA frames gathered: the first as it came, the rest appended to a copy of it.
+#[derive(Default)]
+struct Read {
+    first: Bytes,
+    more: Option<bytes::BytesMut>,
+}
+
+impl Read {
+    /// Err when all of it would be over `max` bytes.
+    fn push(&mut self, data: Bytes, max: usize) -> Result<(), ()> {
+        let had = self
+            .more
+            .as_ref()
+            .map_or(self.first.len(), |more| more.len());
+        if had.saturating_add(data.len()) > max {
+            return Err(());
+        }
+        match &mut self.more {
+            Some(more) => more.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut more = bytes::BytesMut::with_capacity(self.first.len() + data.len());
+                more.extend_from_slice(&self.first);
+                more.extend_from_slice(&data);
+                self.more = Some(more);
+            }
+        }
+        Ok(())
+    }
+
+    fn bytes(self) -> Bytes {
+        self.more.map_or(self.first, bytes::BytesMut::freeze)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request body that arrives as these DATA frames.
+    struct Frames(std::collections::VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+        }
+    }
+
+    fn frames(parts: &[&[u8]]) -> Frames {
+        Frames(parts.iter().map(|p| Bytes::copy_from_slice(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn a_unary_message_is_read_whole_from_its_frames_within_the_limit() {
+        let framed = grpc::frame(b"hello world");
+        let whole = frames(&[&framed]);
+        let first = whole.0[0].clone();
+        let read = read_unary(whole, 11).await.unwrap();
+        assert_eq!(read, &b"hello world"[..]);
+        assert_eq!(
+            read.as_ptr(),
+            first[5..].as_ptr(),
+            "one frame: its own bytes"
+        );
+        let split = frames(&[&framed[..3], &framed[3..8], &framed[8..]]);
+        assert_eq!(read_unary(split, 11).await.unwrap(), &b"hello world"[..]);
+        let over = frames(&[&framed[..8], &framed[8..]]);
+        let error = read_unary(over, 10).await.unwrap_err();
+        assert!(matches!(error, GatewayError::TooLarge(_)), "{error:?}");
+        let empty = read_unary(frames(&[]), 10).await.unwrap_err();
+        assert!(
+            matches!(empty, GatewayError::InvalidRequest(_)),
+            "{empty:?}"
+        );
+    }
 
     #[tokio::test]
     async fn a_large_message_goes_as_its_prefix_then_the_callers_bytes() {
