@@ -47,6 +47,18 @@ fn random_id(bits: u128) -> String {
     String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+
+/// An upstream answer's head as the gateway passes it on: the upstream's own metadata kept, what
+/// describes the upstream's end dropped: its `content-length`, and the encodings it would accept
+/// (`grpc-accept-encoding`, `accept-encoding`): the gateway takes only uncompressed requests, and
+/// a client that read "gzip" there would compress its next ones.
+pub fn forwarded(headers: &mut HeaderMap) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(GRPC_ACCEPT_ENCODING);
+    headers.remove(http::header::ACCEPT_ENCODING);
+}
+
 /// A gRPC answer's head, around its body.
 pub fn grpc_response(body: BoxBody) -> Response<BoxBody> {
     let mut response = Response::new(body);
@@ -79,6 +91,24 @@ pub fn answer(message: &[u8]) -> Response<BoxBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_head_keeps_metadata_but_not_the_upstreams_encodings() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/grpc"),
+            ("grpc-accept-encoding", "identity, deflate, gzip"),
+            ("accept-encoding", "identity, gzip"),
+            ("content-length", "42"),
+            ("x-served-by", "triton-0"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        forwarded(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-served-by"]);
+    }
 
     #[test]
     fn a_new_request_id_is_the_hex_of_its_bits() {

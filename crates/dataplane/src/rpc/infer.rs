@@ -195,7 +195,7 @@ impl Unary {
             .await?;
         record.retries = attempt.number - 1;
         let (mut head, body) = response.into_parts();
-        head.headers.remove(http::header::CONTENT_LENGTH);
+        crate::protocol::respond::forwarded(&mut head.headers);
         let body = match permit {
             None => boxed(body),
             Some(permit) => boxed(Holding::new(body, permit)),
