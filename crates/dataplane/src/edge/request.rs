@@ -262,7 +262,7 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
         method: rpc.method,
         service: rpc.service,
         trace: trace.clone(),
-        request_id: id.clone(),
+        request_id: id,
         started: Some(Instant::now()),
         sample_payload: state.telemetry.sample_payload(),
         sample_tensors: state.telemetry.sample_tensors(),
@@ -315,6 +315,7 @@ async fn handle(state: Arc<State>, request: Request<RecvBody>) -> Response<BoxBo
         }
         Ok(Err(error)) => error,
         Err(()) => {
+            let id = &record.request_id;
             eprintln!("gateway core: a request's task panicked (request id {id})");
             GatewayError::Internal(format!("internal gateway error (request id {id})"))
         }

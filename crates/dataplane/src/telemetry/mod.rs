@@ -286,12 +286,10 @@ impl Telemetry {
         {
             let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
             let (method, model, variant) = (record.method, &*record.model, &*record.variant);
-            series
-                .requests
-                .update([method, model, variant], |codes| codes.count(code));
-            series
-                .durations
-                .update([method, model, variant], |h| h.observe(elapsed));
+            series.calls.update([method, model, variant], |calls| {
+                calls.codes.count(code);
+                calls.durations.observe(elapsed);
+            });
             // The variant comes from the route table (never from the caller), so it is bounded.
             if method == "ModelInfer" && !variant.is_empty() {
                 series
@@ -307,6 +305,9 @@ impl Telemetry {
                     .upstream
                     .update([&*record.pool, model, variant], |h| h.observe(upstream));
             }
+        }
+        if self.access.is_none() && self.observations.is_none() {
+            return;
         }
         let now = unix_time();
         if let Some(access) = &self.access {
@@ -358,10 +359,10 @@ impl Telemetry {
     pub fn snapshot(&self) -> serde_json::Value {
         let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let requests: Vec<serde_json::Value> = series
-            .requests
+            .calls
             .iter()
-            .flat_map(|([method, model, variant], codes)| {
-                codes.iter().map(move |(code, count)| {
+            .flat_map(|([method, model, variant], calls)| {
+                calls.codes.iter().map(move |(code, count)| {
                     serde_json::json!({"method": method, "model": model, "variant": variant, "code": code.name(), "count": count})
                 })
             })
@@ -390,7 +391,9 @@ impl Telemetry {
         serde_json::json!({
             "requests": requests,
             "cache": cache,
-            "durations": histograms(&series.durations, ["method", "model", "variant"]),
+            "durations": series.calls.iter()
+                .map(|([method, model, variant], calls)| histogram(serde_json::json!({"method": method, "model": model, "variant": variant}), &calls.durations))
+                .collect::<Vec<_>>(),
             "upstream": histograms(&series.upstream, ["pool", "model", "variant"]),
             "variants": series.variants.iter()
                 .map(|([model, variant], h)| histogram(serde_json::json!({"model": model, "variant": variant}), h))

@@ -52,13 +52,19 @@ impl Codes {
     }
 }
 
+/// The RPCs of one label set: how many ended with each code, and how long they took.
+#[derive(Default)]
+pub struct Calls {
+    pub codes: Codes,
+    pub durations: Histogram,
+}
+
 #[derive(Default)]
 pub struct Series {
-    pub requests: Labelled<Codes, 3>, // method, model, variant; by code
-    pub durations: Labelled<Histogram, 3>, // method, model, variant
-    pub upstream: Labelled<Histogram, 3>, // pool, model, variant
-    pub variants: Labelled<Histogram, 2>, // model, variant (ModelInfer)
-    pub cache: Labelled<u64, 2>,      // model, outcome (ModelInfer)
+    pub calls: Labelled<Calls, 3>,          // method, model, variant
+    pub upstream: Labelled<Histogram, 3>,   // pool, model, variant
+    pub variants: Labelled<Histogram, 2>,   // model, variant (ModelInfer)
+    pub cache: Labelled<u64, 2>,            // model, outcome (ModelInfer)
     pub streams: Labelled<StreamSeries, 2>, // model, variant (requests of ModelStreamInfer)
 }
 
@@ -71,17 +77,18 @@ mod tests {
         let mut series = Series::default();
         for code in [Code::Ok, Code::Ok, Code::Unavailable] {
             series
-                .requests
-                .update(["ModelInfer", "m", "blue"], |codes| codes.count(code));
+                .calls
+                .update(["ModelInfer", "m", "blue"], |calls| calls.codes.count(code));
         }
-        series
-            .requests
-            .update(["ModelInfer", "m", "green"], |codes| codes.count(Code::Ok));
+        series.calls.update(["ModelInfer", "m", "green"], |calls| {
+            calls.codes.count(Code::Ok)
+        });
         let mut seen: Vec<_> = series
-            .requests
+            .calls
             .iter()
-            .flat_map(|(labels, codes)| {
-                codes
+            .flat_map(|(labels, calls)| {
+                calls
+                    .codes
                     .iter()
                     .map(move |(code, n)| (labels[2].clone(), code.name(), *n))
             })
