@@ -141,7 +141,7 @@ impl Rpc {
             (INFERENCE_SERVICE, method) => metadata::unary_name(method),
             (health::SERVICE, "Check") => Some("Check"),
             (health::SERVICE, "Watch") => Some("Watch"),
-            (_, "ServerReflectionInfo") if service != health::SERVICE => {
+            (service, "ServerReflectionInfo") if reflection::SERVICES.contains(&service) => {
                 Some("ServerReflectionInfo")
             }
             _ => None,
@@ -344,6 +344,12 @@ mod tests {
             Rpc::of(&format!("{infer}ModelMetadata")),
             rpc(INFERENCE_SERVICE, "ModelMetadata")
         );
+        for method in ["ServerReady", "CudaSharedMemoryStatus", "TraceSetting"] {
+            assert_eq!(
+                Rpc::of(&format!("{infer}{method}")),
+                rpc(INFERENCE_SERVICE, method)
+            );
+        }
         assert_eq!(
             Rpc::of(&format!("{infer}MadeUp")),
             rpc(INFERENCE_SERVICE, "unknown")

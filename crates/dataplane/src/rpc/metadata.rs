@@ -22,13 +22,33 @@ pub const SHARED_MEMORY_RPCS: [&str; 6] = [
     "CudaSharedMemoryUnregister",
 ];
 
+/// The model-scoped unary RPCs, and where each request holds its model name (and version, if it
+/// has one).
+const MODEL_SCOPED: [(&str, u32, Option<u32>); 7] = [
+    ("ModelReady", 1, Some(2)),
+    ("ModelMetadata", 1, Some(2)),
+    ("ModelConfig", 1, Some(2)),
+    ("ModelStatistics", 1, Some(2)),
+    ("RepositoryModelLoad", 2, None),
+    ("RepositoryModelUnload", 2, None),
+    ("TraceSetting", 2, None),
+];
+
+/// The unary RPCs about the server as a whole.
+const SERVER_WIDE: [&str; 5] = [
+    "ServerLive",
+    "ServerReady",
+    "ServerMetadata",
+    "RepositoryIndex",
+    "LogSettings",
+];
+
 /// Where a model-scoped request holds its model name (and version, if it has one).
 fn model_fields(method: &str) -> Option<(u32, Option<u32>)> {
-    Some(match method {
-        "ModelReady" | "ModelMetadata" | "ModelConfig" | "ModelStatistics" => (1, Some(2)),
-        "RepositoryModelLoad" | "RepositoryModelUnload" | "TraceSetting" => (2, None),
-        _ => return None,
-    })
+    MODEL_SCOPED
+        .into_iter()
+        .find(|(name, ..)| *name == method)
+        .map(|(_, model, version)| (model, version))
 }
 
 fn malformed(method: &str, error: prost::DecodeError) -> GatewayError {
@@ -52,35 +72,18 @@ fn name_and_version(method: &str, payload: &Bytes) -> Result<(String, String), G
 }
 
 /// Whether `unary` serves this method (anything else of the service is ModelInfer or the stream).
-/// The unary RPCs of the inference service other than ModelInfer.
-const UNARY: [&str; 18] = [
-    "ServerLive",
-    "ServerReady",
-    "ServerMetadata",
-    "ModelReady",
-    "ModelMetadata",
-    "ModelConfig",
-    "ModelStatistics",
-    "RepositoryIndex",
-    "RepositoryModelLoad",
-    "RepositoryModelUnload",
-    "TraceSetting",
-    "LogSettings",
-    SHARED_MEMORY_RPCS[0],
-    SHARED_MEMORY_RPCS[1],
-    SHARED_MEMORY_RPCS[2],
-    SHARED_MEMORY_RPCS[3],
-    SHARED_MEMORY_RPCS[4],
-    SHARED_MEMORY_RPCS[5],
-];
-
 pub fn is_unary(method: &str) -> bool {
     unary_name(method).is_some()
 }
 
-/// `method`'s own static name when it is one of the unary RPCs served here.
+/// `method`'s own static name when `unary` serves it.
 pub fn unary_name(method: &str) -> Option<&'static str> {
-    UNARY.into_iter().find(|name| *name == method)
+    MODEL_SCOPED
+        .into_iter()
+        .map(|(name, ..)| name)
+        .chain(SERVER_WIDE)
+        .chain(SHARED_MEMORY_RPCS)
+        .find(|name| *name == method)
 }
 
 pub async fn unary(
