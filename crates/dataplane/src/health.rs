@@ -74,11 +74,11 @@ async fn answer(
     timeout: Duration,
 ) -> Option<bool> {
     let deadline = Instant::now() + timeout;
-    let body = crate::protocol::body::message(&request.into());
+    let request = Bytes::from(request);
     let probe = async {
         let response = endpoint
             .channel
-            .send(method, body, Some(deadline), None)
+            .unary(method, &request, Some(deadline), None)
             .await
             .ok()?;
         let answer: Bytes = collect(response).await.ok()?;

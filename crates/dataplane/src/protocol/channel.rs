@@ -1,15 +1,17 @@
-//! One HTTP/2 client connection to a gRPC server (a v2 server, the OTLP collector), opened on
-//! first use and again after it breaks, and the collecting of a unary answer. It speaks h2
-//! directly: a call's answer is awaited in the caller's own task (no task per call, no channel
-//! to the connection's task), and a unary request's message is written as the call starts.
+//! The HTTP/2 client connections to a gRPC server (a v2 server, the OTLP collector), each opened
+//! on first use and again after it breaks, and the collecting of a unary answer. Calls whose
+//! request is one whole message (every unary RPC) go on the lean client's connection
+//! (`http2`): its head a template encoded once, its frames queued by the caller. Calls that
+//! stream their requests (ModelStreamInfer) go on one of h2's, its answer awaited in the
+//! caller's own task (no task per call, no channel to the connection's task).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use rustls::pki_types::ServerName;
@@ -20,6 +22,7 @@ use tokio_rustls::TlsConnector;
 use crate::protocol::body::BoxBody;
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
+use crate::protocol::http2::{self, Literal};
 use crate::protocol::respond::unindexed;
 use crate::protocol::streams::{send_body, Open, RecvBody};
 
@@ -31,9 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn method_path(method: &str) -> String {
     format!("/{INFERENCE_SERVICE}/{method}")
 }
-
-/// ModelInfer's path, the one sent with nearly every request (the others are built when asked).
-const MODEL_INFER_PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// An HTTP/2 client connection, shared by the calls to its server.
 #[derive(Clone)]
@@ -57,11 +57,80 @@ const KEEPALIVE_TICK: Duration = Duration::from_secs(1);
 /// answers pings at once (its HTTP/2 layer does, whatever its models are doing).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A connection's socket: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Pings a connection's server: true once it answered.
+trait Pings {
+    fn ping(&mut self, wait: Duration) -> impl std::future::Future<Output = bool> + Send;
+}
+
+impl Pings for Option<h2::PingPong> {
+    async fn ping(&mut self, wait: Duration) -> bool {
+        let Some(pings) = self.as_mut() else {
+            return std::future::pending().await;
+        };
+        let pong = tokio::time::timeout(wait, pings.ping(h2::Ping::opaque()));
+        matches!(pong.await, Ok(Ok(_)))
+    }
+}
+
+impl Pings for http2::Pinger {
+    async fn ping(&mut self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, http2::Pinger::ping(self)).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+/// Pings only while calls are under way (gRPC servers refuse too many on an idle connection):
+/// every KEEPALIVE while busy, and at once when a call starts on one that sat idle that long (it
+/// may have died silently meanwhile); and whenever asked to (the endpoint's health probe got no
+/// answer), with a short wait: a connection whose server is cut off is closed then, so its
+/// calls fail (and are retried elsewhere) instead of waiting for their deadlines. Returns when a
+/// ping went unanswered.
+async fn keepalive(mut pings: impl Pings, open: Arc<AtomicUsize>, check: Arc<Notify>) {
+    let (mut pinged, mut idle_since) = (Instant::now(), Some(Instant::now()));
+    loop {
+        let asked = tokio::select! {
+            () = tokio::time::sleep(KEEPALIVE_TICK) => false,
+            () = check.notified() => true,
+        };
+        let now = Instant::now();
+        let wait = if asked {
+            CHECK_TIMEOUT
+        } else {
+            if open.load(Ordering::Relaxed) == 0 {
+                idle_since.get_or_insert(now);
+                continue;
+            }
+            let woke_after_idle = idle_since
+                .take()
+                .is_some_and(|since| now - since >= KEEPALIVE);
+            if !woke_after_idle && now - pinged < KEEPALIVE {
+                continue;
+            }
+            KEEPALIVE_TIMEOUT
+        };
+        pinged = now;
+        if !pings.ping(wait).await {
+            return;
+        }
+    }
+}
+
+/// The lean client's connection, for calls whose request is one whole message.
+#[derive(Clone)]
+struct Lean {
+    connection: http2::Connection,
+    open: Arc<AtomicUsize>,
+    check: Arc<Notify>,
+}
+
 /// An HTTP/2 client connection over `io`, driven by a task of its own until it closes.
-async fn handshake<I>(io: I) -> Result<Live, String>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn handshake(io: Box<dyn Io>) -> Result<Live, String> {
     let (sender, mut connection) = h2::client::Builder::new()
         .enable_push(false)
         // Until the server's SETTINGS arrive, as many streams as hyper allowed (h2's default is
@@ -86,54 +155,37 @@ where
         check: Arc::new(Notify::new()),
     };
     let (closed, open, check) = (live.closed.clone(), live.open.clone(), live.check.clone());
-    let mut pings = connection.ping_pong();
+    let pings = connection.ping_pong();
     tokio::spawn(async move {
-        // Pings only while calls are under way (gRPC servers refuse too many on an idle
-        // connection): every KEEPALIVE while busy, and at once when a call starts on one that
-        // sat idle that long (it may have died silently meanwhile); and whenever asked to (the
-        // endpoint's health probe got no answer), with a short wait: a connection whose server
-        // is cut off is closed then, so its calls fail (and are retried elsewhere) instead of
-        // waiting for their deadlines.
-        let keepalive = async {
-            let Some(pings) = pings.as_mut() else {
-                return std::future::pending().await;
-            };
-            let (mut pinged, mut idle_since) = (Instant::now(), Some(Instant::now()));
-            loop {
-                let asked = tokio::select! {
-                    () = tokio::time::sleep(KEEPALIVE_TICK) => false,
-                    () = check.notified() => true,
-                };
-                let now = Instant::now();
-                let wait = if asked {
-                    CHECK_TIMEOUT
-                } else {
-                    if open.load(Ordering::Relaxed) == 0 {
-                        idle_since.get_or_insert(now);
-                        continue;
-                    }
-                    let woke_after_idle = idle_since
-                        .take()
-                        .is_some_and(|since| now - since >= KEEPALIVE);
-                    if !woke_after_idle && now - pinged < KEEPALIVE {
-                        continue;
-                    }
-                    KEEPALIVE_TIMEOUT
-                };
-                pinged = now;
-                let pong = tokio::time::timeout(wait, pings.ping(h2::Ping::opaque()));
-                if !matches!(pong.await, Ok(Ok(_))) {
-                    return;
-                }
-            }
-        };
         tokio::select! {
             _ = &mut connection => {} // ends when the server or the network closes it
-            () = keepalive => {}      // or when its server stopped answering pings
+            () = keepalive(pings, open, check) => {} // or when its server stopped answering pings
         }
         closed.store(true, Ordering::Relaxed);
     });
     Ok(live)
+}
+
+/// The lean client's connection over `io`, driven by a task of its own until it closes.
+fn lean(io: Box<dyn Io>) -> Lean {
+    let (connection, driver) = http2::Connection::new(io);
+    let lean = Lean {
+        connection,
+        open: Arc::new(AtomicUsize::new(0)),
+        check: Arc::new(Notify::new()),
+    };
+    let pinger = lean.connection.pinger();
+    let (open, check) = (lean.open.clone(), lean.check.clone());
+    let closing = lean.connection.pinger();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = driver => {}
+            () = keepalive(pinger, open, check) => {
+                closing.close("the server did not answer a ping");
+            }
+        }
+    });
+    lean
 }
 
 /// The timeout propagated upstream: the caller's remaining time and a little more, so the
@@ -160,34 +212,134 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A connection to `address` (TLS when a connector is given), shared by the calls to it.
+/// The connections to `address` (TLS when a connector is given), shared by the calls to it.
 pub struct Channel {
     pub address: String,
-    /// The URI of a ModelInfer to this endpoint, built once: a request clones it.
-    model_infer: Option<Uri>,
+    /// The head of a ModelInfer to this endpoint, encoded once: a request copies it.
+    model_infer: Bytes,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<()>,
+    lean: Mutex<Option<Lean>>,
+    lean_connecting: tokio::sync::Mutex<()>,
 }
 
 impl Channel {
     pub fn new(address: String, tls: Option<(TlsConnector, ServerName<'static>)>) -> Channel {
-        let model_infer = uri(tls.is_some(), &address, MODEL_INFER_PATH).ok();
+        let mut model_infer = BytesMut::new();
+        head_block(
+            &mut model_infer,
+            tls.is_some(),
+            &address,
+            &method_path("ModelInfer"),
+        );
         Channel {
             address,
-            model_infer,
+            model_infer: model_infer.freeze(),
             tls,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            lean: Mutex::new(None),
+            lean_connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Has the connection (when there is one) ping its server now, and close when no answer
+    /// Has the connections (when there are) ping their server now, and close when no answer
     /// comes within `CHECK_TIMEOUT`: for an endpoint whose health probe got no answer.
     pub fn check(&self) {
         if let Some(live) = self.live() {
             live.check.notify_one();
         }
+        if let Some(lean) = self.lean() {
+            lean.check.notify_one();
+        }
+    }
+
+    fn lean(&self) -> Option<Lean> {
+        let guard = self.lean.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .as_ref()
+            .filter(|l| !l.connection.is_closed())
+            .cloned()
+    }
+
+    async fn connect_lean(&self) -> Result<Lean, String> {
+        let _one_at_a_time = self.lean_connecting.lock().await;
+        if let Some(lean) = self.lean() {
+            return Ok(lean);
+        }
+        let lean = lean(self.dial().await?);
+        *self.lean.lock().unwrap_or_else(|e| e.into_inner()) = Some(lean.clone());
+        Ok(lean)
+    }
+
+    /// A unary call to this endpoint: `method` with `message`, on the lean client's connection.
+    /// Err(reason) when no answer could be had from it.
+    pub async fn unary(
+        &self,
+        method: &str,
+        message: &Bytes,
+        deadline: Option<Instant>,
+        traceparent: Option<&str>,
+    ) -> Result<Answer, String> {
+        let mut block = BytesMut::with_capacity(self.model_infer.len() + 96);
+        match method {
+            "ModelInfer" => block.extend_from_slice(&self.model_infer),
+            other => head_block(
+                &mut block,
+                self.tls.is_some(),
+                &self.address,
+                &method_path(other),
+            ),
+        }
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let timeout = grpc::format_timeout(upstream_timeout(remaining));
+            http2::put_field(
+                &mut block,
+                Literal::NeverIndexed,
+                0,
+                b"grpc-timeout",
+                timeout.as_bytes(),
+            );
+        }
+        if let Some(traceparent) = traceparent {
+            http2::put_field(
+                &mut block,
+                Literal::NeverIndexed,
+                0,
+                b"traceparent",
+                traceparent.as_bytes(),
+            );
+        }
+        let request = [grpc::prefix(message.len()), message.clone()];
+        let mut reconnected = false;
+        let (mut stream, open) = loop {
+            let lean = match self.lean() {
+                Some(lean) => lean,
+                None => Box::pin(self.connect_lean()).await?,
+            };
+            // A call that cannot start leaves the connection for dead (its server went away,
+            // the socket broke, its stream ids ran out): the next call opens a new one; this
+            // call tries once more on a new connection (nothing of it was sent).
+            match lean.connection.start(&block, &request).await {
+                Ok(stream) => break (stream, Open::new(&lean.open)),
+                Err(reason) => {
+                    lean.connection.close(&reason);
+                    if reconnected {
+                        return Err(reason);
+                    }
+                    reconnected = true;
+                }
+            }
+        };
+        let (status, headers) = std::future::poll_fn(|cx| stream.poll_head(cx))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Response::new(RecvBody::lean_answer(stream, open));
+        *answer.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        *answer.headers_mut() = headers;
+        Ok(answer)
     }
 
     fn live(&self) -> Option<Live> {
@@ -198,32 +350,35 @@ impl Channel {
             .cloned()
     }
 
-    async fn connect(&self) -> Result<Live, String> {
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(live) = self.live() {
-            return Ok(live);
-        }
+    /// A socket to the server: TCP, and TLS over it when configured.
+    async fn dial(&self) -> Result<Box<dyn Io>, String> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let live = match &self.tls {
-            None => handshake(stream).await?,
-            Some((connector, name)) => {
-                let stream =
-                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
-                        .await
-                        .map_err(|_| "TLS handshake timed out".to_owned())?
-                        .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                handshake(stream).await?
-            }
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Box::new(stream));
         };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        Ok(Box::new(stream))
+    }
+
+    async fn connect(&self) -> Result<Live, String> {
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
+        let live = handshake(self.dial().await?).await?;
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
         Ok(live)
     }
 
-    /// One HTTP/2 request to this endpoint; Err(reason) when no answer could be had from it.
+    /// One HTTP/2 request to this endpoint whose body streams (on h2's client); Err(reason)
+    /// when no answer could be had from it.
     pub async fn send(
         &self,
         method: &str,
@@ -231,16 +386,8 @@ impl Channel {
         deadline: Option<Instant>,
         traceparent: Option<&str>,
     ) -> Result<Answer, String> {
-        match (method, &self.model_infer) {
-            ("ModelInfer", Some(model_infer)) => {
-                self.request(model_infer.clone(), body, deadline, traceparent)
-                    .await
-            }
-            _ => {
-                self.post(&method_path(method), body, deadline, traceparent)
-                    .await
-            }
-        }
+        self.post(&method_path(method), body, deadline, traceparent)
+            .await
     }
 
     /// A gRPC request to `path`.
@@ -328,6 +475,18 @@ fn head(uri: Uri, deadline: Option<Instant>, traceparent: Option<&str>) -> Reque
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// A gRPC request's head for the lean client, encoded (HPACK) without touching the server's
+/// table: POST, the scheme, `path`, `address` as the authority, `content-type` and `te`.
+fn head_block(block: &mut BytesMut, tls: bool, address: &str, path: &str) {
+    use http2::{put_field, AUTHORITY, CONTENT_TYPE, METHOD_POST, PATH, SCHEME_HTTP, SCHEME_HTTPS};
+    let how = Literal::WithoutIndexing;
+    block.extend_from_slice(&[METHOD_POST, if tls { SCHEME_HTTPS } else { SCHEME_HTTP }]);
+    put_field(block, how, PATH, b"", path.as_bytes());
+    put_field(block, how, AUTHORITY, b"", address.as_bytes());
+    put_field(block, how, CONTENT_TYPE, b"", b"application/grpc");
+    put_field(block, how, 0, b"te", b"trailers");
+}
+
 /// The URI of a request to `path` at `address` (HOST:PORT).
 fn uri(tls: bool, address: &str, path: &str) -> Result<Uri, http::Error> {
     Uri::builder()
@@ -371,14 +530,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_infer_s_ready_uri_is_the_one_built_for_it() {
-        assert_eq!(MODEL_INFER_PATH, method_path("ModelInfer"));
+    fn model_infer_s_head_names_its_method_and_endpoint() {
         let channel = Channel::new("10.0.0.1:8001".into(), None);
-        let built = uri(false, "10.0.0.1:8001", &method_path("ModelInfer")).expect("a valid URI");
-        assert_eq!(channel.model_infer, Some(built));
-        assert_eq!(
-            channel.model_infer.map(|u| u.to_string()),
-            Some("http://10.0.0.1:8001/inference.GRPCInferenceService/ModelInfer".to_owned())
+        let mut expected = BytesMut::new();
+        head_block(
+            &mut expected,
+            false,
+            "10.0.0.1:8001",
+            "/inference.GRPCInferenceService/ModelInfer",
         );
+        assert_eq!(channel.model_infer, expected.freeze());
+        let text = String::from_utf8_lossy(&channel.model_infer);
+        for part in [
+            "/inference.GRPCInferenceService/ModelInfer",
+            "10.0.0.1:8001",
+            "application/grpc",
+            "te",
+            "trailers",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        assert_eq!(channel.model_infer[..2], [0x83, 0x86]); // POST, http
     }
 }

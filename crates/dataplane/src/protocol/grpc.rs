@@ -126,6 +126,13 @@ pub fn frame(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The 5-byte prefix of an uncompressed message of `len` bytes.
+pub fn prefix(len: usize) -> Bytes {
+    let mut out = [0u8; 5];
+    out[1..].copy_from_slice(&(len as u32).to_be_bytes());
+    Bytes::copy_from_slice(&out)
+}
+
 /// Split complete messages off the front of `buffer`; a partial one stays for more bytes. A
 /// message announced longer than `limit` is refused before its bytes are buffered.
 pub fn next_message(buffer: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, FrameError> {

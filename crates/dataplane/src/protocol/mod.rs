@@ -10,6 +10,7 @@ pub mod body;
 pub mod channel;
 pub mod error;
 pub mod grpc;
+pub mod http2;
 pub mod messages;
 pub mod reflection;
 pub mod respond;

@@ -18,8 +18,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 
-use crate::protocol::body::BoxBody;
+use crate::protocol::body::{BoxBody, BoxError};
 use crate::protocol::grpc::{self, FrameError};
+use crate::protocol::http2;
 
 /// A call under way on a connection, counted while its answer is read (the connection pings
 /// its server only while some are, as gRPC servers expect).
@@ -97,7 +98,7 @@ impl Messages {
 /// The received half of a stream: its DATA frames, then its trailers. Dropped before its end,
 /// the stream is reset (CANCEL): an upstream takes it as the call cancelled.
 pub struct RecvBody {
-    recv: RecvStream,
+    source: Source,
     data_done: bool,
     /// An upstream's answer: a reset with NO_ERROR or CANCEL after its end is its end (a server
     /// may stop a request body it no longer needs so). A caller's request: every reset fails it.
@@ -111,7 +112,7 @@ impl RecvBody {
     /// A caller's request body.
     pub fn request(recv: RecvStream) -> RecvBody {
         RecvBody {
-            recv,
+            source: Source::H2(recv),
             data_done: false,
             answer: false,
             _open: None,
@@ -122,7 +123,7 @@ impl RecvBody {
     /// An upstream's answer to a call counted by `open`.
     pub fn answer(recv: RecvStream, open: Open, piped: Option<Piped>) -> RecvBody {
         RecvBody {
-            recv,
+            source: Source::H2(recv),
             data_done: false,
             answer: true,
             _open: Some(open),
@@ -130,12 +131,34 @@ impl RecvBody {
         }
     }
 
-    fn ended(&self, error: h2::Error) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        match error.reason() {
+    /// An answer to a call on the lean client's connection (`http2`).
+    pub fn lean_answer(stream: http2::Stream, open: Open) -> RecvBody {
+        RecvBody {
+            source: Source::Lean(stream),
+            data_done: false,
+            answer: true,
+            _open: Some(open),
+            _piped: None,
+        }
+    }
+
+    fn ended(
+        &self,
+        reason: Option<Reason>,
+        error: BoxError,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match reason {
             Some(Reason::NO_ERROR | Reason::CANCEL) if self.answer => Poll::Ready(None),
             _ => Poll::Ready(Some(Err(error))),
         }
     }
+}
+
+/// Where a received body comes from: a stream of h2's (a caller's request, a streamed call's
+/// answer), or one of the lean client's (a unary call's answer).
+enum Source {
+    H2(RecvStream),
+    Lean(http2::Stream),
 }
 
 /// Held by the caller of a call whose request body is piped by a task of its own: once the
@@ -144,34 +167,53 @@ pub struct Piped(#[allow(dead_code)] oneshot::Sender<()>);
 
 impl Body for RecvBody {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match self.recv.poll_data(cx) {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let recv = match &mut this.source {
+            Source::H2(recv) => recv,
+            Source::Lean(stream) => {
+                return match stream.poll_frame(cx) {
+                    Poll::Ready(Some(Err(failure))) => {
+                        let reason = match failure {
+                            http2::Failure::Reset(code) => Some(Reason::from(code)),
+                            http2::Failure::Lost(_) => None,
+                        };
+                        this.ended(reason, failure.into())
+                    }
+                    other => other.map_err(Into::into),
+                };
+            }
+        };
+        if !this.data_done {
+            match recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(data))) => {
                     // Read: its share of the window goes back to the sender.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Poll::Ready(Some(Err(error))) => return self.ended(error),
-                Poll::Ready(None) => self.data_done = true,
+                Poll::Ready(Some(Err(error))) => return this.ended(error.reason(), error.into()),
+                Poll::Ready(None) => this.data_done = true,
             }
         }
-        match self.recv.poll_trailers(cx) {
+        match recv.poll_trailers(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(error)) => self.ended(error),
+            Poll::Ready(Err(error)) => this.ended(error.reason(), error.into()),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        match &self.source {
+            Source::H2(recv) => recv.is_end_stream(),
+            Source::Lean(stream) => stream.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {

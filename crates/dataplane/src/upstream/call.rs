@@ -182,10 +182,9 @@ impl Pool {
             timed: true,
             span,
         };
-        let body = crate::protocol::body::message(payload);
         match endpoint
             .channel
-            .send(method, body, deadline, traceparent.as_deref())
+            .unary(method, payload, deadline, traceparent.as_deref())
             .await
         {
             Ok(response) => Ok((response, attempt)),
