@@ -319,13 +319,13 @@ impl Channel {
                 Some(lean) => lean,
                 None => Box::pin(self.connect_lean()).await?,
             };
-            // A call that cannot start leaves the connection for dead (its server went away,
-            // the socket broke, its stream ids ran out): the next call opens a new one; this
-            // call tries once more on a new connection (nothing of it was sent).
+            // A call that cannot start finds the connection closed or going away (its server
+            // said GOAWAY, the socket broke, its stream ids ran out): the next call opens a new
+            // one (the calls still under way on it finish there); this call tries once more on
+            // a new connection (nothing of it was sent).
             match lean.connection.start(&block, &request).await {
                 Ok(stream) => break (stream, Open::new(&lean.open)),
                 Err(reason) => {
-                    lean.connection.close(&reason);
                     if reconnected {
                         return Err(reason);
                     }

@@ -477,13 +477,18 @@ impl Drop for Stream {
         // A stream fewer: who waited for one looks again.
         let waiting = std::mem::take(&mut state.waiting);
         let reset = !self.done && !slot.ended && slot.failed.is_none() && state.closed.is_none();
+        let stop = slot.unsent_len > 0 && slot.failed.is_none() && state.closed.is_none();
         if reset {
             frame::put_rst_stream(&mut state.tail, self.id, frame::CANCEL);
-        } else if slot.unsent_len > 0 && slot.failed.is_none() && state.closed.is_none() {
+        } else if stop {
             // The server answered before it had the whole request: it needs no more of it.
             frame::put_rst_stream(&mut state.tail, self.id, frame::NO_ERROR);
         }
-        wake_driver(state);
+        if reset || stop {
+            wake_driver(state);
+        } else {
+            drop(state);
+        }
         waiting.into_iter().for_each(Waker::wake);
     }
 }
