@@ -310,7 +310,17 @@ impl Read {
             Some(more) => more.extend_from_slice(&data),
             None if self.first.is_empty() => self.first = data,
             None => {
-                let mut more = bytes::BytesMut::with_capacity(self.first.len() + data.len());
+                // Sized once for the whole message its prefix announces (within `max`): a
+                // large one is copied once, not again at every doubling of its buffer.
+                let announced = match self.first.get(..5) {
+                    Some(prefix) => {
+                        5 + u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]])
+                            as usize
+                    }
+                    None => 0,
+                };
+                let capacity = announced.min(max).max(self.first.len() + data.len());
+                let mut more = bytes::BytesMut::with_capacity(capacity);
                 more.extend_from_slice(&self.first);
                 more.extend_from_slice(&data);
                 self.more = Some(more);
@@ -361,6 +371,16 @@ mod tests {
         );
         let split = frames(&[&framed[..3], &framed[3..8], &framed[8..]]);
         assert_eq!(read_unary(split, 11).await.unwrap(), &b"hello world"[..]);
+        let mut read = Read::default();
+        for part in [&framed[..8], &framed[8..12], &framed[12..]] {
+            read.push(Bytes::copy_from_slice(part), 100).unwrap();
+        }
+        assert_eq!(
+            read.more.as_ref().map(bytes::BytesMut::capacity),
+            Some(framed.len()),
+            "sized once"
+        );
+        assert_eq!(read.bytes(), framed);
         let over = frames(&[&framed[..8], &framed[8..]]);
         let error = read_unary(over, 10).await.unwrap_err();
         assert!(matches!(error, GatewayError::TooLarge(_)), "{error:?}");
