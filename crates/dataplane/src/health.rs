@@ -74,7 +74,7 @@ async fn answer(
     timeout: Duration,
 ) -> Option<bool> {
     let deadline = Instant::now() + timeout;
-    let request = Bytes::from(request);
+    let request = crate::protocol::wire::Message::from(request);
     let probe = async {
         let response = endpoint
             .channel

@@ -166,7 +166,7 @@ impl ModelBatcher {
         let answers = if callers == 1 {
             let payload = batch[0].item.payload.clone();
             self.pool
-                .call_for("ModelInfer", payload, deadline, Some(&self.model))
+                .call_for("ModelInfer", payload.into(), deadline, Some(&self.model))
                 .await
                 .map(|(answer, attempts)| (vec![answer], attempts))
         } else {
@@ -202,7 +202,7 @@ impl ModelBatcher {
         let payload = merge(&requests, &self.model.0, &self.model.1);
         let (answer, attempts) = self
             .pool
-            .call_for("ModelInfer", payload, deadline, Some(&self.model))
+            .call_for("ModelInfer", payload.into(), deadline, Some(&self.model))
             .await?;
         let sizes: Vec<u64> = batch.iter().map(|p| p.rows).collect();
         let ids: Vec<&str> = requests.iter().map(|r| r.id.as_str()).collect();
@@ -276,10 +276,10 @@ impl Batchers {
         let size = rows(&request);
         let key = merge_key(&request);
         let (Some(size), Some(key)) = (size, key) else {
-            return alone(pool, payload, deadline, &model).await;
+            return alone(pool, payload.into(), deadline, &model).await;
         };
         if size >= settings.max_batch_size {
-            return alone(pool, payload, deadline, &model).await;
+            return alone(pool, payload.into(), deadline, &model).await;
         }
         let batcher = {
             let mut batchers = locked(&self.batchers);
@@ -322,7 +322,7 @@ impl Batchers {
 /// A caller's own upstream call (nothing to merge it with), as a merged call reports it.
 pub async fn alone(
     pool: &Arc<Pool>,
-    payload: Bytes,
+    payload: crate::protocol::wire::Message,
     deadline: Option<Instant>,
     model: &ModelKey,
 ) -> Answer {

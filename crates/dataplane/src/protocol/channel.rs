@@ -25,6 +25,7 @@ use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
 use crate::protocol::http2::{self, Literal};
 use crate::protocol::respond::unindexed;
 use crate::protocol::streams::{send_body, Open, RecvBody};
+use crate::protocol::wire::Message;
 
 /// An upstream's answer: its head, and its body as it comes.
 pub type Answer = Response<RecvBody>;
@@ -278,7 +279,7 @@ impl Channel {
     pub async fn unary(
         &self,
         method: &str,
-        message: &Bytes,
+        message: &Message,
         deadline: Option<Instant>,
         traceparent: Option<&str>,
     ) -> Result<Answer, String> {
@@ -312,7 +313,11 @@ impl Channel {
                 traceparent.as_bytes(),
             );
         }
-        let request = [grpc::prefix(message.len()), message.clone()];
+        let request = [
+            grpc::prefix(message.len()),
+            message.bytes.clone(),
+            message.appended.clone(),
+        ];
         let mut reconnected = false;
         let (mut stream, open) = loop {
             let lean = match self.lean() {

@@ -102,6 +102,48 @@ pub fn string_field(number: u32, value: &[u8]) -> BytesMut {
     out
 }
 
+/// A message as it is sent: its bytes, and fields appended to them (a request re-addressed to
+/// its variant), kept apart so that a large request is not copied to append a few bytes. A
+/// reader takes the two as one message: of a field sent twice, the later wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    pub bytes: Bytes,
+    pub appended: Bytes,
+}
+
+impl Message {
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.appended.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// In one buffer: its own when nothing was appended, else a copy.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.appended.is_empty() {
+            true => self.bytes.clone(),
+            false => append(&self.bytes, &self.appended),
+        }
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(bytes: Bytes) -> Message {
+        Message {
+            bytes,
+            appended: Bytes::new(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Message {
+        Bytes::from(bytes).into()
+    }
+}
+
 /// `message` with `suffix` appended (one copy).
 pub fn append(message: &[u8], suffix: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(message.len() + suffix.len());

@@ -6,15 +6,16 @@ use gateway_router::Variant;
 
 use crate::protocol::error::GatewayError;
 use crate::protocol::messages::ModelInferRequest;
-use crate::protocol::wire;
+use crate::protocol::wire::{self, Message};
 
-/// The caller's bytes re-addressed to the variant: appended fields override, and only clearing a
-/// pinned version (which appending cannot do) walks the message once.
+/// The caller's bytes re-addressed to the variant: appended fields override (sent after the
+/// caller's bytes, not copied with them), and only clearing a pinned version (which appending
+/// cannot do) walks the message once.
 pub fn retarget(
     payload: &Bytes,
     request: &ModelInferRequest,
     variant: &Variant,
-) -> Result<Bytes, GatewayError> {
+) -> Result<Message, GatewayError> {
     let malformed = |e: wire::WireError| {
         GatewayError::InvalidRequest(format!("malformed ModelInferRequest: {}", e.0))
     };
@@ -23,7 +24,7 @@ pub fn retarget(
         if *variant.model != *request.model_name {
             stripped.extend_from_slice(&wire::string_field(1, variant.model.as_bytes()));
         }
-        return Ok(stripped.freeze());
+        return Ok(stripped.freeze().into());
     }
     let mut suffix = bytes::BytesMut::new();
     if *variant.model != *request.model_name {
@@ -32,10 +33,10 @@ pub fn retarget(
     if *variant.version != *request.model_version {
         suffix.extend_from_slice(&wire::string_field(2, variant.version.as_bytes()));
     }
-    if suffix.is_empty() {
-        return Ok(payload.clone());
-    }
-    Ok(wire::append(payload, &suffix))
+    Ok(Message {
+        bytes: payload.clone(),
+        appended: suffix.freeze(),
+    })
 }
 
 #[cfg(test)]
@@ -61,10 +62,16 @@ mod tests {
             ..Default::default()
         };
         let payload = Bytes::from(request.encode_to_vec());
-        let decoded = |b: Bytes| ModelInferRequest::decode(b).unwrap();
+        let decoded = |m: wire::Message| ModelInferRequest::decode(m.to_bytes()).unwrap();
         let same = retarget(&payload, &request, &variant("public", "3")).unwrap();
-        assert_eq!(same, payload);
-        let moved = decoded(retarget(&payload, &request, &variant("upstream", "5")).unwrap());
+        assert_eq!(same, wire::Message::from(payload.clone()));
+        let moved = retarget(&payload, &request, &variant("upstream", "5")).unwrap();
+        assert_eq!(
+            moved.bytes.as_ptr(),
+            payload.as_ptr(),
+            "the caller's bytes, not a copy"
+        );
+        let moved = decoded(moved);
         assert_eq!(
             (moved.model_name.as_str(), moved.model_version.as_str()),
             ("upstream", "5")

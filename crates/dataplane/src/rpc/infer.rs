@@ -34,7 +34,8 @@ pub struct Prepared {
     pub request: ModelInferRequest,
     pub variant: Variant,
     pub pool: Arc<Pool>,
-    pub payload: Bytes,
+    /// What is sent upstream: the caller's bytes re-addressed to the variant.
+    pub payload: crate::protocol::wire::Message,
     /// The caller's bytes as they came (shadow copies are re-addressed from them).
     pub original: Bytes,
     pub route_model: Name,
@@ -178,7 +179,7 @@ impl Unary {
     /// the pool's slot is held until then.
     async fn stream(
         self,
-        payload: Bytes,
+        payload: crate::protocol::wire::Message,
         record: &mut Record,
     ) -> Result<(Response<BoxBody>, Attempt), GatewayError> {
         let permit = match self.slot {
@@ -207,7 +208,7 @@ impl Unary {
     async fn call(
         self,
         request: ModelInferRequest,
-        payload: Bytes,
+        payload: crate::protocol::wire::Message,
     ) -> Result<(Bytes, CallInfo), GatewayError> {
         let _permit = match self.slot {
             None => None,
@@ -221,7 +222,7 @@ impl Unary {
                         &self.pool,
                         self.model,
                         request,
-                        payload,
+                        payload.to_bytes(),
                         settings,
                         self.deadline,
                     )

@@ -95,7 +95,7 @@ pub async fn unary(
     match method {
         "ServerLive" => Ok(Flag { value: true }.encode_to_vec().into()),
         "ServerReady" => Ok(Flag { value: state.all_pools_ready() }.encode_to_vec().into()),
-        "ServerMetadata" => state.pool_order[0].call(method, payload, deadline).await,
+        "ServerMetadata" => state.pool_order[0].call(method, payload.into(), deadline).await,
         "RepositoryIndex" | "LogSettings" => fan_out(state, method, payload, deadline).await,
         "ModelStatistics" | "ModelConfig" => {
             let answer = model_scoped(state, method, payload.clone(), deadline).await?;
@@ -146,13 +146,13 @@ async fn model_scoped(
         readdressed = edited.freeze();
     }
     if *variant.model == *public {
-        return pool.call(method, readdressed, deadline).await;
+        return pool.call(method, readdressed.into(), deadline).await;
     }
     let readdressed = wire::append(
         &readdressed,
         &wire::string_field(name_field, variant.model.as_bytes()),
     );
-    let answer = pool.call(method, readdressed, deadline).await?;
+    let answer = pool.call(method, readdressed.into(), deadline).await?;
     Ok(rename(method, answer, &public))
 }
 
@@ -207,7 +207,7 @@ async fn fan_out(
         .iter()
         .map(|pool| {
             let (pool, method, payload) = (pool.clone(), method.to_owned(), payload.clone());
-            tokio::spawn(async move { pool.call(&method, payload, deadline).await })
+            tokio::spawn(async move { pool.call(&method, payload.into(), deadline).await })
         })
         .collect();
     let mut answers = Vec::with_capacity(calls.len());

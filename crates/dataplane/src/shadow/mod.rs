@@ -380,7 +380,7 @@ impl Shadows {
 /// model is decoupled.
 struct Copy {
     pool: Arc<Pool>,
-    payload: Bytes,
+    payload: crate::protocol::wire::Message,
     deadline: Option<Instant>,
     decoupled: bool,
 }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::protocol::wire::Message;
+
 use crate::primitives::clock::now_s;
 use crate::protocol::channel::{collect, Answer};
 use crate::protocol::error::GatewayError;
@@ -100,7 +102,7 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         method: &str,
-        payload: Bytes,
+        payload: Message,
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
     ) -> Result<(Answer, Attempt), GatewayError> {
@@ -153,7 +155,7 @@ impl Pool {
         self: &Arc<Self>,
         endpoint: &Arc<Endpoint>,
         method: &str,
-        payload: &Bytes,
+        payload: &Message,
         deadline: Option<Instant>,
         number: u32,
     ) -> Result<(Answer, Attempt), GatewayError> {
@@ -208,7 +210,7 @@ impl Pool {
     /// spends the retry budget, so a slow pool sees at most about (1 + ratio) times the traffic.
     async fn hedged(
         self: &Arc<Self>,
-        payload: Bytes,
+        payload: Message,
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
         delay: Duration,
@@ -256,7 +258,7 @@ impl Pool {
     pub async fn call(
         self: &Arc<Self>,
         method: &str,
-        payload: Bytes,
+        payload: Message,
         deadline: Option<Instant>,
     ) -> Result<Bytes, GatewayError> {
         Ok(self.call_for(method, payload, deadline, None).await?.0)
@@ -267,7 +269,7 @@ impl Pool {
     pub async fn call_for(
         self: &Arc<Self>,
         method: &str,
-        payload: Bytes,
+        payload: Message,
         deadline: Option<Instant>,
         model: Option<&ModelKey>,
     ) -> Result<(Bytes, u32), GatewayError> {

@@ -211,7 +211,10 @@ impl Session<'_> {
                 shadows: prepared.shadows.clone(),
             }));
         }
-        let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, id)));
+        let payload = Frame::data(grpc::frame(&upstream_request(
+            &prepared.payload.to_bytes(),
+            id,
+        )));
         let key = (
             prepared.pool.name.clone(),
             endpoint.address().to_owned(),
