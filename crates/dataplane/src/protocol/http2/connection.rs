@@ -282,6 +282,7 @@ impl Connection {
         let driver = Driver {
             io,
             unused,
+            watching: false,
             shared: shared.clone(),
             read: BytesMut::with_capacity(READ_CHUNK),
             writing: VecDeque::new(),
@@ -496,8 +497,10 @@ impl Drop for Stream {
 /// The connection's task: writes what is queued, reads and handles what comes.
 struct Driver<I> {
     io: I,
-    /// Resolves when the last handle is dropped.
+    /// Closed when the last handle is dropped: polled once, it keeps the task's waker and wakes
+    /// it then; looked at (not polled) after that.
     unused: oneshot::Receiver<()>,
+    watching: bool,
     shared: Arc<Shared>,
     read: BytesMut,
     writing: VecDeque<Bytes>,
@@ -525,7 +528,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for Driver<I> {
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
     fn drive(&mut self, cx: &mut Context<'_>) -> Poll<String> {
-        if Pin::new(&mut self.unused).poll(cx).is_ready() {
+        if !self.watching {
+            self.watching = true;
+            let _ = Pin::new(&mut self.unused).poll(cx);
+        }
+        if let Err(oneshot::error::TryRecvError::Closed) = self.unused.try_recv() {
             return Poll::Ready("the connection is no longer used".into());
         }
         loop {
@@ -965,6 +972,26 @@ mod tests {
         let seen = served.await.expect("served");
         assert_eq!(seen.len(), 51);
         assert!(seen.iter().all(|path| path == "/x.Y/Z"));
+    }
+
+    #[tokio::test]
+    async fn the_connection_ends_once_nothing_holds_it() {
+        let (client, server) = tokio::io::duplex(64 << 10);
+        let _served = serve(server, false);
+        let (connection, driver) = Connection::new(client);
+        let task = tokio::spawn(driver);
+        let stream = connection
+            .start(&block(), &[Bytes::from_static(b"x")])
+            .await;
+        drop(connection);
+        // The call's stream still holds it: answered.
+        let (status, data, _) = answer(stream.expect("started")).await.expect("answered");
+        assert_eq!((status, data.as_str()), (200, "1"));
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        assert_eq!(
+            ended.expect("ended").expect("no panic"),
+            "the connection is no longer used"
+        );
     }
 
     #[tokio::test]
