@@ -1,0 +1,221 @@
+//! What the callers of a lean connection and its task share behind one lock: each call's stream
+//! (its answer as it comes, its request's bytes still to send), the frames queued for writing,
+//! the windows, and the server's settings; and the sending of a request's bytes as far as the
+//! windows allow.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::HashMap;
+use http::HeaderMap;
+
+use super::frame;
+
+/// What we ask of the server: no push; a stream may hold 4 MiB unread, the connection 16 MiB; a
+/// frame may be 1 MiB; a header list 16 KiB (as the h2 client of the other calls asks).
+pub(super) const STREAM_WINDOW: u32 = 4 << 20;
+pub(super) const CONNECTION_WINDOW: u32 = 16 << 20;
+pub(super) const MAX_FRAME: usize = 1 << 20;
+pub(super) const MAX_HEADER_LIST: usize = 16 << 10;
+/// Streams a connection opens before the server's SETTINGS say how many it takes.
+pub(super) const INITIAL_MAX_STREAMS: usize = 100;
+/// Payloads up to this size are copied into the write buffer; larger ones are written from
+/// their own buffers.
+pub(super) const COPY_BELOW: usize = 1024;
+pub(super) const READ_CHUNK: usize = 64 << 10;
+
+/// Why a stream failed.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// The server reset it (RST_STREAM) with this code.
+    Reset(u32),
+    /// The connection was lost, or the server went away before taking it.
+    Lost(Arc<str>),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Reset(code) => write!(
+                f,
+                "stream reset by the server ({})",
+                h2::Reason::from(*code)
+            ),
+            Failure::Lost(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// One call's stream.
+#[derive(Default)]
+pub(super) struct Slot {
+    pub(super) head: Option<(u16, HeaderMap)>,
+    pub(super) head_seen: bool,
+    pub(super) data: VecDeque<Bytes>,
+    pub(super) trailers: Option<HeaderMap>,
+    /// The server ended its side (END_STREAM).
+    pub(super) ended: bool,
+    pub(super) failed: Option<Failure>,
+    pub(super) waker: Option<Waker>,
+    /// The request's bytes not sent yet, for want of window; `window`: what the server allows.
+    pub(super) unsent: VecDeque<Bytes>,
+    pub(super) unsent_len: usize,
+    pub(super) window: i64,
+    pub(super) blocked: bool,
+    /// Read by the caller, not yet given back to the server.
+    pub(super) unacked: u32,
+}
+
+impl Slot {
+    pub(super) fn wake(&mut self, wakers: &mut Vec<Waker>) {
+        if let Some(waker) = self.waker.take() {
+            wakers.push(waker);
+        }
+    }
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) streams: HashMap<u32, Slot>,
+    pub(super) next_id: u32,
+    /// Frames to write: small ones built in `tail`, large payloads as chunks of their own.
+    pub(super) out: VecDeque<Bytes>,
+    pub(super) tail: BytesMut,
+    /// The connection's task, when it waits for something to write.
+    pub(super) driver: Option<Waker>,
+    pub(super) window: i64,
+    pub(super) peer_window: i64,
+    pub(super) peer_max_frame: usize,
+    pub(super) peer_max_streams: usize,
+    pub(super) blocked: VecDeque<u32>,
+    /// Callers waiting for the server to take more streams.
+    pub(super) waiting: Vec<Waker>,
+    /// Set when the connection ended: no new stream; the open ones failed.
+    pub(super) closed: Option<Arc<str>>,
+    /// GOAWAY received, or stream ids ran out: no new stream.
+    pub(super) going_away: bool,
+    /// Received bytes the connection's window has not been given back yet.
+    pub(super) unacked: u32,
+    pub(super) pings_sent: u64,
+    pub(super) pings_answered: u64,
+    pub(super) ping_waiters: Vec<Waker>,
+}
+
+impl State {
+    pub(super) fn queued(&self) -> bool {
+        !self.out.is_empty() || !self.tail.is_empty()
+    }
+
+    pub(super) fn push_payload(&mut self, part: Bytes) {
+        if part.len() < COPY_BELOW {
+            self.tail.extend_from_slice(&part);
+        } else {
+            if !self.tail.is_empty() {
+                let small = self.tail.split().freeze();
+                self.out.push_back(small);
+            }
+            self.out.push_back(part);
+        }
+    }
+
+    /// Sends what the windows allow of stream `id`'s request; false while some is left.
+    pub(super) fn send_unsent(&mut self, id: u32) -> bool {
+        let Some(slot) = self.streams.get_mut(&id) else {
+            return true;
+        };
+        let mut frames = Vec::new();
+        while slot.unsent_len > 0 {
+            let allowed = self.window.min(slot.window).min(self.peer_max_frame as i64);
+            if allowed <= 0 {
+                break;
+            }
+            let len = (allowed as usize).min(slot.unsent_len);
+            let mut left = len;
+            let mut frame_parts = Vec::new();
+            while left > 0 {
+                let chunk = slot.unsent.front_mut().expect("unsent_len counts these");
+                let part = chunk.split_to(left.min(chunk.len()));
+                if chunk.is_empty() {
+                    slot.unsent.pop_front();
+                }
+                left -= part.len();
+                frame_parts.push(part);
+            }
+            slot.unsent_len -= len;
+            slot.window -= len as i64;
+            self.window -= len as i64;
+            frames.push((len, slot.unsent_len == 0, frame_parts));
+        }
+        let done = slot.unsent_len == 0;
+        slot.blocked = !done;
+        for (len, last, frame_parts) in frames {
+            let flags = if last { frame::END_STREAM } else { 0 };
+            frame::put_head(&mut self.tail, len, frame::DATA, flags, id);
+            for part in frame_parts {
+                self.push_payload(part);
+            }
+        }
+        done
+    }
+
+    /// Sends what the windows now allow of the streams that waited for them, in turn.
+    pub(super) fn send_blocked(&mut self) {
+        while let Some(&id) = self.blocked.front() {
+            if self.window <= 0 || !self.send_unsent(id) {
+                return;
+            }
+            self.blocked.pop_front();
+        }
+    }
+
+    pub(super) fn fail_all(&mut self, reason: &Arc<str>, wakers: &mut Vec<Waker>) {
+        for slot in self.streams.values_mut() {
+            if !slot.ended && slot.failed.is_none() {
+                slot.failed = Some(Failure::Lost(reason.clone()));
+            }
+            slot.unsent.clear();
+            slot.unsent_len = 0;
+            slot.wake(wakers);
+        }
+        wakers.append(&mut self.waiting);
+        wakers.append(&mut self.ping_waiters);
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the connection (idempotent): its streams fail with `reason`.
+    pub(super) fn close(&self, reason: &str) {
+        let mut wakers = Vec::new();
+        {
+            let mut state = self.lock();
+            if state.closed.is_some() {
+                return;
+            }
+            let reason: Arc<str> = reason.into();
+            state.fail_all(&reason, &mut wakers);
+            state.closed = Some(reason);
+        }
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Wakes the connection's task when it waits and frames were queued.
+pub(super) fn wake_driver(mut state: MutexGuard<'_, State>) {
+    let driver = state.driver.take();
+    drop(state);
+    if let Some(driver) = driver {
+        driver.wake();
+    }
+}
