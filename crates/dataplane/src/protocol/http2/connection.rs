@@ -220,6 +220,7 @@ impl Stream {
             .get_mut(&self.id)
             .expect("a stream's slot lives as long as it");
         if let Some(data) = slot.data.pop_front() {
+            slot.buffered -= data.len();
             slot.unacked += data.len() as u32;
             if slot.unacked >= STREAM_WINDOW / 2 && !slot.ended {
                 let increment = std::mem::take(&mut slot.unacked);

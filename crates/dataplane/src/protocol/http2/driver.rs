@@ -17,6 +17,7 @@ use super::frame::{self, Head, Malformed};
 use super::hpack::Decoder;
 use super::shared::{
     Failure, Shared, State, CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, READ_CHUNK,
+    STREAM_WINDOW,
 };
 
 /// The connection's task: writes what is queued, reads and handles what comes.
@@ -212,7 +213,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     if !slot.ended && slot.failed.is_none() {
                         if end > start {
                             slot.data.push_back(payload.slice(start..end));
+                            slot.buffered += end - start;
                         }
+                        if slot.buffered > STREAM_WINDOW as usize {
+                            // More than its window: the server broke flow control.
+                            slot.failed = Some(Failure::Reset(frame::FLOW_CONTROL_ERROR));
+                            slot.data.clear();
+                            frame::put_rst_stream(
+                                &mut state.tail,
+                                head.stream,
+                                frame::FLOW_CONTROL_ERROR,
+                            );
+                            slot.wake(&mut self.wakers);
+                            return Ok(());
+                        }
+                        // Padding counts against the stream's window too: given back with the
+                        // data, as it is read.
+                        slot.unacked += (head.len - (end - start)) as u32;
                         slot.ended = head.has(frame::END_STREAM);
                         slot.wake(&mut self.wakers);
                     }
@@ -268,7 +285,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 if head.has(frame::ACK) {
                     return Ok(());
                 }
-                let mut max_streams = usize::MAX;
+                // Until the first SETTINGS, INITIAL_MAX_STREAMS; left out of it, no limit (its
+                // initial value); left out of a later one, unchanged.
+                let mut max_streams = match state.settings_seen {
+                    true => state.peer_max_streams,
+                    false => usize::MAX,
+                };
+                state.settings_seen = true;
                 for (id, value) in frame::settings(&payload)? {
                     match id {
                         frame::SETTINGS_MAX_CONCURRENT_STREAMS => max_streams = value as usize,

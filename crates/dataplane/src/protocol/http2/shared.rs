@@ -65,9 +65,10 @@ pub(super) struct Slot {
     pub(super) unsent: VecDeque<Bytes>,
     pub(super) unsent_len: usize,
     pub(super) window: i64,
-    pub(super) blocked: bool,
     /// Read by the caller, not yet given back to the server.
     pub(super) unacked: u32,
+    /// Received, not yet read by the caller: never more than the window we gave.
+    pub(super) buffered: usize,
 }
 
 impl Slot {
@@ -91,6 +92,8 @@ pub(super) struct State {
     pub(super) peer_window: i64,
     pub(super) peer_max_frame: usize,
     pub(super) peer_max_streams: usize,
+    /// The server's first SETTINGS came: a parameter a later one leaves out keeps its value.
+    pub(super) settings_seen: bool,
     pub(super) blocked: VecDeque<u32>,
     /// Callers waiting for the server to take more streams.
     pub(super) waiting: Vec<Waker>,
@@ -151,7 +154,6 @@ impl State {
             frames.push((len, slot.unsent_len == 0, frame_parts));
         }
         let done = slot.unsent_len == 0;
-        slot.blocked = !done;
         for (len, last, frame_parts) in frames {
             let flags = if last { frame::END_STREAM } else { 0 };
             frame::put_head(&mut self.tail, len, frame::DATA, flags, id);
@@ -162,14 +164,17 @@ impl State {
         done
     }
 
-    /// Sends what the windows now allow of the streams that waited for them, in turn.
+    /// Sends what the windows now allow of the streams that waited for them, in turn: one
+    /// still short of window of its own stays in line without holding up those behind it.
     pub(super) fn send_blocked(&mut self) {
-        while let Some(&id) = self.blocked.front() {
-            if self.window <= 0 || !self.send_unsent(id) {
-                return;
+        let mut waiting = std::mem::take(&mut self.blocked);
+        waiting.retain(|&id| {
+            if !self.streams.contains_key(&id) {
+                return false; // its call is gone
             }
-            self.blocked.pop_front();
-        }
+            self.window <= 0 || !self.send_unsent(id)
+        });
+        self.blocked = waiting;
     }
 
     pub(super) fn fail_all(&mut self, reason: &Arc<str>, wakers: &mut Vec<Waker>) {
@@ -217,5 +222,65 @@ pub(super) fn wake_driver(mut state: MutexGuard<'_, State>) {
     drop(state);
     if let Some(driver) = driver {
         driver.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked_pair() -> State {
+        let mut state = State {
+            window: 1 << 20,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME,
+            ..State::default()
+        };
+        for id in [1, 3] {
+            let slot = Slot {
+                unsent: VecDeque::from([Bytes::from(vec![0u8; 100])]),
+                unsent_len: 100,
+                ..Slot::default()
+            };
+            state.streams.insert(id, slot);
+            state.blocked.push_back(id);
+        }
+        state
+    }
+
+    #[test]
+    fn a_stream_short_of_its_own_window_does_not_hold_up_the_next() {
+        let mut state = blocked_pair();
+        state.streams.get_mut(&3).unwrap().window = 1000; // its WINDOW_UPDATE came, 1's did not
+        state.send_blocked();
+        assert_eq!(state.blocked, [1]);
+        assert_eq!(state.streams[&3].unsent_len, 0);
+        assert_eq!(state.streams[&1].unsent_len, 100);
+        assert_eq!(state.window, (1 << 20) - 100);
+        // 1's call is gone: it leaves the line.
+        state.streams.remove(&1);
+        state.send_blocked();
+        assert!(state.blocked.is_empty());
+    }
+
+    #[test]
+    fn a_request_goes_in_frames_as_large_as_the_windows_allow() {
+        let mut state = blocked_pair();
+        state.window = 60;
+        state.streams.get_mut(&1).unwrap().window = 1000;
+        assert!(
+            !state.send_unsent(1),
+            "40 bytes left for want of connection window"
+        );
+        assert_eq!(state.streams[&1].unsent_len, 40);
+        let written = state.tail.split();
+        let head = frame::Head::parse(&written).unwrap();
+        assert_eq!(
+            (head.kind, head.len, head.flags, head.stream),
+            (frame::DATA, 60, 0, 1)
+        );
+        state.window = 1000;
+        assert!(state.send_unsent(1));
+        let head = frame::Head::parse(&state.tail).unwrap();
+        assert_eq!((head.len, head.flags), (40, frame::END_STREAM));
     }
 }
