@@ -158,3 +158,79 @@ async fn a_reset_fails_its_call_and_a_lost_connection_all_calls() {
     assert!(connection.is_closed());
     assert!(connection.start(&block(), &[]).await.is_err());
 }
+
+/// Answers `respond` with the message `message` and `grpc-status: 0`.
+fn reply(mut respond: h2::server::SendResponse<Bytes>, message: &'static [u8]) {
+    let head = http::Response::builder().body(()).unwrap();
+    let mut send = respond.send_response(head, false).expect("head");
+    send.send_data(Bytes::from_static(message), false)
+        .expect("data");
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    send.send_trailers(trailers).expect("trailers");
+}
+
+#[tokio::test]
+async fn a_call_dropped_before_its_answer_is_cancelled_upstream() {
+    let (client, server) = tokio::io::duplex(64 << 10);
+    let (accepted, was_accepted) = tokio::sync::oneshot::channel();
+    let (reset, was_reset) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut connection = h2::server::handshake(server).await.expect("handshake");
+        let (_, mut respond) = connection.accept().await.unwrap().unwrap();
+        let _ = accepted.send(());
+        tokio::spawn(async move {
+            let reason = poll_fn(|cx| respond.poll_reset(cx)).await;
+            let _ = reset.send(reason.ok());
+        });
+        while connection.accept().await.is_some() {}
+    });
+    let (connection, driver) = Connection::new(client);
+    tokio::spawn(driver);
+    let stream = connection
+        .start(&block(), &[Bytes::from_static(b"x")])
+        .await;
+    was_accepted.await.expect("accepted");
+    drop(stream);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), was_reset).await;
+    assert_eq!(
+        seen.expect("in time").expect("seen"),
+        Some(h2::Reason::CANCEL)
+    );
+}
+
+#[tokio::test]
+async fn after_goaway_calls_under_way_finish_and_new_ones_start_elsewhere() {
+    let (client, server) = tokio::io::duplex(64 << 10);
+    tokio::spawn(async move {
+        let mut connection = h2::server::handshake(server).await.expect("handshake");
+        let (_, respond) = connection.accept().await.unwrap().unwrap();
+        connection.graceful_shutdown();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            reply(respond, b"done");
+        });
+        while connection.accept().await.is_some() {}
+    });
+    let (connection, driver) = Connection::new(client);
+    tokio::spawn(driver);
+    let under_way = connection
+        .start(&block(), &[Bytes::from_static(b"x")])
+        .await;
+    for _ in 0..200 {
+        if connection.is_closed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(connection.is_closed(), "GOAWAY seen");
+    assert!(
+        connection.start(&block(), &[]).await.is_err(),
+        "no new call on it"
+    );
+    let (status, data, trailers) = answer(under_way.expect("started")).await.expect("answered");
+    assert_eq!(
+        (status, data.as_str(), trailers.as_str()),
+        (200, "done", "0")
+    );
+}
