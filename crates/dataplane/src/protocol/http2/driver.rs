@@ -217,14 +217,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                         }
                         if slot.buffered > STREAM_WINDOW as usize {
                             // More than its window: the server broke flow control.
-                            slot.failed = Some(Failure::Reset(frame::FLOW_CONTROL_ERROR));
                             slot.data.clear();
+                            slot.fail(Failure::Reset(frame::FLOW_CONTROL_ERROR), &mut self.wakers);
                             frame::put_rst_stream(
                                 &mut state.tail,
                                 head.stream,
                                 frame::FLOW_CONTROL_ERROR,
                             );
-                            slot.wake(&mut self.wakers);
                             return Ok(());
                         }
                         // Padding counts against the stream's window too: given back with the
@@ -275,10 +274,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             frame::RST_STREAM => {
                 let code = frame::u32_at(&payload, 0)?;
                 if let Some(slot) = state.streams.get_mut(&head.stream) {
-                    slot.failed.get_or_insert(Failure::Reset(code));
-                    slot.unsent.clear();
-                    slot.unsent_len = 0;
-                    slot.wake(&mut self.wakers);
+                    slot.fail(Failure::Reset(code), &mut self.wakers);
                 }
             }
             frame::SETTINGS => {
@@ -342,10 +338,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                     "the server is going away (GOAWAY) and did not take the call".into();
                 for (&id, slot) in state.streams.iter_mut() {
                     if id > last && slot.failed.is_none() {
-                        slot.failed = Some(Failure::Lost(reason.clone()));
-                        slot.unsent.clear();
-                        slot.unsent_len = 0;
-                        slot.wake(&mut self.wakers);
+                        slot.fail(Failure::Lost(reason.clone()), &mut self.wakers);
                     }
                 }
                 self.wakers.append(&mut state.waiting);
@@ -403,9 +396,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 block.status.is_none() || informational && end_stream
             };
         if malformed {
-            slot.failed = Some(Failure::Reset(frame::PROTOCOL_ERROR));
-            slot.unsent.clear();
-            slot.unsent_len = 0;
+            slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), &mut self.wakers);
             frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
         } else if !slot.head_seen {
             if informational {

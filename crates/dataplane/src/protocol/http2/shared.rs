@@ -72,6 +72,15 @@ pub(super) struct Slot {
 }
 
 impl Slot {
+    /// Fails the call (unless it failed already): nothing more of its request is sent, and its
+    /// caller is woken to see it.
+    pub(super) fn fail(&mut self, failure: Failure, wakers: &mut Vec<Waker>) {
+        self.failed.get_or_insert(failure);
+        self.unsent.clear();
+        self.unsent_len = 0;
+        self.wake(wakers);
+    }
+
     pub(super) fn wake(&mut self, wakers: &mut Vec<Waker>) {
         if let Some(waker) = self.waker.take() {
             wakers.push(waker);
@@ -179,12 +188,10 @@ impl State {
 
     pub(super) fn fail_all(&mut self, reason: &Arc<str>, wakers: &mut Vec<Waker>) {
         for slot in self.streams.values_mut() {
-            if !slot.ended && slot.failed.is_none() {
-                slot.failed = Some(Failure::Lost(reason.clone()));
+            match slot.ended {
+                true => slot.wake(wakers), // its answer is whole: it ends as it is
+                false => slot.fail(Failure::Lost(reason.clone()), wakers),
             }
-            slot.unsent.clear();
-            slot.unsent_len = 0;
-            slot.wake(wakers);
         }
         wakers.append(&mut self.waiting);
         wakers.append(&mut self.ping_waiters);
