@@ -72,10 +72,7 @@ pub fn message(payload: &Bytes) -> BoxBody {
     if payload.len() < 16 << 10 {
         return boxed(http_body_util::Full::new(grpc::frame(payload)));
     }
-    let prefix = grpc::frame(&[]);
-    let mut prefix = bytes::BytesMut::from(&prefix[..]);
-    prefix[1..5].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    boxed(Chunks(vec![payload.clone(), prefix.freeze()]))
+    boxed(Chunks(vec![payload.clone(), grpc::prefix(payload.len())]))
 }
 
 /// Data frames popped from the end of the list, then the end of the stream.
@@ -312,12 +309,9 @@ impl Read {
             None => {
                 // Sized once for the whole message its prefix announces (within `max`): a
                 // large one is copied once, not again at every doubling of its buffer.
-                let announced = match self.first.get(..5) {
-                    Some(prefix) => {
-                        5 + u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]])
-                            as usize
-                    }
-                    None => 0,
+                let announced = match self.first.len() >= 5 {
+                    true => 5 + grpc::announced_len(&self.first),
+                    false => 0,
                 };
                 let capacity = announced.min(max).max(self.first.len() + data.len());
                 let mut more = bytes::BytesMut::with_capacity(capacity);

@@ -126,6 +126,11 @@ pub fn frame(message: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The length a message's 5-byte prefix (at the start of `bytes`, at least 5 long) announces.
+pub fn announced_len(bytes: &[u8]) -> usize {
+    u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize
+}
+
 /// The 5-byte prefix of an uncompressed message of `len` bytes.
 pub fn prefix(len: usize) -> Bytes {
     let mut out = [0u8; 5];
@@ -142,7 +147,7 @@ pub fn next_message(buffer: &mut BytesMut, limit: usize) -> Result<Option<Bytes>
     if buffer[0] != 0 {
         return Err(FrameError::Compressed);
     }
-    let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+    let len = announced_len(buffer);
     if len > limit {
         return Err(FrameError::TooLarge(len));
     }
@@ -162,7 +167,7 @@ pub fn unary_message(body: Bytes) -> Result<Bytes, FrameError> {
     if body[0] != 0 {
         return Err(FrameError::Compressed);
     }
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let len = announced_len(&body);
     match body.len().cmp(&(5 + len)) {
         std::cmp::Ordering::Less => Err(FrameError::Truncated),
         std::cmp::Ordering::Greater => Err(FrameError::Trailing),
