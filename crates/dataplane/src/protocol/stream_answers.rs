@@ -26,11 +26,12 @@ pub fn flag(parameters: &HashMap<String, InferParameter>, name: &str) -> bool {
 }
 
 /// The request's bytes as they go upstream: the gateway's id, and the empty final answer asked
-/// for (both appended: later fields win).
-pub fn upstream_request(payload: &Bytes, upstream_id: u64) -> Bytes {
-    let mut suffix = wire::string_field(3, upstream_id.to_string().as_bytes());
+/// for (both appended after what re-addressing appended: later fields win), in one copy.
+pub fn upstream_request(payload: &wire::Message, upstream_id: u64) -> Bytes {
+    let mut suffix = BytesMut::from(&payload.appended[..]);
+    suffix.extend_from_slice(&wire::string_field(3, upstream_id.to_string().as_bytes()));
     suffix.extend_from_slice(&parameter(4, EMPTY_FINAL, Value::Bool(true)));
-    wire::append(payload, &suffix)
+    wire::append(&payload.bytes, &suffix)
 }
 
 /// An InferParameter's value.
@@ -147,6 +148,15 @@ mod tests {
             ..Default::default()
         };
         let sent = upstream_request(&request.encode_to_vec().into(), 17);
+        let readdressed = wire::Message {
+            bytes: request.encode_to_vec().into(),
+            appended: wire::string_field(1, b"upstream").freeze(),
+        };
+        let moved = ModelInferRequest::decode(upstream_request(&readdressed, 18)).unwrap();
+        assert_eq!(
+            (moved.id.as_str(), moved.model_name.as_str()),
+            ("18", "upstream")
+        );
         let decoded = ModelInferRequest::decode(sent).unwrap();
         assert_eq!(
             (decoded.id.as_str(), decoded.model_name.as_str()),

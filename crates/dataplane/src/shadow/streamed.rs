@@ -96,7 +96,7 @@ async fn copy_stream<G: Gateway>(
         deadline,
         decoupled,
     } = Copy::of(state, job, variant).await?;
-    let payload = upstream_request(&payload.to_bytes(), 1);
+    let payload = upstream_request(&payload, 1);
     let model = (variant.model.clone(), variant.version.clone());
     let endpoint = pool.pick(Some(&model), &[])?;
     let sent = Instant::now();

@@ -211,10 +211,7 @@ impl Session<'_> {
                 shadows: prepared.shadows.clone(),
             }));
         }
-        let payload = Frame::data(grpc::frame(&upstream_request(
-            &prepared.payload.to_bytes(),
-            id,
-        )));
+        let payload = Frame::data(grpc::frame(&upstream_request(&prepared.payload, id)));
         let key = (
             prepared.pool.name.clone(),
             endpoint.address().to_owned(),
