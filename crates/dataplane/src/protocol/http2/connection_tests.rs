@@ -24,16 +24,7 @@ fn serve(io: tokio::io::DuplexStream, reset: bool) -> tokio::task::JoinHandle<Ve
                     len += data.len();
                     let _ = body.flow_control().release_capacity(data.len());
                 }
-                let head = http::Response::builder()
-                    .header("content-type", "application/grpc")
-                    .body(())
-                    .unwrap();
-                let mut send = respond.send_response(head, false).expect("head");
-                send.send_data(Bytes::from(len.to_string()), false)
-                    .expect("data");
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                send.send_trailers(trailers).expect("trailers");
+                reply(respond, Bytes::from(len.to_string()));
             });
         }
         seen
@@ -74,8 +65,7 @@ async fn answer(mut stream: Stream) -> Result<(u16, String, String), Failure> {
 async fn calls_large_and_many_are_answered_on_one_connection() {
     let (client, server) = tokio::io::duplex(64 << 10);
     let served = serve(server, false);
-    let (connection, driver) = Connection::new(client);
-    tokio::spawn(driver);
+    let connection = connected(client);
     // 3 MiB: more than h2's server grants at first (64 KiB), so it waits for windows.
     let large = Bytes::from(vec![7u8; 3 << 20]);
     let stream = connection
@@ -138,8 +128,7 @@ async fn the_connection_ends_once_nothing_holds_it() {
 async fn a_reset_fails_its_call_and_a_lost_connection_all_calls() {
     let (client, server) = tokio::io::duplex(64 << 10);
     let served = serve(server, true);
-    let (connection, driver) = Connection::new(client);
-    tokio::spawn(driver);
+    let connection = connected(client);
     let stream = connection
         .start(&block(), &[Bytes::from_static(b"x")])
         .await;
@@ -159,15 +148,24 @@ async fn a_reset_fails_its_call_and_a_lost_connection_all_calls() {
     assert!(connection.start(&block(), &[]).await.is_err());
 }
 
-/// Answers `respond` with the message `message` and `grpc-status: 0`.
-fn reply(mut respond: h2::server::SendResponse<Bytes>, message: &'static [u8]) {
-    let head = http::Response::builder().body(()).unwrap();
+/// Answers `respond` with `message` and `grpc-status: 0`.
+fn reply(mut respond: h2::server::SendResponse<Bytes>, message: Bytes) {
+    let head = http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
     let mut send = respond.send_response(head, false).expect("head");
-    send.send_data(Bytes::from_static(message), false)
-        .expect("data");
+    send.send_data(message, false).expect("data");
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
     send.send_trailers(trailers).expect("trailers");
+}
+
+/// The lean connection over `client`, its task running.
+fn connected(client: tokio::io::DuplexStream) -> Connection {
+    let (connection, driver) = Connection::new(client);
+    tokio::spawn(driver);
+    connection
 }
 
 #[tokio::test]
@@ -185,8 +183,7 @@ async fn a_call_dropped_before_its_answer_is_cancelled_upstream() {
         });
         while connection.accept().await.is_some() {}
     });
-    let (connection, driver) = Connection::new(client);
-    tokio::spawn(driver);
+    let connection = connected(client);
     let stream = connection
         .start(&block(), &[Bytes::from_static(b"x")])
         .await;
@@ -208,12 +205,11 @@ async fn after_goaway_calls_under_way_finish_and_new_ones_start_elsewhere() {
         connection.graceful_shutdown();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            reply(respond, b"done");
+            reply(respond, Bytes::from_static(b"done"));
         });
         while connection.accept().await.is_some() {}
     });
-    let (connection, driver) = Connection::new(client);
-    tokio::spawn(driver);
+    let connection = connected(client);
     let under_way = connection
         .start(&block(), &[Bytes::from_static(b"x")])
         .await;
