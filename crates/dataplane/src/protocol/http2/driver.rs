@@ -110,13 +110,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
     /// Writes until all is written or the socket is full.
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
         while !self.writing.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .writing
-                .iter()
-                .take(64)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices) {
+            // Up to 64 buffers a write, on the stack (this runs for every request).
+            let mut slices = [IoSlice::new(&[]); 64];
+            let mut count = 0;
+            for (slice, bytes) in slices.iter_mut().zip(&self.writing) {
+                *slice = IoSlice::new(bytes);
+                count += 1;
+            }
+            let slices = &slices[..count];
+            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, slices) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err("the connection was closed".into())),
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
