@@ -122,32 +122,35 @@ impl State {
         !self.out.is_empty() || !self.tail.is_empty()
     }
 
-    pub(super) fn push_payload(&mut self, part: Bytes) {
-        if part.len() < COPY_BELOW {
-            self.tail.extend_from_slice(&part);
-        } else {
-            if !self.tail.is_empty() {
-                let small = self.tail.split().freeze();
-                self.out.push_back(small);
-            }
-            self.out.push_back(part);
-        }
-    }
-
     /// Sends what the windows allow of stream `id`'s request; false while some is left.
     pub(super) fn send_unsent(&mut self, id: u32) -> bool {
-        let Some(slot) = self.streams.get_mut(&id) else {
+        let State {
+            streams,
+            out,
+            tail,
+            window,
+            peer_max_frame,
+            ..
+        } = self;
+        let Some(slot) = streams.get_mut(&id) else {
             return true;
         };
-        let mut frames = Vec::new();
         while slot.unsent_len > 0 {
-            let allowed = self.window.min(slot.window).min(self.peer_max_frame as i64);
+            let allowed = (*window).min(slot.window).min(*peer_max_frame as i64);
             if allowed <= 0 {
                 break;
             }
             let len = (allowed as usize).min(slot.unsent_len);
+            slot.unsent_len -= len;
+            slot.window -= len as i64;
+            *window -= len as i64;
+            let flags = if slot.unsent_len == 0 {
+                frame::END_STREAM
+            } else {
+                0
+            };
+            frame::put_head(tail, len, frame::DATA, flags, id);
             let mut left = len;
-            let mut frame_parts = Vec::new();
             while left > 0 {
                 let chunk = slot.unsent.front_mut().expect("unsent_len counts these");
                 let part = chunk.split_to(left.min(chunk.len()));
@@ -155,22 +158,10 @@ impl State {
                     slot.unsent.pop_front();
                 }
                 left -= part.len();
-                frame_parts.push(part);
-            }
-            slot.unsent_len -= len;
-            slot.window -= len as i64;
-            self.window -= len as i64;
-            frames.push((len, slot.unsent_len == 0, frame_parts));
-        }
-        let done = slot.unsent_len == 0;
-        for (len, last, frame_parts) in frames {
-            let flags = if last { frame::END_STREAM } else { 0 };
-            frame::put_head(&mut self.tail, len, frame::DATA, flags, id);
-            for part in frame_parts {
-                self.push_payload(part);
+                push_payload(out, tail, part);
             }
         }
-        done
+        slot.unsent_len == 0
     }
 
     /// Sends what the windows now allow of the streams that waited for them, in turn: one
@@ -220,6 +211,19 @@ impl Shared {
             state.closed = Some(reason);
         }
         wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Appends a DATA frame's payload after its head: copied into `tail` when small, else written
+/// from its own buffer (what `tail` held so far queued before it).
+fn push_payload(out: &mut VecDeque<Bytes>, tail: &mut BytesMut, part: Bytes) {
+    if part.len() < COPY_BELOW {
+        tail.extend_from_slice(&part);
+    } else {
+        if !tail.is_empty() {
+            out.push_back(tail.split().freeze());
+        }
+        out.push_back(part);
     }
 }
 
