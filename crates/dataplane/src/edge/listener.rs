@@ -1,6 +1,7 @@
 //! The data port's listener: connections accepted (plain or TLS), each served over HTTP/2 until
 //! it ends, asked to go away at shutdown or at its maximum age.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::state::State;
-
 use crate::edge::request;
+use crate::protocol::http2::Server;
+use crate::state::State;
 
 /// How long a new connection has to complete its HTTP/2 preface and settings.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,33 +26,16 @@ struct Lifetime {
     max_age: Option<Duration>,
 }
 
-/// The HTTP/2 settings the gateway serves with.
-fn http2() -> h2::server::Builder {
-    let mut builder = h2::server::Builder::new();
-    builder
-        .initial_window_size(4 << 20)
-        .initial_connection_window_size(16 << 20)
-        .max_frame_size(1 << 20)
-        .max_concurrent_streams(1024)
-        .max_header_list_size(16 << 10)
-        .max_send_buffer_size(4 << 20);
-    builder
-}
-
-/// One client connection, plain or TLS, served until it ends: each stream it opens is a task of
-/// its own (`request::serve`); asked to go away (GOAWAY, the calls under way finish) at shutdown
-/// or at its maximum age.
-async fn serve_connection<I>(
-    state: Arc<State>,
-    builder: h2::server::Builder,
-    mut lifetime: Lifetime,
-    io: I,
-) where
+/// One client connection, plain or TLS, served (over the core's own HTTP/2 server, `http2`)
+/// until it ends: each stream it opens is a task of its own (`request::serve`); asked to go away
+/// (GOAWAY, the calls under way finish) at shutdown or at its maximum age.
+async fn serve_connection<I>(state: Arc<State>, mut lifetime: Lifetime, io: I)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(Ok(mut connection)) =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io)).await
-    else {
+    let mut connection = Server::new(io);
+    let handshake = poll_fn(|cx| connection.poll_ready(cx));
+    let Ok(Ok(())) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await else {
         return;
     };
     let far = Duration::from_secs(365 * 24 * 3600);
@@ -60,14 +44,14 @@ async fn serve_connection<I>(
     let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
+            accepted = poll_fn(|cx| connection.poll_accept(cx)) => match accepted {
+                Some((request, respond)) => {
                     // Boxed: the task then holds a pointer, not the request's whole future,
                     // which tokio would copy as it spawns, finishes and drops the task.
                     tokio::spawn(Box::pin(request::serve(state.clone(), request, respond)));
                 }
                 // The connection ended (or broke): streams under way end with it.
-                Some(Err(_)) | None => return,
+                None => return,
             },
             () = &mut aged, if deadline.is_none() => {
                 connection.graceful_shutdown();
@@ -93,7 +77,6 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
-    let builder = http2();
     let max_age = state
         .config
         .max_connection_age_s
@@ -116,15 +99,15 @@ pub async fn serve(
                 state.connections_accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match &tls {
                     None => {
-                        connections.spawn(serve_connection(state.clone(), builder.clone(), lifetime.clone(), stream));
+                        connections.spawn(serve_connection(state.clone(), lifetime.clone(), stream));
                     }
                     Some(acceptor) => {
                         // The handshake in a task of its own: a slow client never holds up accept.
-                        let (acceptor, state, builder, lifetime) = (acceptor.clone(), state.clone(), builder.clone(), lifetime.clone());
+                        let (acceptor, state, lifetime) = (acceptor.clone(), state.clone(), lifetime.clone());
                         connections.spawn(async move {
                             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                             if let Ok(Ok(stream)) = handshake.await {
-                                serve_connection(state, builder, lifetime, stream).await;
+                                serve_connection(state, lifetime, stream).await;
                             }
                         });
                     }

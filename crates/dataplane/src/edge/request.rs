@@ -11,8 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use h2::server::SendResponse;
-use h2::RecvStream;
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use crate::batching::BATCH_KEY;
@@ -21,6 +19,7 @@ use crate::protocol::body::{self, boxed, BoxBody, Observed, OnEnd};
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::INFERENCE_SERVICE;
 use crate::protocol::grpc::{self, Code};
+use crate::protocol::http2::{Incoming, Respond};
 use crate::protocol::respond::{answer, failure, request_id, unindexed, REQUEST_ID};
 use crate::protocol::streams::{send_answer, RecvBody};
 use crate::rpc::infer::VARIANT_KEY;
@@ -224,18 +223,14 @@ impl OnEnd for Ending {
 
 /// One stream a caller opened: its request handled, then its answer sent, in this task. A caller
 /// that resets the stream before its answer cancels the work (its upstream call is reset too).
-pub async fn serve(
-    state: Arc<State>,
-    request: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
-) {
+pub async fn serve(state: Arc<State>, request: Request<Incoming>, mut respond: Respond) {
     let handling = handle(state, request.map(RecvBody::request));
     let mut handling = std::pin::pin!(handling);
     let response = std::future::poll_fn(|cx| {
         if let Poll::Ready(response) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(response));
         }
-        respond.poll_reset(cx).map(|_| None)
+        respond.poll_reset(cx).map(|()| None)
     })
     .await;
     let Some(response) = response else {
@@ -243,10 +238,12 @@ pub async fn serve(
     };
     let (head, body) = response.into_parts();
     let end = http_body::Body::is_end_stream(&body);
-    if let Ok(send) = respond.send_response(Response::from_parts(head, ()), end) {
-        if !end {
-            send_answer(body, send).await;
-        }
+    if respond
+        .send_head(head.status.as_u16(), &head.headers, end)
+        .is_ok()
+        && !end
+    {
+        send_answer(body, respond).await;
     }
 }
 

@@ -1,9 +1,10 @@
-//! h2's streams as HTTP bodies, both ways and on both sides: a stream's received half
-//! (`RecvStream`: a caller's request, an upstream's answer) read as a `Body`, its flow-control
-//! window given back as it is read; and a `Body` written into a stream's `SendStream` (a request
-//! upstream, an answer to a caller): what is there at once is sent at once (all of a unary
-//! message, every ModelInfer), the rest only once the stream has window for it, stopping when
-//! the far end resets the stream.
+//! HTTP/2 streams as HTTP bodies, both ways and on both sides: a stream's received half (a
+//! caller's request on the lean server, an upstream's answer on the lean client or h2's) read as
+//! a `Body`, its flow-control window given back as it is read; and a `Body` written into a
+//! stream's sending half (`Sink`: a streamed request upstream on h2's client, an answer to a
+//! caller on the lean server): what is there at once is sent at once (all of a unary message,
+//! every ModelInfer), the rest only once the stream has room for it, stopping when the far end
+//! resets the stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -110,9 +111,9 @@ pub struct RecvBody {
 
 impl RecvBody {
     /// A caller's request body.
-    pub fn request(recv: RecvStream) -> RecvBody {
+    pub fn request(incoming: http2::Incoming) -> RecvBody {
         RecvBody {
-            source: Source::H2(recv),
+            source: Source::Caller(incoming),
             data_done: false,
             answer: false,
             _open: None,
@@ -154,11 +155,12 @@ impl RecvBody {
     }
 }
 
-/// Where a received body comes from: a stream of h2's (a caller's request, a streamed call's
-/// answer), or one of the lean client's (a unary call's answer).
+/// Where a received body comes from: a caller's request on the lean server, a unary call's
+/// answer on the lean client, a streamed call's answer on h2's client.
 enum Source {
-    H2(RecvStream),
+    Caller(http2::Incoming),
     Lean(http2::Stream),
+    H2(RecvStream),
 }
 
 /// Held by the caller of a call whose request body is piped by a task of its own: once the
@@ -174,38 +176,43 @@ impl Body for RecvBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let recv = match &mut this.source {
-            Source::H2(recv) => recv,
-            Source::Lean(stream) => {
-                return match stream.poll_frame(cx) {
-                    Poll::Ready(Some(Err(failure))) => {
-                        let reason = match failure {
-                            http2::Failure::Reset(code) => Some(Reason::from(code)),
-                            http2::Failure::Lost(_) => None,
-                        };
-                        this.ended(reason, failure.into())
+        let polled = match &mut this.source {
+            Source::Lean(stream) => stream.poll_frame(cx),
+            Source::Caller(incoming) => incoming.poll_frame(cx),
+            Source::H2(recv) => {
+                if !this.data_done {
+                    match recv.poll_data(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Some(Ok(data))) => {
+                            // Read: its share of the window goes back to the sender.
+                            let _ = recv.flow_control().release_capacity(data.len());
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Poll::Ready(Some(Err(error))) => {
+                            return this.ended(error.reason(), error.into())
+                        }
+                        Poll::Ready(None) => this.data_done = true,
                     }
-                    other => other.map_err(Into::into),
+                }
+                return match recv.poll_trailers(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(Some(trailers))) => {
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    Poll::Ready(Ok(None)) => Poll::Ready(None),
+                    Poll::Ready(Err(error)) => this.ended(error.reason(), error.into()),
                 };
             }
         };
-        if !this.data_done {
-            match recv.poll_data(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(data))) => {
-                    // Read: its share of the window goes back to the sender.
-                    let _ = recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Poll::Ready(Some(Err(error))) => return this.ended(error.reason(), error.into()),
-                Poll::Ready(None) => this.data_done = true,
+        match polled {
+            Poll::Ready(Some(Err(failure))) => {
+                let reason = match failure {
+                    http2::Failure::Reset(code) => Some(Reason::from(code)),
+                    http2::Failure::Lost(_) => None,
+                };
+                this.ended(reason, failure.into())
             }
-        }
-        match recv.poll_trailers(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
-            Poll::Ready(Err(error)) => this.ended(error.reason(), error.into()),
+            other => other.map_err(Into::into),
         }
     }
 
@@ -213,11 +220,73 @@ impl Body for RecvBody {
         match &self.source {
             Source::H2(recv) => recv.is_end_stream(),
             Source::Lean(stream) => stream.is_end_stream(),
+            Source::Caller(incoming) => incoming.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// A stream's sending half: a streamed request upstream (h2's client), an answer to a caller
+/// (the lean server).
+pub trait Sink {
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), String>;
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), String>;
+    fn send_reset(&mut self, reason: Reason);
+    /// Ready when the far end reset the stream (or is gone).
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Ready(true) once `len` more bytes may be sent; Ready(false) when the stream failed.
+    fn poll_room(&mut self, len: usize, cx: &mut Context<'_>) -> Poll<bool>;
+}
+
+impl Sink for SendStream<Bytes> {
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), String> {
+        SendStream::send_data(self, data, end).map_err(|e| e.to_string())
+    }
+
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), String> {
+        SendStream::send_trailers(self, trailers).map_err(|e| e.to_string())
+    }
+
+    fn send_reset(&mut self, reason: Reason) {
+        SendStream::send_reset(self, reason);
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        SendStream::poll_reset(self, cx).map(|_| ())
+    }
+
+    fn poll_room(&mut self, len: usize, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.capacity() > 0 {
+            return Poll::Ready(true);
+        }
+        self.reserve_capacity(len.max(1));
+        self.poll_capacity(cx)
+            .map(|room| matches!(room, Some(Ok(_))))
+    }
+}
+
+impl Sink for http2::Respond {
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), String> {
+        http2::Respond::send_data(self, data, end).map_err(|e| e.to_string())
+    }
+
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), String> {
+        http2::Respond::send_trailers(self, &trailers).map_err(|e| e.to_string())
+    }
+
+    fn send_reset(&mut self, reason: Reason) {
+        http2::Respond::send_reset(self, reason.into());
+    }
+
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        http2::Respond::poll_reset(self, cx)
+    }
+
+    fn poll_room(&mut self, _len: usize, cx: &mut Context<'_>) -> Poll<bool> {
+        http2::Respond::poll_room(self, cx).map(|room| room.is_ok())
     }
 }
 
@@ -250,9 +319,9 @@ impl Writing {
 
 /// Reads the body's next frame; its end, its trailers and its failure are written into `send`
 /// here, its data is left to the caller (sent at once, or once the stream has window).
-fn next_frame(
+fn next_frame<S: Sink>(
     body: &mut BoxBody,
-    send: &mut SendStream<Bytes>,
+    send: &mut S,
     writing: Writing,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Next, String>> {
@@ -261,10 +330,7 @@ fn next_frame(
         Poll::Ready(frame) => frame,
     };
     Poll::Ready(match frame {
-        None => send
-            .send_data(Bytes::new(), true)
-            .map(|()| Next::Ended)
-            .map_err(|e| e.to_string()),
+        None => send.send_data(Bytes::new(), true).map(|()| Next::Ended),
         Some(Err(error)) => {
             send.send_reset(writing.reset());
             Err(error.to_string())
@@ -273,18 +339,16 @@ fn next_frame(
             Ok(data) => Ok(Next::Data(data, body.is_end_stream())),
             Err(frame) => {
                 let trailers = frame.into_trailers().unwrap_or_else(|_| HeaderMap::new());
-                send.send_trailers(trailers)
-                    .map(|()| Next::Ended)
-                    .map_err(|e| e.to_string())
+                send.send_trailers(trailers).map(|()| Next::Ended)
             }
         },
     })
 }
 
 /// Sends the frames of `body` that are ready now; Ok(true) once it has all gone.
-async fn send_ready(
+async fn send_ready<S: Sink>(
     body: &mut BoxBody,
-    send: &mut SendStream<Bytes>,
+    send: &mut S,
     writing: Writing,
 ) -> Result<bool, String> {
     std::future::poll_fn(|cx| {
@@ -293,7 +357,7 @@ async fn send_ready(
                 Poll::Pending => break Ok(false),
                 Poll::Ready(Ok(Next::Data(data, end))) => {
                     if let Err(error) = send.send_data(data, end) {
-                        break Err(error.to_string());
+                        break Err(error);
                     }
                     if end {
                         break Ok(true);
@@ -325,7 +389,7 @@ pub async fn send_body(
 /// Sends an answer's body to its caller, in the caller's own task, until it ends or the caller
 /// resets the stream (the body is then dropped unfinished: an upstream answer read through it is
 /// reset in turn).
-pub async fn send_answer(mut body: BoxBody, mut send: SendStream<Bytes>) {
+pub async fn send_answer(mut body: BoxBody, mut send: http2::Respond) {
     if let Ok(false) = send_ready(&mut body, &mut send, Writing::Answer).await {
         pipe(body, send, Writing::Answer, None).await;
     }
@@ -333,9 +397,9 @@ pub async fn send_answer(mut body: BoxBody, mut send: SendStream<Bytes>) {
 
 /// The rest of a body: a frame is read from the body, then sent once the stream has some window
 /// for it (no window is asked for before there is a frame to send).
-async fn pipe(
+async fn pipe<S: Sink>(
     mut body: BoxBody,
-    mut send: SendStream<Bytes>,
+    mut send: S,
     writing: Writing,
     mut cancelled: Option<oneshot::Receiver<()>>,
 ) {
@@ -358,16 +422,13 @@ async fn pipe(
                 Poll::Ready(Ok(Next::Ended) | Err(_)) => return Poll::Ready(()),
             },
         };
-        if send.capacity() == 0 {
-            send.reserve_capacity(data.len().max(1));
-            match send.poll_capacity(cx) {
-                Poll::Pending => {
-                    held = Some((data, end));
-                    return Poll::Pending;
-                }
-                Poll::Ready(None | Some(Err(_))) => return Poll::Ready(()),
-                Poll::Ready(Some(Ok(_))) => {}
+        match send.poll_room(data.len(), cx) {
+            Poll::Pending => {
+                held = Some((data, end));
+                return Poll::Pending;
             }
+            Poll::Ready(false) => return Poll::Ready(()),
+            Poll::Ready(true) => {}
         }
         if send.send_data(data, end).is_err() || end {
             return Poll::Ready(());

@@ -13,15 +13,14 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::driver::Driver;
 use super::frame;
 use super::shared::{
-    wake_driver, Failure, Shared, Slot, State, CONNECTION_WINDOW, INITIAL_MAX_STREAMS, MAX_FRAME,
-    MAX_HEADER_LIST, STREAM_WINDOW,
+    wake_driver, Failure, Finish, Received, Shared, Slot, State, CONNECTION_WINDOW,
+    INITIAL_MAX_STREAMS, MAX_FRAME, MAX_HEADER_LIST, STREAM_WINDOW,
 };
 
 /// A client connection, shared by the calls to its server. When the last handle (and the last
@@ -72,7 +71,7 @@ impl Connection {
             state: Mutex::new(state),
         });
         let (alive, unused) = oneshot::channel();
-        let driver = Driver::new(io, shared.clone(), unused);
+        let driver = Driver::new(io, shared.clone(), Some(unused));
         let handle = Handle {
             shared,
             _alive: alive,
@@ -125,6 +124,10 @@ impl Connection {
                 window: state.peer_window,
                 unsent: request.iter().filter(|b| !b.is_empty()).cloned().collect(),
                 unsent_len,
+                finish: match unsent_len {
+                    0 => Finish::Done,
+                    _ => Finish::Data,
+                },
                 ..Slot::default()
             };
             state.streams.insert(id, slot);
@@ -209,47 +212,20 @@ impl Stream {
     }
 
     /// The answer's next DATA frame, then its trailers.
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Failure>>> {
-        let mut guard = self.connection.0.shared.lock();
-        let state = &mut *guard;
-        let slot = state
-            .streams
-            .get_mut(&self.id)
-            .expect("a stream's slot lives as long as it");
-        if let Some(data) = slot.data.pop_front() {
-            slot.buffered -= data.len();
-            slot.unacked += data.len() as u32;
-            if slot.unacked >= STREAM_WINDOW / 2 && !slot.ended {
-                let increment = std::mem::take(&mut slot.unacked);
-                frame::put_window_update(&mut state.tail, self.id, increment);
-                wake_driver(guard);
-            }
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Received> {
+        let mut state = self.connection.0.shared.lock();
+        let (received, update) = state.poll_received(self.id, cx);
+        if update {
+            wake_driver(state);
         }
-        if let Some(trailers) = slot.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        if slot.ended {
+        if let Poll::Ready(None | Some(Err(_))) = received {
             self.done = true;
-            return Poll::Ready(None);
         }
-        if let Some(failure) = &slot.failed {
-            self.done = true;
-            return Poll::Ready(Some(Err(failure.clone())));
-        }
-        slot.waker = Some(cx.waker().clone());
-        Poll::Pending
+        received
     }
 
     pub fn is_end_stream(&self) -> bool {
-        let state = self.connection.0.shared.lock();
-        state
-            .streams
-            .get(&self.id)
-            .is_none_or(|s| s.ended && s.data.is_empty() && s.trailers.is_none())
+        self.connection.0.shared.lock().received_all(self.id)
     }
 }
 

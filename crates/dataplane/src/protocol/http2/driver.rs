@@ -1,6 +1,6 @@
-//! A lean connection's task: writes what its callers queued, reads what the server sends and
-//! hands each frame to its stream (answers' heads, data and trailers; resets, settings, pings,
-//! GOAWAY and windows for the connection), until the connection ends.
+//! A lean connection's I/O: writes what its users queued, reads what the peer sends and has it
+//! handled (`receive`), until the connection ends. A client's runs as a task of its own; a
+//! server's is driven by the task that accepts its requests (`server`).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,28 +13,21 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::oneshot;
 
-use super::frame::{self, Head, Malformed};
-use super::hpack::Decoder;
-use super::shared::{
-    Failure, Shared, State, CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, READ_CHUNK,
-    STREAM_WINDOW,
-};
+use super::frame::Malformed;
+use super::receive::Receiver;
+use super::shared::{Shared, READ_CHUNK};
 
 /// The connection's task: writes what is queued, reads and handles what comes.
 pub(super) struct Driver<I> {
     io: I,
-    /// Closed when the last handle is dropped: polled once, it keeps the task's waker and wakes
-    /// it then; looked at (not polled) after that.
-    unused: oneshot::Receiver<()>,
+    /// A client's: closed when the last handle is dropped: polled once, it keeps the task's waker
+    /// and wakes it then; looked at (not polled) after that.
+    unused: Option<oneshot::Receiver<()>>,
     watching: bool,
     shared: Arc<Shared>,
     read: BytesMut,
     writing: VecDeque<Bytes>,
-    decoder: Decoder,
-    /// A header block whose CONTINUATIONs are still to come: its stream, whether it ends the
-    /// stream, and its fragments so far.
-    continuing: Option<(u32, bool, BytesMut)>,
-    wakers: Vec<Waker>,
+    receiver: Receiver,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Future for Driver<I> {
@@ -53,7 +46,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for Driver<I> {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
-    pub(super) fn new(io: I, shared: Arc<Shared>, unused: oneshot::Receiver<()>) -> Driver<I> {
+    /// A client's driver (`unused` given), or a server's.
+    pub(super) fn new(
+        io: I,
+        shared: Arc<Shared>,
+        unused: Option<oneshot::Receiver<()>>,
+    ) -> Driver<I> {
+        let server = unused.is_none();
         Driver {
             io,
             unused,
@@ -61,19 +60,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             shared,
             read: BytesMut::with_capacity(READ_CHUNK),
             writing: VecDeque::new(),
-            decoder: Decoder::new(MAX_HEADER_LIST),
-            continuing: None,
-            wakers: Vec::new(),
+            receiver: Receiver::new(server),
         }
     }
 
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<String> {
-        if !self.watching {
-            self.watching = true;
-            let _ = Pin::new(&mut self.unused).poll(cx);
-        }
-        if let Err(oneshot::error::TryRecvError::Closed) = self.unused.try_recv() {
-            return Poll::Ready("the connection is no longer used".into());
+    pub(super) fn drive(&mut self, cx: &mut Context<'_>) -> Poll<String> {
+        if let Some(unused) = &mut self.unused {
+            if !self.watching {
+                self.watching = true;
+                let _ = Pin::new(&mut *unused).poll(cx);
+            }
+            if let Err(oneshot::error::TryRecvError::Closed) = unused.try_recv() {
+                return Poll::Ready("the connection is no longer used".into());
+            }
         }
         loop {
             {
@@ -101,6 +100,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             let mut state = self.shared.lock();
             if state.queued() && self.writing.is_empty() {
                 continue; // queued while we read: write it now
+            }
+            if state.server
+                && state.going_away
+                && state.streams.is_empty()
+                && self.writing.is_empty()
+            {
+                return Poll::Ready("the connection went away (GOAWAY)".into());
             }
             state.driver = Some(cx.waker().clone());
             return Poll::Pending;
@@ -149,268 +155,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         }
         let reading = self.io.read_buf(&mut self.read);
         let n = match std::pin::pin!(reading).poll(cx) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready(Err("the server closed the connection".into()))
-            }
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err("the peer closed the connection".into())),
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.to_string())),
             Poll::Pending => return Poll::Pending,
         };
         debug_assert!(n > 0);
-        if let Err(Malformed(code, what)) = self.frames() {
+        let mut state = self.shared.lock();
+        let handled = self.receiver.frames(&mut self.read, &mut state);
+        drop(state);
+        self.receiver.wakers.drain(..).for_each(Waker::wake);
+        if let Err(Malformed(code, what)) = handled {
             let code = h2::Reason::from(code);
-            return Poll::Ready(Err(format!(
-                "HTTP/2 error from the server ({code}): {what}"
-            )));
+            return Poll::Ready(Err(format!("HTTP/2 error from the peer ({code}): {what}")));
         }
         Poll::Ready(Ok(true))
-    }
-
-    /// Handles every whole frame read.
-    fn frames(&mut self) -> Result<(), Malformed> {
-        let shared = self.shared.clone();
-        let mut state = shared.lock();
-        let result = loop {
-            let Some(head) = Head::parse(&self.read) else {
-                break Ok(());
-            };
-            if head.len > MAX_FRAME {
-                break Err(Malformed(
-                    frame::FRAME_SIZE_ERROR,
-                    "a frame larger than allowed",
-                ));
-            }
-            if self.read.len() < frame::HEAD_LEN + head.len {
-                self.read
-                    .reserve(frame::HEAD_LEN + head.len - self.read.len());
-                break Ok(());
-            }
-            self.read.advance(frame::HEAD_LEN);
-            let payload = self.read.split_to(head.len).freeze();
-            if let Err(e) = self.frame(&mut state, head, payload) {
-                break Err(e);
-            }
-        };
-        drop(state);
-        self.wakers.drain(..).for_each(Waker::wake);
-        result
-    }
-
-    fn frame(&mut self, state: &mut State, head: Head, payload: Bytes) -> Result<(), Malformed> {
-        if self.continuing.is_some() && head.kind != frame::CONTINUATION {
-            return Err(Malformed(frame::PROTOCOL_ERROR, "a header block cut off"));
-        }
-        match head.kind {
-            frame::DATA => {
-                if head.stream == 0 {
-                    return Err(Malformed(frame::PROTOCOL_ERROR, "DATA on stream 0"));
-                }
-                let (start, end) = frame::content(&head, &payload)?;
-                state.unacked += head.len as u32;
-                if state.unacked >= CONNECTION_WINDOW / 4 {
-                    let increment = std::mem::take(&mut state.unacked);
-                    frame::put_window_update(&mut state.tail, 0, increment);
-                }
-                if let Some(slot) = state.streams.get_mut(&head.stream) {
-                    if !slot.ended && slot.failed.is_none() {
-                        if end > start {
-                            slot.data.push_back(payload.slice(start..end));
-                            slot.buffered += end - start;
-                        }
-                        if slot.buffered > STREAM_WINDOW as usize {
-                            // More than its window: the server broke flow control.
-                            slot.data.clear();
-                            slot.fail(Failure::Reset(frame::FLOW_CONTROL_ERROR), &mut self.wakers);
-                            frame::put_rst_stream(
-                                &mut state.tail,
-                                head.stream,
-                                frame::FLOW_CONTROL_ERROR,
-                            );
-                            return Ok(());
-                        }
-                        // Padding counts against the stream's window too: given back with the
-                        // data, as it is read.
-                        slot.unacked += (head.len - (end - start)) as u32;
-                        slot.ended = head.has(frame::END_STREAM);
-                        slot.wake(&mut self.wakers);
-                    }
-                }
-            }
-            frame::HEADERS => {
-                if head.stream == 0 {
-                    return Err(Malformed(frame::PROTOCOL_ERROR, "HEADERS on stream 0"));
-                }
-                let (start, end) = frame::content(&head, &payload)?;
-                let fragment = payload.slice(start..end);
-                let end_stream = head.has(frame::END_STREAM);
-                if head.has(frame::END_HEADERS) {
-                    self.headers(state, head.stream, end_stream, &fragment)?;
-                } else {
-                    self.continuing =
-                        Some((head.stream, end_stream, BytesMut::from(&fragment[..])));
-                }
-            }
-            frame::CONTINUATION => {
-                let Some((stream, end_stream, mut block)) = self.continuing.take() else {
-                    return Err(Malformed(
-                        frame::PROTOCOL_ERROR,
-                        "CONTINUATION out of place",
-                    ));
-                };
-                if stream != head.stream {
-                    return Err(Malformed(
-                        frame::PROTOCOL_ERROR,
-                        "CONTINUATION on another stream",
-                    ));
-                }
-                block.extend_from_slice(&payload);
-                if block.len() > MAX_HEADER_LIST * 2 {
-                    return Err(Malformed(frame::PROTOCOL_ERROR, "a header block too large"));
-                }
-                if head.has(frame::END_HEADERS) {
-                    self.headers(state, stream, end_stream, &block.freeze())?;
-                } else {
-                    self.continuing = Some((stream, end_stream, block));
-                }
-            }
-            frame::RST_STREAM => {
-                let code = frame::u32_at(&payload, 0)?;
-                if let Some(slot) = state.streams.get_mut(&head.stream) {
-                    slot.fail(Failure::Reset(code), &mut self.wakers);
-                }
-            }
-            frame::SETTINGS => {
-                if head.has(frame::ACK) {
-                    return Ok(());
-                }
-                // Until the first SETTINGS, INITIAL_MAX_STREAMS; left out of it, no limit (its
-                // initial value); left out of a later one, unchanged.
-                let mut max_streams = match state.settings_seen {
-                    true => state.peer_max_streams,
-                    false => usize::MAX,
-                };
-                state.settings_seen = true;
-                for (id, value) in frame::settings(&payload)? {
-                    match id {
-                        frame::SETTINGS_MAX_CONCURRENT_STREAMS => max_streams = value as usize,
-                        frame::SETTINGS_INITIAL_WINDOW_SIZE => {
-                            let value = i64::from(value);
-                            if value > frame::MAX_WINDOW {
-                                return Err(Malformed(
-                                    frame::FLOW_CONTROL_ERROR,
-                                    "window too large",
-                                ));
-                            }
-                            let delta = value - state.peer_window;
-                            state.peer_window = value;
-                            for slot in state.streams.values_mut() {
-                                slot.window += delta;
-                            }
-                        }
-                        frame::SETTINGS_MAX_FRAME_SIZE => {
-                            if !(frame::DEFAULT_MAX_FRAME..1 << 24).contains(&(value as usize)) {
-                                return Err(Malformed(frame::PROTOCOL_ERROR, "bad max frame size"));
-                            }
-                            state.peer_max_frame = value as usize;
-                        }
-                        _ => {}
-                    }
-                }
-                state.peer_max_streams = max_streams;
-                self.wakers.append(&mut state.waiting);
-                frame::put_settings_ack(&mut state.tail);
-                state.send_blocked();
-            }
-            frame::PING => {
-                let bytes: [u8; 8] = payload[..]
-                    .try_into()
-                    .map_err(|_| Malformed(frame::FRAME_SIZE_ERROR, "PING not 8 bytes"))?;
-                if head.has(frame::ACK) {
-                    let number = u64::from_be_bytes(bytes);
-                    state.pings_answered = state.pings_answered.max(number.min(state.pings_sent));
-                    self.wakers.append(&mut state.ping_waiters);
-                } else {
-                    frame::put_ping(&mut state.tail, frame::ACK, bytes);
-                }
-            }
-            frame::GOAWAY => {
-                let last = frame::u32_at(&payload, 0)? & 0x7fff_ffff;
-                state.going_away = true;
-                let reason: Arc<str> =
-                    "the server is going away (GOAWAY) and did not take the call".into();
-                for (&id, slot) in state.streams.iter_mut() {
-                    if id > last && slot.failed.is_none() {
-                        slot.fail(Failure::Lost(reason.clone()), &mut self.wakers);
-                    }
-                }
-                self.wakers.append(&mut state.waiting);
-            }
-            frame::WINDOW_UPDATE => {
-                let increment = i64::from(frame::u32_at(&payload, 0)? & 0x7fff_ffff);
-                if head.stream == 0 {
-                    if increment == 0 {
-                        return Err(Malformed(frame::PROTOCOL_ERROR, "a zero window update"));
-                    }
-                    state.window += increment;
-                    if state.window > frame::MAX_WINDOW {
-                        return Err(Malformed(frame::FLOW_CONTROL_ERROR, "window past 2^31-1"));
-                    }
-                } else if let Some(slot) = state.streams.get_mut(&head.stream) {
-                    slot.window += increment;
-                }
-                state.send_blocked();
-            }
-            frame::PUSH_PROMISE => {
-                return Err(Malformed(
-                    frame::PROTOCOL_ERROR,
-                    "PUSH_PROMISE though push is off",
-                ));
-            }
-            _ => {} // PRIORITY, and types this client does not know: ignored (§4.1)
-        }
-        Ok(())
-    }
-
-    /// A whole header block on `stream`: its answer's head, or its trailers. Decoded even when
-    /// the stream is gone (the table must follow the server's).
-    fn headers(
-        &mut self,
-        state: &mut State,
-        stream: u32,
-        end_stream: bool,
-        block: &Bytes,
-    ) -> Result<(), Malformed> {
-        let block = self
-            .decoder
-            .decode(block)
-            .map_err(|e| Malformed(frame::COMPRESSION_ERROR, e.0))?;
-        let Some(slot) = state.streams.get_mut(&stream) else {
-            return Ok(());
-        };
-        if slot.ended || slot.failed.is_some() {
-            return Ok(());
-        }
-        let informational = block.status.is_some_and(|s| (100..200).contains(&s));
-        let malformed = block.malformed
-            || if slot.head_seen {
-                block.status.is_some() || !end_stream
-            } else {
-                block.status.is_none() || informational && end_stream
-            };
-        if malformed {
-            slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), &mut self.wakers);
-            frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
-        } else if !slot.head_seen {
-            if informational {
-                return Ok(());
-            }
-            slot.head_seen = true;
-            slot.head = block.status.map(|status| (status, block.headers));
-        } else {
-            slot.trailers = Some(block.headers);
-        }
-        slot.ended |= end_stream;
-        slot.wake(&mut self.wakers);
-        Ok(())
     }
 }

@@ -35,6 +35,7 @@ pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 pub const NO_ERROR: u32 = 0x0;
 pub const PROTOCOL_ERROR: u32 = 0x1;
 pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub const REFUSED_STREAM: u32 = 0x7;
 pub const FRAME_SIZE_ERROR: u32 = 0x6;
 pub const CANCEL: u32 = 0x8;
 pub const COMPRESSION_ERROR: u32 = 0x9;
@@ -98,6 +99,13 @@ pub fn put_window_update(dst: &mut BytesMut, stream: u32, increment: u32) {
 
 pub fn put_rst_stream(dst: &mut BytesMut, stream: u32, code: u32) {
     put_head(dst, 4, RST_STREAM, 0, stream);
+    dst.put_u32(code);
+}
+
+/// GOAWAY: no stream past `last` will be served.
+pub fn put_goaway(dst: &mut BytesMut, last: u32, code: u32) {
+    put_head(dst, 8, GOAWAY, 0, 0);
+    dst.put_u32(last);
     dst.put_u32(code);
 }
 

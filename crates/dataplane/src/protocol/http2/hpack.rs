@@ -1,7 +1,8 @@
-//! HPACK (RFC 7541) for a client: header blocks decoded against the connection's dynamic table
-//! into an answer's status and headers, and request heads encoded without touching the peer's
-//! table (every field a literal "without indexing" or "never indexed", strings sent as they
-//! are), so the encoder keeps no state. Sans-IO.
+//! HPACK (RFC 7541) for both ends of a connection: header blocks decoded against the
+//! connection's dynamic table (an answer's status and headers for a client, a request's
+//! pseudo-headers and headers for a server), and heads encoded without touching the peer's table
+//! (every field a literal "without indexing" or "never indexed", strings sent as they are), so
+//! the encoder keeps no state. Sans-IO.
 //!
 //! The dynamic table keeps each entry parsed (`HeaderName`, `HeaderValue`): a field the server
 //! sends again by its index, as gRPC servers do with nearly every field after the first answer,
@@ -23,21 +24,60 @@ pub const TABLE_SIZE: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 pub struct CompressionError(pub &'static str);
 
-/// A decoded header block: the `:status` of an answer's head, its other fields, and whether a
-/// field was malformed (an invalid name or value, an unknown pseudo-header, over the size
-/// limit), which fails the stream but not the connection.
+/// A decoded header block: the `:status` of an answer's head (a client's decoder) or the
+/// pseudo-headers of a request's (a server's), its other fields, and whether a field was
+/// malformed (an invalid name or value, a pseudo-header unknown, repeated, out of place or of the
+/// other end's kind, over the size limit), which fails the stream but not the connection.
 #[derive(Debug, Default)]
 pub struct Block {
     pub status: Option<u16>,
+    pub method: Option<Bytes>,
+    pub scheme: Option<Bytes>,
+    pub authority: Option<Bytes>,
+    pub path: Option<Bytes>,
     pub headers: HeaderMap,
     pub malformed: bool,
+}
+
+impl Block {
+    /// The slot a request's pseudo-header goes in.
+    fn pseudo(&mut self, which: Pseudo) -> &mut Option<Bytes> {
+        match which {
+            Pseudo::Method => &mut self.method,
+            Pseudo::Scheme => &mut self.scheme,
+            Pseudo::Authority => &mut self.authority,
+            Pseudo::Path => &mut self.path,
+        }
+    }
+}
+
+/// A request's pseudo-header fields.
+#[derive(Clone, Copy, Debug)]
+enum Pseudo {
+    Method,
+    Scheme,
+    Authority,
+    Path,
+}
+
+impl Pseudo {
+    fn of(name: &[u8]) -> Option<Pseudo> {
+        match name {
+            b":method" => Some(Pseudo::Method),
+            b":scheme" => Some(Pseudo::Scheme),
+            b":authority" => Some(Pseudo::Authority),
+            b":path" => Some(Pseudo::Path),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone)]
 enum Field {
     Status(u16),
+    Request(Pseudo, Bytes),
     Header(HeaderName, HeaderValue),
-    /// Decoded, kept in the table, but unusable in an answer.
+    /// Decoded, kept in the table, but unusable in a head.
     Malformed,
 }
 
@@ -54,15 +94,27 @@ pub struct Decoder {
     max_size: usize,
     /// The most a block's fields may add up to (name + value + 32 each), as advertised.
     max_list: usize,
+    /// A server's decoder: blocks are requests' heads (pseudo-headers of requests, no status).
+    requests: bool,
 }
 
 impl Decoder {
+    /// A client's decoder: blocks are answers' heads and trailers.
     pub fn new(max_list: usize) -> Decoder {
         Decoder {
             table: VecDeque::new(),
             size: 0,
             max_size: TABLE_SIZE,
             max_list,
+            requests: false,
+        }
+    }
+
+    /// A server's decoder: blocks are requests' heads and trailers.
+    pub fn for_requests(max_list: usize) -> Decoder {
+        Decoder {
+            requests: true,
+            ..Decoder::new(max_list)
         }
     }
 
@@ -102,15 +154,25 @@ impl Decoder {
             };
             fields_seen = true;
             match field {
-                Field::Status(status) if out.status.is_none() && out.headers.is_empty() => {
+                Field::Status(status)
+                    if !self.requests && out.status.is_none() && out.headers.is_empty() =>
+                {
                     out.status = Some(status);
                     list += 32 + 10;
+                }
+                Field::Request(which, value) if self.requests && out.headers.is_empty() => {
+                    list += 42 + value.len();
+                    let slot = out.pseudo(which);
+                    match slot {
+                        None => *slot = Some(value),
+                        Some(_) => out.malformed = true, // repeated
+                    }
                 }
                 Field::Header(name, value) => {
                     list += 32 + name.as_str().len() + value.len();
                     out.headers.append(name, value);
                 }
-                Field::Status(_) | Field::Malformed => out.malformed = true,
+                Field::Status(_) | Field::Request(..) | Field::Malformed => out.malformed = true,
             }
         }
         if list > self.max_list {
@@ -144,6 +206,7 @@ impl Decoder {
                 };
                 let field = match self.indexed(index)? {
                     Field::Status(_) => status_field(&value),
+                    Field::Request(which, _) => Field::Request(which, value.clone()),
                     Field::Header(name, _) => header_field(name, value.clone()),
                     Field::Malformed => Field::Malformed,
                 };
@@ -151,8 +214,9 @@ impl Decoder {
             }
             Name::Literal(name) => {
                 let field = if name.first() == Some(&b':') {
-                    match &name[..] {
-                        b":status" => status_field(&value),
+                    match (&name[..], Pseudo::of(&name)) {
+                        (b":status", _) => status_field(&value),
+                        (_, Some(which)) => Field::Request(which, value.clone()),
                         _ => Field::Malformed,
                     }
                 } else {
@@ -224,7 +288,10 @@ fn static_field(index: usize) -> Field {
             .iter()
             .map(|&(name, value)| match name {
                 ":status" => status_field(value.as_bytes()),
-                _ if name.starts_with(':') => Field::Malformed, // a request's, not an answer's
+                _ if name.starts_with(':') => match Pseudo::of(name.as_bytes()) {
+                    Some(which) => Field::Request(which, Bytes::from_static(value.as_bytes())),
+                    None => Field::Malformed,
+                },
                 _ => Field::Header(
                     HeaderName::from_static(name),
                     HeaderValue::from_static(value),
@@ -368,7 +435,39 @@ pub fn put_field(dst: &mut BytesMut, how: Literal, index: usize, name: &[u8], va
     dst.put_slice(value);
 }
 
-/// Static table indices a request head uses.
+/// Appends a head's block: its `:status` (an answer's head), then its fields, each a literal
+/// kept out of the peer's table (never indexed when the value is marked sensitive).
+pub fn put_head(dst: &mut BytesMut, status: Option<u16>, headers: &HeaderMap) {
+    match status {
+        Some(200) => dst.put_u8(STATUS_200),
+        Some(status) => {
+            let digits = status.to_string();
+            put_field(
+                dst,
+                Literal::WithoutIndexing,
+                STATUS,
+                b"",
+                digits.as_bytes(),
+            );
+        }
+        None => {}
+    }
+    for (name, value) in headers {
+        let how = match value.is_sensitive() {
+            true => Literal::NeverIndexed,
+            false => Literal::WithoutIndexing,
+        };
+        let index = match *name == http::header::CONTENT_TYPE {
+            true => CONTENT_TYPE,
+            false => 0,
+        };
+        put_field(dst, how, index, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// Static table indices a head uses.
+pub const STATUS_200: u8 = 0x80 | 8;
+pub const STATUS: usize = 8;
 pub const METHOD_POST: u8 = 0x80 | 3;
 pub const SCHEME_HTTP: u8 = 0x80 | 6;
 pub const SCHEME_HTTPS: u8 = 0x80 | 7;
@@ -442,143 +541,5 @@ const STATIC: [(&str, &str); 61] = [
 ];
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hex(text: &str) -> Bytes {
-        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
-
-    fn fields(block: &Block) -> Vec<(String, String)> {
-        block
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-            .collect()
-    }
-
-    #[test]
-    fn the_rfc_s_huffman_answers_decode_against_one_table() {
-        // RFC 7541 C.6: three responses with Huffman coding, table size 256.
-        let mut decoder = Decoder::new(16 << 10);
-        decoder.max_size = 256;
-        let first = decoder
-            .decode(&hex(
-                "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6
-                 2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
-            ))
-            .expect("decodes");
-        assert_eq!(first.status, Some(302));
-        assert_eq!(
-            fields(&first),
-            [
-                ("cache-control".into(), "private".into()),
-                ("date".into(), "Mon, 21 Oct 2013 20:13:21 GMT".into()),
-                ("location".into(), "https://www.example.com".into()),
-            ]
-        );
-        let second = decoder
-            .decode(&hex("4883 640e ffc1 c0bf"))
-            .expect("decodes");
-        assert_eq!(second.status, Some(307));
-        assert_eq!(fields(&second), fields(&first));
-        let third = decoder
-            .decode(&hex(
-                "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b d9ab
-                 77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27 0fb5 291f
-                 9587 3160 65c0 03ed 4ee5 b106 3d50 07",
-            ))
-            .expect("decodes");
-        assert_eq!(third.status, Some(200));
-        assert_eq!(third.headers["content-encoding"], "gzip");
-        assert_eq!(
-            third.headers["set-cookie"],
-            "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1"
-        );
-        assert_eq!(decoder.size, 215);
-        assert!(!third.malformed);
-    }
-
-    #[test]
-    fn bad_blocks_are_compression_errors_and_bad_fields_malformed() {
-        let mut decoder = Decoder::new(16 << 10);
-        assert!(decoder.decode(&Bytes::from_static(&[0x80])).is_err()); // index 0
-        assert!(decoder.decode(&Bytes::from_static(&[0xbe])).is_err()); // past the table
-        assert!(decoder
-            .decode(&Bytes::from_static(&[0x00, 0x05, b'a']))
-            .is_err()); // cut off
-        assert!(decoder
-            .decode(&Bytes::from_static(&[0x88, 0x3f, 0xe1, 0x1f]))
-            .is_err()); // late resize
-                        // An uppercase name is malformed, the block still decoded.
-        let block = decoder
-            .decode(&Bytes::from_static(b"\x88\x00\x01X\x01y"))
-            .expect("decodes");
-        assert!(block.malformed);
-        // A request's pseudo-header in an answer is malformed too.
-        assert!(
-            decoder
-                .decode(&Bytes::from_static(&[0x82]))
-                .unwrap()
-                .malformed
-        );
-    }
-
-    #[test]
-    fn a_small_header_list_limit_marks_the_block() {
-        let mut decoder = Decoder::new(40);
-        let mut block = BytesMut::new();
-        put_field(
-            &mut block,
-            Literal::WithoutIndexing,
-            0,
-            b"grpc-message",
-            &[b'x'; 20],
-        );
-        assert!(decoder.decode(&block.freeze()).unwrap().malformed);
-    }
-
-    #[test]
-    fn what_the_encoder_writes_the_decoder_reads() {
-        let mut block = BytesMut::new();
-        put_field(
-            &mut block,
-            Literal::WithoutIndexing,
-            0,
-            b"grpc-status",
-            b"0",
-        );
-        put_field(
-            &mut block,
-            Literal::NeverIndexed,
-            CONTENT_TYPE,
-            b"",
-            &[b'a'; 300],
-        );
-        let block = Decoder::new(16 << 10).decode(&block.freeze()).unwrap();
-        assert_eq!(block.headers["grpc-status"], "0");
-        assert_eq!(block.headers["content-type"].len(), 300);
-        let mut wide = BytesMut::new();
-        put_integer(&mut wide, 1337, 5, 0);
-        assert_eq!(&wide[..], [31, 154, 10]); // RFC 7541 C.1.2
-    }
-
-    #[test]
-    fn every_octet_s_huffman_code_decodes_to_it() {
-        for (symbol, &(code, len)) in CODES.iter().enumerate().take(256) {
-            // The code, then padding with ones to the byte's end.
-            let pad = (8 - len % 8) % 8;
-            let bits = (u64::from(code) << pad) | ((1 << pad) - 1);
-            let bytes = usize::from(len + pad) / 8;
-            let encoded: Vec<u8> = (0..bytes).rev().map(|i| (bits >> (8 * i)) as u8).collect();
-            assert_eq!(huffman_decode(&encoded), Ok(vec![symbol as u8]), "{symbol}");
-        }
-        assert!(huffman_decode(&[0xff, 0xff, 0xff, 0xff]).is_err()); // EOS
-        assert!(huffman_decode(&[0x00]).is_err()); // '0' then zeros as padding
-    }
-}
+#[path = "hpack_tests.rs"]
+mod tests;

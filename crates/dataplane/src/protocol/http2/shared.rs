@@ -1,15 +1,18 @@
-//! What the callers of a lean connection and its task share behind one lock: each call's stream
-//! (its answer as it comes, its request's bytes still to send), the frames queued for writing,
-//! the windows, and the server's settings; and the sending of a request's bytes as far as the
-//! windows allow.
+//! What the users of a lean connection (a client's callers, a server's handlers) and its task
+//! share behind one lock: each stream (what it received as it comes, its bytes still to send),
+//! the frames queued for writing, the windows, and the peer's settings; the sending of a stream's
+//! bytes as far as the windows allow, and the reading of what it received.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 use http::HeaderMap;
+use http_body::Frame;
 
 use super::frame;
 
@@ -19,6 +22,8 @@ pub(super) const STREAM_WINDOW: u32 = 4 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 16 << 20;
 pub(super) const MAX_FRAME: usize = 1 << 20;
 pub(super) const MAX_HEADER_LIST: usize = 16 << 10;
+/// Streams a client may have open at once on a server's connection.
+pub(super) const MAX_STREAMS: usize = 1024;
 /// Streams a connection opens before the server's SETTINGS say how many it takes.
 pub(super) const INITIAL_MAX_STREAMS: usize = 100;
 /// Payloads up to this size are copied into the write buffer; larger ones are written from
@@ -29,7 +34,7 @@ pub(super) const READ_CHUNK: usize = 64 << 10;
 /// Why a stream failed.
 #[derive(Clone, Debug)]
 pub enum Failure {
-    /// The server reset it (RST_STREAM) with this code.
+    /// The peer reset it (RST_STREAM) with this code.
     Reset(u32),
     /// The connection was lost, or the server went away before taking it.
     Lost(Arc<str>),
@@ -38,11 +43,9 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Reset(code) => write!(
-                f,
-                "stream reset by the server ({})",
-                h2::Reason::from(*code)
-            ),
+            Failure::Reset(code) => {
+                write!(f, "stream reset by the peer ({})", h2::Reason::from(*code))
+            }
             Failure::Lost(reason) => f.write_str(reason),
         }
     }
@@ -50,7 +53,24 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-/// One call's stream.
+/// What a stream received next, as its reader sees it: a frame, its end, or its failure.
+pub type Received = Option<Result<Frame<Bytes>, Failure>>;
+
+/// How a stream's sending ends, once its bytes still unsent (if any) are out.
+#[derive(Default)]
+pub(super) enum Finish {
+    /// More may come.
+    #[default]
+    Open,
+    /// Its last DATA frame ends the stream (a request; an empty one when nothing is left).
+    Data,
+    /// This header block (trailers) ends it.
+    Trailers(Bytes),
+    /// Its end was sent.
+    Done,
+}
+
+/// One stream: a client's call, or a request a server serves.
 #[derive(Default)]
 pub(super) struct Slot {
     pub(super) head: Option<(u16, HeaderMap)>,
@@ -60,8 +80,11 @@ pub(super) struct Slot {
     /// The server ended its side (END_STREAM).
     pub(super) ended: bool,
     pub(super) failed: Option<Failure>,
+    /// Who reads what the stream received.
     pub(super) waker: Option<Waker>,
-    /// The request's bytes not sent yet, for want of window; `window`: what the server allows.
+    /// Who sends on it (a server's answer), waiting for room or for a reset.
+    pub(super) send_waker: Option<Waker>,
+    /// Its bytes not sent yet, for want of window; `window`: what the peer allows.
     pub(super) unsent: VecDeque<Bytes>,
     pub(super) unsent_len: usize,
     pub(super) window: i64,
@@ -69,6 +92,11 @@ pub(super) struct Slot {
     pub(super) unacked: u32,
     /// Received, not yet read by the caller: never more than the window we gave.
     pub(super) buffered: usize,
+    pub(super) finish: Finish,
+    /// A server's stream: its request's reader and its answer's sender still held (0 to 2); what
+    /// it receives while nobody reads is dropped, its window given back.
+    pub(super) holders: u8,
+    pub(super) unread: bool,
 }
 
 impl Slot {
@@ -82,9 +110,12 @@ impl Slot {
     }
 
     pub(super) fn wake(&mut self, wakers: &mut Vec<Waker>) {
-        if let Some(waker) = self.waker.take() {
-            wakers.push(waker);
-        }
+        wakers.extend(self.waker.take());
+        wakers.extend(self.send_waker.take());
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.finish, Finish::Done)
     }
 }
 
@@ -108,8 +139,13 @@ pub(super) struct State {
     pub(super) waiting: Vec<Waker>,
     /// Set when the connection ended: no new stream; the open ones failed.
     pub(super) closed: Option<Arc<str>>,
-    /// GOAWAY received, or stream ids ran out: no new stream.
+    /// A client: GOAWAY received, or stream ids ran out: no new stream. A server: GOAWAY sent.
     pub(super) going_away: bool,
+    /// A server's connection: the requests opened and not yet accepted, and the highest stream
+    /// id opened.
+    pub(super) server: bool,
+    pub(super) accepted: VecDeque<(u32, http::Request<()>)>,
+    pub(super) last_opened: u32,
     /// Received bytes the connection's window has not been given back yet.
     pub(super) unacked: u32,
     pub(super) pings_sent: u64,
@@ -122,7 +158,8 @@ impl State {
         !self.out.is_empty() || !self.tail.is_empty()
     }
 
-    /// Sends what the windows allow of stream `id`'s request; false while some is left.
+    /// Sends what the windows allow of stream `id`'s bytes, and its end once they are out; false
+    /// while some are left.
     pub(super) fn send_unsent(&mut self, id: u32) -> bool {
         let State {
             streams,
@@ -135,6 +172,21 @@ impl State {
         let Some(slot) = streams.get_mut(&id) else {
             return true;
         };
+        let data_ends = matches!(slot.finish, Finish::Data);
+        if slot.unsent_len == 0 {
+            match &slot.finish {
+                Finish::Trailers(block) => {
+                    frame::put_headers(tail, id, block, true, *peer_max_frame);
+                    slot.finish = Finish::Done;
+                }
+                Finish::Data => {
+                    frame::put_head(tail, 0, frame::DATA, frame::END_STREAM, id);
+                    slot.finish = Finish::Done;
+                }
+                Finish::Open | Finish::Done => {}
+            }
+            return true;
+        }
         while slot.unsent_len > 0 {
             let allowed = (*window).min(slot.window).min(*peer_max_frame as i64);
             if allowed <= 0 {
@@ -144,7 +196,8 @@ impl State {
             slot.unsent_len -= len;
             slot.window -= len as i64;
             *window -= len as i64;
-            let flags = if slot.unsent_len == 0 {
+            let flags = if slot.unsent_len == 0 && data_ends {
+                slot.finish = Finish::Done;
                 frame::END_STREAM
             } else {
                 0
@@ -161,20 +214,88 @@ impl State {
                 push_payload(out, tail, part);
             }
         }
+        if slot.unsent_len == 0 && matches!(slot.finish, Finish::Trailers(_)) {
+            return self.send_unsent(id); // the trailers after the data
+        }
         slot.unsent_len == 0
     }
 
     /// Sends what the windows now allow of the streams that waited for them, in turn: one
-    /// still short of window of its own stays in line without holding up those behind it.
-    pub(super) fn send_blocked(&mut self) {
+    /// still short of window of its own stays in line without holding up those behind it. Who
+    /// sends on them is woken (there may be room for more now).
+    pub(super) fn send_blocked(&mut self, wakers: &mut Vec<Waker>) {
         let mut waiting = std::mem::take(&mut self.blocked);
         waiting.retain(|&id| {
             if !self.streams.contains_key(&id) {
                 return false; // its call is gone
             }
-            self.window <= 0 || !self.send_unsent(id)
+            let left = self.window <= 0 || !self.send_unsent(id);
+            if let Some(slot) = self.streams.get_mut(&id) {
+                wakers.extend(slot.send_waker.take());
+            }
+            if !left {
+                self.settle(id);
+            }
+            left
         });
         self.blocked = waiting;
+    }
+
+    /// A server's stream is forgotten once neither its request's reader nor its answer's sender
+    /// holds it and its answer is out (or failed); a request not whole by then is stopped
+    /// (RST_STREAM NO_ERROR: its answer needs no more of it).
+    pub(super) fn settle(&mut self, id: u32) {
+        let Some(slot) = self.streams.get(&id).filter(|_| self.server) else {
+            return; // a client's call is forgotten when its caller drops it
+        };
+        if slot.holders > 0 || !slot.finished() && slot.failed.is_none() && self.closed.is_none() {
+            return;
+        }
+        if !slot.ended && slot.failed.is_none() && self.closed.is_none() {
+            frame::put_rst_stream(&mut self.tail, id, frame::NO_ERROR);
+        }
+        self.streams.remove(&id);
+    }
+
+    /// What stream `id` received next: a DATA frame (its window given back as it is read: true
+    /// when a WINDOW_UPDATE was queued), then its trailers, then its end or its failure.
+    pub(super) fn poll_received(
+        &mut self,
+        id: u32,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Received>, bool) {
+        let State { streams, tail, .. } = self;
+        let slot = streams
+            .get_mut(&id)
+            .expect("a stream's slot lives as long as its holders");
+        if let Some(data) = slot.data.pop_front() {
+            slot.buffered -= data.len();
+            slot.unacked += data.len() as u32;
+            let update = slot.unacked >= STREAM_WINDOW / 2 && !slot.ended;
+            if update {
+                let increment = std::mem::take(&mut slot.unacked);
+                frame::put_window_update(tail, id, increment);
+            }
+            return (Poll::Ready(Some(Ok(Frame::data(data)))), update);
+        }
+        if let Some(trailers) = slot.trailers.take() {
+            return (Poll::Ready(Some(Ok(Frame::trailers(trailers)))), false);
+        }
+        if slot.ended {
+            return (Poll::Ready(None), false);
+        }
+        if let Some(failure) = &slot.failed {
+            return (Poll::Ready(Some(Err(failure.clone()))), false);
+        }
+        slot.waker = Some(cx.waker().clone());
+        (Poll::Pending, false)
+    }
+
+    /// Whether stream `id` has nothing more to give its reader.
+    pub(super) fn received_all(&self, id: u32) -> bool {
+        self.streams
+            .get(&id)
+            .is_none_or(|s| s.ended && s.data.is_empty() && s.trailers.is_none())
     }
 
     pub(super) fn fail_all(&mut self, reason: &Arc<str>, wakers: &mut Vec<Waker>) {
@@ -250,6 +371,7 @@ mod tests {
             let slot = Slot {
                 unsent: VecDeque::from([Bytes::from(vec![0u8; 100])]),
                 unsent_len: 100,
+                finish: Finish::Data,
                 ..Slot::default()
             };
             state.streams.insert(id, slot);
@@ -262,14 +384,14 @@ mod tests {
     fn a_stream_short_of_its_own_window_does_not_hold_up_the_next() {
         let mut state = blocked_pair();
         state.streams.get_mut(&3).unwrap().window = 1000; // its WINDOW_UPDATE came, 1's did not
-        state.send_blocked();
+        state.send_blocked(&mut Vec::new());
         assert_eq!(state.blocked, [1]);
         assert_eq!(state.streams[&3].unsent_len, 0);
         assert_eq!(state.streams[&1].unsent_len, 100);
         assert_eq!(state.window, (1 << 20) - 100);
         // 1's call is gone: it leaves the line.
         state.streams.remove(&1);
-        state.send_blocked();
+        state.send_blocked(&mut Vec::new());
         assert!(state.blocked.is_empty());
     }
 
