@@ -114,6 +114,29 @@ pub fn put_ping(dst: &mut BytesMut, flags: u8, payload: [u8; 8]) {
     dst.put_slice(&payload);
 }
 
+/// A HEADERS frame whose block `encode` writes straight after its head (its length filled in
+/// after), moved into CONTINUATION frames when it came out larger than the peer's frame size.
+pub fn put_headers_with(
+    dst: &mut BytesMut,
+    stream: u32,
+    end_stream: bool,
+    max: usize,
+    encode: impl FnOnce(&mut BytesMut),
+) {
+    let at = dst.len();
+    let flags = if end_stream { END_STREAM } else { 0 };
+    put_head(dst, 0, HEADERS, flags | END_HEADERS, stream);
+    encode(dst);
+    let len = dst.len() - at - HEAD_LEN;
+    if len <= max {
+        dst[at..at + 3].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+    } else {
+        let block = dst.split_off(at + HEAD_LEN);
+        dst.truncate(at);
+        put_headers(dst, stream, &block, end_stream, max);
+    }
+}
+
 /// A HEADERS frame carrying all of `block` (no padding, no priority), split into CONTINUATION
 /// frames when it is larger than the peer's frame size.
 pub fn put_headers(dst: &mut BytesMut, stream: u32, block: &[u8], end_stream: bool, max: usize) {
@@ -235,6 +258,22 @@ mod tests {
                 (CONTINUATION, END_HEADERS, 2)
             ]
         );
+    }
+
+    #[test]
+    fn a_block_encoded_in_place_is_framed_as_one_given_whole() {
+        for (size, max) in [(0, 4), (3, 4), (4, 4), (10, 4), (300, 16_384)] {
+            let block: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let (mut whole, mut in_place) = (
+                BytesMut::from(&b"before"[..]),
+                BytesMut::from(&b"before"[..]),
+            );
+            put_headers(&mut whole, 5, &block, false, max);
+            put_headers_with(&mut in_place, 5, false, max, |dst| {
+                dst.extend_from_slice(&block)
+            });
+            assert_eq!(whole, in_place, "{size} bytes, frames of {max}");
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub(super) struct Receiver {
     /// A header block whose CONTINUATIONs are still to come: its stream, whether it ends the
     /// stream, and its fragments so far.
     continuing: Option<(u32, bool, BytesMut)>,
+    /// A server's: the last request's path, parsed (a connection's requests mostly name one).
+    last_path: Option<(Bytes, Uri)>,
     pub(super) wakers: Vec<Waker>,
 }
 
@@ -33,6 +35,7 @@ impl Receiver {
                 false => Decoder::new(MAX_HEADER_LIST),
             },
             continuing: None,
+            last_path: None,
             wakers: Vec::new(),
         }
     }
@@ -272,7 +275,7 @@ impl Receiver {
             .decode(block)
             .map_err(|e| Malformed(frame::COMPRESSION_ERROR, e.0))?;
         if state.server {
-            return received_head(state, stream, end_stream, block, &mut self.wakers);
+            return self.received_head(state, stream, end_stream, block);
         }
         let Some(slot) = state.streams.get_mut(&stream) else {
             return Ok(());
@@ -305,64 +308,67 @@ impl Receiver {
     }
 }
 
-/// A whole header block a client sent on `stream`: a new request's head, or a request's
-/// trailers. A head that opens no stream the gateway serves (malformed, over the limit, after
-/// GOAWAY) is refused with RST_STREAM.
-fn received_head(
-    state: &mut State,
-    stream: u32,
-    end_stream: bool,
-    block: Block,
-    wakers: &mut Vec<Waker>,
-) -> Result<(), Malformed> {
-    if stream.is_multiple_of(2) {
-        return Err(Malformed(
-            frame::PROTOCOL_ERROR,
-            "a stream id a client may not open",
-        ));
-    }
-    if let Some(slot) = state.streams.get_mut(&stream) {
-        if slot.ended || slot.failed.is_some() {
+impl Receiver {
+    /// A whole header block a client sent on `stream`: a new request's head, or a request's
+    /// trailers. A head that opens no stream the gateway serves (malformed, over the limit, after
+    /// GOAWAY) is refused with RST_STREAM.
+    fn received_head(
+        &mut self,
+        state: &mut State,
+        stream: u32,
+        end_stream: bool,
+        block: Block,
+    ) -> Result<(), Malformed> {
+        let wakers = &mut self.wakers;
+        if stream.is_multiple_of(2) {
+            return Err(Malformed(
+                frame::PROTOCOL_ERROR,
+                "a stream id a client may not open",
+            ));
+        }
+        if let Some(slot) = state.streams.get_mut(&stream) {
+            if slot.ended || slot.failed.is_some() {
+                return Ok(());
+            }
+            let pseudo = block.method.is_some() || block.path.is_some() || block.scheme.is_some();
+            if block.malformed || pseudo || !end_stream {
+                slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), wakers);
+                frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
+                return Ok(());
+            }
+            if !slot.unread {
+                slot.trailers = Some(block.headers);
+            }
+            slot.ended = true;
+            slot.wake(wakers);
             return Ok(());
         }
-        let pseudo = block.method.is_some() || block.path.is_some() || block.scheme.is_some();
-        if block.malformed || pseudo || !end_stream {
-            slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), wakers);
+        if stream <= state.last_opened {
+            return Ok(()); // a stream already closed: what comes late is dropped
+        }
+        state.last_opened = stream;
+        if state.going_away || state.streams.len() >= MAX_STREAMS {
+            frame::put_rst_stream(&mut state.tail, stream, frame::REFUSED_STREAM);
+            return Ok(());
+        }
+        let Some(request) = request(block, &mut self.last_path) else {
             frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
             return Ok(());
-        }
-        if !slot.unread {
-            slot.trailers = Some(block.headers);
-        }
-        slot.ended = true;
-        slot.wake(wakers);
-        return Ok(());
+        };
+        let slot = Slot {
+            window: state.peer_window,
+            ended: end_stream,
+            holders: 2,
+            ..Slot::default()
+        };
+        state.streams.insert(stream, slot);
+        state.accepted.push_back((stream, request));
+        Ok(())
     }
-    if stream <= state.last_opened {
-        return Ok(()); // a stream already closed: what comes late is dropped
-    }
-    state.last_opened = stream;
-    if state.going_away || state.streams.len() >= MAX_STREAMS {
-        frame::put_rst_stream(&mut state.tail, stream, frame::REFUSED_STREAM);
-        return Ok(());
-    }
-    let Some(request) = request(block) else {
-        frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
-        return Ok(());
-    };
-    let slot = Slot {
-        window: state.peer_window,
-        ended: end_stream,
-        holders: 2,
-        ..Slot::default()
-    };
-    state.streams.insert(stream, slot);
-    state.accepted.push_back((stream, request));
-    Ok(())
 }
 
 /// A request's head, when it is a well-formed one (RFC 9113 §8.3.1, §8.2.2).
-fn request(block: Block) -> Option<Request<()>> {
+fn request(block: Block, last_path: &mut Option<(Bytes, Uri)>) -> Option<Request<()>> {
     let (Some(method), Some(_scheme), Some(path)) = (block.method, block.scheme, block.path) else {
         return None;
     };
@@ -377,7 +383,14 @@ fn request(block: Block) -> Option<Request<()>> {
     }
     let mut request = Request::new(());
     *request.method_mut() = Method::from_bytes(&method).ok()?;
-    *request.uri_mut() = Uri::from_maybe_shared(path).ok()?;
+    *request.uri_mut() = match last_path {
+        Some((last, uri)) if *last == path => uri.clone(),
+        _ => {
+            let uri = Uri::from_maybe_shared(path.clone()).ok()?;
+            *last_path = Some((path, uri.clone()));
+            uri
+        }
+    };
     *request.headers_mut() = block.headers;
     Some(request)
 }

@@ -191,10 +191,10 @@ impl Respond {
         end: bool,
     ) -> Result<(), Failure> {
         let mut state = self.open()?;
-        let mut block = BytesMut::new();
-        hpack::put_head(&mut block, Some(status), headers);
         let max_frame = state.peer_max_frame;
-        frame::put_headers(&mut state.tail, self.id, &block, end, max_frame);
+        frame::put_headers_with(&mut state.tail, self.id, end, max_frame, |block| {
+            hpack::put_head(block, Some(status), headers);
+        });
         if end {
             if let Some(slot) = state.streams.get_mut(&self.id) {
                 slot.finish = Finish::Done;
@@ -228,12 +228,26 @@ impl Respond {
     /// The answer's trailers, which end it once its data is out.
     pub fn send_trailers(&mut self, trailers: &HeaderMap) -> Result<(), Failure> {
         let mut state = self.open()?;
-        let mut block = BytesMut::new();
-        hpack::put_head(&mut block, None, trailers);
-        if let Some(slot) = state.streams.get_mut(&self.id) {
+        let State {
+            streams,
+            tail,
+            peer_max_frame,
+            ..
+        } = &mut *state;
+        let Some(slot) = streams.get_mut(&self.id) else {
+            return Ok(());
+        };
+        if slot.unsent_len == 0 {
+            // Nothing before them: straight into the write buffer.
+            frame::put_headers_with(tail, self.id, true, *peer_max_frame, |block| {
+                hpack::put_head(block, None, trailers);
+            });
+            slot.finish = Finish::Done;
+        } else {
+            let mut block = BytesMut::new();
+            hpack::put_head(&mut block, None, trailers);
             slot.finish = Finish::Trailers(block.freeze());
         }
-        state.send_unsent(self.id);
         wake_driver(state);
         Ok(())
     }
