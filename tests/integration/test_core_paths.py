@@ -1,7 +1,7 @@
 """Paths of the core the rest of the suite does not cover, through a real gateway process: a
 route swap seen on an open channel, v2 servers that are not Triton, malformed bytes, outlier
 detection reading trailers, connection age, variants readdressed in metadata RPCs, an oversized
-streamed message.
+streamed message, a static address list as `:authority`.
 """
 
 from __future__ import annotations
@@ -117,6 +117,15 @@ def test_malformed_bytes_are_invalid_argument(triton: TritonCli, tmp_path: Path)
         # ... and the gateway still serves.
         client = grpcclient.InferenceServerClient(gateway.address)
         assert client.infer("identity", [_input(np.ones(4, dtype=np.float32))]).as_numpy("OUTPUT0").tolist() == [1] * 4
+
+
+def test_a_static_address_list_as_authority_is_served(triton: TritonCli, tmp_path: Path) -> None:
+    """gRPC's `ipv4:a,b` target sends the whole list as `:authority`: served, as Triton serves it."""
+    with running_gateway(["--upstream", triton.address], tmp_path / "gateway.log") as gateway:
+        host, port = gateway.address.rsplit(":", 1)
+        with grpc.insecure_channel(f"ipv4:{host}:{port},{host}:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
 
 
 class UnavailableServer(OnlyMetadataServer):

@@ -13,7 +13,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::oneshot;
 
-use super::frame::Malformed;
+use super::frame::{self, Malformed};
 use super::receive::Receiver;
 use super::shared::{Shared, READ_CHUNK};
 
@@ -163,9 +163,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
         debug_assert!(n > 0);
         let mut state = self.shared.lock();
         let handled = self.receiver.frames(&mut self.read, &mut state);
+        let last = state.last_opened;
         drop(state);
         self.receiver.wakers.drain(..).for_each(Waker::wake);
         if let Err(Malformed(code, what)) = handled {
+            // The peer is told why, as far as the socket takes it now, before it is closed.
+            let mut goaway = BytesMut::new();
+            frame::put_goaway(&mut goaway, last, code);
+            self.writing.push_back(goaway.freeze());
+            let _ = self.write(cx);
             let code = h2::Reason::from(code);
             return Poll::Ready(Err(format!("HTTP/2 error from the peer ({code}): {what}")));
         }

@@ -64,9 +64,10 @@ fn serve(io: DuplexStream) -> (mpsc::UnboundedReceiver<String>, oneshot::Sender<
     let (shutdown, asked) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let mut server = Server::new(io);
-        poll_fn(|cx| server.poll_ready(cx))
-            .await
-            .expect("handshake");
+        if let Err(reason) = poll_fn(|cx| server.poll_ready(cx)).await {
+            let _ = events.send(format!("ended before a request: {reason}"));
+            return;
+        }
         let mut asked = Some(asked);
         loop {
             let accepted = poll_fn(|cx| {
@@ -235,4 +236,36 @@ async fn after_goaway_the_calls_under_way_finish_and_the_connection_ends() {
     assert_eq!(&data[..], b"first and last");
     let ended = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
     assert_eq!(ended.expect("in time").as_deref(), Some("ended"));
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_speak_http2_is_told_so_and_let_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut near, far) = tokio::io::duplex(64 << 10);
+    let (mut events, _shutdown) = serve(far);
+    near.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut written = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), near.read_to_end(&mut written)).await;
+    read.expect("closed in time").expect("read");
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while let Some(head) = frame::Head::parse(&written[at..]) {
+        let payload = &written[at + frame::HEAD_LEN..at + frame::HEAD_LEN + head.len];
+        frames.push((head.kind, payload.to_vec()));
+        at += frame::HEAD_LEN + head.len;
+    }
+    let kinds: Vec<u8> = frames.iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(
+        kinds,
+        [frame::SETTINGS, frame::WINDOW_UPDATE, frame::GOAWAY]
+    );
+    assert_eq!(
+        frames[2].1,
+        [0, 0, 0, 0, 0, 0, 0, 1],
+        "last stream 0, PROTOCOL_ERROR"
+    );
+    let ended = events.recv().await.expect("an event");
+    assert!(ended.contains("not an HTTP/2 preface"), "{ended}");
 }
