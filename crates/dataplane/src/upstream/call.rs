@@ -74,7 +74,8 @@ impl Attempt {
                 .unwrap_or_else(|e| e.into_inner())
                 .success(now);
             if self.timed {
-                self.endpoint.observe(self.started.elapsed().as_secs_f64());
+                self.endpoint
+                    .observe(self.started.elapsed().as_secs_f64(), now);
             }
         }
     }

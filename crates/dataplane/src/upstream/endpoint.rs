@@ -76,13 +76,14 @@ impl Endpoint {
         faded(estimate, self.since_sample())
     }
 
-    pub(super) fn observe(&self, seconds: f64) {
+    /// A call's latency, observed at `now` (`now_s`).
+    pub(super) fn observe(&self, seconds: f64, now: f64) {
         let estimate = f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed));
-        let next = update(estimate, self.since_sample(), seconds);
+        let since = now - f64::from_bits(self.sampled_at_bits.load(Ordering::Relaxed));
+        let next = update(estimate, since, seconds);
         self.latency_ewma_bits
             .store(next.to_bits(), Ordering::Relaxed);
-        self.sampled_at_bits
-            .store(now_s().to_bits(), Ordering::Relaxed);
+        self.sampled_at_bits.store(now.to_bits(), Ordering::Relaxed);
     }
 
     pub fn ejected(&self, now: f64) -> bool {

@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 use super::driver::Driver;
 use super::frame;
 use super::shared::{
-    wake_driver, Failure, Finish, Received, Shared, Slot, State, CONNECTION_WINDOW,
-    INITIAL_MAX_STREAMS, MAX_FRAME, MAX_HEADER_LIST, STREAM_WINDOW,
+    wake_driver, Failure, Finish, Received, Shared, State, CONNECTION_WINDOW, INITIAL_MAX_STREAMS,
+    MAX_FRAME, MAX_HEADER_LIST, STREAM_WINDOW,
 };
 
 /// A client connection, shared by the calls to its server. When the last handle (and the last
@@ -120,15 +120,14 @@ impl Connection {
             let unsent_len: usize = request.iter().map(Bytes::len).sum();
             let max_frame = state.peer_max_frame;
             frame::put_headers(&mut state.tail, id, block, unsent_len == 0, max_frame);
-            let slot = Slot {
-                window: state.peer_window,
-                unsent: request.iter().filter(|b| !b.is_empty()).cloned().collect(),
-                unsent_len,
-                finish: match unsent_len {
-                    0 => Finish::Done,
-                    _ => Finish::Data,
-                },
-                ..Slot::default()
+            let mut slot = state.new_slot();
+            slot.window = state.peer_window;
+            slot.unsent
+                .extend(request.iter().filter(|b| !b.is_empty()).cloned());
+            slot.unsent_len = unsent_len;
+            slot.finish = match unsent_len {
+                0 => Finish::Done,
+                _ => Finish::Data,
             };
             state.streams.insert(id, slot);
             if unsent_len > 0 && !state.send_unsent(id) {
@@ -245,6 +244,7 @@ impl Drop for Stream {
             // The server answered before it had the whole request: it needs no more of it.
             frame::put_rst_stream(&mut state.tail, self.id, frame::NO_ERROR);
         }
+        state.recycle(slot);
         if reset || stop {
             wake_driver(state);
         } else {

@@ -11,7 +11,7 @@ use http::{Method, Request, Uri};
 use super::frame::{self, Head, Malformed};
 use super::hpack::{Block, Decoder};
 use super::shared::{
-    Failure, Slot, State, CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, MAX_STREAMS, STREAM_WINDOW,
+    Failure, State, CONNECTION_WINDOW, MAX_FRAME, MAX_HEADER_LIST, MAX_STREAMS, STREAM_WINDOW,
 };
 
 pub(super) struct Receiver {
@@ -355,12 +355,10 @@ impl Receiver {
             frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
             return Ok(());
         };
-        let slot = Slot {
-            window: state.peer_window,
-            ended: end_stream,
-            holders: 2,
-            ..Slot::default()
-        };
+        let mut slot = state.new_slot();
+        slot.window = state.peer_window;
+        slot.ended = end_stream;
+        slot.holders = 2;
         state.streams.insert(stream, slot);
         state.accepted.push_back((stream, request));
         Ok(())

@@ -30,6 +30,8 @@ pub(super) const INITIAL_MAX_STREAMS: usize = 100;
 /// their own buffers.
 pub(super) const COPY_BELOW: usize = 1024;
 pub(super) const READ_CHUNK: usize = 64 << 10;
+/// Streams gone whose queues a connection keeps for new ones.
+const SPARE_QUEUES: usize = 64;
 
 /// Why a stream failed.
 #[derive(Clone, Debug)]
@@ -146,6 +148,8 @@ pub(super) struct State {
     pub(super) server: bool,
     pub(super) accepted: VecDeque<(u32, http::Request<()>)>,
     pub(super) last_opened: u32,
+    /// The queues of streams gone, for new ones.
+    pub(super) spare: Vec<(VecDeque<Bytes>, VecDeque<Bytes>)>,
     /// Received bytes the connection's window has not been given back yet.
     pub(super) unacked: u32,
     pub(super) pings_sent: u64,
@@ -254,7 +258,28 @@ impl State {
         if !slot.ended && slot.failed.is_none() && self.closed.is_none() {
             frame::put_rst_stream(&mut self.tail, id, frame::NO_ERROR);
         }
-        self.streams.remove(&id);
+        if let Some(slot) = self.streams.remove(&id) {
+            self.recycle(slot);
+        }
+    }
+
+    /// A new stream's slot, its queues those of a stream gone (none allocated per stream).
+    pub(super) fn new_slot(&mut self) -> Slot {
+        let (data, unsent) = self.spare.pop().unwrap_or_default();
+        Slot {
+            data,
+            unsent,
+            ..Slot::default()
+        }
+    }
+
+    /// Keeps a forgotten stream's queues, emptied, for a next one.
+    pub(super) fn recycle(&mut self, mut slot: Slot) {
+        if self.spare.len() < SPARE_QUEUES {
+            slot.data.clear();
+            slot.unsent.clear();
+            self.spare.push((slot.data, slot.unsent));
+        }
     }
 
     /// What stream `id` received next: a DATA frame (its window given back as it is read: true
