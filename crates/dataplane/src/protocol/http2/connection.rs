@@ -18,10 +18,7 @@ use tokio::sync::oneshot;
 
 use super::driver::Driver;
 use super::frame;
-use super::shared::{
-    wake_driver, Failure, Finish, Received, Shared, State, CONNECTION_WINDOW, INITIAL_MAX_STREAMS,
-    MAX_FRAME, MAX_HEADER_LIST, STREAM_WINDOW,
-};
+use super::shared::{wake_driver, Failure, Finish, Received, Shared, State};
 
 /// A client connection, shared by the calls to its server. When the last handle (and the last
 /// call's stream) is gone, its task ends and closes it.
@@ -44,31 +41,8 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut state = State {
-            next_id: 1,
-            window: frame::DEFAULT_WINDOW,
-            peer_window: frame::DEFAULT_WINDOW,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME,
-            peer_max_streams: INITIAL_MAX_STREAMS,
-            ..State::default()
-        };
-        state.tail.extend_from_slice(frame::PREFACE);
-        frame::put_settings(
-            &mut state.tail,
-            &[
-                (frame::SETTINGS_ENABLE_PUSH, 0),
-                (frame::SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
-                (frame::SETTINGS_MAX_FRAME_SIZE, MAX_FRAME as u32),
-                (frame::SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
-            ],
-        );
-        frame::put_window_update(
-            &mut state.tail,
-            0,
-            CONNECTION_WINDOW - frame::DEFAULT_WINDOW as u32,
-        );
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: Mutex::new(State::opening(false)),
         });
         let (alive, unused) = oneshot::channel();
         let driver = Driver::new(io, shared.clone(), Some(unused));

@@ -18,10 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::driver::Driver;
 use super::frame;
 use super::hpack;
-use super::shared::{
-    wake_driver, Failure, Finish, Received, Shared, State, CONNECTION_WINDOW, MAX_FRAME,
-    MAX_HEADER_LIST, MAX_STREAMS, STREAM_WINDOW,
-};
+use super::shared::{wake_driver, Failure, Finish, Received, Shared, State};
 
 /// An answer's bytes queued beyond the client's window before its sender waits.
 const SEND_BUFFER: usize = 4 << 20;
@@ -35,30 +32,8 @@ pub struct Server<I> {
 impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
     /// Serves over `io`: our SETTINGS go first; the client's preface is expected.
     pub fn new(io: I) -> Server<I> {
-        let mut state = State {
-            server: true,
-            window: frame::DEFAULT_WINDOW,
-            peer_window: frame::DEFAULT_WINDOW,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME,
-            peer_max_streams: usize::MAX,
-            ..State::default()
-        };
-        frame::put_settings(
-            &mut state.tail,
-            &[
-                (frame::SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
-                (frame::SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
-                (frame::SETTINGS_MAX_FRAME_SIZE, MAX_FRAME as u32),
-                (frame::SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
-            ],
-        );
-        frame::put_window_update(
-            &mut state.tail,
-            0,
-            CONNECTION_WINDOW - frame::DEFAULT_WINDOW as u32,
-        );
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: Mutex::new(State::opening(true)),
         });
         Server {
             driver: Driver::new(io, shared.clone(), None),

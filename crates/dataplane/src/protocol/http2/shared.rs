@@ -158,6 +158,46 @@ pub(super) struct State {
 }
 
 impl State {
+    /// A new connection's state, a server's or a client's, with what opens it queued: a client's
+    /// preface, then our SETTINGS (a server says how many streams a client may open, a client
+    /// that it takes no push) and the connection window we give.
+    pub(super) fn opening(server: bool) -> State {
+        let mut state = State {
+            server,
+            next_id: 1,
+            window: frame::DEFAULT_WINDOW,
+            peer_window: frame::DEFAULT_WINDOW,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME,
+            peer_max_streams: match server {
+                true => usize::MAX, // a server opens none
+                false => INITIAL_MAX_STREAMS,
+            },
+            ..State::default()
+        };
+        let role = match server {
+            true => (frame::SETTINGS_MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
+            false => {
+                state.tail.extend_from_slice(frame::PREFACE);
+                (frame::SETTINGS_ENABLE_PUSH, 0)
+            }
+        };
+        frame::put_settings(
+            &mut state.tail,
+            &[
+                role,
+                (frame::SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+                (frame::SETTINGS_MAX_FRAME_SIZE, MAX_FRAME as u32),
+                (frame::SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
+            ],
+        );
+        frame::put_window_update(
+            &mut state.tail,
+            0,
+            CONNECTION_WINDOW - frame::DEFAULT_WINDOW as u32,
+        );
+        state
+    }
+
     pub(super) fn queued(&self) -> bool {
         !self.out.is_empty() || !self.tail.is_empty()
     }
@@ -383,62 +423,5 @@ pub(super) fn wake_driver(mut state: MutexGuard<'_, State>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blocked_pair() -> State {
-        let mut state = State {
-            window: 1 << 20,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME,
-            ..State::default()
-        };
-        for id in [1, 3] {
-            let slot = Slot {
-                unsent: VecDeque::from([Bytes::from(vec![0u8; 100])]),
-                unsent_len: 100,
-                finish: Finish::Data,
-                ..Slot::default()
-            };
-            state.streams.insert(id, slot);
-            state.blocked.push_back(id);
-        }
-        state
-    }
-
-    #[test]
-    fn a_stream_short_of_its_own_window_does_not_hold_up_the_next() {
-        let mut state = blocked_pair();
-        state.streams.get_mut(&3).unwrap().window = 1000; // its WINDOW_UPDATE came, 1's did not
-        state.send_blocked(&mut Vec::new());
-        assert_eq!(state.blocked, [1]);
-        assert_eq!(state.streams[&3].unsent_len, 0);
-        assert_eq!(state.streams[&1].unsent_len, 100);
-        assert_eq!(state.window, (1 << 20) - 100);
-        // 1's call is gone: it leaves the line.
-        state.streams.remove(&1);
-        state.send_blocked(&mut Vec::new());
-        assert!(state.blocked.is_empty());
-    }
-
-    #[test]
-    fn a_request_goes_in_frames_as_large_as_the_windows_allow() {
-        let mut state = blocked_pair();
-        state.window = 60;
-        state.streams.get_mut(&1).unwrap().window = 1000;
-        assert!(
-            !state.send_unsent(1),
-            "40 bytes left for want of connection window"
-        );
-        assert_eq!(state.streams[&1].unsent_len, 40);
-        let written = state.tail.split();
-        let head = frame::Head::parse(&written).unwrap();
-        assert_eq!(
-            (head.kind, head.len, head.flags, head.stream),
-            (frame::DATA, 60, 0, 1)
-        );
-        state.window = 1000;
-        assert!(state.send_unsent(1));
-        let head = frame::Head::parse(&state.tail).unwrap();
-        assert_eq!((head.len, head.flags), (40, frame::END_STREAM));
-    }
-}
+#[path = "shared_tests.rs"]
+mod tests;
