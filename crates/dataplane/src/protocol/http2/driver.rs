@@ -28,6 +28,8 @@ pub(super) struct Driver<I> {
     read: BytesMut,
     writing: VecDeque<Bytes>,
     receiver: Receiver,
+    /// A flush that has not completed yet.
+    unflushed: bool,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Future for Driver<I> {
@@ -61,6 +63,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             read: BytesMut::with_capacity(READ_CHUNK),
             writing: VecDeque::new(),
             receiver: Receiver::new(server),
+            unflushed: false,
         }
     }
 
@@ -101,14 +104,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
             if state.queued() && self.writing.is_empty() {
                 continue; // queued while we read: write it now
             }
+            state.driver = Some(cx.waker().clone());
             if state.server
                 && state.going_away
                 && state.streams.is_empty()
                 && self.writing.is_empty()
+                && !self.unflushed
             {
-                return Poll::Ready("the connection went away (GOAWAY)".into());
+                // All out (a TLS stream's buffer too): closed cleanly (TLS close_notify).
+                drop(state);
+                return match Pin::new(&mut self.io).poll_shutdown(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => Poll::Ready("the connection went away (GOAWAY)".into()),
+                };
             }
-            state.driver = Some(cx.waker().clone());
             return Poll::Pending;
         }
     }
@@ -142,9 +151,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Driver<I> {
                 }
             }
         }
+        // A TLS stream may hold what was written until it is flushed.
         match Pin::new(&mut self.io).poll_flush(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.to_string())),
-            _ => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                self.unflushed = false;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                self.unflushed = true;
+                Poll::Ready(Ok(()))
+            }
         }
     }
 

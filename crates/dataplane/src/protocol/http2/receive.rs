@@ -167,6 +167,7 @@ impl Receiver {
                 if let Some(slot) = state.streams.get_mut(&head.stream) {
                     slot.fail(Failure::Reset(code), &mut self.wakers);
                 }
+                state.settle(head.stream); // a server's stream nobody holds any more is gone
             }
             frame::SETTINGS => {
                 if head.has(frame::ACK) {
@@ -330,7 +331,10 @@ impl Receiver {
             if slot.ended || slot.failed.is_some() {
                 return Ok(());
             }
-            let pseudo = block.method.is_some() || block.path.is_some() || block.scheme.is_some();
+            let pseudo = block.method.is_some()
+                || block.path.is_some()
+                || block.scheme.is_some()
+                || block.authority.is_some();
             if block.malformed || pseudo || !end_stream {
                 slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), wakers);
                 frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
@@ -370,8 +374,18 @@ fn request(block: Block, last_path: &mut Option<(Bytes, Uri)>) -> Option<Request
     let (Some(method), Some(_scheme), Some(path)) = (block.method, block.scheme, block.path) else {
         return None;
     };
+    // Connection-specific fields are malformed in HTTP/2 (RFC 9113 §8.2.2).
+    const CONNECTION_SPECIFIC: [&str; 5] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ];
     if block.malformed
-        || block.headers.contains_key(http::header::CONNECTION)
+        || CONNECTION_SPECIFIC
+            .iter()
+            .any(|name| block.headers.contains_key(*name))
         || block
             .headers
             .get(http::header::TE)
@@ -392,3 +406,7 @@ fn request(block: Block, last_path: &mut Option<(Bytes, Uri)>) -> Option<Request
     *request.headers_mut() = block.headers;
     Some(request)
 }
+
+#[cfg(test)]
+#[path = "receive_tests.rs"]
+mod tests;

@@ -22,11 +22,17 @@ use super::shared::{wake_driver, Failure, Finish, Received, Shared, State};
 
 /// An answer's bytes queued beyond the client's window before its sender waits.
 const SEND_BUFFER: usize = 4 << 20;
+/// Streams a client may reset before they are even taken up (opened and reset in one read, the
+/// "rapid reset" flood of CVE-2023-44487) before it is asked to go (GOAWAY ENHANCE_YOUR_CALM).
+const RESETS_BEFORE_ACCEPT: usize = 100;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 /// A client's connection, served by the task that accepts its requests.
 pub struct Server<I> {
     driver: Driver<I>,
     shared: Arc<Shared>,
+    /// Streams the client reset before they were accepted: skipped, no work done for them.
+    reset_early: usize,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
@@ -38,6 +44,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
         Server {
             driver: Driver::new(io, shared.clone(), None),
             shared,
+            reset_early: 0,
         }
     }
 
@@ -72,8 +79,26 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
         }
     }
 
-    fn next(&self) -> Option<(Request<Incoming>, Respond)> {
-        let (id, request) = self.shared.lock().accepted.pop_front()?;
+    /// The next request opened and not reset meanwhile.
+    fn next(&mut self) -> Option<(Request<Incoming>, Respond)> {
+        let mut state = self.shared.lock();
+        let (id, request) = loop {
+            let (id, request) = state.accepted.pop_front()?;
+            let Some(slot) = state.streams.get_mut(&id).filter(|s| s.failed.is_some()) else {
+                break (id, request);
+            };
+            slot.holders = 0;
+            state.settle(id);
+            self.reset_early += 1;
+            if self.reset_early == RESETS_BEFORE_ACCEPT && !state.going_away {
+                state.going_away = true;
+                let last = state.last_opened;
+                frame::put_goaway(&mut state.tail, last, ENHANCE_YOUR_CALM);
+                wake_driver(state);
+                state = self.shared.lock();
+            }
+        };
+        drop(state);
         let incoming = Incoming {
             shared: self.shared.clone(),
             id,
@@ -297,8 +322,10 @@ impl<I> Drop for Server<I> {
     }
 }
 
+/// Wakes the connection's I/O when frames were queued, or when the last stream of a connection
+/// going away is gone (the connection ends then).
 fn wake_if_queued(state: std::sync::MutexGuard<'_, State>) {
-    if state.queued() {
+    if state.queued() || state.going_away && state.streams.is_empty() {
         wake_driver(state);
     }
 }

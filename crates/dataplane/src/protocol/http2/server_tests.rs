@@ -269,3 +269,54 @@ async fn a_client_that_does_not_speak_http2_is_told_so_and_let_go() {
     let ended = events.recv().await.expect("an event");
     assert!(ended.contains("not an HTTP/2 preface"), "{ended}");
 }
+
+#[tokio::test]
+async fn a_client_resetting_streams_as_it_opens_them_is_asked_to_go() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut near, far) = tokio::io::duplex(1 << 20);
+    let (mut events, _shutdown) = serve(far);
+    let mut block = BytesMut::from(&[hpack::METHOD_POST, hpack::SCHEME_HTTP][..]);
+    hpack::put_field(
+        &mut block,
+        hpack::Literal::WithoutIndexing,
+        hpack::PATH,
+        b"",
+        b"/wait", // its handler tells when it sees its stream reset: none should run
+    );
+    let mut flood = BytesMut::from(frame::PREFACE);
+    frame::put_settings(&mut flood, &[]);
+    for id in (1..2 * RESETS_BEFORE_ACCEPT as u32 + 2).step_by(2) {
+        frame::put_headers(&mut flood, id, &block, false, frame::DEFAULT_MAX_FRAME);
+        frame::put_rst_stream(&mut flood, id, frame::CANCEL);
+    }
+    near.write_all(&flood).await.unwrap();
+    let mut written = vec![0u8; 1 << 16];
+    let mut seen = BytesMut::new();
+    let goaway = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = near.read(&mut written).await.expect("read");
+            assert!(n > 0, "closed before a GOAWAY");
+            seen.extend_from_slice(&written[..n]);
+            let mut at = 0;
+            while let Some(head) = frame::Head::parse(&seen[at..]) {
+                let end = at + frame::HEAD_LEN + head.len;
+                if seen.len() < end {
+                    break;
+                }
+                if head.kind == frame::GOAWAY {
+                    return seen[at + frame::HEAD_LEN..end].to_vec();
+                }
+                at = end;
+            }
+        }
+    });
+    let payload = goaway.await.expect("a GOAWAY in time");
+    assert_eq!(
+        &payload[4..],
+        ENHANCE_YOUR_CALM.to_be_bytes(),
+        "ENHANCE_YOUR_CALM"
+    );
+    while let Ok(event) = events.try_recv() {
+        assert_eq!(event, "ended", "no request was handled");
+    }
+}

@@ -68,7 +68,7 @@ pub(super) enum Finish {
     Data,
     /// This header block (trailers) ends it.
     Trailers(Bytes),
-    /// Its end was sent.
+    /// Its end was sent, or it failed: nothing more of it goes out.
     Done,
 }
 
@@ -108,6 +108,7 @@ impl Slot {
         self.failed.get_or_insert(failure);
         self.unsent.clear();
         self.unsent_len = 0;
+        self.finish = Finish::Done; // no frame goes out on a stream reset (RFC 9113 §6.4)
         self.wake(wakers);
     }
 
