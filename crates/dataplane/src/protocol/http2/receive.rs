@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Waker;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, Uri};
+use http::{HeaderName, Method, Request, Uri};
 
 use super::frame::{self, Head, Malformed};
 use super::hpack::{Block, Decoder};
@@ -374,18 +374,20 @@ fn request(block: Block, last_path: &mut Option<(Bytes, Uri)>) -> Option<Request
     let (Some(method), Some(_scheme), Some(path)) = (block.method, block.scheme, block.path) else {
         return None;
     };
-    // Connection-specific fields are malformed in HTTP/2 (RFC 9113 §8.2.2).
-    const CONNECTION_SPECIFIC: [&str; 5] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
+    // Connection-specific fields are malformed in HTTP/2 (RFC 9113 §8.2.2): the request's few
+    // names compared with them (no lookup by a name parsed anew).
+    const CONNECTION_SPECIFIC: [HeaderName; 5] = [
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
     ];
     if block.malformed
-        || CONNECTION_SPECIFIC
-            .iter()
-            .any(|name| block.headers.contains_key(*name))
+        || block
+            .headers
+            .keys()
+            .any(|name| CONNECTION_SPECIFIC.contains(name))
         || block
             .headers
             .get(http::header::TE)

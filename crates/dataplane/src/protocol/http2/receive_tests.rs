@@ -24,3 +24,31 @@ fn a_reset_after_the_handles_are_gone_forgets_the_stream_and_sends_nothing_more(
     assert!(state.streams.is_empty(), "forgotten");
     assert!(state.tail.is_empty(), "nothing sent on the reset stream");
 }
+
+#[test]
+fn a_request_head_with_a_connection_specific_field_is_refused() {
+    let head = |extra: &[(&str, &str)]| {
+        let mut block = Block {
+            method: Some(Bytes::from_static(b"POST")),
+            scheme: Some(Bytes::from_static(b"http")),
+            path: Some(Bytes::from_static(b"/a.B/C")),
+            ..Block::default()
+        };
+        for (name, value) in extra {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            block.headers.insert(name, value.parse().unwrap());
+        }
+        request(block, &mut None)
+    };
+    assert!(head(&[("te", "trailers"), ("user-agent", "grpc")]).is_some());
+    for field in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        assert!(head(&[(field, "x")]).is_none(), "{field}");
+    }
+    assert!(head(&[("te", "gzip")]).is_none());
+}
