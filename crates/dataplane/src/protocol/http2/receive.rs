@@ -95,12 +95,8 @@ impl Receiver {
                 if let Some(slot) = state.streams.get_mut(&head.stream) {
                     if slot.unread && !slot.ended {
                         // Nobody reads it: its window goes back at once.
-                        slot.unacked += head.len as u32;
                         slot.ended = head.has(frame::END_STREAM);
-                        if slot.unacked >= STREAM_WINDOW / 2 && !slot.ended {
-                            let increment = std::mem::take(&mut slot.unacked);
-                            frame::put_window_update(&mut state.tail, head.stream, increment);
-                        }
+                        slot.give_back(head.stream, head.len as u32, &mut state.tail);
                     } else if !slot.ended && slot.failed.is_none() {
                         if end > start {
                             slot.data.push_back(payload.slice(start..end));
@@ -109,12 +105,8 @@ impl Receiver {
                         if slot.buffered > STREAM_WINDOW as usize {
                             // More than its window: the server broke flow control.
                             slot.data.clear();
-                            slot.fail(Failure::Reset(frame::FLOW_CONTROL_ERROR), &mut self.wakers);
-                            frame::put_rst_stream(
-                                &mut state.tail,
-                                head.stream,
-                                frame::FLOW_CONTROL_ERROR,
-                            );
+                            let code = frame::FLOW_CONTROL_ERROR;
+                            slot.reset(head.stream, code, &mut state.tail, &mut self.wakers);
                             return Ok(());
                         }
                         // Padding counts against the stream's window too: given back with the
@@ -292,8 +284,8 @@ impl Receiver {
                 block.status.is_none() || informational && end_stream
             };
         if malformed {
-            slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), &mut self.wakers);
-            frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
+            let code = frame::PROTOCOL_ERROR;
+            slot.reset(stream, code, &mut state.tail, &mut self.wakers);
         } else if !slot.head_seen {
             if informational {
                 return Ok(());
@@ -336,8 +328,7 @@ impl Receiver {
                 || block.scheme.is_some()
                 || block.authority.is_some();
             if block.malformed || pseudo || !end_stream {
-                slot.fail(Failure::Reset(frame::PROTOCOL_ERROR), wakers);
-                frame::put_rst_stream(&mut state.tail, stream, frame::PROTOCOL_ERROR);
+                slot.reset(stream, frame::PROTOCOL_ERROR, &mut state.tail, wakers);
                 return Ok(());
             }
             if !slot.unread {

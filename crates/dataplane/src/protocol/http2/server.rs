@@ -261,8 +261,7 @@ impl Respond {
         let State { streams, tail, .. } = &mut *state;
         if let Some(slot) = streams.get_mut(&self.id) {
             if !matches!(slot.finish, Finish::Done) {
-                frame::put_rst_stream(tail, self.id, code);
-                slot.fail(Failure::Reset(code), &mut wakers);
+                slot.reset(self.id, code, tail, &mut wakers);
             }
         }
         wake_driver(state);
@@ -305,8 +304,7 @@ impl Drop for Respond {
             slot.holders -= 1;
             if matches!(slot.finish, Finish::Open) && slot.failed.is_none() && alive {
                 // Dropped before its end: the answer is abandoned.
-                frame::put_rst_stream(tail, self.id, frame::CANCEL);
-                slot.fail(Failure::Reset(frame::CANCEL), &mut wakers);
+                slot.reset(self.id, frame::CANCEL, tail, &mut wakers);
             }
         }
         state.settle(self.id);

@@ -112,6 +112,29 @@ impl Slot {
         self.wake(wakers);
     }
 
+    /// Resets stream `id` (RST_STREAM with `code`, written into `tail`) and fails it.
+    pub(super) fn reset(
+        &mut self,
+        id: u32,
+        code: u32,
+        tail: &mut BytesMut,
+        wakers: &mut Vec<Waker>,
+    ) {
+        frame::put_rst_stream(tail, id, code);
+        self.fail(Failure::Reset(code), wakers);
+    }
+
+    /// Counts `len` more bytes of stream `id` as taken from its window; once half the window is
+    /// taken and the peer still sends, gives it back (a WINDOW_UPDATE into `tail`): true then.
+    pub(super) fn give_back(&mut self, id: u32, len: u32, tail: &mut BytesMut) -> bool {
+        self.unacked += len;
+        let update = self.unacked >= STREAM_WINDOW / 2 && !self.ended;
+        if update {
+            frame::put_window_update(tail, id, std::mem::take(&mut self.unacked));
+        }
+        update
+    }
+
     pub(super) fn wake(&mut self, wakers: &mut Vec<Waker>) {
         wakers.extend(self.waker.take());
         wakers.extend(self.send_waker.take());
@@ -336,12 +359,7 @@ impl State {
             .expect("a stream's slot lives as long as its holders");
         if let Some(data) = slot.data.pop_front() {
             slot.buffered -= data.len();
-            slot.unacked += data.len() as u32;
-            let update = slot.unacked >= STREAM_WINDOW / 2 && !slot.ended;
-            if update {
-                let increment = std::mem::take(&mut slot.unacked);
-                frame::put_window_update(tail, id, increment);
-            }
+            let update = slot.give_back(id, data.len() as u32, tail);
             return (Poll::Ready(Some(Ok(Frame::data(data)))), update);
         }
         if let Some(trailers) = slot.trailers.take() {
