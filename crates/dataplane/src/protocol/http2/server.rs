@@ -90,10 +90,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
             slot.holders = 0;
             state.settle(id);
             self.reset_early += 1;
-            if self.reset_early == RESETS_BEFORE_ACCEPT && !state.going_away {
-                state.going_away = true;
-                let last = state.last_opened;
-                frame::put_goaway(&mut state.tail, last, ENHANCE_YOUR_CALM);
+            if self.reset_early == RESETS_BEFORE_ACCEPT && state.go_away(ENHANCE_YOUR_CALM) {
                 wake_driver(state);
                 state = self.shared.lock();
             }
@@ -114,13 +111,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Server<I> {
     /// refused; the connection ends when the last is answered.
     pub fn graceful_shutdown(&mut self) {
         let mut state = self.shared.lock();
-        if state.going_away {
-            return;
+        if state.go_away(frame::NO_ERROR) {
+            wake_driver(state);
         }
-        state.going_away = true;
-        let last = state.last_opened;
-        frame::put_goaway(&mut state.tail, last, frame::NO_ERROR);
-        wake_driver(state);
     }
 }
 

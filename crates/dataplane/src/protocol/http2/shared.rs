@@ -309,6 +309,17 @@ impl State {
         self.blocked = waiting;
     }
 
+    /// A server's connection asks its client to go (GOAWAY with `code`, naming the last stream
+    /// it opened: those are served, later ones refused); false when it had asked already.
+    pub(super) fn go_away(&mut self, code: u32) -> bool {
+        if self.going_away {
+            return false;
+        }
+        self.going_away = true;
+        frame::put_goaway(&mut self.tail, self.last_opened, code);
+        true
+    }
+
     /// A server's stream is forgotten once neither its request's reader nor its answer's sender
     /// holds it and its answer is out (or failed); a request not whole by then is stopped
     /// (RST_STREAM NO_ERROR: its answer needs no more of it).
