@@ -274,7 +274,7 @@ class GetPoolStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EndpointStats(_message.Message):
-    __slots__ = ("address", "ready", "ejected", "ejected_for_s", "outstanding", "latency_ewma_ms", "ejections", "unready_models", "source")
+    __slots__ = ("address", "ready", "ejected", "ejected_for_s", "outstanding", "latency_ewma_ms", "ejections", "unready_models", "source", "connections")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     EJECTED_FIELD_NUMBER: _ClassVar[int]
@@ -284,6 +284,7 @@ class EndpointStats(_message.Message):
     EJECTIONS_FIELD_NUMBER: _ClassVar[int]
     UNREADY_MODELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     address: str
     ready: bool
     ejected: bool
@@ -293,7 +294,8 @@ class EndpointStats(_message.Message):
     ejections: int
     unready_models: _containers.RepeatedScalarFieldContainer[str]
     source: str
-    def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
+    connections: int
+    def __init__(self, address: _Optional[str] = ..., ready: _Optional[bool] = ..., ejected: _Optional[bool] = ..., ejected_for_s: _Optional[float] = ..., outstanding: _Optional[int] = ..., latency_ewma_ms: _Optional[float] = ..., ejections: _Optional[int] = ..., unready_models: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ..., connections: _Optional[int] = ...) -> None: ...
 
 class DnsNameStats(_message.Message):
     __slots__ = ("name", "addresses", "resolutions", "failures", "last_error")

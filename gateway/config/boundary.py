@@ -32,6 +32,7 @@ def core_config(config: GatewayConfig, observations: int = 0, observation_tensor
     keep = (
         "endpoints", "outlier", "max_attempts", "retry_budget_ratio", "retry_budget_initial", "hedge_delay_ms",
         "lb_policy", "tls", "max_inflight", "max_queue", "adaptive", "dns_refresh_s", "dns_resolver",
+        "connections_per_endpoint",
     )  # fmt: skip
     return {
         "listen": config.listen,

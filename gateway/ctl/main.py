@@ -282,13 +282,14 @@ def _pools_view(response: pb.GetPoolStatsResponse) -> Table | None:
                  f"wait p50 {pool.queue_wait_p50_ms:.1f} ms p99 {pool.queue_wait_p99_ms:.1f} ms; "
                  f"attempts {pool.attempts}, retries {pool.retries} ({pool.retries_denied} denied)")  # fmt: skip
         table = Table(title=title)
-        for column in ("endpoint", "found by", "ready", "ejected", "outstanding", "latency ewma", "ejections",
-                       "unready models"):  # fmt: skip
+        for column in ("endpoint", "found by", "ready", "ejected", "outstanding", "connections", "latency ewma",
+                       "ejections", "unready models"):  # fmt: skip
             table.add_column(column)
         for e in pool.endpoints:
             ejected = f"yes ({e.ejected_for_s:.1f}s left)" if e.ejected else "no"
             table.add_row(e.address, e.source or "-", "yes" if e.ready else "NO", ejected, str(e.outstanding),
-                          f"{e.latency_ewma_ms:.2f} ms", str(e.ejections), ", ".join(e.unready_models))  # fmt: skip
+                          str(e.connections), f"{e.latency_ewma_ms:.2f} ms", str(e.ejections),
+                          ", ".join(e.unready_models))  # fmt: skip
         show_table(table)
         for title, shares in (("tenant", pool.tenants), ("priority", pool.classes)):
             if any(share.admitted or share.shed or share.queued for share in shares):

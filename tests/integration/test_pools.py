@@ -9,10 +9,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import psutil
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.local.processes import free_port
+from gateway.local.processes import GatewayProcess, free_port
 from gateway_admin import admin_pb2 as apb
 from gateway_admin import admin_pb2_grpc
 from tests.procs import TritonCli, running_gateway, running_triton
@@ -141,3 +142,57 @@ def test_hedging_sends_a_second_attempt_when_the_first_is_slow(triton: TritonCli
         stats = _pool(gateway.admin_address)
     # 5 requests, 5 hedges, and 3 metadata calls: RepositoryIndex (discovery), ModelMetadata, ModelConfig.
     assert stats.hedges == 5 and stats.attempts == 5 + 5 + 3
+
+
+def _connections_to(gateway: GatewayProcess, port: int) -> int:
+    """The gateway's established TCP connections to `port`."""
+    assert gateway.process is not None
+    return sum(
+        1
+        for c in psutil.Process(gateway.process.pid).net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: int) -> list[list[float]]:
+    """`callers` clients calling `each` times, all at once: their answers' outputs."""
+    answers: list[list[float]] = []
+
+    def calls() -> None:
+        client = Client(address)
+        for _ in range(each):
+            response, _ = client.call(request)
+            answers.append(np.frombuffer(response.raw_output_contents[0], np.float32).tolist())
+        client.close()
+
+    threads = [threading.Thread(target=calls) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_unary_calls_spread_over_connections_as_the_load_needs_them(triton: TritonCli, tmp_path: Path) -> None:
+    """One caller at a time stays on one connection to its Triton; eight at a time, each call on
+    the least busy connection, open more up to `connections_per_endpoint` (3), and no more; with 1,
+    every call shares one. The admin API counts them as the sockets do."""
+    request = pb.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="DELAY_MS", datatype="FP32", shape=[1, 1])
+    request.raw_input_contents.append(np.array([[100.0]], np.float32).tobytes())
+    for limit in (3, 1):
+        config = {
+            "listen": "127.0.0.1:0",
+            "pools": {"p": {"endpoints": [triton.address], "connections_per_endpoint": limit}},
+            "default_pool": "p",
+            "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+        }
+        path = tmp_path / f"gateway-{limit}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with running_gateway(["--config", str(path)], tmp_path / f"gateway-{limit}.log") as gateway:
+            assert _at_once(gateway.address, request, callers=1, each=5) == [[100.0]] * 5
+            assert _connections_to(gateway, triton.port) == 1
+            assert _endpoint(_pool(gateway.admin_address), triton.address).connections == 1
+            assert _at_once(gateway.address, request, callers=8, each=4) == [[100.0]] * 32
+            assert _connections_to(gateway, triton.port) == limit
+            assert _endpoint(_pool(gateway.admin_address), triton.address).connections == limit

@@ -15,11 +15,11 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_rustls::TlsConnector;
 
 use crate::protocol::body::BoxBody;
+use crate::protocol::connections::{keepalive, Dialer, Io, LeanSet};
 use crate::protocol::error::GatewayError;
 use crate::protocol::grpc::{self, Code, INFERENCE_SERVICE};
 use crate::protocol::http2::{self, Literal};
@@ -29,8 +29,6 @@ use crate::protocol::wire::Message;
 
 /// An upstream's answer: its head, and its body as it comes.
 pub type Answer = Response<RecvBody>;
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn method_path(method: &str) -> String {
     format!("/{INFERENCE_SERVICE}/{method}")
@@ -45,88 +43,6 @@ struct Live {
     /// Calls whose answers are being read on it.
     open: Arc<AtomicUsize>,
     /// Asks the connection's task to ping its server now (`Channel::check`).
-    check: Arc<Notify>,
-}
-
-/// How often a connection with calls under way pings its server, and how long it waits for the
-/// answer before it takes the connection for dead (its calls then fail and are retried).
-const KEEPALIVE: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the connection's task looks whether it should ping.
-const KEEPALIVE_TICK: Duration = Duration::from_secs(1);
-/// How long a ping asked for by `Channel::check` waits for its answer. A server that is only slow
-/// answers pings at once (its HTTP/2 layer does, whatever its models are doing).
-const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A connection's socket: TCP, or TLS over it.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// Pings a connection's server: true once it answered.
-trait Pings {
-    fn ping(&mut self, wait: Duration) -> impl std::future::Future<Output = bool> + Send;
-}
-
-impl Pings for Option<h2::PingPong> {
-    async fn ping(&mut self, wait: Duration) -> bool {
-        let Some(pings) = self.as_mut() else {
-            return std::future::pending().await;
-        };
-        let pong = tokio::time::timeout(wait, pings.ping(h2::Ping::opaque()));
-        matches!(pong.await, Ok(Ok(_)))
-    }
-}
-
-impl Pings for http2::Pinger {
-    async fn ping(&mut self, wait: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(wait, http2::Pinger::ping(self)).await,
-            Ok(Ok(()))
-        )
-    }
-}
-
-/// Pings only while calls are under way (gRPC servers refuse too many on an idle connection):
-/// every KEEPALIVE while busy, and at once when a call starts on one that sat idle that long (it
-/// may have died silently meanwhile); and whenever asked to (the endpoint's health probe got no
-/// answer), with a short wait: a connection whose server is cut off is closed then, so its
-/// calls fail (and are retried elsewhere) instead of waiting for their deadlines. Returns when a
-/// ping went unanswered.
-async fn keepalive(mut pings: impl Pings, open: Arc<AtomicUsize>, check: Arc<Notify>) {
-    let (mut pinged, mut idle_since) = (Instant::now(), Some(Instant::now()));
-    loop {
-        let asked = tokio::select! {
-            () = tokio::time::sleep(KEEPALIVE_TICK) => false,
-            () = check.notified() => true,
-        };
-        let now = Instant::now();
-        let wait = if asked {
-            CHECK_TIMEOUT
-        } else {
-            if open.load(Ordering::Relaxed) == 0 {
-                idle_since.get_or_insert(now);
-                continue;
-            }
-            let woke_after_idle = idle_since
-                .take()
-                .is_some_and(|since| now - since >= KEEPALIVE);
-            if !woke_after_idle && now - pinged < KEEPALIVE {
-                continue;
-            }
-            KEEPALIVE_TIMEOUT
-        };
-        pinged = now;
-        if !pings.ping(wait).await {
-            return;
-        }
-    }
-}
-
-/// The lean client's connection, for calls whose request is one whole message.
-#[derive(Clone)]
-struct Lean {
-    connection: http2::Connection,
-    open: Arc<AtomicUsize>,
     check: Arc<Notify>,
 }
 
@@ -167,28 +83,6 @@ async fn handshake(io: Box<dyn Io>) -> Result<Live, String> {
     Ok(live)
 }
 
-/// The lean client's connection over `io`, driven by a task of its own until it closes.
-fn lean(io: Box<dyn Io>) -> Lean {
-    let (connection, driver) = http2::Connection::new(io);
-    let lean = Lean {
-        connection,
-        open: Arc::new(AtomicUsize::new(0)),
-        check: Arc::new(Notify::new()),
-    };
-    let pinger = lean.connection.pinger();
-    let (open, check) = (lean.open.clone(), lean.check.clone());
-    let closing = lean.connection.pinger();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = driver => {}
-            () = keepalive(pinger, open, check) => {
-                closing.close("the server did not answer a ping");
-            }
-        }
-    });
-    lean
-}
-
 /// The timeout propagated upstream: the caller's remaining time and a little more, so the
 /// gateway's own timer ends a late call (resetting the stream, which Triton takes as a
 /// cancellation) before the upstream's deadline fires. Triton 2.51's gRPC frontend answers an
@@ -218,15 +112,21 @@ pub struct Channel {
     pub address: String,
     /// The head of a ModelInfer to this endpoint, encoded once: a request copies it.
     model_infer: Bytes,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    dialer: Dialer,
     live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<()>,
-    lean: Mutex<Option<Lean>>,
-    lean_connecting: tokio::sync::Mutex<()>,
+    /// The lean client's connections, for the unary calls.
+    lean: Arc<LeanSet>,
 }
 
 impl Channel {
-    pub fn new(address: String, tls: Option<(TlsConnector, ServerName<'static>)>) -> Channel {
+    /// `connections`: how many lean connections the unary calls may spread over (see
+    /// `connections::LeanSet`); streamed calls share one of h2's.
+    pub fn new(
+        address: String,
+        tls: Option<(TlsConnector, ServerName<'static>)>,
+        connections: usize,
+    ) -> Channel {
         let mut model_infer = BytesMut::new();
         head_block(
             &mut model_infer,
@@ -234,14 +134,17 @@ impl Channel {
             &address,
             &method_path("ModelInfer"),
         );
+        let dialer = Dialer {
+            address: address.clone(),
+            tls,
+        };
         Channel {
             address,
             model_infer: model_infer.freeze(),
-            tls,
+            lean: LeanSet::new(dialer.clone(), connections),
+            dialer,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            lean: Mutex::new(None),
-            lean_connecting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -251,27 +154,12 @@ impl Channel {
         if let Some(live) = self.live() {
             live.check.notify_one();
         }
-        if let Some(lean) = self.lean() {
-            lean.check.notify_one();
-        }
+        self.lean.check();
     }
 
-    fn lean(&self) -> Option<Lean> {
-        let guard = self.lean.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .as_ref()
-            .filter(|l| !l.connection.is_closed())
-            .cloned()
-    }
-
-    async fn connect_lean(&self) -> Result<Lean, String> {
-        let _one_at_a_time = self.lean_connecting.lock().await;
-        if let Some(lean) = self.lean() {
-            return Ok(lean);
-        }
-        let lean = lean(self.dial().await?);
-        *self.lean.lock().unwrap_or_else(|e| e.into_inner()) = Some(lean.clone());
-        Ok(lean)
+    /// The lean connections open now (the unary calls' ones).
+    pub fn connections(&self) -> usize {
+        self.lean.count()
     }
 
     /// A unary call to this endpoint: `method` with `message`, on the lean client's connection.
@@ -288,7 +176,7 @@ impl Channel {
             "ModelInfer" => block.extend_from_slice(&self.model_infer),
             other => head_block(
                 &mut block,
-                self.tls.is_some(),
+                self.dialer.tls.is_some(),
                 &self.address,
                 &method_path(other),
             ),
@@ -320,16 +208,13 @@ impl Channel {
         ];
         let mut reconnected = false;
         let (mut stream, open) = loop {
-            let lean = match self.lean() {
-                Some(lean) => lean,
-                None => Box::pin(self.connect_lean()).await?,
-            };
+            let (lean, open) = self.lean.take().await?;
             // A call that cannot start finds the connection closed or going away (its server
-            // said GOAWAY, the socket broke, its stream ids ran out): the next call opens a new
-            // one (the calls still under way on it finish there); this call tries once more on
-            // a new connection (nothing of it was sent).
+            // said GOAWAY, the socket broke, its stream ids ran out): the next calls go on
+            // another one, or a new one (the calls still under way on it finish there); this
+            // call tries once more (nothing of it was sent).
             match lean.connection.start(&block, &request).await {
-                Ok(stream) => break (stream, Open::new(&lean.open)),
+                Ok(stream) => break (stream, open),
                 Err(reason) => {
                     if reconnected {
                         return Err(reason);
@@ -355,29 +240,12 @@ impl Channel {
             .cloned()
     }
 
-    /// A socket to the server: TCP, and TLS over it when configured.
-    async fn dial(&self) -> Result<Box<dyn Io>, String> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
-            .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let Some((connector, name)) = &self.tls else {
-            return Ok(Box::new(stream));
-        };
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_owned())?
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        Ok(Box::new(stream))
-    }
-
     async fn connect(&self) -> Result<Live, String> {
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(live) = self.live() {
             return Ok(live);
         }
-        let live = handshake(self.dial().await?).await?;
+        let live = handshake(self.dialer.dial().await?).await?;
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
         Ok(live)
     }
@@ -403,7 +271,7 @@ impl Channel {
         deadline: Option<Instant>,
         traceparent: Option<&str>,
     ) -> Result<Answer, String> {
-        let uri = uri(self.tls.is_some(), &self.address, path).map_err(|e| e.to_string())?;
+        let uri = uri(self.dialer.tls.is_some(), &self.address, path).map_err(|e| e.to_string())?;
         self.request(uri, body, deadline, traceparent).await
     }
 
@@ -536,7 +404,7 @@ mod tests {
 
     #[test]
     fn model_infer_s_head_names_its_method_and_endpoint() {
-        let channel = Channel::new("10.0.0.1:8001".into(), None);
+        let channel = Channel::new("10.0.0.1:8001".into(), None, 1);
         let mut expected = BytesMut::new();
         head_block(
             &mut expected,

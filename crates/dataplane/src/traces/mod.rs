@@ -279,7 +279,7 @@ impl Tracer {
                     .trim_start_matches("http://")
                     .trim_end_matches('/')
                     .to_owned();
-                Some(crate::protocol::channel::Channel::new(address, None))
+                Some(crate::protocol::channel::Channel::new(address, None, 1))
             }
             _ => None,
         };

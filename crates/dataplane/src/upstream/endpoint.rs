@@ -28,6 +28,7 @@ pub struct EndpointStats {
     latency_ewma_ms: f64,
     ejections: u64,
     unready_models: Vec<String>,
+    connections: usize,
 }
 
 /// One server of a pool: its connection, its health and its latency estimate.
@@ -49,9 +50,10 @@ impl Endpoint {
         address: String,
         health: EndpointHealth,
         tls: Option<(TlsConnector, ServerName<'static>)>,
+        connections: usize,
     ) -> Endpoint {
         Endpoint {
-            channel: Channel::new(address, tls),
+            channel: Channel::new(address, tls, connections),
             source: None,
             outstanding: AtomicU64::new(0),
             latency_ewma_bits: AtomicU64::new(0f64.to_bits()),
@@ -125,6 +127,7 @@ impl Endpoint {
             latency_ewma_ms: self.latency_ewma() * 1000.0,
             ejections: health.total_ejections,
             unready_models: unready,
+            connections: self.channel.connections(),
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct PoolConfig {
     /// The DNS server (IP:PORT) for `dns:` endpoints; none: the system's.
     #[serde(default)]
     pub dns_resolver: Option<String>,
+    /// HTTP/2 connections the unary calls to each endpoint may spread over (opened as the load
+    /// needs them: `protocol::connections`).
+    #[serde(default = "default_connections_per_endpoint")]
+    pub connections_per_endpoint: usize,
 }
 
 /// Prefix and session keys a pool remembers (about; the oldest are forgotten first).
@@ -58,6 +62,10 @@ const PREFIX_KEYS: usize = 131_072;
 
 fn default_dns_refresh_s() -> f64 {
     5.0
+}
+
+fn default_connections_per_endpoint() -> usize {
+    8
 }
 
 #[derive(Default)]
@@ -141,7 +149,8 @@ impl Pool {
             _ => None,
         };
         let health = EndpointHealth::new(self.config.outlier.clone());
-        let mut endpoint = Endpoint::new(address.to_owned(), health, tls);
+        let connections = self.config.connections_per_endpoint;
+        let mut endpoint = Endpoint::new(address.to_owned(), health, tls, connections);
         endpoint.source = source.map(str::to_owned);
         Ok(Arc::new(endpoint))
     }
