@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 
 use super::*;
-use crate::protocol::http2::hpack::{put_field, Literal, CONTENT_TYPE, METHOD_POST, PATH};
+use crate::protocol::http2::hpack_encode::{put_field, Literal, CONTENT_TYPE, METHOD_POST, PATH};
 
 /// A server of h2's on one end of an in-memory pipe: answers each request with its body's
 /// length as the message, then `grpc-status: 0`; `reset` answers instead with RST_STREAM.

@@ -1,8 +1,6 @@
-//! HPACK (RFC 7541) for both ends of a connection: header blocks decoded against the
+//! HPACK (RFC 7541) decoding for both ends of a connection: header blocks decoded against the
 //! connection's dynamic table (an answer's status and headers for a client, a request's
-//! pseudo-headers and headers for a server), and heads encoded without touching the peer's table
-//! (every field a literal "without indexing" or "never indexed", strings sent as they are), so
-//! the encoder keeps no state. Sans-IO.
+//! pseudo-headers and headers for a server). Sans-IO; the encoder is `hpack_encode`.
 //!
 //! The dynamic table keeps each entry parsed (`HeaderName`, `HeaderValue`): a field the server
 //! sends again by its index, as gRPC servers do with nearly every field after the first answer,
@@ -11,10 +9,10 @@
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::huffman_codes::CODES;
+use super::huffman::huffman_decode;
 
 /// The dynamic table's size a decoder starts with and never lets the peer exceed (we do not send
 /// SETTINGS_HEADER_TABLE_SIZE, so it stays at the default).
@@ -337,143 +335,12 @@ fn string(block: &Bytes, at: &mut usize) -> Result<Bytes, CompressionError> {
     let raw = block.slice(*at..end);
     *at = end;
     if huffman {
-        return huffman_decode(&raw).map(Bytes::from);
+        return huffman_decode(&raw)
+            .map(Bytes::from)
+            .map_err(CompressionError);
     }
     Ok(raw)
 }
-
-/// The Huffman code as a binary tree: node `i`'s children at `tree[i]`, a leaf marked by LEAF.
-const LEAF: u16 = 0x8000;
-
-fn tree() -> &'static [[u16; 2]] {
-    static TREE: OnceLock<Vec<[u16; 2]>> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let mut tree = vec![[0u16; 2]];
-        for (symbol, &(code, len)) in CODES.iter().enumerate() {
-            let mut node = 0;
-            for bit in (0..len).rev() {
-                let side = ((code >> bit) & 1) as usize;
-                if bit == 0 {
-                    tree[node][side] = LEAF | symbol as u16;
-                } else {
-                    if tree[node][side] == 0 {
-                        tree.push([0, 0]);
-                        tree[node][side] = (tree.len() - 1) as u16;
-                    }
-                    node = tree[node][side] as usize;
-                }
-            }
-        }
-        tree
-    })
-}
-
-pub fn huffman_decode(code: &[u8]) -> Result<Vec<u8>, CompressionError> {
-    let tree = tree();
-    let mut out = Vec::with_capacity(code.len() * 8 / 5);
-    let (mut node, mut pending_bits, mut all_ones) = (0usize, 0u32, true);
-    for byte in code {
-        for shift in (0..8).rev() {
-            let bit = usize::from((byte >> shift) & 1);
-            let next = tree[node][bit];
-            pending_bits += 1;
-            all_ones &= bit == 1;
-            if next & LEAF != 0 {
-                let symbol = next & !LEAF;
-                if symbol == 256 {
-                    return Err(CompressionError("EOS in a Huffman string"));
-                }
-                out.push(symbol as u8);
-                (node, pending_bits, all_ones) = (0, 0, true);
-            } else {
-                node = usize::from(next);
-            }
-        }
-    }
-    if pending_bits > 7 || !all_ones {
-        return Err(CompressionError("bad Huffman padding"));
-    }
-    Ok(out)
-}
-
-/// Appends an integer with an `n`-bit prefix, the prefix's other bits set to `flags`.
-pub fn put_integer(dst: &mut BytesMut, value: usize, n: u32, flags: u8) {
-    let mask = (1usize << n) - 1;
-    if value < mask {
-        dst.put_u8(flags | value as u8);
-        return;
-    }
-    dst.put_u8(flags | mask as u8);
-    let mut rest = value - mask;
-    while rest >= 0x80 {
-        dst.put_u8((rest & 0x7f) as u8 | 0x80);
-        rest >>= 7;
-    }
-    dst.put_u8(rest as u8);
-}
-
-/// How a literal field is sent: kept out of the peer's table, or never to be kept by any
-/// intermediary either (a request id, a timeout, a trace context: values that do not repeat).
-#[derive(Clone, Copy)]
-pub enum Literal {
-    WithoutIndexing,
-    NeverIndexed,
-}
-
-/// Appends a literal field whose name is static table entry `index` (0: the name follows).
-pub fn put_field(dst: &mut BytesMut, how: Literal, index: usize, name: &[u8], value: &[u8]) {
-    let flags = match how {
-        Literal::WithoutIndexing => 0x00,
-        Literal::NeverIndexed => 0x10,
-    };
-    put_integer(dst, index, 4, flags);
-    if index == 0 {
-        put_integer(dst, name.len(), 7, 0);
-        dst.put_slice(name);
-    }
-    put_integer(dst, value.len(), 7, 0);
-    dst.put_slice(value);
-}
-
-/// Appends a head's block: its `:status` (an answer's head), then its fields, each a literal
-/// kept out of the peer's table (never indexed when the value is marked sensitive).
-pub fn put_head(dst: &mut BytesMut, status: Option<u16>, headers: &HeaderMap) {
-    match status {
-        Some(200) => dst.put_u8(STATUS_200),
-        Some(status) => {
-            let digits = status.to_string();
-            put_field(
-                dst,
-                Literal::WithoutIndexing,
-                STATUS,
-                b"",
-                digits.as_bytes(),
-            );
-        }
-        None => {}
-    }
-    for (name, value) in headers {
-        let how = match value.is_sensitive() {
-            true => Literal::NeverIndexed,
-            false => Literal::WithoutIndexing,
-        };
-        let index = match *name == http::header::CONTENT_TYPE {
-            true => CONTENT_TYPE,
-            false => 0,
-        };
-        put_field(dst, how, index, name.as_str().as_bytes(), value.as_bytes());
-    }
-}
-
-/// Static table indices a head uses.
-pub const STATUS_200: u8 = 0x80 | 8;
-pub const STATUS: usize = 8;
-pub const METHOD_POST: u8 = 0x80 | 3;
-pub const SCHEME_HTTP: u8 = 0x80 | 6;
-pub const SCHEME_HTTPS: u8 = 0x80 | 7;
-pub const AUTHORITY: usize = 1;
-pub const PATH: usize = 4;
-pub const CONTENT_TYPE: usize = 31;
 
 /// RFC 7541 Appendix A.
 const STATIC: [(&str, &str); 61] = [

@@ -1,6 +1,10 @@
 //! HPACK against RFC 7541's examples, and what our encoder writes read back.
 
 use super::*;
+use bytes::BytesMut;
+
+use crate::protocol::http2::hpack_encode::*;
+use crate::protocol::http2::huffman::{huffman_decode, CODES};
 
 fn hex(text: &str) -> Bytes {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();

@@ -1,6 +1,6 @@
 //! The core's own HTTP/2, both ends: the server every caller's connection is served by, and a
 //! client for upstream calls whose request is one whole message (every unary RPC, all of
-//! ModelInfer). Frames (`frame`) and header compression (`hpack`, `huffman_codes`) worked on
+//! ModelInfer). Frames (`frame`) and header compression (`hpack` decoding, `hpack_encode`, `huffman`) worked on
 //! without I/O, as is what a connection reads (`receive`); what a connection's users and its
 //! I/O share behind one lock (`shared`); the I/O that writes and reads (`driver`); a client's
 //! connection as its callers hold it (`connection`), a server's as its accepting task does
@@ -16,13 +16,15 @@ mod connection;
 mod driver;
 mod frame;
 mod hpack;
-mod huffman_codes;
+mod hpack_encode;
+mod huffman;
 mod receive;
 mod server;
 mod shared;
+mod slot;
 
 pub use connection::{Connection, Pinger, Stream};
-pub use hpack::{
+pub use hpack_encode::{
     put_field, Literal, AUTHORITY, CONTENT_TYPE, METHOD_POST, PATH, SCHEME_HTTP, SCHEME_HTTPS,
 };
 pub use server::{Incoming, Respond, Server};

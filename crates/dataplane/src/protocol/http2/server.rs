@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::driver::Driver;
 use super::frame;
-use super::hpack;
+use super::hpack_encode;
 use super::shared::{wake_driver, Failure, Finish, Received, Shared, State};
 
 /// An answer's bytes queued beyond the client's window before its sender waits.
@@ -186,7 +186,7 @@ impl Respond {
         let mut state = self.open()?;
         let max_frame = state.peer_max_frame;
         frame::put_headers_with(&mut state.tail, self.id, end, max_frame, |block| {
-            hpack::put_head(block, Some(status), headers);
+            hpack_encode::put_head(block, Some(status), headers);
         });
         if end {
             if let Some(slot) = state.streams.get_mut(&self.id) {
@@ -233,12 +233,12 @@ impl Respond {
         if slot.unsent_len == 0 {
             // Nothing before them: straight into the write buffer.
             frame::put_headers_with(tail, self.id, true, *peer_max_frame, |block| {
-                hpack::put_head(block, None, trailers);
+                hpack_encode::put_head(block, None, trailers);
             });
             slot.finish = Finish::Done;
         } else {
             let mut block = BytesMut::new();
-            hpack::put_head(&mut block, None, trailers);
+            hpack_encode::put_head(&mut block, None, trailers);
             slot.finish = Finish::Trailers(block.freeze());
         }
         wake_driver(state);

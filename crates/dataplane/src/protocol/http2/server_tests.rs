@@ -275,11 +275,11 @@ async fn a_client_resetting_streams_as_it_opens_them_is_asked_to_go() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut near, far) = tokio::io::duplex(1 << 20);
     let (mut events, _shutdown) = serve(far);
-    let mut block = BytesMut::from(&[hpack::METHOD_POST, hpack::SCHEME_HTTP][..]);
-    hpack::put_field(
+    let mut block = BytesMut::from(&[hpack_encode::METHOD_POST, hpack_encode::SCHEME_HTTP][..]);
+    hpack_encode::put_field(
         &mut block,
-        hpack::Literal::WithoutIndexing,
-        hpack::PATH,
+        hpack_encode::Literal::WithoutIndexing,
+        hpack_encode::PATH,
         b"",
         b"/wait", // its handler tells when it sees its stream reset: none should run
     );

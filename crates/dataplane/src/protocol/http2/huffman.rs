@@ -1,6 +1,63 @@
-//! The Huffman code of HPACK (RFC 7541 Appendix B): each octet's code and its length in bits,
-//! then EOS's. Data from the RFC.
+//! The Huffman code of HPACK (RFC 7541 Appendix B) and its decoding. Sans-IO.
 
+use std::sync::OnceLock;
+
+/// The Huffman code as a binary tree: node `i`'s children at `tree[i]`, a leaf marked by LEAF.
+const LEAF: u16 = 0x8000;
+
+fn tree() -> &'static [[u16; 2]] {
+    static TREE: OnceLock<Vec<[u16; 2]>> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let mut tree = vec![[0u16; 2]];
+        for (symbol, &(code, len)) in CODES.iter().enumerate() {
+            let mut node = 0;
+            for bit in (0..len).rev() {
+                let side = ((code >> bit) & 1) as usize;
+                if bit == 0 {
+                    tree[node][side] = LEAF | symbol as u16;
+                } else {
+                    if tree[node][side] == 0 {
+                        tree.push([0, 0]);
+                        tree[node][side] = (tree.len() - 1) as u16;
+                    }
+                    node = tree[node][side] as usize;
+                }
+            }
+        }
+        tree
+    })
+}
+
+/// A Huffman-coded string's octets; Err: why it is malformed.
+pub fn huffman_decode(code: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let tree = tree();
+    let mut out = Vec::with_capacity(code.len() * 8 / 5);
+    let (mut node, mut pending_bits, mut all_ones) = (0usize, 0u32, true);
+    for byte in code {
+        for shift in (0..8).rev() {
+            let bit = usize::from((byte >> shift) & 1);
+            let next = tree[node][bit];
+            pending_bits += 1;
+            all_ones &= bit == 1;
+            if next & LEAF != 0 {
+                let symbol = next & !LEAF;
+                if symbol == 256 {
+                    return Err("EOS in a Huffman string");
+                }
+                out.push(symbol as u8);
+                (node, pending_bits, all_ones) = (0, 0, true);
+            } else {
+                node = usize::from(next);
+            }
+        }
+    }
+    if pending_bits > 7 || !all_ones {
+        return Err("bad Huffman padding");
+    }
+    Ok(out)
+}
+
+/// Each octet's code and its length in bits, then EOS's. Data from the RFC.
 pub const CODES: [(u32, u8); 257] = [
     (0x1ff8, 13),
     (0x7fffd8, 23),
