@@ -120,7 +120,7 @@ class PoolConfig(_Frozen):
     dns_refresh_s: float = Field(default=5.0, gt=0)  # dns: endpoints are resolved again this often
     dns_resolver: IpPort | None = None  # the DNS server for dns: endpoints; none: the system's
     # HTTP/2 connections to each endpoint that unary calls spread over, opened as the load needs
-    # them: a call goes on the one with the fewest calls under way; another opens when each carries 2+.
+    # them: a call goes on the least loaded (request bytes); another opens when each carries 1 MiB+.
     connections_per_endpoint: int = Field(default=8, ge=1, le=64)
     max_inflight: int = Field(default=0, ge=0)  # requests under way towards Triton; 0: no limit
     max_queue: int = Field(default=100, ge=0)  # waiting beyond max_inflight; more are shed

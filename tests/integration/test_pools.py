@@ -154,15 +154,16 @@ def _connections_to(gateway: GatewayProcess, port: int) -> int:
     )
 
 
-def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: int) -> list[list[float]]:
-    """`callers` clients calling `each` times, all at once: their answers' outputs."""
-    answers: list[list[float]] = []
+def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: int) -> list[bool]:
+    """`callers` clients calling `each` times, all at once: whether each answer echoed its input."""
+    answers: list[bool] = []
+    sent = request.raw_input_contents[0]
 
     def calls() -> None:
         client = Client(address)
         for _ in range(each):
             response, _ = client.call(request)
-            answers.append(np.frombuffer(response.raw_output_contents[0], np.float32).tolist())
+            answers.append(response.raw_output_contents[0] == sent)
         client.close()
 
     threads = [threading.Thread(target=calls) for _ in range(callers)]
@@ -174,12 +175,17 @@ def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: in
 
 
 def test_unary_calls_spread_over_connections_as_the_load_needs_them(triton: TritonCli, tmp_path: Path) -> None:
-    """One caller at a time stays on one connection to its Triton; eight at a time, each call on
-    the least busy connection, open more up to `connections_per_endpoint` (3), and no more; with 1,
-    every call shares one. The admin API counts them as the sockets do."""
-    request = pb.ModelInferRequest(model_name="slow")
-    request.inputs.add(name="DELAY_MS", datatype="FP32", shape=[1, 1])
-    request.raw_input_contents.append(np.array([[100.0]], np.float32).tobytes())
+    """Small requests share one connection to their Triton however many are under way (eight
+    callers of `slow`, 100 ms each); 1 MB requests from eight callers, each on the least loaded
+    connection, open more up to `connections_per_endpoint` (3), and no more; with 1, every call
+    shares one. The admin API counts them as the sockets do."""
+    small = pb.ModelInferRequest(model_name="slow")
+    small.inputs.add(name="DELAY_MS", datatype="FP32", shape=[1, 1])
+    small.raw_input_contents.append(np.array([[100.0]], np.float32).tobytes())
+    values = np.arange(1 << 18, dtype=np.float32)  # 1 MiB
+    large = pb.ModelInferRequest(model_name="identity")
+    large.inputs.add(name="INPUT0", datatype="FP32", shape=[values.size])
+    large.raw_input_contents.append(values.tobytes())
     for limit in (3, 1):
         config = {
             "listen": "127.0.0.1:0",
@@ -190,9 +196,9 @@ def test_unary_calls_spread_over_connections_as_the_load_needs_them(triton: Trit
         path = tmp_path / f"gateway-{limit}.yaml"
         path.write_text(yaml.safe_dump(config))
         with running_gateway(["--config", str(path)], tmp_path / f"gateway-{limit}.log") as gateway:
-            assert _at_once(gateway.address, request, callers=1, each=5) == [[100.0]] * 5
+            assert _at_once(gateway.address, small, callers=8, each=3) == [True] * 24
             assert _connections_to(gateway, triton.port) == 1
             assert _endpoint(_pool(gateway.admin_address), triton.address).connections == 1
-            assert _at_once(gateway.address, request, callers=8, each=4) == [[100.0]] * 32
+            assert _at_once(gateway.address, large, callers=8, each=4) == [True] * 32
             assert _connections_to(gateway, triton.port) == limit
             assert _endpoint(_pool(gateway.admin_address), triton.address).connections == limit

@@ -208,7 +208,7 @@ impl Channel {
         ];
         let mut reconnected = false;
         let (mut stream, open) = loop {
-            let (lean, open) = self.lean.take().await?;
+            let (lean, open) = self.lean.take(message.len()).await?;
             // A call that cannot start finds the connection closed or going away (its server
             // said GOAWAY, the socket broke, its stream ids ran out): the next calls go on
             // another one, or a new one (the calls still under way on it finish there); this

@@ -2,12 +2,13 @@
 //! keepalive pings of a connection with calls under way, and the lean client's connections to
 //! one server (`LeanSet`): up to a configured number, opened as the calls need them.
 //!
-//! A call goes on the lean connection with the fewest calls under way. When every open one
-//! carries `CROWDED` calls or more, one more is opened in the background (the call does not wait
-//! for it), up to the limit: at low concurrency the calls share one connection (their frames
-//! share the writes; a few probes at once do not open another), under load they spread. That matters to Triton with large requests: its gRPC front end reads a busy
-//! connection into ever larger fresh buffers, and spent a third more CPU a request on the
-//! 602 KB `image` model with all sixteen callers' requests on one connection than on four.
+//! A call goes on the lean connection with the least under way, weighed in request bytes. When
+//! every open one carries `CROWDED` bytes or more, one more is opened in the background (the call
+//! does not wait for it), up to the limit: small requests share one connection however many are
+//! under way (their frames share the writes), large ones spread. That matters to Triton: its gRPC
+//! front end reads a connection carrying many large requests into ever larger fresh buffers, and
+//! spent ~40% more CPU a request on the 602 KB `image` model with sixteen callers' requests on
+//! one connection than spread over eight.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,8 +130,9 @@ pub(super) async fn keepalive(mut pings: impl Pings, open: Arc<AtomicUsize>, che
 #[derive(Clone)]
 pub(super) struct Lean {
     pub(super) connection: http2::Connection,
-    /// Calls on it: from the moment one is put on it until its answer has been read.
-    open: Arc<AtomicUsize>,
+    /// What is under way on it, from the moment a call is put on it until its answer has been
+    /// read: each call weighs its request's bytes and one (zero: idle, when keepalive rests).
+    load: Arc<AtomicUsize>,
     check: Arc<Notify>,
 }
 
@@ -139,16 +141,16 @@ fn lean(io: Box<dyn Io>) -> Lean {
     let (connection, driver) = http2::Connection::new(io);
     let lean = Lean {
         connection,
-        open: Arc::new(AtomicUsize::new(0)),
+        load: Arc::new(AtomicUsize::new(0)),
         check: Arc::new(Notify::new()),
     };
     let pinger = lean.connection.pinger();
-    let (open, check) = (lean.open.clone(), lean.check.clone());
+    let (load, check) = (lean.load.clone(), lean.check.clone());
     let closing = lean.connection.pinger();
     tokio::spawn(async move {
         tokio::select! {
             _ = driver => {}
-            () = keepalive(pinger, open, check) => {
+            () = keepalive(pinger, load, check) => {
                 closing.close("the server did not answer a ping");
             }
         }
@@ -156,10 +158,10 @@ fn lean(io: Box<dyn Io>) -> Lean {
     lean
 }
 
-/// Calls under way on every open connection at which one more is opened.
-const CROWDED: usize = 2;
+/// The load (bytes of requests under way) on every open connection at which one more is opened.
+const CROWDED: usize = 1 << 20;
 
-/// Where the next call goes, from the calls under way on each open connection.
+/// Where the next call goes, from the load on each open connection.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Pick {
     /// On this one.
@@ -170,19 +172,19 @@ pub(super) enum Pick {
     Connect,
 }
 
-/// The connection with the fewest calls under way (the first of equals); one more is wanted when
-/// even that one is `CROWDED` and there are fewer than `limit`.
-pub(super) fn pick(open: impl IntoIterator<Item = usize>, limit: usize) -> Pick {
+/// The connection with the least load (the first of equals); one more is wanted when even that
+/// one is `CROWDED` and there are fewer than `limit`.
+pub(super) fn pick(loads: impl IntoIterator<Item = usize>, limit: usize) -> Pick {
     let (mut count, mut best) = (0, None);
-    for (index, calls) in open.into_iter().enumerate() {
+    for (index, load) in loads.into_iter().enumerate() {
         count += 1;
-        if best.is_none_or(|(_, fewest)| calls < fewest) {
-            best = Some((index, calls));
+        if best.is_none_or(|(_, least)| load < least) {
+            best = Some((index, load));
         }
     }
     match best {
         None => Pick::Connect,
-        Some((index, calls)) if calls >= CROWDED && count < limit => Pick::UseAndGrow(index),
+        Some((index, load)) if load >= CROWDED && count < limit => Pick::UseAndGrow(index),
         Some((index, _)) => Pick::Use(index),
     }
 }
@@ -222,23 +224,23 @@ impl LeanSet {
         open.iter().filter(|l| !l.connection.is_closed()).count()
     }
 
-    /// A connection for a call, counted as under way on it until the `Open` is dropped; one is
-    /// opened when none is (Err: why it could not be).
-    pub(super) async fn take(self: &Arc<Self>) -> Result<(Lean, Open), String> {
-        if let Some(taken) = self.pick() {
+    /// A connection for a call whose request is `bytes` long, counted as under way on it until
+    /// the `Open` is dropped; one is opened when none is (Err: why it could not be).
+    pub(super) async fn take(self: &Arc<Self>, bytes: usize) -> Result<(Lean, Open), String> {
+        if let Some(taken) = self.pick(bytes) {
             return Ok(taken);
         }
-        Box::pin(self.connect_first()).await
+        Box::pin(self.connect_first(bytes)).await
     }
 
-    /// The least busy open connection, and one more opened in the background when it is busy;
-    /// None when none is open. Closed connections are let go of here (their calls under way
-    /// finish on them).
-    fn pick(self: &Arc<Self>) -> Option<(Lean, Open)> {
+    /// The least loaded open connection, and one more opened in the background when it is
+    /// crowded; None when none is open. Closed connections are let go of here (their calls under
+    /// way finish on them).
+    fn pick(self: &Arc<Self>, bytes: usize) -> Option<(Lean, Open)> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let index = match pick(
-                open.iter().map(|l| l.open.load(Ordering::Relaxed)),
+                open.iter().map(|l| l.load.load(Ordering::Relaxed)),
                 self.limit,
             ) {
                 Pick::Connect => return None,
@@ -253,7 +255,7 @@ impl LeanSet {
                 continue;
             }
             let lean = open[index].clone();
-            let taken = Open::new(&lean.open);
+            let taken = Open::weighing(&lean.load, bytes + 1);
             return Some((lean, taken));
         }
     }
@@ -281,13 +283,13 @@ impl LeanSet {
         }
     }
 
-    async fn connect_first(self: &Arc<Self>) -> Result<(Lean, Open), String> {
+    async fn connect_first(self: &Arc<Self>, bytes: usize) -> Result<(Lean, Open), String> {
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(taken) = self.pick() {
+        if let Some(taken) = self.pick(bytes) {
             return Ok(taken);
         }
         let lean = lean(self.dialer.dial().await?);
-        let taken = Open::new(&lean.open);
+        let taken = Open::weighing(&lean.load, bytes + 1);
         self.add(lean.clone());
         Ok((lean, taken))
     }
@@ -298,16 +300,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_call_goes_on_the_least_busy_connection_and_more_open_only_when_all_are_busy() {
+    fn a_call_goes_on_the_least_loaded_connection_and_more_open_only_when_all_are_crowded() {
+        const MB: usize = 1 << 20;
         assert_eq!(pick([], 4), Pick::Connect);
         assert_eq!(pick([0], 4), Pick::Use(0));
-        assert_eq!(pick([1], 4), Pick::Use(0)); // two calls at once share one
-        assert_eq!(pick([2], 4), Pick::UseAndGrow(0));
-        assert_eq!(pick([3, 0, 2], 4), Pick::Use(1));
-        assert_eq!(pick([3, 1, 2], 4), Pick::Use(1));
-        assert_eq!(pick([4, 2, 3], 4), Pick::UseAndGrow(1));
-        assert_eq!(pick([3, 2, 2], 4), Pick::UseAndGrow(1)); // the first of equals
-        assert_eq!(pick([2, 5, 3, 4], 4), Pick::Use(0)); // at the limit
-        assert_eq!(pick([7], 1), Pick::Use(0));
+        assert_eq!(pick([40], 4), Pick::Use(0)); // many small calls share one
+        assert_eq!(pick([MB - 1], 4), Pick::Use(0));
+        assert_eq!(pick([MB], 4), Pick::UseAndGrow(0));
+        assert_eq!(pick([3 * MB, 0, 2 * MB], 4), Pick::Use(1));
+        assert_eq!(pick([3 * MB, 100, 2 * MB], 4), Pick::Use(1));
+        assert_eq!(pick([4 * MB, 2 * MB, 3 * MB], 4), Pick::UseAndGrow(1));
+        assert_eq!(pick([3 * MB, 2 * MB, 2 * MB], 4), Pick::UseAndGrow(1)); // the first of equals
+        assert_eq!(pick([2 * MB, 5 * MB, 3 * MB, 4 * MB], 4), Pick::Use(0)); // at the limit
+        assert_eq!(pick([7 * MB], 1), Pick::Use(0));
     }
 }

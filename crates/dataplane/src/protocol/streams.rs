@@ -24,19 +24,24 @@ use crate::protocol::grpc::{self, FrameError};
 use crate::protocol::http2;
 
 /// A call under way on a connection, counted while its answer is read (the connection pings
-/// its server only while some are, as gRPC servers expect).
-pub struct Open(Arc<AtomicUsize>);
+/// its server only while some are, as gRPC servers expect): as one, or by a weight of its own
+/// (the lean connections weigh a call by its request's bytes).
+pub struct Open(Arc<AtomicUsize>, usize);
 
 impl Open {
     pub fn new(count: &Arc<AtomicUsize>) -> Open {
-        count.fetch_add(1, Ordering::Relaxed);
-        Open(count.clone())
+        Open::weighing(count, 1)
+    }
+
+    pub fn weighing(count: &Arc<AtomicUsize>, weight: usize) -> Open {
+        count.fetch_add(weight, Ordering::Relaxed);
+        Open(count.clone(), weight)
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
