@@ -7,7 +7,7 @@
 //! does not wait for it), up to the limit: small requests share one connection however many are
 //! under way (their frames share the writes), large ones spread. That matters to Triton: its gRPC
 //! front end reads a connection carrying many large requests into ever larger fresh buffers, and
-//! spent ~40% more CPU a request on the 602 KB `image` model with sixteen callers' requests on
+//! spent ~30% more CPU a request on the 602 KB `image` model with sixteen callers' requests on
 //! one connection than spread over eight.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
