@@ -175,8 +175,8 @@ def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: in
 
 
 def test_unary_calls_spread_over_connections_as_the_load_needs_them(triton: TritonCli, tmp_path: Path) -> None:
-    """Small requests share one connection to their Triton however many are under way (eight
-    callers of `slow`, 100 ms each); 1 MB requests from eight callers, each on the least loaded
+    """Small requests share one connection to their Triton while less than a MiB of them is under
+    way (eight callers of `slow`, 100 ms each); 1 MB requests from eight callers, each on the least loaded
     connection, open more up to `connections_per_endpoint` (3), and no more; with 1, every call
     shares one. The admin API counts them as the sockets do."""
     small = pb.ModelInferRequest(model_name="slow")

@@ -4,8 +4,8 @@
 //!
 //! A call goes on the lean connection with the least under way, weighed in request bytes. When
 //! every open one carries `CROWDED` bytes or more, one more is opened in the background (the call
-//! does not wait for it), up to the limit: small requests share one connection however many are
-//! under way (their frames share the writes), large ones spread. That matters to Triton: its gRPC
+//! does not wait for it), up to the limit: small requests share one connection until a MiB of them
+//! is under way (their frames share the writes), large ones spread. That matters to Triton: its gRPC
 //! front end reads a connection carrying many large requests into ever larger fresh buffers, and
 //! spent ~30% more CPU a request on the 602 KB `image` model with sixteen callers' requests on
 //! one connection than spread over eight.
@@ -130,8 +130,8 @@ pub(super) async fn keepalive(mut pings: impl Pings, open: Arc<AtomicUsize>, che
 #[derive(Clone)]
 pub(super) struct Lean {
     pub(super) connection: http2::Connection,
-    /// What is under way on it, from the moment a call is put on it until its answer has been
-    /// read: each call weighs its request's bytes and one (zero: idle, when keepalive rests).
+    /// What is under way on it, from the moment a call is put on it until its answer's body is
+    /// dropped: each call weighs its request's bytes and one (zero: idle, when keepalive rests).
     load: Arc<AtomicUsize>,
     check: Arc<Notify>,
 }
@@ -195,7 +195,7 @@ pub(super) struct LeanSet {
     limit: usize,
     open: Mutex<Vec<Lean>>,
     /// A connection is being opened in the background.
-    growing: Arc<AtomicBool>,
+    growing: AtomicBool,
     /// One call at a time opens the first connection; the others wait for it.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -206,7 +206,7 @@ impl LeanSet {
             dialer,
             limit: limit.max(1),
             open: Mutex::new(Vec::new()),
-            growing: Arc::new(AtomicBool::new(false)),
+            growing: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
         })
     }
@@ -234,44 +234,41 @@ impl LeanSet {
     }
 
     /// The least loaded open connection, and one more opened in the background when it is
-    /// crowded; None when none is open. Closed connections are let go of here (their calls under
-    /// way finish on them).
+    /// crowded; None when none is open. Connections closed or going away leave the set here: no
+    /// new call goes on them (those under way finish there) and they count against no limit.
     fn pick(self: &Arc<Self>, bytes: usize) -> Option<(Lean, Open)> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let index = match pick(
-                open.iter().map(|l| l.load.load(Ordering::Relaxed)),
-                self.limit,
-            ) {
-                Pick::Connect => return None,
-                Pick::Use(index) => index,
-                Pick::UseAndGrow(index) => {
-                    self.grow();
-                    index
-                }
-            };
-            if open[index].connection.is_closed() {
-                open.swap_remove(index);
-                continue;
+        open.retain(|l| !l.connection.is_closed());
+        let loads = open.iter().map(|l| l.load.load(Ordering::Relaxed));
+        let index = match pick(loads, self.limit) {
+            Pick::Connect => return None,
+            Pick::Use(index) => index,
+            Pick::UseAndGrow(index) => {
+                self.grow();
+                index
             }
-            let lean = open[index].clone();
-            let taken = Open::weighing(&lean.load, bytes + 1);
-            return Some((lean, taken));
-        }
+        };
+        let lean = open[index].clone();
+        let taken = Open::weighing(&lean.load, bytes + 1);
+        Some((lean, taken))
     }
 
-    /// Opens one more connection in the background, unless one is being opened already.
+    /// Opens one more connection in the background, unless one is being opened already. The task
+    /// does not keep the set alive: an endpoint gone from its pool meanwhile keeps no connection.
     fn grow(self: &Arc<Self>) {
         if self.growing.swap(true, Ordering::Relaxed) {
             return;
         }
-        let set = self.clone();
+        let (set, dialer) = (Arc::downgrade(self), self.dialer.clone());
         tokio::spawn(async move {
-            // A server that cannot be reached now is tried again by a later call.
-            if let Ok(io) = set.dialer.dial().await {
-                set.add(lean(io));
+            let dialed = dialer.dial().await;
+            if let Some(set) = set.upgrade() {
+                // A server that cannot be reached now is tried again by a later call.
+                if let Ok(io) = dialed {
+                    set.add(lean(io));
+                }
+                set.growing.store(false, Ordering::Relaxed);
             }
-            set.growing.store(false, Ordering::Relaxed);
         });
     }
 
