@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -144,14 +146,25 @@ def test_hedging_sends_a_second_attempt_when_the_first_is_slow(triton: TritonCli
     assert stats.hedges == 5 and stats.attempts == 5 + 5 + 3
 
 
-def _connections_to(gateway: GatewayProcess, port: int) -> int:
-    """The gateway's established TCP connections to `port`."""
+def _sent_to(gateway: GatewayProcess, port: int) -> list[int]:
+    """The bytes each of the gateway's established TCP connections to `port` has had acknowledged
+    (its local ports from /proc, their counters from `ss`)."""
     assert gateway.process is not None
-    return sum(
-        1
+    ours = {
+        c.laddr.port
         for c in psutil.Process(gateway.process.pid).net_connections(kind="tcp")
         if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-    )
+    }
+    listed = subprocess.run(["ss", "-tinH", "state", "established", "dport", "=", f":{port}"],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    sent = {}
+    for block in re.split(r"\n(?=\S)", listed.strip()):
+        local = re.search(r":(\d+)\s", block)
+        acked = re.search(r"bytes_acked:(\d+)", block)
+        if local and int(local.group(1)) in ours:
+            sent[int(local.group(1))] = int(acked.group(1)) if acked else 0
+    assert set(sent) == ours, (listed, ours)
+    return sorted(sent.values())
 
 
 def _at_once(address: str, request: pb.ModelInferRequest, callers: int, each: int) -> list[bool]:
@@ -197,8 +210,10 @@ def test_unary_calls_spread_over_connections_as_the_load_needs_them(triton: Trit
         path.write_text(yaml.safe_dump(config))
         with running_gateway(["--config", str(path)], tmp_path / f"gateway-{limit}.log") as gateway:
             assert _at_once(gateway.address, small, callers=8, each=3) == [True] * 24
-            assert _connections_to(gateway, triton.port) == 1
+            assert len(_sent_to(gateway, triton.port)) == 1
             assert _endpoint(_pool(gateway.admin_address), triton.address).connections == 1
             assert _at_once(gateway.address, large, callers=8, each=4) == [True] * 32
-            assert _connections_to(gateway, triton.port) == limit
+            sent = _sent_to(gateway, triton.port)
+            # As many as allowed, each of them carrying requests (one has all 32 MiB when alone).
+            assert len(sent) == limit and sent[0] >= (1 << 20) and sum(sent) >= 32 << 20, sent
             assert _endpoint(_pool(gateway.admin_address), triton.address).connections == limit
