@@ -109,9 +109,9 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
 
 /// The connections to `address` (TLS when a connector is given), shared by the calls to it.
 pub struct Channel {
-    pub address: String,
     /// The head of a ModelInfer to this endpoint, encoded once: a request copies it.
     model_infer: Bytes,
+    /// The server's address (HOST:PORT) and TLS towards it.
     dialer: Dialer,
     live: Mutex<Option<Live>>,
     connecting: tokio::sync::Mutex<()>,
@@ -134,12 +134,8 @@ impl Channel {
             &address,
             &method_path("ModelInfer"),
         );
-        let dialer = Dialer {
-            address: address.clone(),
-            tls,
-        };
+        let dialer = Dialer { address, tls };
         Channel {
-            address,
             model_infer: model_infer.freeze(),
             lean: LeanSet::new(dialer.clone(), connections),
             dialer,
@@ -155,6 +151,11 @@ impl Channel {
             live.check.notify_one();
         }
         self.lean.check();
+    }
+
+    /// The server's address (HOST:PORT).
+    pub fn address(&self) -> &str {
+        &self.dialer.address
     }
 
     /// The lean connections open now (the unary calls' ones).
@@ -177,7 +178,7 @@ impl Channel {
             other => head_block(
                 &mut block,
                 self.dialer.tls.is_some(),
-                &self.address,
+                self.address(),
                 &method_path(other),
             ),
         }
@@ -271,7 +272,8 @@ impl Channel {
         deadline: Option<Instant>,
         traceparent: Option<&str>,
     ) -> Result<Answer, String> {
-        let uri = uri(self.dialer.tls.is_some(), &self.address, path).map_err(|e| e.to_string())?;
+        let uri =
+            uri(self.dialer.tls.is_some(), self.address(), path).map_err(|e| e.to_string())?;
         self.request(uri, body, deadline, traceparent).await
     }
 

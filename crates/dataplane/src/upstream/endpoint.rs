@@ -65,7 +65,7 @@ impl Endpoint {
     }
 
     pub fn address(&self) -> &str {
-        &self.channel.address
+        self.channel.address()
     }
 
     fn since_sample(&self) -> f64 {
